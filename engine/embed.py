@@ -1,0 +1,367 @@
+"""Embed a whole dataset with one model: batched, decode overlapped with compute, cached, resumable.
+
+The job is cut into shards of whole batches. Each finished shard is written atomically under
+``vectors/<key>.partial/``; a job killed half-way resumes at the first missing shard. Because the
+shard and batch boundaries are fixed by the plan stored with the shards, a resumed job feeds the
+model exactly the same batches as an uninterrupted one and so produces identical vectors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.cache import Cache, Entry, _cache_write_error, atomic_save_npy, locked, make_key
+from engine.datasets.base import Dataset
+from engine.errors import ItemError, ParallaxError
+from engine.models.base import IMAGE, TEXT, EmbeddingModel
+from engine.progress import ProgressCallback, ProgressTracker
+
+SHARD_TARGET_ITEMS = 2048  # rows per resumable shard (rounded to whole batches)
+
+
+@dataclass
+class EmbeddingResult:
+    """What an embed job produced (or found in the cache). ``path`` is an N x D ``.npy``."""
+
+    dataset: str
+    model: str
+    modality: str
+    n: int
+    dim: int
+    cached: bool
+    seconds: float
+    path: Path
+    key: str
+    skipped: int  # items the dataset skipped + items that failed while embedding
+    failed: list[dict[str, str]] = field(default_factory=list)  # rows left as zero vectors
+
+    def vectors(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "modality": self.modality,
+            "n": self.n,
+            "dim": self.dim,
+            "skipped": self.skipped,
+            "failed": len(self.failed),
+            "cached": self.cached,
+            "seconds": round(self.seconds, 3),
+            "path": str(self.path),
+            "key": self.key,
+        }
+
+
+def choose_modality(dataset: Dataset, model: EmbeddingModel, requested: str | None = None) -> str:
+    """The modality to embed: the one asked for, else images if both sides have them, else text."""
+    has_text = dataset.texts is not None
+    if requested is not None:
+        if requested not in (IMAGE, TEXT):
+            raise ParallaxError(f"unknown modality {requested!r}: use 'image' or 'text'")
+        if requested not in model.modalities:
+            raise ParallaxError(f"model {model.spec} does not embed {requested}s")
+        if (requested == IMAGE and not dataset.has_images) or (requested == TEXT and not has_text):
+            raise ParallaxError(f"dataset {dataset.spec} has no {requested}s")
+        return requested
+    if IMAGE in model.modalities and dataset.has_images:
+        return IMAGE
+    if TEXT in model.modalities and has_text:
+        return TEXT
+    have = "images" if dataset.has_images else "texts"
+    wants = " and ".join(sorted(m + "s" for m in model.modalities))
+    raise ParallaxError(f"model {model.spec} embeds {wants}, but dataset {dataset.spec} has {have}")
+
+
+def vectors_key(dataset: Dataset, model: EmbeddingModel, modality: str) -> str:
+    return make_key(
+        kind="vectors",
+        dataset=dataset.fingerprint(),
+        model=model.identity,
+        modality=modality,
+    )
+
+
+def find_cached(dataset: Dataset, model_spec: str, cache: Cache | None = None) -> list[Entry]:
+    """Finished vector entries for this dataset made by ``model_spec`` (no model is loaded).
+
+    Used to show what is already embedded; ``embed_dataset`` still checks the model identity.
+    """
+    cache = cache or Cache()
+    fp = dataset.fingerprint()
+    return [
+        e
+        for e in cache.entries("vectors")
+        if e.manifest.get("dataset_fingerprint") == fp and e.manifest.get("model") == model_spec
+    ]
+
+
+def _batches(start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
+    return [(b, min(b + batch_size, stop)) for b in range(start, stop, batch_size)]
+
+
+def _prefetched_image_batches(
+    dataset: Dataset,
+    model: EmbeddingModel,
+    batches: list[tuple[int, int]],
+    workers: int,
+) -> Iterator[tuple[tuple[int, int], list[Any], dict[int, str]]]:
+    """Yield (batch, preprocessed inputs, failures) with decoding running ahead in threads.
+
+    Pillow's decoders and resizers release the GIL, so threads overlap decoding of the next
+    batches with the model's forward pass on the current one without pickling images.
+    """
+
+    def load(i: int) -> Any:
+        return model.preprocess_image(dataset.load_image(i))
+
+    lookahead = 2  # batches decoded ahead of the one being embedded
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque[tuple[tuple[int, int], list[Future[Any]]]] = deque()
+        queue = iter(batches)
+
+        def submit_next() -> None:
+            batch = next(queue, None)
+            if batch is not None:
+                pending.append((batch, [pool.submit(load, i) for i in range(*batch)]))
+
+        for _ in range(lookahead + 1):
+            submit_next()
+        while pending:
+            batch, futures = pending.popleft()
+            submit_next()
+            inputs: list[Any] = []
+            failures: dict[int, str] = {}
+            for i, fut in zip(range(*batch), futures, strict=True):
+                try:
+                    inputs.append(fut.result())
+                except ItemError as exc:
+                    failures[i] = str(exc)
+                    inputs.append(None)
+            yield batch, inputs, failures
+
+
+def _embed_shard_images(
+    dataset: Dataset,
+    model: EmbeddingModel,
+    batches: Iterator[tuple[tuple[int, int], list[Any], dict[int, str]]],
+    n_batches: int,
+    dim: int,
+    tracker: ProgressTracker,
+) -> tuple[np.ndarray, dict[int, str]]:
+    rows: list[np.ndarray] = []
+    failures: dict[int, str] = {}
+    for _ in range(n_batches):
+        (start, stop), inputs, failed = next(batches)
+        out = np.zeros((stop - start, dim), dtype=np.float32)
+        ok = [j for j, x in enumerate(inputs) if x is not None]
+        if ok:
+            out[ok] = model.embed_preprocessed([inputs[j] for j in ok])
+        rows.append(out)
+        failures.update(failed)
+        tracker.advance(stop - start)
+    return np.concatenate(rows) if rows else np.zeros((0, dim), np.float32), failures
+
+
+def _embed_shard_texts(
+    texts: list[str | None],
+    model: EmbeddingModel,
+    batches: list[tuple[int, int]],
+    dim: int,
+    tracker: ProgressTracker,
+) -> tuple[np.ndarray, dict[int, str]]:
+    rows: list[np.ndarray] = []
+    failures: dict[int, str] = {}
+    for start, stop in batches:
+        out = np.zeros((stop - start, dim), dtype=np.float32)
+        ok = [j for j in range(stop - start) if texts[start + j]]
+        for j in range(stop - start):
+            if not texts[start + j]:
+                failures[start + j] = "no text"
+        if ok:
+            out[ok] = model.embed_texts([texts[start + j] or "" for j in ok])
+        rows.append(out)
+        tracker.advance(stop - start)
+    return np.concatenate(rows) if rows else np.zeros((0, dim), np.float32), failures
+
+
+def _assemble(cache: Cache, key: str, n_shards: int, n: int, dim: int) -> Path:
+    """Concatenate the shards into one ``vectors.npy`` (streamed through a memmap, then renamed)."""
+    directory = cache.entry_dir("vectors", key)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / "vectors.npy"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vectors.", suffix=".npy.tmp")
+    os.close(fd)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+        row = 0
+        for s in range(n_shards):
+            shard = np.load(cache.shard_path("vectors", key, s), allow_pickle=False)
+            out[row : row + len(shard)] = shard
+            row += len(shard)
+        if row != n:
+            raise ParallaxError(f"internal error: shards hold {row} rows, expected {n}")
+        out.flush()
+        del out
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise _cache_write_error(final, exc) from exc
+    return final
+
+
+def embed_dataset(
+    dataset: Dataset | str,
+    model: EmbeddingModel | str,
+    *,
+    modality: str | None = None,
+    cache: Cache | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    device: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> EmbeddingResult:
+    """Embed every item of ``dataset`` with ``model`` and return the cached N x D vectors.
+
+    Nothing is computed twice: a finished entry for the same (dataset content, model identity,
+    modality) is returned as is (``cached=True``); an interrupted one is resumed.
+    """
+    t0 = time.perf_counter()
+    cache = cache or Cache()
+    if isinstance(dataset, str):
+        from engine.datasets import open_dataset
+
+        dataset = open_dataset(dataset, cache_root=cache.root)
+    if isinstance(model, str):
+        from engine.models import load_model
+
+        model = load_model(model, device=device)
+    modality = choose_modality(dataset, model, modality)
+    key = vectors_key(dataset, model, modality)
+    n = len(dataset)
+    dim = int(model.dim)
+
+    def result(entry: Entry, cached: bool) -> EmbeddingResult:
+        failed = entry.manifest.get("failed", [])
+        return EmbeddingResult(
+            dataset=dataset.spec,
+            model=model.spec,
+            modality=modality,
+            n=int(entry.manifest["n"]),
+            dim=int(entry.manifest["dim"]),
+            cached=cached,
+            seconds=time.perf_counter() - t0,
+            path=entry.array_path,
+            key=key,
+            skipped=len(dataset.skipped) + len(failed),
+            failed=failed,
+        )
+
+    entry = cache.get("vectors", key)
+    if entry is not None:
+        return result(entry, cached=True)
+
+    with locked(cache.root, key):
+        # Another process may have finished the same job while we waited for the lock.
+        entry = cache.get("vectors", key)
+        if entry is not None:
+            return result(entry, cached=True)
+
+        plan = cache.read_partial_plan("vectors", key)
+        if plan is None or plan.get("n") != n or plan.get("dim") != dim:
+            cache.drop_partial("vectors", key)
+            bs = int(batch_size or model.default_batch_size)
+            plan = {
+                "n": n,
+                "dim": dim,
+                "batch_size": bs,
+                "shard_size": max(bs, (SHARD_TARGET_ITEMS // bs) * bs),
+            }
+            cache.write_partial_plan("vectors", key, plan)
+        # The stored plan wins over a new --batch-size so resumed shards match earlier ones.
+        bs, shard_size = int(plan["batch_size"]), int(plan["shard_size"])
+        n_shards = (n + shard_size - 1) // shard_size
+        first = cache.completed_shards("vectors", key, n_shards)
+        tracker = ProgressTracker(
+            f"embed {modality}s with {model.spec}",
+            n,
+            progress,
+            already_done=min(n, first * shard_size),
+        )
+        tracker.emit()
+
+        todo = _batches(first * shard_size, n, bs)
+        if modality == IMAGE:
+            stream = _prefetched_image_batches(
+                dataset, model, todo, workers or min(4, os.cpu_count() or 1)
+            )
+        texts = dataset.texts or []
+        failures: dict[int, str] = {}
+        for s in range(first, n_shards):
+            start, stop = s * shard_size, min(n, (s + 1) * shard_size)
+            shard_batches = _batches(start, stop, bs)
+            if modality == IMAGE:
+                rows, failed = _embed_shard_images(
+                    dataset, model, stream, len(shard_batches), dim, tracker
+                )
+            else:
+                rows, failed = _embed_shard_texts(texts, model, shard_batches, dim, tracker)
+            failures.update(failed)
+            if failed:  # failures first, shard last: the shard file marks the shard complete
+                cache.write_partial_plan(
+                    "vectors", key, {**plan, f"failed_{s}": {str(k): v for k, v in failed.items()}}
+                )
+                plan = cache.read_partial_plan("vectors", key) or plan
+            atomic_save_npy(cache.shard_path("vectors", key, s), rows)
+        if modality == IMAGE:
+            stream.close()
+
+        # Failures of shards written by an earlier, interrupted run live in the plan.
+        for name, value in plan.items():
+            if name.startswith("failed_"):
+                failures.update({int(k): v for k, v in value.items()})
+        _assemble(cache, key, n_shards, n, dim)
+        failed_list = [{"id": dataset.ids[i], "reason": failures[i]} for i in sorted(failures)]
+        entry = cache.put_manifest_only(
+            "vectors",
+            key,
+            {
+                "dataset": dataset.spec,
+                "dataset_fingerprint": dataset.fingerprint(),
+                "model": model.spec,
+                "model_identity": model.identity,
+                "modality": modality,
+                "n": n,
+                "dim": dim,
+                "batch_size": bs,
+                "device": model.device,
+                "seconds": round(time.perf_counter() - t0, 3),
+                "failed": failed_list,
+                "dataset_skipped": [
+                    {"source": s.source, "reason": s.reason} for s in dataset.skipped
+                ],
+            },
+        )
+        cache.drop_partial("vectors", key)
+    return result(entry, cached=False)
+
+
+def load_vectors_manifest(path: Path) -> dict[str, Any]:
+    """The manifest that sits beside a ``vectors.npy`` file."""
+    return json.loads((Path(path).parent / "manifest.json").read_text())

@@ -1,0 +1,316 @@
+"""2-D maps of embedding vectors: PCA and UMAP, seeded and cached like vectors.
+
+UMAP's cost in a fresh process is mostly its nearest-neighbour search (pynndescent, which pays
+numba compilation every time) plus 500 optimisation epochs below 10k points. The map path here
+computes the exact k-NN graph with faiss (BLAS, no compilation) and hands it to umap-learn as
+``precomputed_knn``, with 200 epochs at every size. Above ``fit_sample`` points UMAP is fitted on a
+seeded sample and every other point is placed at the similarity-weighted mean of its nearest
+sample points' coordinates (the same initialisation umap-learn's ``transform`` starts from),
+found with an inverted-file index.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.cache import Cache, Entry, hash_array, make_key
+from engine.errors import ParallaxError
+from engine.progress import ProgressCallback, ProgressTracker
+
+METHODS = ("umap", "pca")
+DEFAULT_FIT_SAMPLE = 50_000
+PCA_DIMS_FOR_KNN = 64  # neighbour search above EXACT_FULL_DIM_LIMIT points runs in PCA space
+EXACT_FULL_DIM_LIMIT = 20_000
+
+
+@dataclass
+class ProjectionResult:
+    method: str
+    n: int
+    cached: bool
+    seconds: float
+    path: Path
+    key: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def coords(self) -> np.ndarray:
+        return np.load(self.path, allow_pickle=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "n": self.n,
+            "cached": self.cached,
+            "seconds": round(self.seconds, 3),
+            "path": str(self.path),
+            "key": self.key,
+            "params": self.params,
+        }
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def pca_2d(vectors: np.ndarray, seed: int = 0, dims: int = 2) -> np.ndarray:
+    """PCA to ``dims`` dimensions (randomised SVD: 100k x 512 takes well under a second)."""
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(vectors, dtype=np.float32)
+    dims = min(dims, x.shape[1], x.shape[0])
+    svd = "randomized" if min(x.shape) > 3 * dims else "full"
+    out = PCA(n_components=dims, svd_solver=svd, random_state=seed).fit_transform(x)
+    if out.shape[1] < 2:  # a 1-D input still gets a 2-D map
+        out = np.hstack([out, np.zeros((len(out), 2 - out.shape[1]), dtype=out.dtype)])
+    return out.astype(np.float32)
+
+
+def _knn_graph(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-NN graph in UMAP's precomputed format: self first, cosine distances."""
+    from engine.neighbors import exact_knn
+
+    space = x if len(x) <= EXACT_FULL_DIM_LIMIT else pca_2d(x, seed, dims=PCA_DIMS_FOR_KNN)
+    space = _normalise(space)
+    idx, sims = exact_knn(space, k - 1, exclude_self=True)
+    n = len(x)
+    indices = np.hstack([np.arange(n)[:, None], idx]).astype(np.int32)
+    dists = np.hstack([np.zeros((n, 1)), np.clip(1.0 - sims, 0.0, 2.0)]).astype(np.float32)
+    return indices, dists
+
+
+def umap_2d(
+    vectors: np.ndarray,
+    seed: int = 0,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    n_epochs: int = 200,
+) -> np.ndarray:
+    """Seeded UMAP of (normalised) vectors with a precomputed exact k-NN graph."""
+    x = _normalise(vectors)
+    n = len(x)
+    if n < 4:
+        return pca_2d(x, seed)
+    k = max(2, min(n_neighbors, n - 1))
+    indices, dists = _knn_graph(x, k, seed)
+    import umap
+
+    with warnings.catch_warnings():
+        # Both warnings are about choices made on purpose here: a seed (single thread, for
+        # reproducible maps) and a precomputed graph without a search index.
+        warnings.filterwarnings("ignore", message=".*n_jobs.*")
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        reducer = umap.UMAP(
+            n_neighbors=k,
+            min_dist=min_dist,
+            metric="cosine",
+            n_epochs=n_epochs,
+            random_state=seed,
+            precomputed_knn=(indices, dists, None),
+            init="spectral" if n > k + 1 else "random",
+        )
+        out = reducer.fit_transform(x)
+    return np.asarray(out, dtype=np.float32)
+
+
+def place_by_neighbours(
+    sample_vectors: np.ndarray,
+    sample_coords: np.ndarray,
+    queries: np.ndarray,
+    k: int = 10,
+    seed: int = 0,
+    progress: ProgressTracker | None = None,
+    chunk: int = 65_536,
+) -> np.ndarray:
+    """Coordinates for ``queries``: similarity-weighted mean of their nearest sample points."""
+    from engine.neighbors import IVFIndex
+
+    index = IVFIndex.build(_normalise(sample_vectors), seed=seed, nprobe=16)
+    out = np.empty((len(queries), 2), dtype=np.float32)
+    for start in range(0, len(queries), chunk):
+        q = _normalise(queries[start : start + chunk])
+        idx, sims = index.search(q, k)
+        valid = idx >= 0
+        # Sharpen the weights so the nearest neighbours dominate, as UMAP's membership does.
+        w = np.where(valid, np.exp((sims - sims[:, :1]) * 20.0), 0.0).astype(np.float32)
+        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+        out[start : start + len(q)] = np.einsum("nk,nkd->nd", w, sample_coords[np.maximum(idx, 0)])
+        if progress is not None:
+            progress.advance(len(q))
+    return out
+
+
+def compute_projection(
+    vectors: np.ndarray,
+    method: str = "umap",
+    seed: int = 0,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    fit_sample: int = DEFAULT_FIT_SAMPLE,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Project without touching the cache (``project`` adds caching on top)."""
+    if method not in METHODS:
+        raise ParallaxError(f"unknown projection method {method!r}: choose from {METHODS}")
+    x = np.asarray(vectors, dtype=np.float32)
+    if x.ndim != 2 or len(x) == 0:
+        raise ParallaxError(f"cannot project an array of shape {x.shape}: need N x D with N > 0")
+    n = len(x)
+    tracker = ProgressTracker(f"{method} map", n, progress)
+    tracker.emit()
+    if method == "pca":
+        out = pca_2d(x, seed)
+        tracker.advance(n)
+        return out
+    if n <= fit_sample:
+        out = umap_2d(x, seed, n_neighbors, min_dist)
+        tracker.advance(n)
+        return out
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=fit_sample, replace=False))
+    rest = np.setdiff1d(np.arange(n), sample, assume_unique=True)
+    out = np.empty((n, 2), dtype=np.float32)
+    out[sample] = umap_2d(x[sample], seed, n_neighbors, min_dist)
+    tracker.advance(len(sample))
+    # PCA space keeps the 1M-point neighbour search cheap; fitted on the sample only.
+    from sklearn.decomposition import PCA
+
+    dims = min(PCA_DIMS_FOR_KNN, x.shape[1])
+    pca = PCA(n_components=dims, svd_solver="randomized", random_state=seed).fit(x[sample])
+    sample_space = pca.transform(x[sample]).astype(np.float32)
+    rest_space = np.empty((len(rest), dims), dtype=np.float32)
+    for start in range(0, len(rest), 131_072):
+        rest_space[start : start + 131_072] = pca.transform(x[rest[start : start + 131_072]])
+    out[rest] = place_by_neighbours(sample_space, out[sample], rest_space, progress=tracker)
+    return out
+
+
+def projection_key(source_key: str, method: str, params: dict[str, Any]) -> str:
+    return make_key(kind="projection", source=source_key, method=method, **params)
+
+
+def project(
+    vectors: np.ndarray | Entry | str | Path,
+    method: str = "umap",
+    *,
+    seed: int = 0,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    fit_sample: int = DEFAULT_FIT_SAMPLE,
+    cache: Cache | None = None,
+    progress: ProgressCallback | None = None,
+) -> ProjectionResult:
+    """A cached 2-D map of ``vectors`` (an array, a cache entry, or a path to a ``.npy``).
+
+    The key is the vectors' cache key when they come from the cache, else a full content hash
+    of the array, plus every parameter that changes the result.
+    """
+    t0 = time.perf_counter()
+    cache = cache or Cache()
+    if isinstance(vectors, Entry):
+        source_key, array = vectors.key, vectors.load()
+    elif isinstance(vectors, (str, Path)):
+        path = Path(vectors)
+        if not path.is_file():
+            raise ParallaxError(f"no vectors file at {path}")
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ParallaxError(f"cannot read vectors from {path}: {exc}") from exc
+        manifest = path.parent / "manifest.json"
+        source_key = path.parent.name if manifest.is_file() else hash_array(array)
+    else:
+        array = vectors
+        source_key = hash_array(np.asarray(array))
+    if method not in METHODS:
+        raise ParallaxError(f"unknown projection method {method!r}: choose from {METHODS}")
+    params: dict[str, Any] = {"seed": seed}
+    if method == "umap":
+        params |= {"n_neighbors": n_neighbors, "min_dist": min_dist, "fit_sample": fit_sample}
+    key = projection_key(source_key, method, params)
+    entry = cache.get("projections", key)
+    if entry is None:
+        from engine.cache import locked
+
+        with locked(cache.root, key):
+            entry = cache.get("projections", key)
+            if entry is None:
+                coords = compute_projection(
+                    np.asarray(array), method, seed, n_neighbors, min_dist, fit_sample, progress
+                )
+                entry = cache.put(
+                    "projections",
+                    key,
+                    coords,
+                    {
+                        "source": source_key,
+                        "method": method,
+                        "params": params,
+                        "n": len(coords),
+                        "seconds": round(time.perf_counter() - t0, 3),
+                    },
+                )
+                return ProjectionResult(
+                    method,
+                    len(coords),
+                    False,
+                    time.perf_counter() - t0,
+                    entry.array_path,
+                    key,
+                    params,
+                )
+    return ProjectionResult(
+        method,
+        int(entry.manifest["n"]),
+        True,
+        time.perf_counter() - t0,
+        entry.array_path,
+        key,
+        params,
+    )
+
+
+def map_quality(
+    vectors: np.ndarray, coords: np.ndarray, k: int = 10, sample: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """How far to trust a 2-D map, on a seeded sample of at most ``sample`` points.
+
+    ``trustworthiness`` (scikit-learn; 1.0 = no false neighbours in 2-D) and ``knn_recall``:
+    the mean fraction of each point's ``k`` nearest neighbours in the full space that are also
+    among its ``k`` nearest in the map.
+    """
+    from sklearn.manifold import trustworthiness
+
+    from engine.neighbors import exact_knn
+
+    n = len(vectors)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, size=min(n, sample), replace=False))
+    x = _normalise(np.asarray(vectors)[rows])
+    y = np.asarray(coords, dtype=np.float32)[rows]
+    k = max(1, min(k, len(rows) - 2))
+    high, _ = exact_knn(x, k)
+    low, _ = _euclid_knn(y, k)
+    recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(high, low, strict=True)]))
+    trust = float(trustworthiness(x, y, n_neighbors=k, metric="cosine"))
+    return {"trustworthiness": trust, "knn_recall": recall, "k": k, "sample": len(rows)}
+
+
+def _euclid_knn(y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Euclidean k-NN in the 2-D map, self excluded."""
+    import faiss
+
+    from engine.neighbors import _drop_self
+
+    index = faiss.IndexFlatL2(y.shape[1])
+    index.add(np.ascontiguousarray(y, dtype=np.float32))
+    d, idx = index.search(np.ascontiguousarray(y, dtype=np.float32), k + 1)
+    idx, d = _drop_self(idx, d)
+    return idx[:, :k], d[:, :k]
