@@ -271,7 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["ls", "prune"])
     p.add_argument("--max-bytes", default="10G", help="prune: keep at most this much (e.g. 5G)")
     p.set_defaults(func=cmd_cache)
+
+    # Feature modules add their own subcommands; each exposes
+    # ``register(sub, common, embed_opts)`` and keeps its imports lazy.
+    import importlib
+
+    for name in EXTRA_COMMAND_MODULES:
+        importlib.import_module(name).register(sub, common, embed_opts)
     return parser
+
+
+EXTRA_COMMAND_MODULES: list[str] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
