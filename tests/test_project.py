@@ -1,0 +1,122 @@
+"""2-D projection: determinism under a seed, caching, the sample-fit path, map quality."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.cache import Cache
+from engine.errors import ParallaxError
+from engine.neighbors import IVFIndex, exact_knn
+from engine.project import compute_projection, map_quality, project
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def clustered(n: int, d: int = 32, k: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 4
+    labels = rng.integers(0, k, n)
+    x = centres[labels] + rng.normal(size=(n, d))
+    return x.astype(np.float32), labels
+
+
+def test_umap_is_deterministic_under_a_seed_and_cached(tmp_path):
+    x, _ = clustered(300)
+    a = project(x, "umap", seed=3, cache=Cache(tmp_path / "a"))
+    b = project(x, "umap", seed=3, cache=Cache(tmp_path / "b"))
+    assert not a.cached and not b.cached
+    np.testing.assert_array_equal(a.coords(), b.coords())
+    again = project(x, "umap", seed=3, cache=Cache(tmp_path / "a"))
+    assert again.cached and again.key == a.key
+    other_seed = project(x, "umap", seed=4, cache=Cache(tmp_path / "a"))
+    assert other_seed.key != a.key
+
+
+def test_umap_map_separates_clusters(tmp_path):
+    x, labels = clustered(400)
+    coords = project(x, "umap", cache=Cache(tmp_path)).coords()
+    assert coords.shape == (400, 2) and np.isfinite(coords).all()
+    q = map_quality(x, coords, k=10)
+    assert q["trustworthiness"] > 0.8
+    # the nearest map neighbour of most points shares its cluster
+    d = ((coords[:, None, :] - coords[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert (labels[d.argmin(1)] == labels).mean() > 0.9
+
+
+def test_pca_matches_numpy_svd_up_to_sign(tmp_path):
+    x, _ = clustered(200, d=8)
+    coords = project(x, "pca", cache=Cache(tmp_path)).coords()
+    centred = x - x.mean(0)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    expected = u[:, :2] * s[:2]
+    for j in range(2):
+        sign = np.sign(coords[:, j] @ expected[:, j])
+        np.testing.assert_allclose(coords[:, j] * sign, expected[:, j], atol=1e-3)
+
+
+def test_sample_fit_path_places_every_point_near_its_cluster():
+    x, labels = clustered(1500, d=16, k=4)
+    coords = compute_projection(x, "umap", fit_sample=500)
+    assert coords.shape == (1500, 2) and np.isfinite(coords).all()
+    # points placed by neighbours land with their own cluster's fitted points
+    centroids = np.stack([coords[labels == c].mean(0) for c in range(4)])
+    nearest = ((coords[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
+    assert (nearest == labels).mean() > 0.9
+
+
+def test_projection_errors_are_user_errors(tmp_path):
+    with pytest.raises(ParallaxError, match="unknown projection method"):
+        project(np.zeros((5, 3), np.float32), "tsne", cache=Cache(tmp_path))
+    with pytest.raises(ParallaxError, match="no vectors file"):
+        project(tmp_path / "missing.npy", "pca", cache=Cache(tmp_path))
+
+
+def test_exact_knn_excludes_self_and_matches_brute_force():
+    x, _ = clustered(120, d=6)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx, sims = exact_knn(x, 5)
+    s = x @ x.T
+    np.fill_diagonal(s, -np.inf)
+    brute = np.argsort(-s, axis=1)[:, :5]
+    assert not (idx == np.arange(120)[:, None]).any()
+    np.testing.assert_allclose(sims, np.take_along_axis(s, brute, 1), atol=1e-5)
+
+
+def test_ivf_index_recall_on_clustered_data():
+    x, _ = clustered(5000, d=32, k=50)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = IVFIndex.build(x, nprobe=16)
+    got, _ = index.search(x[:200], 10)
+    want, _ = exact_knn(x, 10, queries=x[:200])
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)])
+    assert recall > 0.9
+
+
+def test_cli_project_vectors_file(tmp_path):
+    x, _ = clustered(150)
+    path = tmp_path / "v.npy"
+    np.save(path, x)
+    cmd = [sys.executable, "-m", "engine", "project", "--vectors", str(path), "--method", "pca"]
+    cmd += ["--json", "--cache-dir", str(tmp_path / "cache")]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["n"] == 150 and payload["method"] == "pca" and payload["cached"] is False
+    assert np.load(payload["path"]).shape == (150, 2)
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert json.loads(again.stdout)["cached"] is True
+
+
+def test_cli_user_error_is_one_line_and_exit_2(tmp_path):
+    cmd = [sys.executable, "-m", "engine", "project", "--vectors", str(tmp_path / "nope.npy")]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "no vectors file" in out.stderr
+    assert "Traceback" not in out.stderr
