@@ -11,6 +11,7 @@ found with an inverted-file index.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -86,6 +87,47 @@ def _knn_graph(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray
     return indices, dists
 
 
+def _import_umap_with_disk_cache():  # -> the umap module
+    """Import umap-learn with its numba kernels compiled once per machine, not once per process.
+
+    umap-learn compiles its kernels without numba's on-disk cache, which costs every fresh
+    process several seconds of compilation (measured: ~7 s of a 10 s fit at 10k points on two
+    cores). Turning the cache on for those dispatchers stores the machine code under
+    ``<cache root>/numba`` so later processes load it instead.
+    """
+    import os
+    import sys
+
+    if "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
+        from engine.config import cache_dir
+
+        os.environ["NUMBA_CACHE_DIR"] = str(cache_dir() / "numba")
+    import umap
+    import umap.layouts
+    import umap.spectral
+    import umap.umap_
+    import umap.utils
+    from numba.core.registry import CPUDispatcher
+
+    for module in (umap.umap_, umap.layouts, umap.utils, umap.spectral):
+        for obj in list(vars(module).values()):
+            if isinstance(obj, CPUDispatcher) and type(obj._cache).__name__ == "NullCache":
+                # Caching is an optimisation: a dispatcher that refuses it still works.
+                with contextlib.suppress(Exception):
+                    obj.enable_caching()
+    return umap
+
+
+def warm_up() -> None:
+    """Compile (or load from the disk cache) UMAP's kernels on a tiny input.
+
+    The dashboard calls this in a background thread at start-up so the first real map does not
+    pay for it.
+    """
+    rng = np.random.default_rng(0)
+    umap_2d(rng.normal(size=(64, 8)).astype(np.float32), n_neighbors=5, n_epochs=5)
+
+
 def umap_2d(
     vectors: np.ndarray,
     seed: int = 0,
@@ -100,7 +142,7 @@ def umap_2d(
         return pca_2d(x, seed)
     k = max(2, min(n_neighbors, n - 1))
     indices, dists = _knn_graph(x, k, seed)
-    import umap
+    umap = _import_umap_with_disk_cache()
 
     with warnings.catch_warnings():
         # Both warnings are about choices made on purpose here: a seed (single thread, for
