@@ -1,0 +1,59 @@
+"""Benchmark 5: a map of 1M x 512 vectors by sample-fit + placement, on this machine's cores.
+
+UMAP is fitted on a seeded 50k sample; the other points are placed from their nearest sample
+points (``engine.project.compute_projection``). Quality is the trustworthiness of the result on a
+seeded 2k-point sample, next to that of a full UMAP fit of a 50k subset (the best a 50k fit gives).
+
+    python benchmarks/bench_large_map.py [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from common import Reporter, clustered_vectors, parser
+
+from engine.project import compute_projection, map_quality, warm_up
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
+    rep = Reporter("large_map_sample_fit", args)
+    n, sample = (60_000, 10_000) if args.quick else (1_000_000, 50_000)
+    x = clustered_vectors(n, 512, clusters=200)
+    warm_up()  # kernels compiled or loaded from disk: measure the map, not numba
+
+    t = time.perf_counter()
+    coords = compute_projection(x, "umap", fit_sample=sample)
+    total_s = time.perf_counter() - t
+    rep.log(f"{n} points mapped in {total_s:.1f}s (UMAP fit on {sample}, rest placed)")
+    q_all = map_quality(x, coords, k=10, sample=2000)
+
+    rng = np.random.default_rng(1)
+    subset = np.sort(rng.choice(n, size=sample, replace=False))
+    t = time.perf_counter()
+    sub_coords = compute_projection(x[subset], "umap", fit_sample=sample)
+    subset_fit_s = time.perf_counter() - t
+    q_subset = map_quality(x[subset], sub_coords, k=10, sample=2000)
+    rep.log(
+        f"trustworthiness: sample-fit map {q_all['trustworthiness']:.3f}, "
+        f"full fit of a {sample} subset {q_subset['trustworthiness']:.3f}"
+    )
+    rep.done(
+        {
+            "n": n,
+            "fit_sample": sample,
+            "total_s": round(total_s, 1),
+            "target_s": 180,
+            "trustworthiness": round(q_all["trustworthiness"], 4),
+            "knn_recall": round(q_all["knn_recall"], 4),
+            "subset_fit_s": round(subset_fit_s, 1),
+            "subset_trustworthiness": round(q_subset["trustworthiness"], 4),
+            "subset_knn_recall": round(q_subset["knn_recall"], 4),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
