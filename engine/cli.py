@@ -224,6 +224,31 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from engine.bundle import write_bundle
+
+    if not args.dataset:
+        raise ParallaxError("bundle needs --dataset")
+    result = write_bundle(
+        args.dataset,
+        args.model,
+        args.out,
+        methods=tuple(args.method or ["umap", "pca"]),
+        include_vectors=not args.no_vectors,
+        cache=_cache(args),
+        progress=StderrProgress(args.quiet),
+    )
+    _emit(
+        args,
+        result.to_json(),
+        lambda: print(
+            f"wrote {result.path}: {result.n} items, {len(result.models)} models, "
+            f"{result.bytes / 1e6:.1f} MB"
+        ),
+    )
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -266,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-sample", type=int, default=50_000, help="UMAP fits on this many points")
     p.add_argument("--quality", action="store_true", help="also report trustworthiness")
     p.set_defaults(func=cmd_project)
+
+    p = sub.add_parser("bundle", parents=[common, embed_opts], help="write a portable bundle")
+    p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    p.add_argument("--out", required=True, help="bundle file to write (e.g. demo.parallax.zip)")
+    p.add_argument("--method", action="append", choices=["umap", "pca"], help="default: both")
+    p.add_argument("--no-vectors", action="store_true", help="leave vectors out (no search)")
+    p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("cache", parents=[common], help="list or prune cache entries")
     p.add_argument("action", choices=["ls", "prune"])

@@ -1,0 +1,403 @@
+"""Bundles: a portable, versioned slice of the cache plus a snapshot of the dataset.
+
+A bundle is one zip file that holds everything the browsing pages need, so it can be produced
+on a GPU box and opened on a laptop or on Streamlit Community Cloud with no model at all::
+
+    manifest.json            format, version, dataset, models, projections, checksums
+    items.parquet            id, label, text and every metadata column, in dataset order
+    thumbs.parquet           id, WebP thumbnail bytes (image datasets)
+    vectors/<i>.npy          model i's vectors as float16 (halves the size; cosine error ~1e-3)
+    coords/<i>-<method>.npy  2-D maps, float32
+    neighbors/<i>.npy        each item's k nearest neighbours in model i's space, int32
+
+Opening a bundle validates it (format, version, every member's SHA-256, shapes) and installs
+its vectors and maps into a cache under the same keys the engine would have used, so every page
+finds them exactly as if they had been computed here. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.cache import Cache, atomic_write_bytes, locked, make_key
+from engine.datasets.base import SkippedItem
+from engine.errors import DatasetError, ItemError, ParallaxError
+from engine.progress import ProgressCallback, ProgressTracker
+
+BUNDLE_FORMAT = "parallax-bundle"
+BUNDLE_VERSION = 1
+THUMB_SIZE = 64
+NEIGHBOURS_K = 10
+MAX_BUNDLE_MEMBERS = 10_000
+
+
+class BundleError(ParallaxError):
+    """A file is not a valid Parallax bundle (corrupt, foreign, or from a newer version)."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _thumbnail_bytes(image: Any, size: int = THUMB_SIZE) -> bytes:
+    image = image.copy()
+    image.thumbnail((size, size))
+    buf = io.BytesIO()
+    image.save(buf, format="WEBP", quality=80, method=4)
+    return buf.getvalue()
+
+
+# -- writing ---------------------------------------------------------------------------------
+@dataclass
+class BundleResult:
+    path: Path
+    n: int
+    models: list[str]
+    bytes: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "n": self.n,
+            "models": self.models,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def write_bundle(
+    dataset: Any,
+    model_specs: list[Any],
+    out: str | Path,
+    *,
+    methods: tuple[str, ...] = ("umap", "pca"),
+    include_vectors: bool = True,
+    cache: Cache | None = None,
+    progress: ProgressCallback | None = None,
+) -> BundleResult:
+    """Embed (cached), project (cached) and pack ``dataset`` x models into one file.
+
+    ``model_specs`` are spec strings (or already loaded models, which tests use).
+    """
+    import pandas as pd
+
+    from engine.embed import embed_dataset
+    from engine.neighbors import exact_knn
+    from engine.project import map_quality, project
+
+    t0 = time.perf_counter()
+    cache = cache or Cache()
+    if isinstance(dataset, str):
+        from engine.datasets import open_dataset
+
+        dataset = open_dataset(dataset, cache_root=cache.root)
+    if not model_specs:
+        raise ParallaxError("a bundle needs at least one --model")
+    n = len(dataset)
+    members: dict[str, bytes] = {}
+    models_meta: list[dict[str, Any]] = []
+    projections: list[dict[str, Any]] = []
+    for i, spec in enumerate(model_specs):
+        res = embed_dataset(dataset, spec, cache=cache, progress=progress)
+        entry = cache.get("vectors", res.key)
+        assert entry is not None
+        vectors = np.asarray(entry.load(), dtype=np.float32)
+        vec_name = f"vectors/{i}.npy"
+        if include_vectors:
+            members[vec_name] = _npy_bytes(vectors.astype(np.float16))
+        nbr, _ = exact_knn(vectors, min(NEIGHBOURS_K, max(1, n - 1)))
+        members[f"neighbors/{i}.npy"] = _npy_bytes(nbr.astype(np.int32))
+        models_meta.append(
+            {
+                "spec": res.model,
+                "modality": res.modality,
+                "dim": res.dim,
+                "vectors_key": res.key,
+                "vectors": vec_name if include_vectors else None,
+                "vectors_manifest": {
+                    k: v for k, v in entry.manifest.items() if k not in ("shape", "dtype")
+                },
+                "neighbors": f"neighbors/{i}.npy",
+            }
+        )
+        for method in methods:
+            proj = project(entry, method, cache=cache, progress=progress)
+            coords = proj.coords()
+            name = f"coords/{i}-{method}.npy"
+            members[name] = _npy_bytes(coords.astype(np.float32))
+            projections.append(
+                {
+                    "model": i,
+                    "method": method,
+                    "path": name,
+                    "key": proj.key,
+                    "params": proj.params,
+                    "quality": map_quality(vectors, coords),
+                }
+            )
+
+    meta = dataset.metadata()
+    items = pd.DataFrame(
+        {
+            "id": dataset.ids,
+            "label": dataset.labels,
+            "text": dataset.texts if dataset.texts is not None else [None] * n,
+        }
+    )
+    for col in meta.columns:
+        if col not in items.columns:
+            items[col] = meta[col].to_numpy()
+    buf = io.BytesIO()
+    items.to_parquet(buf, index=False)
+    members["items.parquet"] = buf.getvalue()
+
+    if dataset.has_images:
+        tracker = ProgressTracker("bundle thumbnails", n, progress)
+        thumbs: list[bytes | None] = []
+        for i in range(n):
+            try:
+                thumbs.append(_thumbnail_bytes(dataset.load_image(i)))
+            except ItemError:
+                thumbs.append(None)
+            if (i + 1) % 256 == 0 or i + 1 == n:
+                tracker.advance((i % 256) + 1)
+        buf = io.BytesIO()
+        pd.DataFrame({"id": dataset.ids, "thumb": thumbs}).to_parquet(buf, index=False)
+        members["thumbs.parquet"] = buf.getvalue()
+
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "dataset": {
+            "spec": dataset.spec,
+            "name": dataset.name,
+            "n": n,
+            "has_images": bool(dataset.has_images),
+            "has_texts": dataset.texts is not None,
+            "fingerprint": dataset.fingerprint(),
+            "skipped": [{"source": s.source, "reason": s.reason} for s in dataset.skipped],
+        },
+        "models": models_meta,
+        "projections": projections,
+        "thumbs": "thumbs.parquet" if dataset.has_images else None,
+        "files": {name: _sha256(data) for name, data in members.items()},
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        zf.writestr("manifest.json", json.dumps(manifest, indent=2, default=str))
+        for name, data in members.items():
+            zf.writestr(name, data)
+    out = Path(out)
+    atomic_write_bytes(out, buf.getvalue())
+    return BundleResult(
+        out, n, [m["spec"] for m in models_meta], out.stat().st_size, time.perf_counter() - t0
+    )
+
+
+# -- reading ---------------------------------------------------------------------------------
+@dataclass
+class BundleDataset:
+    """A bundle's dataset snapshot: follows the Dataset protocol, images are the thumbnails."""
+
+    spec: str
+    name: str
+    ids: list[str]
+    labels: list[str | None]
+    texts: list[str | None] | None
+    has_images: bool
+    skipped: list[SkippedItem]
+    _fingerprint: str
+    _metadata: Any
+    _thumbs: list[bytes | None] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load_image(self, index: int) -> Any:
+        from PIL import Image
+
+        if not self._thumbs or self._thumbs[index] is None:
+            raise ItemError("this bundle has no image for this item")
+        with Image.open(io.BytesIO(self._thumbs[index])) as im:
+            return im.convert("RGB")
+
+    def thumbnail(self, index: int, size: int = THUMB_SIZE) -> Any:
+        image = self.load_image(index)
+        image.thumbnail((size, size))
+        return image
+
+    def metadata(self) -> Any:
+        return self._metadata
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    dataset: BundleDataset
+    cache: Cache
+
+    @property
+    def model_specs(self) -> list[str]:
+        return [m["spec"] for m in self.manifest["models"]]
+
+    def neighbors(self, model_index: int) -> np.ndarray:
+        name = self.manifest["models"][model_index]["neighbors"]
+        return np.load(self.cache.root / "bundles" / self._key / name)
+
+    @property
+    def _key(self) -> str:
+        return self.manifest["files"]["items.parquet"][:32]
+
+
+def _read_member(zf: zipfile.ZipFile, name: str, files: dict[str, str]) -> bytes:
+    if name not in files:
+        raise BundleError(f"bundle manifest does not list {name}")
+    try:
+        data = zf.read(name)
+    except KeyError as exc:
+        raise BundleError(f"bundle is missing {name}") from exc
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise BundleError(f"bundle member {name} is corrupt: {exc}") from exc
+    if _sha256(data) != files[name]:
+        raise BundleError(f"bundle member {name} does not match its checksum (corrupt file)")
+    return data
+
+
+def _load_npy(data: bytes, name: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise BundleError(f"bundle member {name} is not a NumPy array: {exc}") from exc
+
+
+def open_bundle(path: str | Path, *, cache: Cache | None = None) -> Bundle:
+    """Validate a bundle and install its vectors and maps into ``cache``.
+
+    Raises ``BundleError`` with one line for anything that is not a valid bundle of a version
+    this code reads. Installing is idempotent and guarded by the cache's file lock.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    cache = cache or Cache()
+    if not path.is_file():
+        raise BundleError(f"no bundle file at {path}")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleError(f"{path.name} is not a Parallax bundle (not a zip file)") from exc
+    with zf:
+        names = zf.namelist()
+        if len(names) > MAX_BUNDLE_MEMBERS:
+            raise BundleError(f"{path.name} has too many members to be a bundle")
+        if "manifest.json" not in names:
+            raise BundleError(f"{path.name} is not a Parallax bundle (no manifest.json)")
+        try:
+            manifest = json.loads(zf.read("manifest.json"))
+        except (ValueError, zipfile.BadZipFile, OSError) as exc:
+            raise BundleError(f"{path.name}: manifest.json is unreadable") from exc
+        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"{path.name} is not a Parallax bundle (foreign manifest)")
+        version = manifest.get("version")
+        if not isinstance(version, int) or version > BUNDLE_VERSION:
+            raise BundleError(
+                f"{path.name} is bundle version {version}; this Parallax reads up to "
+                f"{BUNDLE_VERSION}: upgrade Parallax"
+            )
+        files = manifest.get("files") or {}
+        for name in files:
+            if name.startswith("/") or ".." in Path(name).parts or name not in names:
+                raise BundleError(f"{path.name}: bad or missing member {name!r}")
+
+        items = pd.read_parquet(io.BytesIO(_read_member(zf, "items.parquet", files)))
+        ds_meta = manifest["dataset"]
+        n = int(ds_meta["n"])
+        if len(items) != n:
+            raise BundleError(f"{path.name}: items table has {len(items)} rows, expected {n}")
+        thumbs = None
+        if manifest.get("thumbs"):
+            t = pd.read_parquet(io.BytesIO(_read_member(zf, manifest["thumbs"], files)))
+            thumbs = list(t["thumb"])
+        texts = list(items["text"]) if ds_meta.get("has_texts") else None
+        dataset = BundleDataset(
+            spec=f"bundle:{path}",
+            name=f"{ds_meta.get('name', 'bundle')} (bundle)",
+            ids=[str(x) for x in items["id"]],
+            labels=[None if pd.isna(x) else str(x) for x in items["label"]],
+            texts=texts,
+            has_images=bool(ds_meta.get("has_images")),
+            skipped=[SkippedItem(s["source"], s["reason"]) for s in ds_meta.get("skipped", [])],
+            _fingerprint=str(ds_meta["fingerprint"]),
+            _metadata=items.drop(columns=["id", "label", "text"]).reset_index(drop=True),
+            _thumbs=thumbs,
+        )
+        bundle = Bundle(path, manifest, dataset, cache)
+        install_key = make_key(kind="bundle-install", files=files)
+        with locked(cache.root, install_key):
+            _install(zf, manifest, files, cache, n, bundle)
+    return bundle
+
+
+def _install(
+    zf: zipfile.ZipFile,
+    manifest: dict[str, Any],
+    files: dict[str, str],
+    cache: Cache,
+    n: int,
+    bundle: Bundle,
+) -> None:
+    """Write the bundle's arrays as cache entries under the keys the engine itself uses."""
+    for i, model in enumerate(manifest["models"]):
+        key = model["vectors_key"]
+        if model.get("vectors") and cache.get("vectors", key) is None:
+            vectors = _load_npy(_read_member(zf, model["vectors"], files), model["vectors"])
+            if vectors.shape != (n, int(model["dim"])):
+                raise BundleError(f"bundle vectors {i} have shape {vectors.shape}")
+            cache.put("vectors", key, vectors.astype(np.float32), model["vectors_manifest"])
+        nbr = _load_npy(_read_member(zf, model["neighbors"], files), model["neighbors"])
+        if nbr.ndim != 2 or len(nbr) != n or (nbr.size and (nbr.min() < 0 or nbr.max() >= n)):
+            raise BundleError(f"bundle neighbour lists {i} are malformed")
+        target = cache.root / "bundles" / bundle._key / model["neighbors"]
+        if not target.is_file():
+            atomic_write_bytes(target, _npy_bytes(nbr))
+    for proj in manifest["projections"]:
+        coords = _load_npy(_read_member(zf, proj["path"], files), proj["path"])
+        if coords.shape != (n, 2) or not np.isfinite(coords).all():
+            raise BundleError(f"bundle map {proj['path']} is malformed")
+        if cache.get("projections", proj["key"]) is None:
+            source = manifest["models"][proj["model"]]["vectors_key"]
+            cache.put(
+                "projections",
+                proj["key"],
+                coords,
+                {"source": source, "method": proj["method"], "params": proj["params"], "n": n},
+            )
+
+
+def open_bundle_dataset(path: str | Path, cache_root: Path | None = None) -> BundleDataset:
+    """``bundle:PATH`` as a dataset spec (used by ``engine.datasets.open_dataset``)."""
+    try:
+        return open_bundle(path, cache=Cache(cache_root)).dataset
+    except BundleError as exc:
+        raise DatasetError(str(exc)) from exc
