@@ -3,12 +3,19 @@
 A dataset is an ordered, fixed list of items. Row ``i`` always means the same item, so vectors
 (``N x D`` arrays) and 2-D maps line up with ``ids``/``labels``/``texts``/``metadata`` by row.
 Images are loaded lazily by index, which is what lets ``demo:shapes`` reach a million items.
+
+Besides the protocol this module holds what every implementation shares: ``item``/``thumbnail``
+helpers (usable on *any* object following the protocol), a small base class that provides them
+as methods, and ``ContentHasher`` for full-content fingerprints.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from engine.errors import ItemError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,3 +68,116 @@ class Dataset(Protocol):
         Never computed from a sample of the content.
         """
         ...
+
+
+# -- helpers that work on any Dataset ---------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """NumPy scalars -> Python scalars, so an ``Item`` can go straight into JSON."""
+    to_python = getattr(value, "item", None)
+    if callable(to_python) and type(value).__module__ == "numpy":
+        return to_python()
+    return value
+
+
+def dataset_item(dataset: Dataset, index: int) -> Item:
+    """Materialise row ``index`` of any dataset (metadata included)."""
+    n = len(dataset)
+    if not 0 <= index < n:
+        raise ItemError(f"index {index} out of range 0..{n - 1}")
+    meta = dataset.metadata()
+    row = {str(k): _plain(v) for k, v in meta.iloc[index].items()} if len(meta.columns) else {}
+    return Item(
+        id=dataset.ids[index],
+        label=dataset.labels[index],
+        text=None if dataset.texts is None else dataset.texts[index],
+        has_image=dataset.has_images,
+        metadata=row,
+    )
+
+
+def dataset_thumbnail(dataset: Dataset, index: int, size: int = 64) -> Image.Image:
+    """Item ``index`` scaled (up or down) to fit in ``size`` x ``size``, aspect kept, RGB."""
+    from PIL import Image, ImageOps
+
+    if not dataset.has_images:
+        raise ItemError(f"{dataset.spec} has no images")
+    image = dataset.load_image(index)
+    # Small sources (8x8 digits, icons) stay crisp when blown up; photos are resampled smoothly.
+    upscale = image.width < size and image.height < size
+    method = Image.Resampling.NEAREST if upscale else Image.Resampling.BICUBIC
+    return ImageOps.contain(image, (size, size), method=method)
+
+
+class DatasetBase:
+    """Shared behaviour for the datasets of this package: ``__len__``, ``item``, ``thumbnail``.
+
+    Subclasses set the protocol attributes and implement ``load_image``, ``_metadata_frame``
+    and ``fingerprint``. ``metadata()`` hands out a shallow copy so a caller adding a column
+    cannot change what the next caller sees.
+    """
+
+    spec: str
+    name: str
+    ids: list[str]
+    labels: list[str | None]
+    texts: list[str | None] | None
+    has_images: bool
+    skipped: list[SkippedItem]
+
+    _meta_cache: pd.DataFrame | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec!r}: {len(self)} items>"
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < len(self):
+            raise ItemError(f"index {index} out of range 0..{len(self) - 1}")
+
+    def _metadata_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(index=range(len(self)))
+
+    def metadata(self) -> pd.DataFrame:
+        if self._meta_cache is None:
+            self._meta_cache = self._metadata_frame().reset_index(drop=True)
+        return self._meta_cache.copy(deep=False)
+
+    def item(self, index: int) -> Item:
+        return dataset_item(self, index)  # type: ignore[arg-type]
+
+    def thumbnail(self, index: int, size: int = 64) -> Image.Image:
+        return dataset_thumbnail(self, index, size)  # type: ignore[arg-type]
+
+
+# -- fingerprints -----------------------------------------------------------------------------
+class ContentHasher:
+    """Feeds typed, length-prefixed fields into BLAKE2b so that no two different sequences of
+    fields hash alike (``("ab", "c")`` vs ``("a", "bc")``, ``None`` vs ``""``)."""
+
+    def __init__(self, kind: str) -> None:
+        self._h = hashlib.blake2b(digest_size=32)
+        self.add(f"parallax-dataset|{kind}")
+
+    def add(self, value: str | bytes | int | None) -> None:
+        if value is None:
+            self._h.update(b"N;")
+            return
+        if isinstance(value, int):
+            value = str(value)
+            tag = b"I"
+        else:
+            tag = b"B" if isinstance(value, bytes) else b"S"
+        data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+        self._h.update(tag + str(len(data)).encode() + b":" + data)
+
+    def add_row(self, *values: str | bytes | int | None) -> None:
+        for value in values:
+            self.add(value)
+        self._h.update(b"|")
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()

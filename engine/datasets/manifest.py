@@ -1,0 +1,486 @@
+"""``manifest:PATH``: a CSV / Parquet / JSON-lines table of images (paths or URLs) and/or texts.
+
+Recognised columns (case-insensitive, first match wins): an image column, a text column, a label
+column and an ``id`` column; every other column is kept as metadata with its own dtype.
+
+Image paths are untrusted input: they are relative to the manifest's folder and must stay
+inside it after resolving ``..`` and symlinks; anything else is skipped without being opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import io
+import json
+import os
+import re
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine import config
+from engine.datasets.base import ContentHasher, DatasetBase, SkippedItem
+from engine.datasets.folder import is_within, verdict_cache_file
+from engine.datasets.images import (
+    ImageCheck,
+    check_file_size,
+    check_image_bytes,
+    check_image_files,
+    open_image_safely,
+)
+from engine.errors import DatasetError, ItemError
+from engine.progress import ProgressCallback
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from PIL import Image
+
+IMAGE_COLUMNS = ("image", "image_path", "path", "filepath", "file", "url", "image_url")
+TEXT_COLUMNS = ("text", "caption", "sentence")
+LABEL_COLUMNS = ("label", "class", "category")
+ID_COLUMNS = ("id",)
+MANIFEST_SUFFIXES = frozenset({".csv", ".parquet", ".jsonl", ".ndjson", ".json"})
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+_DRIVE = re.compile(r"^[A-Za-z]:[\\/]|^[A-Za-z]:$")
+DOWNLOAD_TIMEOUT_S = 5.0  # connect, and each read
+DOWNLOAD_DEADLINE_S = 60.0  # a whole download: a server trickling bytes cannot hold us forever
+
+
+# -- reading the table ------------------------------------------------------------------------
+def _decode(data: bytes) -> str:
+    """UTF-8 (with or without BOM) if it decodes, else Latin-1, which never fails."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def find_column(columns: list[str], candidates: tuple[str, ...]) -> str | None:
+    """The first of ``candidates`` present in ``columns``, matched case-insensitively."""
+    by_lower: dict[str, str] = {}
+    for c in columns:
+        # An exact lower-case name beats e.g. "Text" when both are present.
+        if str(c).lower() not in by_lower or str(c) == str(c).lower():
+            by_lower[str(c).lower()] = c
+    for cand in candidates:
+        if cand in by_lower:
+            return by_lower[cand]
+    return None
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    text = _decode(path.read_bytes())
+    header = pd.read_csv(io.StringIO(text), nrows=0).columns.tolist()
+    # Key columns stay strings: an id like "007" or a file called "1.png" must not become a number.
+    keys = [
+        find_column(header, names)
+        for names in (IMAGE_COLUMNS, TEXT_COLUMNS, LABEL_COLUMNS, ID_COLUMNS)
+    ]
+    return pd.read_csv(io.StringIO(text), dtype={k: str for k in keys if k is not None})
+
+
+def _read_json_records(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
+    import pandas as pd
+
+    text = _decode(path.read_bytes())
+    if text.lstrip().startswith("["):  # a plain JSON array of objects
+        try:
+            records = json.loads(text)
+        except ValueError as exc:
+            raise DatasetError(f"cannot read manifest {path.name}: invalid JSON ({exc})") from exc
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise DatasetError(f"cannot read manifest {path.name}: expected a list of objects")
+        return pd.DataFrame.from_records(records)
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            skipped.append(SkippedItem(f"{path.name} line {number}", "invalid JSON"))
+            continue
+        if not isinstance(record, dict):
+            skipped.append(SkippedItem(f"{path.name} line {number}", "not a JSON object"))
+            continue
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def read_table(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
+    """Read a manifest into a DataFrame (bad JSON lines are appended to ``skipped``)."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return _read_csv(path)
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            return _read_json_records(path, skipped)
+    except DatasetError:
+        raise
+    except pd.errors.EmptyDataError as exc:
+        raise DatasetError(f"manifest {path.name} is empty") from exc
+    except Exception as exc:  # parser errors of three libraries: one line for the user
+        raise DatasetError(f"cannot read manifest {path.name}: {exc}") from exc
+    kinds = ", ".join(sorted(MANIFEST_SUFFIXES))
+    raise DatasetError(f"unsupported manifest type {suffix!r} for {path.name} (use {kinds})")
+
+
+# -- cleaning values --------------------------------------------------------------------------
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # lists, arrays, dicts: present
+        return False
+
+
+def _as_key(value: Any) -> str | None:
+    """Ids and labels as strings: ``3.0`` (an int column with gaps) reads as ``"3"``."""
+    import numpy as np
+
+    if _missing(value):
+        return None
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, bytes):
+        value = _decode(value)
+    text = str(value).strip()
+    return text or None
+
+
+def clean_text(value: Any) -> str | None:
+    """A usable text or ``None``: bytes decoded safely, ends stripped, length capped."""
+    if _missing(value):
+        return None
+    text = _decode(value) if isinstance(value, bytes) else str(value)
+    text = text.replace("\x00", "").strip()
+    return text[: config.MAX_TEXT_CHARS] or None
+
+
+# -- image references -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageRef:
+    """Where a row's image comes from; exactly one of the fields is set."""
+
+    path: Path | None = None  # resolved, already checked to lie inside ``root``
+    root: Path | None = None  # the folder ``path`` must stay in (re-checked at read time)
+    url: str | None = None
+    data: bytes | None = None  # inline bytes (Parquet image structs)
+    error: str | None = None
+
+
+def resolve_image_ref(value: Any, base: Path) -> ImageRef | None:
+    """Interpret one image cell; ``None`` if the cell is empty. Never touches a file outside
+    ``base`` (the resolved manifest folder)."""
+    if _missing(value):
+        return None
+    if isinstance(value, dict):  # Hugging Face style {"bytes": ..., "path": ...}
+        if isinstance(value.get("bytes"), bytes | bytearray) and value["bytes"]:
+            return ImageRef(data=bytes(value["bytes"]))
+        value = value.get("path")
+        if _missing(value):
+            return None
+    if isinstance(value, bytes | bytearray):
+        return ImageRef(data=bytes(value))
+    text = str(value).strip()
+    if not text:
+        return None
+    scheme = _SCHEME.match(text)
+    if scheme and not _DRIVE.match(text):
+        name = scheme.group(1).lower()
+        if name in ("http", "https"):
+            return ImageRef(url=text)
+        if "://" in text or name in ("data", "file", "javascript"):
+            return ImageRef(error=f"unsupported URL scheme {name!r} (only http and https)")
+    relative = text.replace("\\", "/")  # manifests written on Windows
+    if relative.startswith("/") or _DRIVE.match(relative):
+        return ImageRef(error="absolute path not allowed (paths are relative to the manifest)")
+    try:
+        resolved = (base / relative).resolve()
+    except (OSError, ValueError, RuntimeError):
+        return ImageRef(error="invalid path")
+    if not is_within(resolved, base):
+        return ImageRef(error="path points outside the manifest's folder")
+    if not resolved.is_file():
+        return ImageRef(error="file not found")
+    return ImageRef(path=resolved, root=base)
+
+
+# -- downloads --------------------------------------------------------------------------------
+class Unreachable(ItemError):
+    """The server could not be reached at all (as opposed to answering with an error)."""
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to http(s): never to ftp:// or file://."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise urllib.error.URLError("redirect to a non-HTTP URL refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def download_url(url: str, folder: Path, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Fetch ``url`` (http/https) into ``folder/<sha256(url)>`` once; later calls reuse it.
+
+    Raises ``ItemError("could not download URL: ...")`` quickly when offline, and refuses bodies
+    over ``config.MAX_IMAGE_FILE_BYTES`` without reading past the limit.
+    """
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise ItemError("unsupported URL scheme (only http and https)")
+    dest = folder / hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+    if dest.is_file() and dest.stat().st_size > 0:
+        return dest
+    limit = config.MAX_IMAGE_FILE_BYTES
+    opener = urllib.request.build_opener(_HttpOnlyRedirects)
+    request = urllib.request.Request(url, headers={"User-Agent": "parallax"})
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE_S
+    try:
+        with opener.open(request, timeout=timeout_s) as response:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit():
+                check_file_size(int(declared))
+            chunks, size = [], 0
+            while chunk := response.read(256 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    check_file_size(size)
+                if time.monotonic() > deadline:
+                    raise ItemError("could not download URL: took too long")
+                chunks.append(chunk)
+    except ItemError:
+        raise
+    except urllib.error.HTTPError as exc:
+        raise ItemError(f"could not download URL: HTTP {exc.code}") from exc
+    except urllib.error.URLError as exc:
+        raise Unreachable(f"could not download URL: {exc.reason}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise Unreachable(f"could not download URL: {exc}") from exc
+    except ValueError as exc:
+        raise ItemError(f"could not download URL: {exc}") from exc
+    data = b"".join(chunks)
+    check_file_size(len(data))
+    tmp = None
+    try:  # atomic: a reader never sees half a file under the final name
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".download.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise ItemError(f"could not store download: {exc.strerror or exc}") from exc
+    return dest
+
+
+# -- the dataset ------------------------------------------------------------------------------
+class ManifestDataset(DatasetBase):
+    """Rows of a manifest that have a usable image or a text (or both)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        spec: str | None = None,
+        name: str | None = None,
+        cache_root: Path,
+        progress: ProgressCallback | None = None,
+        skipped: list[SkippedItem] | None = None,
+    ) -> None:
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise DatasetError(f"manifest not found: {path}")
+        if not path.is_file():
+            raise DatasetError(f"not a manifest file: {path}")
+        self.path = path.resolve()
+        self.base = self.path.parent
+        self.spec = spec or f"manifest:{path}"
+        self.name = name or self.path.stem
+        self.skipped = list(skipped or [])
+
+        table = read_table(self.path, self.skipped)
+        columns = [str(c) for c in table.columns]
+        table.columns = columns
+        if len(table) > config.MAX_ITEMS:
+            raise DatasetError(
+                f"{self.path.name} has {len(table):,} rows, over the limit of "
+                f"{config.MAX_ITEMS:,} (raise PARALLAX_MAX_ITEMS to allow more)"
+            )
+        image_col = find_column(columns, IMAGE_COLUMNS)
+        text_col = find_column(columns, TEXT_COLUMNS)
+        label_col = find_column(columns, LABEL_COLUMNS)
+        id_col = find_column(columns, ID_COLUMNS)
+        if image_col is None and text_col is None:
+            raise DatasetError(
+                f"{self.path.name} has no image column ({', '.join(IMAGE_COLUMNS)}) and no "
+                f"text column ({', '.join(TEXT_COLUMNS)}); it has: {', '.join(columns[:12])}"
+            )
+
+        n = len(table)
+        row_ids = [str(i) for i in range(n)]
+        if id_col is not None:
+            keys = [_as_key(v) for v in table[id_col].tolist()]
+            if all(k is not None for k in keys) and len(set(keys)) == n:
+                row_ids = [str(k) for k in keys]
+                id_col_used = True
+            else:
+                id_col_used = False  # not a usable id: keep it as an ordinary column
+        else:
+            id_col_used = False
+        labels = [_as_key(v) for v in table[label_col].tolist()] if label_col else [None] * n
+        texts = [clean_text(v) for v in table[text_col].tolist()] if text_col else [None] * n
+        refs = (
+            [resolve_image_ref(v, self.base) for v in table[image_col].tolist()]
+            if image_col
+            else [None] * n
+        )
+        checks = self._check_images(refs, cache_root, progress)
+
+        self.ids = []
+        self.labels = []
+        self._texts: list[str | None] = []
+        self._refs: list[ImageRef | None] = []
+        self._digests: list[str | None] = []
+        self.image_errors: dict[int, str] = {}  # kept rows (text only) whose image failed
+        keep: list[int] = []
+        for i in range(n):
+            ref, check, text = refs[i], checks[i], texts[i]
+            image_ok = check is not None and check.ok
+            if not image_ok and text is None:
+                if ref is None:
+                    why = "no image and no text" if text_col else "no image"
+                else:
+                    why = ref.error or (check.error if check else None) or "unusable image"
+                where = f"row {i}" + (f" ({row_ids[i]})" if id_col_used else "")
+                self.skipped.append(SkippedItem(where, why))
+                continue
+            keep.append(i)
+            self.ids.append(row_ids[i])
+            self.labels.append(labels[i])
+            self._texts.append(text)
+            self._refs.append(ref if image_ok else None)
+            self._digests.append(check.sha256 if image_ok and check else None)
+            if image_col and not image_ok:
+                why = "no image" if ref is None else (ref.error or (check and check.error))
+                self.image_errors[len(self.ids) - 1] = str(why or "unusable image")
+
+        if not self.ids:
+            detail = f" (e.g. {self.skipped[-1].source}: {self.skipped[-1].reason})"
+            raise DatasetError(
+                f"no usable rows in {self.path.name}" + (detail if self.skipped else "")
+            )
+        self.has_images = any(d is not None for d in self._digests)
+        self.texts = self._texts if text_col else None
+
+        used = {c for c in (image_col, text_col, label_col) if c}
+        if id_col_used and id_col:
+            used.add(id_col)
+        self._meta = table.iloc[keep][[c for c in columns if c not in used]]
+
+        h = ContentHasher("manifest-v1")
+        for row in zip(self.ids, self.labels, self._texts, self._digests, strict=True):
+            h.add_row(*row)
+        self._fingerprint = h.hexdigest()
+
+    def _check_images(
+        self,
+        refs: list[ImageRef | None],
+        cache_root: Path,
+        progress: ProgressCallback | None,
+    ) -> list[ImageCheck | None]:
+        """Download URLs, then fully decode and digest every distinct image once."""
+        urls = sorted({r.url for r in refs if r is not None and r.url})
+        downloads: dict[str, Path | str] = {}
+        if urls:
+            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="download") as pool:
+                for url, got in zip(urls, pool.map(self._fetch(cache_root), urls), strict=True):
+                    downloads[url] = got
+        for i, r in enumerate(refs):  # swap each URL for its downloaded file (or its error)
+            if r is not None and r.url:
+                got = downloads[r.url]
+                refs[i] = (
+                    ImageRef(path=got, root=got.parent)
+                    if isinstance(got, Path)
+                    else ImageRef(error=got)
+                )
+
+        paths = sorted({r.path for r in refs if r is not None and r.path is not None})
+        verdicts = check_image_files(
+            paths, cache_file=verdict_cache_file(cache_root, self.path), progress=progress
+        )
+        by_path = dict(zip(paths, verdicts, strict=True))
+        out: list[ImageCheck | None] = []
+        for r in refs:
+            if r is None:
+                out.append(None)
+            elif r.path is not None:
+                out.append(by_path[r.path])
+            elif r.data is not None:
+                out.append(check_image_bytes(r.data, name="inline image"))
+            else:
+                out.append(ImageCheck(None, error=r.error))
+        return out
+
+    @staticmethod
+    def _fetch(cache_root: Path) -> Callable[[str], Path | str]:
+        # Once a host proved unreachable (offline, refused), its other URLs fail at once
+        # instead of each waiting for its own timeout.
+        dead_hosts: dict[str, str] = {}
+
+        def fetch(url: str) -> Path | str:
+            host = urllib.parse.urlsplit(url).netloc.lower()
+            if host in dead_hosts:
+                return dead_hosts[host]
+            try:
+                return download_url(url, cache_root / "downloads")
+            except Unreachable as exc:
+                dead_hosts[host] = str(exc)
+                return str(exc)
+            except ItemError as exc:
+                return str(exc)
+
+        return fetch
+
+    def load_image(self, index: int) -> Image.Image:
+        self._check_index(index)
+        if index in self.image_errors:
+            raise ItemError(self.image_errors[index])
+        ref = self._refs[index]
+        if ref is None:
+            raise ItemError("no image")
+        if ref.data is not None:
+            return open_image_safely(ref.data, name=self.ids[index])
+        assert ref.path is not None and ref.root is not None
+        # Re-check at read time: a file could have been swapped for an escaping symlink.
+        if not is_within(ref.path.resolve(), ref.root):
+            raise ItemError("path points outside the manifest's folder")
+        return open_image_safely(ref.path, name=self.ids[index])
+
+    def _metadata_frame(self) -> pd.DataFrame:
+        return self._meta
+
+    def fingerprint(self) -> str:
+        return self._fingerprint

@@ -1,0 +1,37 @@
+"""Shared, generic fixtures: a private cache root and a small image-file factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+
+@pytest.fixture
+def cache_root(tmp_path: Path) -> Path:
+    """An empty cache directory private to the test (never the repository's ``cache/``)."""
+    root = tmp_path / "cache"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def make_image() -> Callable[..., Path]:
+    """``make_image(path, size=(16, 16), colour=(200, 30, 30), mode="RGB", **save_kwargs)``
+    writes a solid image (format from the suffix unless ``format=`` is given) and returns
+    the path, creating parent folders."""
+
+    def make(
+        path: Path,
+        size: tuple[int, int] = (16, 16),
+        colour: object = (200, 30, 30),
+        mode: str = "RGB",
+        **save_kwargs: object,
+    ) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new(mode, size, colour).save(path, **save_kwargs)  # type: ignore[arg-type]
+        return path
+
+    return make
