@@ -137,3 +137,15 @@ def test_opening_a_bundle_imports_no_torch(bundle_file, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_bundle_spec_opens_through_open_dataset(bundle_file, tmp_path):
+    from engine.datasets import open_dataset
+    from engine.errors import DatasetError
+
+    ds = open_dataset(f"bundle:{bundle_file[0]}", cache_root=tmp_path)
+    assert len(ds) == 60 and ds.fingerprint() == bundle_file[1].fingerprint()
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"PK not really")
+    with pytest.raises(DatasetError, match="not a Parallax bundle"):
+        open_dataset(f"bundle:{junk}", cache_root=tmp_path)
