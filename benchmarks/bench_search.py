@@ -27,12 +27,15 @@ def brute_force(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
 def main() -> None:
     args = parser(__doc__).parse_args()
     rep = Reporter("nn_search", args)
-    n, n_queries, k = (50_000, 50, 10) if args.quick else (1_000_000, 200, 10)
-    x = clustered_vectors(n, 512, clusters=2000 if not args.quick else 100)
+    n, n_queries, k = (50_000, 50, 10) if args.quick else (1_000_000, 100, 10)
+    # noise as large as the cluster spread: neighbourhoods overlap, as in real embeddings
+    x = clustered_vectors(n, 512, clusters=2000 if not args.quick else 100, noise=0.8)
     rng = np.random.default_rng(7)
     queries = x[rng.choice(n, size=n_queries, replace=False)]
-    queries = queries + 0.05 * rng.normal(size=queries.shape).astype(np.float32) / np.sqrt(512)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    noise = rng.normal(size=queries.shape) * (0.05 / np.sqrt(512))
+    queries = queries + noise.astype(np.float32)
+    # float32 throughout: a float64 query would make NumPy upcast all 1M vectors per query
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
 
     t = time.perf_counter()
     truth = [brute_force(x, q, k) for q in queries]
