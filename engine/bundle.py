@@ -231,12 +231,12 @@ class BundleDataset:
         return len(self.ids)
 
     def load_image(self, index: int) -> Any:
-        from PIL import Image
+        from engine.datasets.images import open_image_safely
 
         if not self._thumbs or self._thumbs[index] is None:
             raise ItemError("this bundle has no image for this item")
-        with Image.open(io.BytesIO(self._thumbs[index])) as im:
-            return im.convert("RGB")
+        # Same format allow-list and size checks as any user file: a bundle is user input.
+        return open_image_safely(bytes(self._thumbs[index]), name=self.ids[index])
 
     def thumbnail(self, index: int, size: int = THUMB_SIZE) -> Any:
         image = self.load_image(index)

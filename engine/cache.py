@@ -21,6 +21,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -37,6 +38,17 @@ from engine.errors import CacheError
 # Bump when the meaning of stored bytes changes (e.g. normalisation): old entries become misses.
 FORMAT_VERSION = 1
 LOCK_TIMEOUT_S = 6 * 3600  # a waiting process gives up only after a very long foreign job
+
+
+# A key becomes a folder or file name: no separators, no dots (keys may come from a bundle).
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def check_key(key: str) -> str:
+    """``key`` if it is safe as one path component, else ``CacheError`` (never a traversal)."""
+    if not isinstance(key, str) or not _SAFE_KEY.match(key):
+        raise CacheError(f"invalid cache key {str(key)[:80]!r}")
+    return key
 
 
 def make_key(**parts: Any) -> str:
@@ -112,6 +124,7 @@ def locked(root: Path, key: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[
     """Hold the cross-process lock for ``key``. The OS drops it if the holder is killed."""
     from filelock import FileLock, Timeout
 
+    check_key(key)
     lock_dir = root / "locks"
     try:
         lock_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +170,7 @@ class Cache:
 
     # -- finished entries -------------------------------------------------------------------
     def entry_dir(self, kind: str, key: str) -> Path:
-        return self.root / kind / key
+        return self.root / check_key(kind) / check_key(key)
 
     def get(self, kind: str, key: str) -> Entry | None:
         """The finished entry for ``key``, or None. A half-written entry never shows up here
@@ -207,7 +220,7 @@ class Cache:
             if not base.is_dir():
                 continue
             for directory in base.iterdir():
-                if directory.is_dir() and not directory.name.endswith(".partial"):
+                if directory.is_dir() and _SAFE_KEY.match(directory.name):  # not *.partial
                     entry = self.get(k, directory.name)
                     if entry is not None:
                         found.append(entry)
@@ -232,7 +245,7 @@ class Cache:
 
     # -- resumable shards ---------------------------------------------------------------------
     def partial_dir(self, kind: str, key: str) -> Path:
-        return self.root / kind / f"{key}.partial"
+        return self.root / check_key(kind) / f"{check_key(key)}.partial"
 
     def read_partial_plan(self, kind: str, key: str) -> dict[str, Any] | None:
         path = self.partial_dir(kind, key) / "plan.json"

@@ -181,21 +181,20 @@ def cmd_project(args: argparse.Namespace) -> int:
 
 
 def _parse_size(text: str) -> int:
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-    t = text.strip().lower().rstrip("b")
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError as exc:
-        raise ParallaxError(f"cannot read size {text!r}: use e.g. 500M or 10G") from exc
+    from engine.config import parse_size
+
+    return parse_size(text)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
     cache = _cache(args)
     if args.action == "prune":
-        removed = cache.prune(_parse_size(args.max_bytes))
-        payload = {"removed": [e.key for e in removed], "root": str(cache.root)}
+        from engine.config import cache_max_bytes
+
+        # --max-bytes wins; else PARALLAX_CACHE_MAX_BYTES; else the 20 GB default.
+        limit = _parse_size(args.max_bytes) if args.max_bytes else cache_max_bytes()
+        removed = cache.prune(limit)
+        payload = {"removed": [e.key for e in removed], "root": str(cache.root), "max_bytes": limit}
         _emit(args, payload, lambda: print(f"removed {len(removed)} entries from {cache.root}"))
         return 0
     rows = []
@@ -301,7 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cache", parents=[common], help="list or prune cache entries")
     p.add_argument("action", choices=["ls", "prune"])
-    p.add_argument("--max-bytes", default="10G", help="prune: keep at most this much (e.g. 5G)")
+    p.add_argument(
+        "--max-bytes",
+        help="prune: keep at most this much, e.g. 5G (default: $PARALLAX_CACHE_MAX_BYTES or 20G)",
+    )
     p.set_defaults(func=cmd_cache)
 
     # Feature modules add their own subcommands; each exposes

@@ -337,7 +337,8 @@ def map_quality(
     rows = np.sort(rng.choice(n, size=min(n, sample), replace=False))
     x = _normalise(np.asarray(vectors)[rows])
     y = np.asarray(coords, dtype=np.float32)[rows]
-    k = max(1, min(k, len(rows) - 2))
+    # scikit-learn's trustworthiness needs k < n / 2
+    k = max(1, min(k, (len(rows) - 1) // 2))
     high, _ = exact_knn(x, k)
     low, _ = _euclid_knn(y, k)
     recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(high, low, strict=True)]))

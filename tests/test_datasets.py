@@ -518,8 +518,10 @@ def test_manifest_without_known_columns(tmp_path: Path, cache_root: Path) -> Non
 
 
 @pytest.fixture
-def http_folder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A loopback HTTP server over a temp folder (no internet needed)."""
+def http_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    """A loopback HTTP server over a temp folder (no internet needed). Loopback URLs are
+    refused by default (SSRF guard), so this fixture opts in with PARALLAX_ALLOW_PRIVATE_URLS."""
+    monkeypatch.setenv("PARALLAX_ALLOW_PRIVATE_URLS", "1")
     served = tmp_path / "www"
     served.mkdir()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))

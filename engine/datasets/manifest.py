@@ -13,10 +13,13 @@ import contextlib
 import hashlib
 import http.client
 import io
+import ipaddress
 import json
 import os
 import re
+import socket
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -52,8 +55,9 @@ MANIFEST_SUFFIXES = frozenset({".csv", ".parquet", ".jsonl", ".ndjson", ".json"}
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]|^[A-Za-z]:$")
-DOWNLOAD_TIMEOUT_S = 5.0  # connect, and each read
-DOWNLOAD_DEADLINE_S = 60.0  # a whole download: a server trickling bytes cannot hold us forever
+# Kept as module names for callers and tests; the values come from engine.config (environment).
+DOWNLOAD_TIMEOUT_S = config.DOWNLOAD_TIMEOUT_S  # connect, and each read
+DOWNLOAD_DEADLINE_S = config.DOWNLOAD_DEADLINE_S  # a whole download, enforced by a watchdog
 
 
 # -- reading the table ------------------------------------------------------------------------
@@ -125,6 +129,15 @@ def read_table(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
 
     suffix = path.suffix.lower()
     try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DatasetError(f"cannot read manifest {path.name}: {exc.strerror or exc}") from exc
+    if size > config.MAX_MANIFEST_BYTES:
+        raise DatasetError(
+            f"manifest {path.name} is {size / 1024**2:.0f} MB, over the limit of "
+            f"{config.MAX_MANIFEST_BYTES / 1024**2:.0f} MB (raise PARALLAX_MAX_MANIFEST_BYTES)"
+        )
+    try:
         if suffix == ".csv":
             return _read_csv(path)
         if suffix == ".parquet":
@@ -172,8 +185,13 @@ def clean_text(value: Any) -> str | None:
     if _missing(value):
         return None
     text = _decode(value) if isinstance(value, bytes) else str(value)
+    # Lone surrogates (a JSON "\\ud800" escape) are not text: every encoder downstream would fail.
+    text = text.encode("utf-8", "replace").decode("utf-8") if _HAS_SURROGATE(text) else text
     text = text.replace("\x00", "").strip()
     return text[: config.MAX_TEXT_CHARS] or None
+
+
+_HAS_SURROGATE = re.compile(r"[\ud800-\udfff]").search
 
 
 # -- image references -------------------------------------------------------------------------
@@ -230,6 +248,142 @@ class Unreachable(ItemError):
     """The server could not be reached at all (as opposed to answering with an error)."""
 
 
+class BlockedAddress(ItemError):
+    """The URL's host resolves to an address this deployment does not fetch from."""
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def blocked_reason(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why ``ip`` is not a public internet address (``None`` when it is one).
+
+    IPv6 forms that carry an IPv4 address (``::ffff:127.0.0.1``, 6to4, NAT64) are judged by the
+    address they carry, so they cannot smuggle a private target past the check.
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = ip.ipv4_mapped or ip.sixtofour
+        if inner is None and ip in _NAT64:
+            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if inner is not None:
+            return blocked_reason(inner)
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_private or not ip.is_global:
+        return "private"
+    return None
+
+
+def resolve_public(host: str, port: int) -> list[tuple]:
+    """``getaddrinfo`` for ``host``, refusing it if *any* address is not public (unless
+    ``PARALLAX_ALLOW_PRIVATE_URLS`` is set). Raises ``Unreachable`` / ``BlockedAddress``."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise Unreachable(f"could not download URL: cannot resolve {host} ({why})") from exc
+    if not config.allow_private_urls():
+        for *_, sockaddr in infos:
+            ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+            why = blocked_reason(ip)
+            if why is not None:
+                raise BlockedAddress(
+                    f"URL refused: {host} is a {why} address ({ip}); set "
+                    "PARALLAX_ALLOW_PRIVATE_URLS=1 to allow local and private hosts"
+                )
+    return infos
+
+
+def _connect_checked(address: tuple[str, int], timeout: float | None = None, source=None):
+    """Stands in for ``socket.create_connection``: resolves once, checks every address, then
+    connects to the checked address itself (a second DNS answer cannot swap it: no rebinding)."""
+    host, port = address
+    last: OSError | None = None
+    for family, socktype, proto, _, sockaddr in resolve_public(host, port):
+        sock = socket.socket(family, socktype, proto)
+        try:
+            if timeout is not None:
+                sock.settimeout(timeout)
+            if source:
+                sock.bind(source)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            last = exc
+            sock.close()
+    raise last or OSError(f"no address for {host}")
+
+
+class _Watchdog:
+    """A hard deadline for one download: when it passes, every connection it opened is shut
+    down, which wakes a read blocked on a server that trickles bytes (or headers) forever."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._conns: list[http.client.HTTPConnection] = []
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def add(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._conns.append(conn)
+            expired = self.expired
+        if expired:  # a redirect after the deadline: never even connect
+            raise ItemError("could not download URL: took too long")
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for conn in self._conns:
+                sock = conn.sock
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+class _GuardedHandlerMixin:
+    """Every connection (the first and each redirect's) is registered with the watchdog and,
+    when the request goes straight to the server, connects only to checked addresses."""
+
+    watchdog: _Watchdog
+
+    def do_open(self, http_class, req, **http_conn_args):  # type: ignore[override]
+        target = urllib.parse.urlsplit(req.full_url).hostname or ""
+        direct = (urllib.parse.urlsplit("//" + req.host).hostname or "") == target
+        if not direct:  # through an operator-configured proxy: check the target's name at least
+            resolve_public(target, 443)
+        watchdog = self.watchdog
+
+        def make(host, **kwargs):
+            conn = http_class(host, **kwargs)
+            if direct:
+                conn._create_connection = _connect_checked
+            watchdog.add(conn)
+            return conn
+
+        return super().do_open(make, req, **http_conn_args)  # type: ignore[misc]
+
+
+class _GuardedHTTPHandler(_GuardedHandlerMixin, urllib.request.HTTPHandler):
+    pass
+
+
+class _GuardedHTTPSHandler(_GuardedHandlerMixin, urllib.request.HTTPSHandler):
+    pass
+
+
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """Follow redirects only to http(s): never to ftp:// or file://."""
 
@@ -239,23 +393,46 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def download_url(url: str, folder: Path, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
+def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
+    http_handler, https_handler = _GuardedHTTPHandler(), _GuardedHTTPSHandler()
+    http_handler.watchdog = https_handler.watchdog = watchdog
+    # build_opener replaces its default HTTP(S) handlers by these subclasses.
+    return urllib.request.build_opener(http_handler, https_handler, _HttpOnlyRedirects)
+
+
+def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
+    """The ``BlockedAddress`` raised inside urllib (it wraps connect errors in URLError)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, BlockedAddress):
+            return exc
+        exc = getattr(exc, "reason", None) or exc.__cause__ or exc.__context__  # type: ignore
+        seen += 1
+    return None
+
+
+def download_url(url: str, folder: Path, timeout_s: float | None = None) -> Path:
     """Fetch ``url`` (http/https) into ``folder/<sha256(url)>`` once; later calls reuse it.
 
-    Raises ``ItemError("could not download URL: ...")`` quickly when offline, and refuses bodies
-    over ``config.MAX_IMAGE_FILE_BYTES`` without reading past the limit.
+    Raises ``ItemError("could not download URL: ...")`` quickly when offline, refuses hosts
+    that resolve to loopback / private / link-local addresses unless
+    ``PARALLAX_ALLOW_PRIVATE_URLS`` is set (also after a redirect), refuses bodies over
+    ``config.MAX_IMAGE_FILE_BYTES`` without reading past the limit, and gives up after
+    ``DOWNLOAD_DEADLINE_S`` however slowly the server sends.
     """
-    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
         raise ItemError("unsupported URL scheme (only http and https)")
     dest = folder / hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
     if dest.is_file() and dest.stat().st_size > 0:
         return dest
     limit = config.MAX_IMAGE_FILE_BYTES
-    opener = urllib.request.build_opener(_HttpOnlyRedirects)
+    timeout = DOWNLOAD_TIMEOUT_S if timeout_s is None else timeout_s
+    watchdog = _Watchdog(DOWNLOAD_DEADLINE_S)
+    too_slow = f"could not download URL: took longer than {DOWNLOAD_DEADLINE_S:g} s"
     request = urllib.request.Request(url, headers={"User-Agent": "parallax"})
-    deadline = time.monotonic() + DOWNLOAD_DEADLINE_S
     try:
-        with opener.open(request, timeout=timeout_s) as response:
+        with _opener(watchdog).open(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit():
                 check_file_size(int(declared))
@@ -264,19 +441,31 @@ def download_url(url: str, folder: Path, timeout_s: float = DOWNLOAD_TIMEOUT_S) 
                 size += len(chunk)
                 if size > limit:
                     check_file_size(size)
-                if time.monotonic() > deadline:
-                    raise ItemError("could not download URL: took too long")
+                if watchdog.expired:
+                    raise ItemError(too_slow)
                 chunks.append(chunk)
+            if watchdog.expired:  # the watchdog's shutdown can look like a clean end of body
+                raise ItemError(too_slow)
     except ItemError:
         raise
     except urllib.error.HTTPError as exc:
         raise ItemError(f"could not download URL: HTTP {exc.code}") from exc
-    except urllib.error.URLError as exc:
-        raise Unreachable(f"could not download URL: {exc.reason}") from exc
-    except (OSError, http.client.HTTPException) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        blocked = _blocked_cause(exc)
+        if blocked is not None:
+            raise BlockedAddress(str(blocked)) from exc
+        if watchdog.expired:
+            raise ItemError(too_slow) from exc
+        if isinstance(exc, ValueError):
+            raise ItemError(f"could not download URL: {exc}") from exc
+        if isinstance(exc, urllib.error.URLError):
+            reason = exc.reason
+            if isinstance(reason, Unreachable):
+                raise Unreachable(str(reason)) from exc
+            raise Unreachable(f"could not download URL: {reason}") from exc
         raise Unreachable(f"could not download URL: {exc}") from exc
-    except ValueError as exc:
-        raise ItemError(f"could not download URL: {exc}") from exc
+    finally:
+        watchdog.cancel()
     data = b"".join(chunks)
     check_file_size(len(data))
     tmp = None
@@ -456,7 +645,7 @@ class ManifestDataset(DatasetBase):
                 return dead_hosts[host]
             try:
                 return download_url(url, cache_root / "downloads")
-            except Unreachable as exc:
+            except (Unreachable, BlockedAddress) as exc:
                 dead_hosts[host] = str(exc)
                 return str(exc)
             except ItemError as exc:
