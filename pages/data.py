@@ -1,0 +1,245 @@
+"""Data: choose the dataset every page works on, and see what is in it.
+
+Sources: a built-in demo, a folder on the server, any dataset spec, or an upload (a zip; a
+manifest, alone or with a zip of its images; loose images). Uploads are written under this
+session's folder in the cache (``state.session_upload_dir()``), with sanitised names. A source
+that cannot be opened shows one error line and leaves the previous dataset selected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard import state, ui
+from engine.errors import DatasetError
+
+st.title("Data")
+
+
+# -- opening ----------------------------------------------------------------------------------
+def try_select(spec: str, action: str) -> None:
+    """Open ``spec``; on success make it the current dataset and rerun the app. Errors are
+    shown, not raised, and leave the current dataset as it was."""
+    with ui.guard(action) as g:
+        bar = ui.ProgressBar(f"Checking the items of {spec}")
+        ds = state.get_dataset(spec, progress=bar)
+        bar.clear()
+        if len(ds) == 0:
+            raise DatasetError(f"{spec} has no usable items")
+        state.set_dataset_spec(spec)
+    if not g.failed:
+        st.rerun()  # redraw everything (sidebar included) for the new dataset
+
+
+# -- uploads ----------------------------------------------------------------------------------
+def _suffix(name: str) -> str:
+    return Path(name.lower()).suffix
+
+
+def plan_upload(files: list) -> tuple[str, list, list, list]:
+    """Sort uploaded files into (kind, manifests, zips, images); ``kind`` in
+    {"zip", "manifest", "images"}. Raises ``DatasetError`` for a combination that makes no
+    dataset."""
+    manifests = [f for f in files if _suffix(f.name) in state.MANIFEST_SUFFIXES]
+    zips = [f for f in files if _suffix(f.name) in state.ARCHIVE_SUFFIXES]
+    images = [f for f in files if _suffix(f.name) in state.IMAGE_SUFFIXES]
+    other = [f.name for f in files if f not in manifests + zips + images]
+    if other:
+        raise DatasetError(f"unsupported file type: {', '.join(other[:5])}")
+    if len(manifests) > 1:
+        raise DatasetError("upload one manifest at a time (CSV, Parquet or JSONL)")
+    if len(zips) > 1:
+        raise DatasetError("upload one zip at a time")
+    if manifests:
+        return "manifest", manifests, zips, images
+    if zips:
+        if images:
+            raise DatasetError(
+                "upload either a zip or loose images, not both (or add a manifest that lists them)"
+            )
+        return "zip", manifests, zips, images
+    if images:
+        return "images", manifests, zips, images
+    raise DatasetError("nothing usable was uploaded")
+
+
+def _write(file, path: Path) -> None:
+    with open(path, "wb") as out:
+        out.write(file.getbuffer())
+
+
+def save_upload(files: list) -> str:
+    """Write the uploaded files under the session folder and return the spec to open."""
+    kind, manifests, zips, images = plan_upload(files)
+    digest = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.name):
+        digest.update(f.name.encode() + b"\0")
+        digest.update(f.getbuffer())
+    folder = state.session_upload_dir() / f"upload-{digest.hexdigest()[:16]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "zip":
+        name = state.safe_filename(zips[0].name, "upload.zip")
+        path = folder / name
+        _write(zips[0], path)
+        if not _is_zip(path):
+            raise DatasetError(f"{zips[0].name} is not a zip archive")
+        return f"zip:{path}"
+    if kind == "images":
+        target = folder / "images"
+        target.mkdir(exist_ok=True)
+        for f, name in zip(images, state.unique_names([f.name for f in images]), strict=True):
+            _write(f, target / name)
+        return f"folder:{target}"
+    # A manifest; its images (a zip and/or loose files) go beside it, where relative paths in
+    # the manifest point. A manifest alone may hold only texts, or image URLs.
+    if zips:
+        archive = folder / ".images.zip"
+        _write(zips[0], archive)
+        try:
+            state.unpack_zip_into(archive, folder)
+        finally:
+            archive.unlink(missing_ok=True)
+    for f, name in zip(images, state.unique_names([f.name for f in images]), strict=True):
+        _write(f, folder / name)
+    manifest = manifests[0]
+    path = folder / state.safe_filename(manifest.name, "manifest.csv")
+    _write(manifest, path)  # last: an archive member of the same name never replaces it
+    return f"manifest:{path}"
+
+
+def _is_zip(path: Path) -> bool:
+    import zipfile
+
+    return zipfile.is_zipfile(path)
+
+
+def handle_upload(files: list) -> None:
+    """Save + open an upload once per distinct set of files; remember the outcome."""
+    signature = tuple(sorted((f.file_id, f.name, f.size) for f in files))
+    done = st.session_state.get("data_upload")
+    if done is not None and done["signature"] == signature:
+        return
+    outcome = {"signature": signature, "spec": None, "error": None}
+    try:
+        spec = save_upload(files)
+        bar = ui.ProgressBar("Checking the uploaded items")
+        try:
+            ds = state.get_dataset(spec, progress=bar)
+        finally:
+            bar.clear()
+        if len(ds) == 0:
+            raise DatasetError("the upload holds no usable items")
+        state.set_dataset_spec(spec)
+        outcome["spec"] = spec
+    except Exception as exc:
+        outcome["error"] = exc
+    st.session_state["data_upload"] = outcome
+    if outcome["spec"]:
+        st.rerun()  # redraw everything (sidebar included) for the new dataset
+
+
+# -- source pickers ---------------------------------------------------------------------------
+tab_demo, tab_folder, tab_upload, tab_spec = st.tabs(
+    ["Built-in demo", "Folder on the server", "Upload", "Any spec"]
+)
+
+with tab_demo:
+    demos = []
+    with ui.guard("Listing the demos"):
+        demos = state.list_demos()
+    if demos:
+        specs = [d["spec"] for d in demos]
+        described = {d["spec"]: d.get("description", "") for d in demos}
+        choice = st.selectbox(
+            "Demo",
+            specs,
+            format_func=lambda s: f"{s} — {described[s]}" if described.get(s) else s,
+            key="data_demo_choice",
+        )
+        spec = choice
+        if choice.split("?")[0] == "demo:shapes":
+            c1, c2 = st.columns(2)
+            n = c1.number_input(
+                "Items",
+                min_value=100,
+                max_value=1_000_000,
+                value=2_000,
+                step=1_000,
+                key="data_shapes_n",
+            )
+            seed = c2.number_input("Seed", min_value=0, value=0, step=1, key="data_shapes_seed")
+            spec = f"demo:shapes?n={int(n)}&seed={int(seed)}"
+        if st.button("Use this demo", key="data_use_demo", type="primary"):
+            try_select(spec, f"Opening {spec}")
+
+with tab_folder:
+    folder = st.text_input(
+        "Folder path on the server",
+        key="data_folder_path",
+        placeholder="/data/pets (first-level sub-folders are labels)",
+    )
+    if st.button("Open folder", key="data_open_folder"):
+        if folder.strip():
+            path = Path(folder.strip()).expanduser()
+            try_select(f"folder:{path}", f"Opening folder {path}")
+        else:
+            st.warning("Type a folder path first.", icon=":material/warning:")
+
+with tab_upload:
+    st.caption(
+        "A **zip** of an image folder (sub-folders = labels) or of a manifest with its images; "
+        "a **manifest** (CSV / Parquet / JSONL with `image` and/or `text` columns, optional "
+        "`label`), alone or with a zip of its images; or **loose images**."
+    )
+    uploaded = st.file_uploader(
+        "Files",
+        type=state.UPLOAD_TYPES,
+        accept_multiple_files=True,
+        key="data_upload_files",
+    )
+    if uploaded:
+        with st.spinner("Saving and opening the upload…"):
+            handle_upload(list(uploaded))
+        outcome = st.session_state.get("data_upload")
+        if outcome and outcome["error"] is not None:
+            ui.show_error(outcome["error"], "This upload cannot be used")
+            st.caption(f"The current dataset is still {state.dataset_spec()}.")
+        elif outcome and outcome["spec"]:
+            st.success(f"Opened the upload as {outcome['spec']}", icon=":material/check:")
+
+with tab_spec:
+    any_spec = st.text_input(
+        "Dataset spec",
+        key="data_any_spec",
+        placeholder="manifest:/data/captions.parquet · zip:/data/set.zip · folder:/data/pets",
+    )
+    if st.button("Open spec", key="data_open_spec"):
+        if any_spec.strip():
+            try_select(any_spec.strip(), f"Opening {any_spec.strip()}")
+        else:
+            st.warning("Type a dataset spec first.", icon=":material/warning:")
+
+
+# -- the current dataset ----------------------------------------------------------------------
+st.divider()
+current = state.dataset_spec()
+st.subheader("Current dataset")
+st.code(current, language=None)
+with ui.guard(f"Opening {current}"):
+    ds = state.get_dataset(current)
+    ui.dataset_metrics(ds)
+    t_labels, t_gallery, t_meta, t_skipped = st.tabs(
+        ["Labels", "Sample", "Items & metadata", f"Skipped ({len(ds.skipped):,})"]
+    )
+    with t_labels:
+        ui.label_chart(ds)
+    with t_gallery:
+        ui.sample_gallery(ds)
+    with t_meta:
+        ui.metadata_preview(ds)
+    with t_skipped:
+        ui.skipped_table(ds)
+    ui.page_link("embed.py", "Next: embed this dataset", ":material/arrow_forward:")

@@ -1,0 +1,194 @@
+"""Embed: run the current dataset through one or several models, with progress and a cache.
+
+Each model runs on its own: one that cannot load (weights missing offline, wrong modality)
+shows its reason and the others still run. Vectors land in the engine cache, so a second run
+(or the CLI on another machine sharing the cache) finds them at once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import state, ui
+from engine.embed import find_cached
+from engine.errors import ParallaxError
+
+st.title("Embed")
+
+spec = state.dataset_spec()
+ds = None
+with ui.guard(f"Opening {spec}"):
+    ds = state.get_dataset(spec)
+if ds is None:
+    ui.page_link("data.py", "Choose another dataset", ":material/dataset:")
+    st.stop()
+
+st.markdown(f"Dataset **{spec}** · {ui.dataset_caption(ds)}")
+
+# -- model choice -------------------------------------------------------------------------------
+registry: list[dict[str, Any]] = []
+with ui.guard("Listing the models"):
+    registry = state.known_models()
+by_spec = {m["spec"]: m for m in registry}
+
+WIDGET = "embed_models"
+PENDING = "embed_models_add"  # a typed spec, added before the widget exists (Streamlit rule)
+# The widget mirrors state.model_specs(): its state is dropped when the page is left, and
+# another page may have changed the models meanwhile. The shared list wins.
+if st.session_state.get(WIDGET) != state.model_specs():
+    st.session_state[WIDGET] = state.model_specs()
+if st.session_state.get(PENDING):
+    st.session_state[WIDGET] = list(
+        dict.fromkeys([*st.session_state[WIDGET], st.session_state.pop(PENDING)])
+    )
+options = list(dict.fromkeys([*by_spec, *state.model_specs(), *st.session_state[WIDGET]]))
+
+
+def _label(s: str) -> str:
+    info = by_spec.get(s)
+    if not info:
+        return f"{s} (custom)"
+    mods = "+".join(sorted(info.get("modalities", [])))
+    offline = "" if info.get("available_offline") else " · needs download"
+    return f"{s} ({mods}{offline})"
+
+
+def _store_selection() -> None:  # a callback runs before the sidebar is drawn: it stays current
+    state.set_model_specs(st.session_state[WIDGET])
+
+
+st.multiselect(
+    "Models",
+    options,
+    key=WIDGET,
+    format_func=_label,
+    on_change=_store_selection,
+    help="The Map and Compare pages use the models chosen here.",
+)
+state.set_model_specs(st.session_state[WIDGET])
+
+with st.form("embed_add_spec", clear_on_submit=True, border=False):
+    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    typed = c1.text_input(
+        "Any other model spec",
+        placeholder="open_clip:ViT-B-32/laion2b_s34b_b79k · hf:openai/clip-vit-base-patch32 · "
+        "st:all-MiniLM-L6-v2",
+    )
+    if c2.form_submit_button("Add", icon=":material/add:") and typed.strip():
+        st.session_state[PENDING] = typed.strip()
+        state.set_model_specs([*st.session_state[WIDGET], typed.strip()])
+        st.rerun()
+
+modality_choice = st.segmented_control(
+    "Modality",
+    ["auto", "image", "text"],
+    default="auto",
+    key="embed_modality",
+    help="auto: images when both the model and the dataset have them, else texts.",
+)
+modality = None if modality_choice in (None, "auto") else modality_choice
+
+selected: list[str] = list(st.session_state[WIDGET])
+
+
+# -- status table -------------------------------------------------------------------------------
+def status_rows(specs: list[str]) -> pd.DataFrame:
+    rows = []
+    for s in specs:
+        info = by_spec.get(s, {})
+        try:
+            entries = find_cached(ds, s, state.engine_cache())
+        except ParallaxError:
+            entries = []
+        cached = ", ".join(
+            f"{e.manifest.get('modality')} {e.manifest.get('n', '?')}x{e.manifest.get('dim', '?')}"
+            for e in entries
+        )
+        rows.append(
+            {
+                "model": s,
+                "modalities": "+".join(sorted(info.get("modalities", []))) or "?",
+                "offline": (
+                    "yes" if info.get("available_offline") else ("no" if info else "unknown")
+                ),
+                "cached for this dataset": cached or "no",
+                "description": info.get("description", ""),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+if selected:
+    st.dataframe(status_rows(selected), hide_index=True, width="stretch")
+else:
+    st.info("Choose at least one model.", icon=":material/info:")
+
+# -- running ------------------------------------------------------------------------------------
+RESULTS = "embed_results"
+
+
+def run_one(model_spec: str, container) -> dict[str, Any]:
+    """Embed with one model; returns a result row or an error record (never raises)."""
+    from engine.embed import embed_dataset
+
+    t0 = time.perf_counter()
+    with container:
+        bar = ui.ProgressBar(f"{model_spec}")
+        try:
+            model = state.get_model(model_spec)
+            result = embed_dataset(
+                ds, model, modality=modality, cache=state.engine_cache(), progress=bar
+            )
+        except Exception as exc:
+            bar.clear()
+            return {"model": model_spec, "error": exc}
+        bar.clear()
+    return {
+        "model": result.model,
+        "modality": result.modality,
+        "n": result.n,
+        "dim": result.dim,
+        "cached": result.cached,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "skipped": result.skipped,
+        "failed items": len(result.failed),
+        "key": result.key[:12],
+    }
+
+
+st.caption(
+    "Runs here, one model after the other. Leaving the page stops a run; the next run resumes "
+    "from the last finished shard. For large sets, `python -m engine embed` on a GPU box fills "
+    "the same cache."
+)
+if st.button("Embed", type="primary", icon=":material/play_arrow:", disabled=not selected):
+    outcome: list[dict[str, Any]] = []
+    with st.status(f"Embedding {spec} with {len(selected)} model(s)…", expanded=True) as box:
+        for s in selected:
+            st.write(f"**{s}**")
+            outcome.append(run_one(s, st.container()))
+        failed = [r for r in outcome if "error" in r]
+        box.update(
+            label=f"Embedded with {len(outcome) - len(failed)} of {len(outcome)} model(s)",
+            state="error" if failed and len(failed) == len(outcome) else "complete",
+            expanded=False,
+        )
+    st.session_state[RESULTS] = {"dataset": spec, "rows": outcome}
+    st.rerun()  # redraw the status table above with what is cached now
+
+# -- results ------------------------------------------------------------------------------------
+done = st.session_state.get(RESULTS)
+if done and done["dataset"] == spec:
+    st.subheader("Results")
+    rows = done["rows"]
+    ok = [r for r in rows if "error" not in r]
+    for r in rows:
+        if "error" in r:
+            ui.show_error(r["error"], r["model"])
+    if ok:
+        st.dataframe(pd.DataFrame(ok), hide_index=True, width="stretch")
+        ui.page_link("map.py", "Next: look at the maps", ":material/scatter_plot:")
