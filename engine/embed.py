@@ -154,6 +154,26 @@ def _prefetched_image_batches(
             yield batch, inputs, failures
 
 
+class _Forward:
+    """Calls the model on a batch; on CUDA, an out-of-memory batch is retried at half the size
+    (and the smaller size is kept for the rest of the job)."""
+
+    def __init__(self, model: EmbeddingModel, batch_size: int) -> None:
+        self.model = model
+        self.gpu = str(getattr(model, "device", "cpu")).startswith("cuda")
+        self.batch_size = batch_size
+
+    def _resized(self, size: int) -> None:
+        self.batch_size = size
+
+    def __call__(self, fn: Any, items: list[Any]) -> np.ndarray:
+        if not self.gpu:
+            return fn(items)
+        from engine.models.device import run_with_oom_retry
+
+        return run_with_oom_retry(fn, items, self.batch_size, on_resize=self._resized)
+
+
 def _embed_shard_images(
     dataset: Dataset,
     model: EmbeddingModel,
@@ -161,6 +181,7 @@ def _embed_shard_images(
     n_batches: int,
     dim: int,
     tracker: ProgressTracker,
+    forward: _Forward,
 ) -> tuple[np.ndarray, dict[int, str]]:
     rows: list[np.ndarray] = []
     failures: dict[int, str] = {}
@@ -169,7 +190,7 @@ def _embed_shard_images(
         out = np.zeros((stop - start, dim), dtype=np.float32)
         ok = [j for j, x in enumerate(inputs) if x is not None]
         if ok:
-            out[ok] = model.embed_preprocessed([inputs[j] for j in ok])
+            out[ok] = forward(model.embed_preprocessed, [inputs[j] for j in ok])
         rows.append(out)
         failures.update(failed)
         tracker.advance(stop - start)
@@ -182,6 +203,7 @@ def _embed_shard_texts(
     batches: list[tuple[int, int]],
     dim: int,
     tracker: ProgressTracker,
+    forward: _Forward,
 ) -> tuple[np.ndarray, dict[int, str]]:
     rows: list[np.ndarray] = []
     failures: dict[int, str] = {}
@@ -192,7 +214,7 @@ def _embed_shard_texts(
             if not texts[start + j]:
                 failures[start + j] = "no text"
         if ok:
-            out[ok] = model.embed_texts([texts[start + j] or "" for j in ok])
+            out[ok] = forward(model.embed_texts, [texts[start + j] or "" for j in ok])
         rows.append(out)
         tracker.advance(stop - start)
     return np.concatenate(rows) if rows else np.zeros((0, dim), np.float32), failures
@@ -312,16 +334,19 @@ def embed_dataset(
                 dataset, model, todo, workers or min(4, os.cpu_count() or 1)
             )
         texts = dataset.texts or []
+        forward = _Forward(model, bs)
         failures: dict[int, str] = {}
         for s in range(first, n_shards):
             start, stop = s * shard_size, min(n, (s + 1) * shard_size)
             shard_batches = _batches(start, stop, bs)
             if modality == IMAGE:
                 rows, failed = _embed_shard_images(
-                    dataset, model, stream, len(shard_batches), dim, tracker
+                    dataset, model, stream, len(shard_batches), dim, tracker, forward
                 )
             else:
-                rows, failed = _embed_shard_texts(texts, model, shard_batches, dim, tracker)
+                rows, failed = _embed_shard_texts(
+                    texts, model, shard_batches, dim, tracker, forward
+                )
             failures.update(failed)
             if failed:  # failures first, shard last: the shard file marks the shard complete
                 cache.write_partial_plan(

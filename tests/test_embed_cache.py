@@ -194,3 +194,27 @@ def test_prune_removes_oldest_first(tmp_path):
     removed = cache.prune(max_bytes=b.size_bytes())
     assert [e.key for e in removed] == [a.key]
     assert [e.key for e in cache.entries()] == [b.key]
+
+
+class _OomOnBigBatches(MeanColourModel):
+    """Pretends to be on a GPU whose memory fits at most 3 images per batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.device = "cuda"
+
+    def embed_preprocessed(self, batch):
+        import torch
+
+        if len(batch) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().embed_preprocessed(batch)
+
+
+def test_gpu_oom_batch_is_retried_at_half_size(tmp_path):
+    ds = ArrayImageDataset(10)
+    model = _OomOnBigBatches()
+    res = embed_dataset(ds, model, cache=Cache(tmp_path), batch_size=8)
+    assert max(model.batches) <= 3 and sum(model.batches) == 10
+    reference = MeanColourModel().embed_images([ds.load_image(i) for i in range(10)])
+    np.testing.assert_allclose(np.load(res.path), reference, atol=1e-5)
