@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXTRA_COMMAND_MODULES: list[str] = []
+EXTRA_COMMAND_MODULES: list[str] = ["engine.cli_compare"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,269 @@
+"""CLI subcommands for comparing models: ``predict``, ``compare`` and ``train-head``.
+
+    python -m engine predict --model A --model B --labels cat,dog [--text "..."] FILE... --json
+    python -m engine compare --dataset demo:digits --model baseline:pixels --model B --json
+    python -m engine train-head --dataset demo:shapes --image-model A --text-model B --json
+
+Registered through ``engine.cli.EXTRA_COMMAND_MODULES``; heavy imports stay inside the commands
+so ``python -m engine --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ParallaxError
+
+EXIT_USER_ERROR = 2
+
+
+def _progress(args: argparse.Namespace):  # -> StderrProgress
+    from engine.cli import StderrProgress
+
+    return StderrProgress(args.quiet)
+
+
+def _cache(args: argparse.Namespace):  # -> Cache
+    from engine.cache import Cache
+
+    return Cache(args.cache_dir)
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], human: Any) -> None:
+    from engine.cli import _emit as emit
+
+    emit(args, payload, human)
+
+
+def _embed_options(args: argparse.Namespace) -> dict[str, Any]:
+    opts = {
+        "batch_size": getattr(args, "batch_size", None),
+        "workers": getattr(args, "workers", None),
+        "device": getattr(args, "device", None),
+    }
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def _open_image(path: str) -> Any:
+    """Decode one user file with the project's safe decoder (size and bomb limits)."""
+    try:
+        from engine.datasets.images import open_image_safely
+    except ImportError:  # pragma: no cover - the datasets package ships with the engine
+        open_image_safely = None
+    p = Path(path)
+    try:
+        if open_image_safely is not None:
+            return open_image_safely(p, name=p.name)
+        from PIL import Image
+
+        with Image.open(p) as im:
+            return im.convert("RGB")
+    except ParallaxError as exc:
+        raise ParallaxError(f"{path}: {exc}") from exc
+    except OSError as exc:
+        raise ParallaxError(f"{path}: cannot open image ({exc})") from exc
+
+
+def _fmt(x: float | None, pct: bool = True) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
+
+
+# -- predict ---------------------------------------------------------------------------------
+def cmd_predict(args: argparse.Namespace) -> int:
+    from engine.zeroshot import DEFAULT_TEMPLATES, predict
+
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()]
+    templates = args.template or list(DEFAULT_TEMPLATES)
+    images = [_open_image(f) for f in args.files]
+    texts = list(args.text or [])
+    if not images and not texts:
+        raise ParallaxError("predict needs image FILEs and/or --text")
+    results = predict(
+        args.model,
+        images or None,
+        texts or None,
+        labels,
+        templates=templates,
+        ensemble=args.ensemble,
+        top_k=args.top_k,
+        device=args.device,
+    )
+    inputs = [{"kind": "image", "name": f} for f in args.files]
+    inputs += [{"kind": "text", "name": t} for t in texts]
+    payload = {
+        "labels": labels,
+        "templates": templates if args.ensemble else templates[:1],
+        "ensemble": args.ensemble,
+        "inputs": inputs,
+        "models": [r.to_json() for r in results],
+    }
+
+    def human() -> None:
+        for r in results:
+            timing = "" if r.latency_ms is None else f" ({r.latency_ms:.0f} ms)"
+            print(f"{r.model}{timing}" + (f"  error: {r.error}" if r.error else ""))
+            rows = list(zip(args.files, r.images or [], strict=False))
+            rows += list(zip(texts, r.texts or [], strict=False))
+            for name, top in rows:
+                best = ", ".join(f"{lab} {100 * p:.1f}%" for lab, p, _ in top[:3])
+                print(f"  {name}: {best}")
+
+    _emit(args, payload, human)
+    return 0 if any(r.ok or r.images or r.texts for r in results) else EXIT_USER_ERROR
+
+
+# -- compare ---------------------------------------------------------------------------------
+def cmd_compare(args: argparse.Namespace) -> int:
+    from engine.compare import compare_models
+
+    if not args.dataset:
+        raise ParallaxError("compare needs --dataset")
+    report = compare_models(
+        args.dataset,
+        args.model,
+        cache=_cache(args),
+        k=args.k,
+        seed=args.seed,
+        templates=args.template,
+        ensemble=not args.no_ensemble,
+        test_size=args.test_size,
+        max_items=args.max_items or None,
+        modality=args.modality,
+        embed_options=_embed_options(args),
+        progress=_progress(args),
+    )
+    payload = report.to_json()
+    table = report.disagreements() if report.predictions else None
+    payload["disagreements"] = (
+        [] if table is None else table.head(args.disagreements).to_dict(orient="records")
+    )
+
+    def human() -> None:
+        state = "cached" if report.cached else f"computed in {report.seconds:.1f}s"
+        print(f"{report.dataset}: {report.n_used} of {report.n_total} items compared, {state}")
+        print(f"  {'model':<44} {'dim':>5} {'kNN':>7} {'probe':>7} {'0-shot':>7}")
+        for m in report.models:
+            if m.get("error"):
+                print(f"  {m['model']:<44} error: {m['error']}")
+                continue
+            probe = (m.get("linear_probe") or {}).get("accuracy")
+            zs = (m.get("zero_shot") or {}).get("accuracy")
+            print(
+                f"  {m['model']:<44} {m['dim']:>5} {_fmt(m['knn_accuracy']):>7} "
+                f"{_fmt(probe):>7} {_fmt(zs):>7}"
+            )
+        for p in report.pairwise:
+            print(
+                f"  {p['a']} vs {p['b']}: CKA {_fmt(p['cka'], False)}, "
+                f"kNN overlap {_fmt(p['knn_overlap'], False)}"
+            )
+        if table is not None:
+            print(f"  {len(table)} items where the models' kNN predictions disagree")
+
+    _emit(args, payload, human)
+    return 0
+
+
+# -- train-head ------------------------------------------------------------------------------
+def cmd_train_head(args: argparse.Namespace) -> int:
+    from engine.fusion import TrainConfig, train_heads_for_dataset
+
+    if not args.dataset:
+        raise ParallaxError("train-head needs --dataset")
+    if args.modality:
+        raise ParallaxError(
+            "train-head embeds images with --image-model and texts with --text-model; "
+            "--modality does not apply"
+        )
+    variants = [v.strip() for chunk in args.variants for v in chunk.split(",") if v.strip()]
+    config = TrainConfig(max_epochs=args.epochs, hidden=args.hidden)
+    results = train_heads_for_dataset(
+        args.dataset,
+        args.image_model,
+        args.text_model,
+        cache=_cache(args),
+        variants=variants,
+        seed=args.seed,
+        test_size=args.test_size,
+        config=config,
+        embed_options=_embed_options(args),
+        progress=_progress(args),
+    )
+    payload = {
+        "dataset": args.dataset,
+        "image_model": args.image_model,
+        "text_model": args.text_model,
+        "heads": {v: r.to_json() for v, r in results.items()},
+    }
+
+    def human() -> None:
+        for v, r in results.items():
+            state = "cached" if r.cached else f"trained in {r.seconds:.1f}s ({r.epochs} epochs)"
+            print(f"{v:<7} held-out accuracy {_fmt(r.accuracy)}  {state}  {r.path}")
+
+    _emit(args, payload, human)
+    return 0
+
+
+# -- registration ----------------------------------------------------------------------------
+def register(
+    sub: Any, common: argparse.ArgumentParser, embed_opts: argparse.ArgumentParser
+) -> None:
+    from engine.fusion import VARIANTS
+
+    p = sub.add_parser(
+        "predict", parents=[common], help="zero-shot classify image files and texts, per model"
+    )
+    p.add_argument("files", nargs="*", metavar="FILE", help="image files to classify")
+    p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    p.add_argument("--labels", required=True, help="comma-separated class names, e.g. cat,dog")
+    p.add_argument(
+        "--template",
+        action="append",
+        help="prompt template with {} for the label (repeatable; default: built-in set)",
+    )
+    p.add_argument("--ensemble", action="store_true", help="average over all templates")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if present")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "compare", parents=[common, embed_opts], help="compare models on a dataset (cached)"
+    )
+    p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    p.add_argument("--k", type=int, default=10, help="neighbours for kNN accuracy and overlap")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-size", type=float, default=0.25, help="linear-probe test fraction")
+    p.add_argument(
+        "--max-items", type=int, default=10_000, help="compare a seeded sample past this (0: all)"
+    )
+    p.add_argument("--template", action="append", help="zero-shot prompt template (repeatable)")
+    p.add_argument("--no-ensemble", action="store_true", help="zero-shot with the first template")
+    p.add_argument(
+        "--disagreements", type=int, default=20, help="disagreement rows to include in --json"
+    )
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "train-head",
+        parents=[common, embed_opts],
+        help="train image/text/fusion classifier heads on cached embeddings",
+    )
+    p.add_argument("--image-model", required=True, help="model spec for the images")
+    p.add_argument("--text-model", required=True, help="model spec for the texts")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANTS),
+        help=f"heads to train (default: {' '.join(VARIANTS)})",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-size", type=float, default=0.25)
+    p.add_argument("--epochs", type=int, default=100, help="maximum epochs (early stopping)")
+    p.add_argument("--hidden", type=int, default=256, help="hidden width of the heads")
+    p.set_defaults(func=cmd_train_head)

@@ -1,0 +1,666 @@
+"""Compare embedding models on one dataset: how well each separates the labels, how alike they are.
+
+Per model: leave-one-out kNN accuracy, a linear probe (logistic regression on a seeded stratified
+split), zero-shot accuracy for CLIP-like models, per-class accuracy and a confusion matrix.
+Per pair: linear CKA (do the two spaces share their geometry?) and kNN overlap (do they agree on
+each point's neighbours?). Results are cached as JSON keyed by the vectors they were computed
+from, so reopening a comparison costs a file read.
+
+Every function on arrays assumes rows are items; vectors are L2-normalised before any cosine
+neighbour search (engine convention, but re-done here so raw arrays work too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.errors import ParallaxError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from engine.cache import Cache
+    from engine.datasets.base import Dataset
+    from engine.models.base import EmbeddingModel
+    from engine.progress import ProgressCallback
+
+# Bump when a metric's definition changes: cached comparisons of the old kind become misses.
+COMPARE_VERSION = 1
+DEFAULT_MAX_ITEMS = 10_000  # exact kNN is O(N^2 D): beyond this a seeded sample is compared
+_ROW_CHUNK = 8192  # rows per block in the O(N k^2) and O(N D^2) loops: bounded memory
+
+
+# -- small helpers ----------------------------------------------------------------------------
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def _as_labels(labels: Sequence[Any]) -> np.ndarray:
+    """Labels as an object array of ``str`` (mixed ints/strings compare consistently)."""
+    return np.asarray([str(x) for x in labels], dtype=object)
+
+
+def _check_rows(*arrays: Any) -> int:
+    lengths = {len(a) for a in arrays}
+    if len(lengths) != 1:
+        raise ParallaxError(f"inputs have different numbers of rows: {sorted(lengths)}")
+    return lengths.pop()
+
+
+# -- classification metrics -------------------------------------------------------------------
+def confusion_matrix(
+    y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any]
+) -> np.ndarray:
+    """``(C, C)`` int64 counts: row = true class, column = predicted class, in ``classes`` order.
+
+    Pairs whose true or predicted label is not in ``classes`` are left out.
+    """
+    _check_rows(y_true, y_pred)
+    names = [str(c) for c in classes]
+    index = {c: i for i, c in enumerate(names)}
+    t = np.array([index.get(str(x), -1) for x in y_true], dtype=np.int64)
+    p = np.array([index.get(str(x), -1) for x in y_pred], dtype=np.int64)
+    ok = (t >= 0) & (p >= 0)
+    out = np.zeros((len(names), len(names)), dtype=np.int64)
+    np.add.at(out, (t[ok], p[ok]), 1)
+    return out
+
+
+def per_class_accuracy(
+    y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any] | None = None
+) -> dict[str, float | None]:
+    """Accuracy within each true class (its recall); None for a class with no examples."""
+    truth, pred = _as_labels(y_true), _as_labels(y_pred)
+    _check_rows(truth, pred)
+    names = [str(c) for c in classes] if classes is not None else sorted(set(truth.tolist()))
+    out: dict[str, float | None] = {}
+    for c in names:
+        mask = truth == c
+        out[c] = float(np.mean(pred[mask] == c)) if mask.any() else None
+    return out
+
+
+def knn_predict(vectors: np.ndarray, labels: Sequence[Any], k: int = 10) -> np.ndarray:
+    """Leave-one-out kNN label of every row (cosine neighbours, self excluded).
+
+    Majority vote over the ``k`` nearest; a tie goes to the tied label whose first
+    neighbour is nearest (so k=1 behaviour falls out naturally and results are deterministic).
+    """
+    from engine.neighbors import exact_knn
+
+    y = _as_labels(labels)
+    n = _check_rows(vectors, y)
+    if n < 2:
+        raise ParallaxError("kNN accuracy needs at least 2 labelled items")
+    k = max(1, min(int(k), n - 1))
+    classes, codes = np.unique(y, return_inverse=True)
+    idx, _ = exact_knn(_normalise(vectors), k, exclude_self=True)
+    neigh = codes[idx]  # (n, k) class codes, nearest first
+    pred = np.empty(n, dtype=np.int64)
+    # Score for neighbour position j: votes for its label, then a small bonus for being early;
+    # votes dominate because the bonus (< k+1) never outweighs one extra vote.
+    bonus = (k - np.arange(k))[None, :]
+    for s in range(0, n, _ROW_CHUNK):
+        block = neigh[s : s + _ROW_CHUNK]
+        votes = (block[:, :, None] == block[:, None, :]).sum(axis=2)
+        best = np.argmax(votes * (k + 1) + bonus, axis=1)
+        pred[s : s + _ROW_CHUNK] = block[np.arange(len(block)), best]
+    return classes[pred]
+
+
+def knn_accuracy(vectors: np.ndarray, labels: Sequence[Any], k: int = 10) -> float:
+    """Fraction of rows whose leave-one-out kNN vote equals their own label."""
+    return float(np.mean(knn_predict(vectors, labels, k) == _as_labels(labels)))
+
+
+def split_indices(
+    labels: Sequence[Any], test_size: float = 0.25, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/test row indices, stratified whenever every class can appear on both sides."""
+    from sklearn.model_selection import train_test_split
+
+    y = _as_labels(labels)
+    n = len(y)
+    if not 0.0 < test_size < 1.0:
+        raise ParallaxError(f"test_size must be between 0 and 1, got {test_size}")
+    _, counts = np.unique(y, return_counts=True)
+    n_test = int(np.ceil(test_size * n))
+    stratify = counts.min() >= 2 and len(counts) <= n_test and len(counts) <= n - n_test
+    train, test = train_test_split(
+        np.arange(n), test_size=test_size, random_state=seed, stratify=y if stratify else None
+    )
+    return np.sort(train), np.sort(test)
+
+
+def linear_probe_accuracy(
+    vectors: np.ndarray,
+    labels: Sequence[Any],
+    test_size: float = 0.25,
+    seed: int = 0,
+    max_train: int | None = None,
+) -> dict[str, Any]:
+    """Logistic regression on standardised vectors, scored on a held-out stratified split.
+
+    Standardising first makes one regularisation strength fit every model: unit-norm vectors
+    of different dimensions otherwise have very different per-feature scales. ``max_train``
+    caps the training rows (seeded) so that very large datasets stay interactive.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    y = _as_labels(labels)
+    x = np.asarray(vectors, dtype=np.float32)
+    _check_rows(x, y)
+    classes = sorted(set(y.tolist()))
+    if len(classes) < 2:
+        raise ParallaxError("a linear probe needs at least 2 classes")
+    train, test = split_indices(y, test_size, seed)
+    if max_train is not None and len(train) > max_train:
+        rng = np.random.default_rng(seed)
+        train = np.sort(rng.choice(train, size=max_train, replace=False))
+    if len(set(y[train].tolist())) < 2:
+        raise ParallaxError("the training split holds a single class: too few labelled items")
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    with warnings.catch_warnings():
+        # Reaching max_iter still gives a usable probe; the warning would only be noise here.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x[train], y[train])
+    pred = np.asarray(clf.predict(x[test]), dtype=object)
+    return {
+        "accuracy": float(np.mean(pred == y[test])),
+        "per_class": per_class_accuracy(y[test], pred, classes),
+        "confusion": confusion_matrix(y[test], pred, classes).tolist(),
+        "classes": classes,
+        "test_indices": test.tolist(),
+        "predictions": pred.tolist(),
+        "n_train": len(train),
+        "n_test": len(test),
+    }
+
+
+# -- similarity between two embeddings of the same rows ---------------------------------------
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA of two representations of the same N rows, in [0, 1].
+
+    Feature-space form ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` (Kornblith et al.
+    2019), accumulated over row blocks so N = 100k with D <= 1024 needs only D x D matrices.
+    Products run in float32 per block and accumulate in float64.
+    """
+    n = _check_rows(x, y)
+    if n < 2:
+        raise ParallaxError("CKA needs at least 2 rows")
+    mx = np.zeros(x.shape[1], np.float64)
+    my = np.zeros(y.shape[1], np.float64)
+    for s in range(0, n, _ROW_CHUNK):
+        mx += np.asarray(x[s : s + _ROW_CHUNK], np.float64).sum(axis=0)
+        my += np.asarray(y[s : s + _ROW_CHUNK], np.float64).sum(axis=0)
+    mx, my = (mx / n).astype(np.float32), (my / n).astype(np.float32)
+    xx = np.zeros((x.shape[1], x.shape[1]), np.float64)
+    yy = np.zeros((y.shape[1], y.shape[1]), np.float64)
+    yx = np.zeros((y.shape[1], x.shape[1]), np.float64)
+    for s in range(0, n, _ROW_CHUNK):
+        xc = np.asarray(x[s : s + _ROW_CHUNK], np.float32) - mx
+        yc = np.asarray(y[s : s + _ROW_CHUNK], np.float32) - my
+        xx += xc.T @ xc
+        yy += yc.T @ yc
+        yx += yc.T @ xc
+    denom = np.linalg.norm(xx) * np.linalg.norm(yy)
+    if denom <= 0.0:
+        return 0.0  # a constant representation shares no structure with anything
+    return float(min(1.0, max(0.0, np.sum(yx * yx) / denom)))
+
+
+def knn_overlap(x: np.ndarray, y: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per row, ``|NN_k(x) ∩ NN_k(y)| / k``: how far two models agree on its neighbours.
+
+    1.0 means the same k neighbours (order ignored), 0.0 none in common. Also the Map page's
+    "neighbourhood agreement" colour.
+    """
+    from engine.neighbors import exact_knn
+
+    n = _check_rows(x, y)
+    if n < 2:
+        raise ParallaxError("kNN overlap needs at least 2 rows")
+    k = max(1, min(int(k), n - 1))
+    ix, _ = exact_knn(_normalise(x), k, exclude_self=True)
+    iy, _ = exact_knn(_normalise(y), k, exclude_self=True)
+    out = np.empty(n, dtype=np.float32)
+    for s in range(0, n, _ROW_CHUNK):
+        a, b = ix[s : s + _ROW_CHUNK], iy[s : s + _ROW_CHUNK]
+        out[s : s + _ROW_CHUNK] = (a[:, :, None] == b[:, None, :]).any(axis=2).sum(axis=1) / k
+    return out
+
+
+def mean_knn_overlap(x: np.ndarray, y: np.ndarray, k: int = 10) -> float:
+    return float(np.mean(knn_overlap(x, y, k)))
+
+
+# -- where models disagree ----------------------------------------------------------------------
+def disagreements(
+    predictions: Mapping[str, Sequence[Any]],
+    y_true: Sequence[Any],
+    ids: Sequence[str],
+    only_disagreements: bool = True,
+) -> pd.DataFrame:
+    """Rows on which the models' predicted labels differ (columns: id, label, one per model,
+    n_correct), fewest correct first. With ``only_disagreements=False`` every row is kept."""
+    import pandas as pd
+
+    names = list(predictions)
+    truth = _as_labels(y_true)
+    cols = {m: _as_labels(predictions[m]) for m in names}
+    _check_rows(truth, ids, *cols.values())
+    frame = pd.DataFrame({"id": [str(i) for i in ids], "label": truth, **cols})
+    if not names:
+        frame["n_correct"] = 0
+        return frame.iloc[0:0] if only_disagreements else frame
+    stacked = np.stack([cols[m] for m in names], axis=1)
+    frame["n_correct"] = (stacked == truth[:, None]).sum(axis=1).astype(np.int64)
+    if only_disagreements:
+        frame = frame[(stacked != stacked[:, :1]).any(axis=1)]
+    return frame.sort_values(["n_correct", "id"], kind="stable").reset_index(drop=True)
+
+
+# -- the full comparison ------------------------------------------------------------------------
+@dataclass
+class ComparisonReport:
+    """Everything the Compare page shows, in the order models were given.
+
+    ``models``: one dict per model (metrics, or ``error``). ``pairwise``: one dict per pair
+    (``a``, ``b``, ``cka``, ``knn_overlap``). ``ids``/``labels``: the rows compared (a seeded
+    sample past ``max_items``). ``predictions[model][source]``: per-row predicted labels
+    (``"knn"`` always where labels exist, ``"zero_shot"`` for CLIP-like models), aligned with
+    the labelled rows in ``ids``.
+    """
+
+    dataset: str
+    key: str
+    params: dict[str, Any]
+    n_total: int
+    n_used: int
+    n_labelled: int
+    models: list[dict[str, Any]]
+    pairwise: list[dict[str, Any]]
+    ids: list[str]
+    labels: list[str | None]
+    predictions: dict[str, dict[str, list[str]]]
+    cached: bool = False
+    seconds: float = 0.0
+    _table: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def labelled_ids(self) -> list[str]:
+        return [i for i, lab in zip(self.ids, self.labels, strict=True) if lab is not None]
+
+    def disagreements(self, source: str = "knn") -> pd.DataFrame:
+        """The disagreement table over labelled rows, built from one prediction source."""
+        if source == "knn" and self._table is not None:
+            return self._table
+        preds = {m: p[source] for m, p in self.predictions.items() if source in p}
+        truth = [lab for lab in self.labels if lab is not None]
+        table = disagreements(preds, truth, self.labelled_ids)
+        if source == "knn":
+            self._table = table
+        return table
+
+    def metric(self, model: str) -> dict[str, Any]:
+        for m in self.models:
+            if m["model"] == model:
+                return m
+        raise KeyError(model)
+
+    def pairwise_matrix(self, metric: str = "cka") -> pd.DataFrame:
+        """A symmetric model x model table of ``metric`` ("cka" or "knn_overlap"), 1 on the
+        diagonal, for heatmaps."""
+        import pandas as pd
+
+        names = [m["model"] for m in self.models if not m.get("error")]
+        out = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+        for p in self.pairwise:
+            if p["a"] in out.index and p["b"] in out.index:
+                out.loc[p["a"], p["b"]] = out.loc[p["b"], p["a"]] = p[metric]
+        return out
+
+    def to_json(self, include_items: bool = False) -> dict[str, Any]:
+        """Per-model metrics and pairwise similarities; ``include_items`` adds the per-row
+        predictions (what the cache stores) and the ids/labels they line up with."""
+        payload: dict[str, Any] = {
+            "dataset": self.dataset,
+            "key": self.key,
+            "params": self.params,
+            "n_total": self.n_total,
+            "n_used": self.n_used,
+            "n_labelled": self.n_labelled,
+            "models": self.models,
+            "pairwise": self.pairwise,
+            "n_disagreements": len(self.disagreements()) if self.predictions else 0,
+            "cached": self.cached,
+            "seconds": round(self.seconds, 3),
+        }
+        if include_items:
+            payload["ids"] = self.ids
+            payload["labels"] = self.labels
+            payload["predictions"] = self.predictions
+        return payload
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], cached: bool = True) -> ComparisonReport:
+        return cls(
+            dataset=data["dataset"],
+            key=data["key"],
+            params=dict(data["params"]),
+            n_total=int(data["n_total"]),
+            n_used=int(data["n_used"]),
+            n_labelled=int(data["n_labelled"]),
+            models=list(data["models"]),
+            pairwise=list(data["pairwise"]),
+            ids=list(data["ids"]),
+            labels=list(data["labels"]),
+            predictions={m: dict(p) for m, p in data["predictions"].items()},
+            cached=cached,
+            seconds=float(data.get("seconds", 0.0)),
+        )
+
+
+@dataclass
+class _Run:
+    """One model's embedding of the dataset (or why it has none)."""
+
+    name: str
+    model: EmbeddingModel | None = None
+    result: Any = None  # EmbeddingResult
+    error: str | None = None
+
+
+def _labels_digest(ids: Sequence[str], labels: Sequence[str | None]) -> str:
+    # Labels are not part of a dataset fingerprint (which covers what models see), but they
+    # change every supervised metric, so they are part of the comparison key.
+    blob = json.dumps([list(ids), list(labels)], default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _embed_all(
+    dataset: Dataset,
+    models: Sequence[str | EmbeddingModel],
+    cache: Cache,
+    modality: str | None,
+    embed_options: Mapping[str, Any],
+    progress: ProgressCallback | None,
+) -> list[_Run]:
+    from engine.embed import embed_dataset
+
+    runs: list[_Run] = []
+    for spec in models:
+        run = _Run(name=spec if isinstance(spec, str) else str(spec.spec))
+        try:
+            if isinstance(spec, str):
+                from engine.models import load_model
+
+                run.model = load_model(spec, device=embed_options.get("device"))
+            else:
+                run.model = spec
+            run.name = str(run.model.spec)
+            run.result = embed_dataset(
+                dataset,
+                run.model,
+                modality=modality,
+                cache=cache,
+                progress=progress,
+                **{k: v for k, v in embed_options.items() if k != "device"},
+            )
+        except ParallaxError as exc:  # one model missing must not hide the others' results
+            run.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        runs.append(run)
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ParallaxError(f"a model is listed twice: {names}")
+    return runs
+
+
+def _model_metrics(
+    run: _Run,
+    x: np.ndarray,
+    labels: np.ndarray,
+    labelled: np.ndarray,
+    class_names: list[str],
+    *,
+    k: int,
+    seed: int,
+    test_size: float,
+    templates: Sequence[str],
+    ensemble: bool,
+    max_train: int | None,
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    from engine.zeroshot import is_clip_like, zero_shot_accuracy
+
+    res = run.result
+    out: dict[str, Any] = {
+        "model": run.name,
+        "modality": res.modality,
+        "n": int(res.n),
+        "dim": int(res.dim),
+        "vectors_key": res.key,
+        "failed": len(res.failed),
+        "knn_accuracy": None,
+        "linear_probe": None,
+        "zero_shot": None,
+        "per_class": None,
+        "confusion": None,
+        "confusion_source": None,
+        "classes": class_names,
+        "notes": [],
+        "error": None,
+    }
+    preds: dict[str, list[str]] = {}
+    xl, yl = x[labelled], labels[labelled]
+    if len(class_names) < 2 or len(yl) < 2:
+        out["notes"].append("no supervised metrics: the dataset needs at least 2 labels")
+        return out, preds
+    knn = knn_predict(xl, yl, k)
+    out["knn_accuracy"] = float(np.mean(knn == yl))
+    preds["knn"] = knn.tolist()
+    try:
+        probe = linear_probe_accuracy(xl, yl, test_size=test_size, seed=seed, max_train=max_train)
+        out["linear_probe"] = {key: probe[key] for key in ("accuracy", "n_train", "n_test")}
+        out["per_class"] = per_class_accuracy(
+            yl[probe["test_indices"]], probe["predictions"], class_names
+        )
+        out["confusion"] = confusion_matrix(
+            yl[probe["test_indices"]], probe["predictions"], class_names
+        ).tolist()
+        out["confusion_source"] = "linear_probe"
+    except ParallaxError as exc:
+        out["notes"].append(f"linear probe skipped: {exc}")
+    if is_clip_like(run.model):
+        try:
+            zs = zero_shot_accuracy(xl, yl, run.model, class_names, templates, ensemble)
+            preds["zero_shot"] = zs.pop("predictions")
+            out["zero_shot"] = zs
+            if out["confusion"] is None:
+                out["per_class"], out["confusion"] = zs["per_class"], zs["confusion"]
+                out["confusion_source"] = "zero_shot"
+        except ParallaxError as exc:
+            out["notes"].append(f"zero-shot skipped: {exc}")
+    return out, preds
+
+
+def compare_models(
+    dataset: Dataset | str,
+    model_specs: Sequence[str | EmbeddingModel],
+    *,
+    cache: Cache | None = None,
+    k: int = 10,
+    seed: int = 0,
+    templates: Sequence[str] | None = None,
+    ensemble: bool = True,
+    test_size: float = 0.25,
+    max_items: int | None = DEFAULT_MAX_ITEMS,
+    max_train: int | None = 20_000,
+    modality: str | None = None,
+    embed_options: Mapping[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+) -> ComparisonReport:
+    """Embed ``dataset`` with every model (cached) and compare them; see ``ComparisonReport``.
+
+    Each model embeds the dataset's images when it can, else its texts (``modality`` forces
+    one). Rows a model failed to embed are left out for every model, so all metrics and pairs
+    are computed on the same rows. Past ``max_items`` rows a seeded sample is used (exact kNN
+    is quadratic). A model that cannot be loaded or embedded is reported with ``error``.
+    """
+    from engine.cache import Cache, atomic_write_json, locked, make_key
+    from engine.zeroshot import DEFAULT_TEMPLATES, check_templates
+
+    t0 = time.perf_counter()
+    cache = cache or Cache()
+    if isinstance(dataset, str):
+        from engine.datasets import open_dataset
+
+        dataset = open_dataset(dataset, cache_root=cache.root)
+    if not model_specs:
+        raise ParallaxError("compare needs at least one model")
+    tmpl = check_templates(DEFAULT_TEMPLATES if templates is None else templates)
+    runs = _embed_all(dataset, model_specs, cache, modality, embed_options or {}, progress)
+
+    params = {
+        "k": int(k),
+        "seed": int(seed),
+        "templates": tmpl,
+        "ensemble": bool(ensemble),
+        "test_size": float(test_size),
+        "max_items": max_items,
+        "max_train": max_train,
+        "version": COMPARE_VERSION,
+    }
+    key = make_key(
+        kind="compare",
+        vectors=[r.result.key if r.result else f"error:{r.name}" for r in runs],
+        labels=_labels_digest(dataset.ids, dataset.labels),
+        params=params,
+    )
+    path = cache.root / "compare" / f"{key}.json"
+    # Failed models are usually transient (weights missing, typo): never cache their absence.
+    cacheable = all(r.error is None for r in runs)
+
+    def read_cached() -> ComparisonReport | None:
+        if not (cacheable and path.is_file()):
+            return None
+        try:
+            report = ComparisonReport.from_json(json.loads(path.read_text()), cached=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # a corrupt entry is recomputed and overwritten
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    report = read_cached()
+    if report is not None:
+        return report
+    with locked(cache.root, key):
+        report = read_cached()  # another process may have finished it while we waited
+        if report is not None:
+            return report
+        report = _compute(dataset, runs, key, params, tmpl, progress)
+        report.seconds = time.perf_counter() - t0
+        if cacheable:
+            atomic_write_json(path, report.to_json(include_items=True))
+    return report
+
+
+def _compute(
+    dataset: Dataset,
+    runs: list[_Run],
+    key: str,
+    params: dict[str, Any],
+    templates: list[str],
+    progress: ProgressCallback | None,
+) -> ComparisonReport:
+    from engine.progress import ProgressTracker
+
+    n = len(dataset)
+    ok = [r for r in runs if r.error is None]
+    # Rows any model failed on hold zero vectors: drop them for everyone.
+    position = {item_id: i for i, item_id in enumerate(dataset.ids)}
+    valid = np.ones(n, dtype=bool)
+    for r in ok:
+        for f in r.result.failed:
+            if f.get("id") in position:
+                valid[position[f["id"]]] = False
+    rows = np.flatnonzero(valid)
+    max_items = params["max_items"]
+    if max_items is not None and len(rows) > max_items:
+        rng = np.random.default_rng(params["seed"])
+        rows = np.sort(rng.choice(rows, size=int(max_items), replace=False))
+    all_labels = dataset.labels
+    used_labels = [all_labels[i] for i in rows]
+    labelled = np.array([lab is not None for lab in used_labels], dtype=bool)
+    labels = np.array(["" if lab is None else str(lab) for lab in used_labels], dtype=object)
+    # Zero-shot classes are the dataset's own label strings, whether or not the sample has them.
+    class_names = sorted({str(lab) for lab in all_labels if lab is not None})
+
+    n_pairs = len(ok) * (len(ok) - 1) // 2
+    tracker = ProgressTracker("compare models", len(ok) + n_pairs, progress)
+    tracker.emit()
+    vectors: dict[str, np.ndarray] = {}
+    metrics: list[dict[str, Any]] = []
+    predictions: dict[str, dict[str, list[str]]] = {}
+    for r in runs:
+        if r.error is not None:
+            metrics.append({"model": r.name, "error": r.error})
+            continue
+        # Fancy indexing a memmap reads just these rows.
+        x = np.asarray(r.result.vectors()[rows], dtype=np.float32)
+        vectors[r.name] = x
+        m, preds = _model_metrics(
+            r,
+            x,
+            labels,
+            labelled,
+            class_names,
+            k=params["k"],
+            seed=params["seed"],
+            test_size=params["test_size"],
+            templates=templates,
+            ensemble=params["ensemble"],
+            max_train=params["max_train"],
+        )
+        metrics.append(m)
+        if preds:
+            predictions[r.name] = preds
+        tracker.advance(1)
+
+    pairwise: list[dict[str, Any]] = []
+    names = [r.name for r in ok]
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if len(rows) >= 2:
+                cka = linear_cka(vectors[a], vectors[b])
+                overlap = mean_knn_overlap(vectors[a], vectors[b], params["k"])
+            else:
+                cka = overlap = None
+            pairwise.append({"a": a, "b": b, "cka": cka, "knn_overlap": overlap})
+            tracker.advance(1)
+
+    return ComparisonReport(
+        dataset=dataset.spec,
+        key=key,
+        params=params,
+        n_total=n,
+        n_used=len(rows),
+        n_labelled=int(labelled.sum()),
+        models=metrics,
+        pairwise=pairwise,
+        ids=[dataset.ids[i] for i in rows],
+        labels=used_labels,
+        predictions=predictions,
+    )
