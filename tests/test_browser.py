@@ -258,7 +258,7 @@ runpy.run_path({page!r}, run_name="__main__")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n", [10_000, 100_000, 250_000])
+@pytest.mark.parametrize("n", [100_000, 250_000])
 def test_large_map_render_time_and_hover(n: int, tmp_path: Path, shots: Path) -> None:
     """demo:shapes with n items: the map draws every point (a sample over a density layer above
     the aggregation threshold) and hover still previews items."""
@@ -292,12 +292,12 @@ def test_large_map_render_time_and_hover(n: int, tmp_path: Path, shots: Path) ->
             )
             assert heatmaps == 1
         page.screenshot(path=str(shots / f"map-{n}.png"))
+    # Timings are reported, never asserted: benchmarks/bench_map_browser.py measures them.
     print(
         json.dumps(
             {"n": n, "page_to_drawn_s": round(seconds, 2), "decoded_data_json_chars": spec_bytes}
         )
     )
-    assert seconds < 90
 
 
 def test_figure_payload_sizes() -> None:
