@@ -779,7 +779,9 @@ def _calls(path: Path) -> Iterator[tuple[str, str, ast.Call]]:
         if isinstance(node, ast.Call):
             func = node.func
             if isinstance(func, ast.Attribute):
-                owner = func.value.id if isinstance(func.value, ast.Name) else ""
+                # "?" marks a method of a computed object (``self._model.eval()``, torch's
+                # train/eval switch): never the builtin eval.
+                owner = func.value.id if isinstance(func.value, ast.Name) else "?"
                 yield owner, func.attr, node
             elif isinstance(func, ast.Name):
                 yield "", func.id, node
