@@ -205,19 +205,28 @@ def _embed_shard_texts(
     tracker: ProgressTracker,
     forward: _Forward,
 ) -> tuple[np.ndarray, dict[int, str]]:
-    rows: list[np.ndarray] = []
-    failures: dict[int, str] = {}
-    for start, stop in batches:
-        out = np.zeros((stop - start, dim), dtype=np.float32)
-        ok = [j for j in range(stop - start) if texts[start + j]]
-        for j in range(stop - start):
-            if not texts[start + j]:
-                failures[start + j] = "no text"
-        if ok:
-            out[ok] = forward(model.embed_texts, [texts[start + j] or "" for j in ok])
-        rows.append(out)
-        tracker.advance(stop - start)
-    return np.concatenate(rows) if rows else np.zeros((0, dim), np.float32), failures
+    """Embed one shard of texts, batched by length.
+
+    Texts of similar length go in the same batch, so a batch is padded to a length close to
+    each of its texts rather than to the longest text of a random batch (measured: MiniLM
+    through the engine went from 0.73x to parity with ``SentenceTransformer.encode``, which
+    sorts the same way). The order is a fixed function of the shard's texts, so a resumed job
+    batches exactly as an uninterrupted one.
+    """
+    start, stop = batches[0][0], batches[-1][1]
+    batch_size = batches[0][1] - batches[0][0]
+    out = np.zeros((stop - start, dim), dtype=np.float32)
+    failures = {i: "no text" for i in range(start, stop) if not texts[i]}
+    ok = [i for i in range(start, stop) if texts[i]]
+    ok.sort(key=lambda i: (len(texts[i] or ""), i))
+    done = 0
+    for b in range(0, len(ok), batch_size):
+        rows = ok[b : b + batch_size]
+        out[np.asarray(rows) - start] = forward(model.embed_texts, [texts[i] or "" for i in rows])
+        tracker.advance(len(rows))
+        done += len(rows)
+    tracker.advance((stop - start) - done)  # rows without text count as done too
+    return out, failures
 
 
 def _assemble(cache: Cache, key: str, n_shards: int, n: int, dim: int) -> Path:

@@ -218,3 +218,13 @@ def test_gpu_oom_batch_is_retried_at_half_size(tmp_path):
     assert max(model.batches) <= 3 and sum(model.batches) == 10
     reference = MeanColourModel().embed_images([ds.load_image(i) for i in range(10)])
     np.testing.assert_allclose(np.load(res.path), reference, atol=1e-5)
+
+
+def test_text_rows_stay_in_dataset_order_when_batched_by_length(tmp_path):
+    ds = ArrayImageDataset(9)
+    ds.texts = ["x" * (10 - i) for i in range(8)] + [""]  # lengths descend; last has no text
+    model = MeanColourModel()
+    res = embed_dataset(ds, model, modality="text", cache=Cache(tmp_path), batch_size=4)
+    v = np.load(res.path)
+    np.testing.assert_allclose(v[:8], model.embed_texts(ds.texts[:8]), atol=1e-6)
+    assert np.all(v[8] == 0) and res.failed == [{"id": "img-00008", "reason": "no text"}]
