@@ -39,6 +39,11 @@ def build_pages() -> list:
 
 def sidebar() -> None:
     with st.sidebar:
+        if state.view_only():
+            st.caption(
+                ":material/visibility: **View-only**: precomputed bundles, no models here "
+                "(docs/deploy.md)."
+            )
         st.markdown("**Dataset**")
         spec = state.dataset_spec()
         st.code(spec, language=None)
@@ -52,5 +57,6 @@ def sidebar() -> None:
 
 st.set_page_config(page_title="Parallax", page_icon=":material/scatter_plot:", layout="wide")
 page = st.navigation(build_pages())
+state.restore_from_url()  # a shared link reopens the same view (before any page reads state)
 sidebar()
 page.run()

@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from dashboard import urlstate, viewonly
 from engine.cache import Cache, Entry
 from engine.config import REPO_ROOT, cache_dir
+from engine.errors import DatasetError, ParallaxError
 
 DEFAULT_DATASET = "demo:digits"
 DEFAULT_MODELS = ["baseline:pixels"]
@@ -105,12 +107,32 @@ def get_dataset(spec: str, progress=None):  # -> Dataset
     return dataset_registry().get(spec, engine_cache().root, progress)
 
 
-@st.cache_resource(show_spinner="Loading model…", max_entries=8)
 def get_model(spec: str):  # -> EmbeddingModel
-    """One loaded model per spec, shared by all sessions (forward passes are locked inside)."""
+    """One loaded model per spec, shared by all sessions (forward passes are locked inside).
+
+    In view-only mode only the weight-free baselines load; anything else raises
+    ``viewonly.ViewOnlyError`` (a one-line ``ParallaxError``) without importing torch.
+    """
+    viewonly.require_model(spec, f"{spec} cannot be loaded here")
+    return _load_model(spec)
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=8)
+def _load_model(spec: str):  # -> EmbeddingModel
     from engine.models import load_model
 
     return load_model(spec)
+
+
+def view_only() -> bool:
+    """True on a host with no models (or with ``PARALLAX_VIEW_ONLY=1``): browse bundles only."""
+    return viewonly.is_view_only()
+
+
+def view_only_notice(what: str | None = None) -> None:
+    """The one plain line every model-needing feature shows in view-only mode."""
+    text = f"{what}: {viewonly.MESSAGE}" if what else viewonly.sentence()
+    st.info(text, icon=":material/visibility:")
 
 
 @st.cache_data(show_spinner=False, ttl=300)
@@ -142,8 +164,21 @@ def session_upload_dir() -> Path:
     return path
 
 
+def default_dataset() -> str:
+    """``bundle:PATH`` of the configured bundle (``PARALLAX_BUNDLE``, or the demo bundle in
+    view-only mode), else ``DEFAULT_DATASET``."""
+    bundle = viewonly.configured_bundle()
+    return viewonly.bundle_spec(bundle) if bundle is not None else DEFAULT_DATASET
+
+
+def default_models() -> list[str]:
+    bundle = viewonly.configured_bundle()
+    specs = viewonly.bundle_model_specs(bundle) if bundle is not None else []
+    return specs or list(DEFAULT_MODELS)
+
+
 def dataset_spec() -> str:
-    return st.session_state.get("dataset_spec", DEFAULT_DATASET)
+    return st.session_state.get("dataset_spec") or default_dataset()
 
 
 def set_dataset_spec(spec: str) -> None:
@@ -151,7 +186,8 @@ def set_dataset_spec(spec: str) -> None:
 
 
 def model_specs() -> list[str]:
-    return list(st.session_state.get("model_specs", DEFAULT_MODELS))
+    specs = st.session_state.get("model_specs")
+    return list(specs) if specs is not None else default_models()
 
 
 def set_model_specs(specs: list[str]) -> None:
@@ -252,6 +288,30 @@ def projection_job(entry: Entry, method: str = "umap", seed: int = 0) -> Job:
     )
 
 
+def cached_projection_key(entry: Entry, method: str, seed: int = 0) -> str:
+    """The cache key ``engine.project.project(entry, method, seed=seed)`` would use (with the
+    engine's default parameters), computed without loading anything."""
+    import inspect
+
+    from engine.project import project, projection_key
+
+    params: dict[str, Any] = {"seed": seed}
+    if method == "umap":
+        defaults = inspect.signature(project).parameters
+        params |= {k: defaults[k].default for k in ("n_neighbors", "min_dist", "fit_sample")}
+    return projection_key(entry.key, method, params)
+
+
+def umap_in_cache(entry: Entry, seed: int = 0) -> bool:
+    return engine_cache().get("projections", cached_projection_key(entry, "umap", seed)) is not None
+
+
+def umap_allowed(entry: Entry, seed: int = 0) -> bool:
+    """Whether a UMAP map of ``entry`` may be asked for: always, except in view-only mode,
+    where only a map already in the cache (e.g. from a bundle) is used: never computed."""
+    return not view_only() or umap_in_cache(entry, seed)
+
+
 def projection_coords(entry: Entry, method: str = "pca", seed: int = 0) -> np.ndarray:
     """The map of a vectors entry computed in the calling thread (for fast methods: PCA)."""
     from engine.project import project
@@ -336,3 +396,108 @@ def unpack_zip_into(archive: Path, dest: Path) -> list:  # -> list[SkippedItem]
         dirs_exist_ok=True,
     )
     return skipped
+
+
+# -- server paths (security) --------------------------------------------------------------------
+SERVER_PATHS_ENV = "PARALLAX_SERVER_PATHS"
+PATH_KINDS = ("folder", "manifest", "zip", "tar", "bundle")
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.expanduser().resolve()
+    except (OSError, RuntimeError):
+        return path.expanduser().absolute()
+
+
+def server_path_roots() -> list[Path] | None:
+    """``PARALLAX_SERVER_PATHS`` (``os.pathsep``-separated roots) resolved, or None if unset:
+    then any path the server can read may be opened (local use)."""
+    import os
+
+    raw = os.environ.get(SERVER_PATHS_ENV, "").strip()
+    if not raw:
+        return None
+    return [_resolved(Path(p)) for p in raw.split(os.pathsep) if p.strip()]
+
+
+def check_spec_allowed(spec: str) -> None:
+    """Refuse a user-given path spec that reaches into another session's uploads, or (with
+    ``PARALLAX_SERVER_PATHS`` set) lies outside the allowed roots. Raises ``DatasetError``.
+
+    This session's own upload folder and the configured bundle are always allowed; demo specs
+    carry no path. Paths are resolved first, so ``..`` and symlinks cannot sneak past.
+    """
+    from engine.datasets import parse_spec
+
+    kind, rest, _ = parse_spec(spec)
+    if kind not in PATH_KINDS:
+        return
+    path = _resolved(Path(rest.strip()))
+    own = _resolved(session_upload_dir())
+    if path.is_relative_to(own):
+        return
+    if path.is_relative_to(_resolved(engine_cache().root / "uploads")):
+        raise DatasetError(
+            f"{kind}:{rest.strip()} is refused: it is inside another session's uploads"
+        )
+    bundle = viewonly.configured_bundle()
+    if bundle is not None and path == _resolved(bundle):
+        return
+    roots = server_path_roots()
+    if roots is not None and not any(path.is_relative_to(r) for r in roots):
+        raise DatasetError(
+            f"{kind}:{rest.strip()} is refused: this deployment only opens server paths under "
+            f"{SERVER_PATHS_ENV} ({', '.join(str(r) for r in roots)})"
+        )
+
+
+# -- shareable URLs -------------------------------------------------------------------------------
+URL_RESTORED = "_url_restored"
+URL_SELECTION = "_url_selection"  # rows from a link, applied by the Map page once it knows N
+URL_ERROR = "_url_error"
+
+
+def url_params() -> dict[str, list[str]]:
+    return {k: st.query_params.get_all(k) for k in st.query_params}
+
+
+def restore_from_url() -> None:
+    """Once per session: apply the view in the page URL (``urlstate``) to the session state.
+
+    A dataset spec from a link goes through ``check_spec_allowed`` like a typed one; a refused
+    one leaves the default dataset and is reported by ``url_error``.
+    """
+    if st.session_state.get(URL_RESTORED):
+        return
+    st.session_state[URL_RESTORED] = True
+    view = urlstate.decode_view(url_params())
+    if view.dataset:
+        try:
+            check_spec_allowed(view.dataset)
+        except ParallaxError as exc:
+            st.session_state[URL_ERROR] = f"The link's dataset was not opened: {exc}"
+        else:
+            set_dataset_spec(view.dataset)
+    if view.models:
+        st.session_state["map_models"] = list(view.models)
+        specs = [m.split(" · ")[0] for m in view.models]
+        set_model_specs([*specs, *[s for s in model_specs() if s not in specs]])
+    if view.colour:
+        st.session_state["map_colour"] = view.colour
+    if view.method:
+        st.session_state["map_method"] = view.method
+        st.session_state["home_method"] = view.method
+    if view.selection is not None:
+        st.session_state[URL_SELECTION] = view.selection
+
+
+def url_error() -> str | None:
+    return st.session_state.pop(URL_ERROR, None)
+
+
+def sync_url(view: urlstate.View) -> None:
+    """Make the page URL describe ``view`` (only when it differs: no needless URL churn)."""
+    params = urlstate.encode_view(view)
+    if params != url_params():
+        st.query_params.from_dict(params)

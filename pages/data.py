@@ -1,9 +1,11 @@
 """Data: choose the dataset every page works on, and see what is in it.
 
 Sources: a built-in demo, a folder on the server, any dataset spec, or an upload (a zip; a
-manifest, alone or with a zip of its images; loose images). Uploads are written under this
-session's folder in the cache (``state.session_upload_dir()``), with sanitised names. A source
-that cannot be opened shows one error line and leaves the previous dataset selected.
+Parallax bundle ``.parallax.zip``; a manifest, alone or with a zip of its images; loose images).
+Uploads are written under this session's folder in the cache (``state.session_upload_dir()``),
+with sanitised names. A source that cannot be opened shows one error line and leaves the
+previous dataset selected. A typed path is checked by ``state.check_spec_allowed`` first: never
+another session's uploads, and only ``PARALLAX_SERVER_PATHS`` when that is set.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import state, ui
+from dashboard import state, ui, urlstate, viewonly
 from engine.errors import DatasetError
 
 st.title("Data")
+state.restore_from_url()
+if (link_error := state.url_error()) is not None:
+    st.warning(link_error, icon=":material/link_off:")
 
 
 # -- opening ----------------------------------------------------------------------------------
@@ -24,6 +29,7 @@ def try_select(spec: str, action: str) -> None:
     """Open ``spec``; on success make it the current dataset and rerun the app. Errors are
     shown, not raised, and leave the current dataset as it was."""
     with ui.guard(action) as g:
+        state.check_spec_allowed(spec)
         bar = ui.ProgressBar(f"Checking the items of {spec}")
         ds = state.get_dataset(spec, progress=bar)
         bar.clear()
@@ -84,6 +90,8 @@ def save_upload(files: list) -> str:
         name = state.safe_filename(zips[0].name, "upload.zip")
         path = folder / name
         _write(zips[0], path)
+        if viewonly.looks_like_bundle(path, zips[0].name):  # opening validates it fully
+            return viewonly.bundle_spec(path)
         if not _is_zip(path):
             raise DatasetError(f"{zips[0].name} is not a zip archive")
         return f"zip:{path}"
@@ -192,8 +200,14 @@ with tab_upload:
     st.caption(
         "A **zip** of an image folder (sub-folders = labels) or of a manifest with its images; "
         "a **manifest** (CSV / Parquet / JSONL with `image` and/or `text` columns, optional "
-        "`label`), alone or with a zip of its images; or **loose images**."
+        "`label`), alone or with a zip of its images; or **loose images**. A Parallax "
+        "**bundle** (`.parallax.zip`, from `python -m engine bundle`) opens with its maps."
     )
+    if state.view_only():
+        st.caption(
+            f"{viewonly.sentence()}: a bundle opens with its "
+            "maps; any other upload can be browsed here but not embedded."
+        )
     uploaded = st.file_uploader(
         "Files",
         type=state.UPLOAD_TYPES,
@@ -209,6 +223,8 @@ with tab_upload:
             st.caption(f"The current dataset is still {state.dataset_spec()}.")
         elif outcome and outcome["spec"]:
             st.success(f"Opened the upload as {outcome['spec']}", icon=":material/check:")
+            if state.view_only() and not outcome["spec"].startswith("bundle:"):
+                state.view_only_notice("This upload cannot be embedded here")
 
 with tab_spec:
     any_spec = st.text_input(
@@ -242,4 +258,8 @@ with ui.guard(f"Opening {current}"):
         ui.metadata_preview(ds)
     with t_skipped:
         ui.skipped_table(ds)
-    ui.page_link("embed.py", "Next: embed this dataset", ":material/arrow_forward:")
+    if current.startswith("bundle:"):
+        ui.page_link("map.py", "Next: explore its maps", ":material/arrow_forward:")
+    else:
+        ui.page_link("embed.py", "Next: embed this dataset", ":material/arrow_forward:")
+state.sync_url(urlstate.View(dataset=current))

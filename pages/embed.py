@@ -29,6 +29,15 @@ if ds is None:
 
 st.markdown(f"Dataset **{spec}** · {ui.dataset_caption(ds)}")
 
+if state.view_only():
+    state.view_only_notice("Embedding needs models")
+    st.caption(
+        "Make a bundle where the models are (`python -m engine bundle --dataset D --model M "
+        "--out set.parallax.zip`) and open it on the Data page; its maps are on the Map page."
+    )
+    ui.page_link("map.py", "Look at the maps already here", ":material/scatter_plot:")
+    st.stop()
+
 # -- model choice -------------------------------------------------------------------------------
 registry: list[dict[str, Any]] = []
 with ui.guard("Listing the models"):

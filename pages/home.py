@@ -1,6 +1,10 @@
 """Home: what Parallax is, and a live map of an offline demo with no clicks needed.
 
-demo:digits embedded with baseline:pixels needs no weights and no network. The embedding is
+With a configured bundle (``PARALLAX_BUNDLE``, or the committed demo bundle in view-only mode)
+Home shows that bundle's map at once: its UMAP (or PCA) map is installed in the cache when the
+bundle is opened, so nothing is computed and no model is loaded; hovering previews the items.
+
+Otherwise demo:digits embedded with baseline:pixels (no weights, no network). The embedding is
 cached after the first time; the PCA map is drawn at once; the UMAP map is computed in a
 background job (a fresh process pays numba compilation) while the PCA map stays on screen,
 and replaces it when ready.
@@ -12,9 +16,11 @@ from concurrent.futures import wait
 
 import streamlit as st
 
-from dashboard import state, ui
+from dashboard import state, ui, urlstate, viewonly
 
 POLL_S = 1.0
+
+state.restore_from_url()
 
 st.title("Parallax")
 st.markdown(
@@ -34,6 +40,59 @@ for col, (name, label, icon) in zip(
     strict=True,
 ):
     ui.page_link(name, label, icon, container=col)
+
+if (link_error := state.url_error()) is not None:
+    st.warning(link_error, icon=":material/link_off:")
+
+
+def _bundle_home(bundle) -> None:
+    """The configured bundle's map: cached UMAP (else PCA), hover previews, no model."""
+    from dashboard import hover, maps
+
+    spec = viewonly.bundle_spec(bundle)
+    ds = state.get_dataset(spec)
+    models = [m for m in viewonly.bundle_model_specs(bundle) if state.cached_vectors(ds, m)]
+    if not models:
+        raise viewonly.ViewOnlyError(f"{bundle.name} holds no vectors to draw")
+    st.subheader(f"{ds.name} · {len(ds):,} items")
+    st.caption(
+        "A precomputed bundle: its maps were made where the models are, so this page loads no "
+        "model. Hover a point to preview the item; the Map page has side-by-side maps, "
+        "selections, neighbours and agreement."
+    )
+    c1, c2 = st.columns([3, 1])
+    model = c1.selectbox("Model", models, key="home_bundle_model") if len(models) > 1 else models[0]
+    entry = state.cached_vectors(ds, model)
+    methods = ["UMAP", "PCA"] if state.umap_in_cache(entry) else ["PCA"]
+    if st.session_state.get("home_method") not in methods:
+        st.session_state["home_method"] = methods[0]
+    method = c2.segmented_control("Projection", methods, key="home_method") or methods[0]
+    coords = state.projection_coords(entry, method.lower())  # UMAP: a cache hit, never computed
+    fig = maps.build_map_figure(
+        coords,
+        maps.categorical(ds.labels, "label"),
+        title=f"{model} · {method}",
+        plan=maps.display_plan(len(ds)),
+        point_size=5.0 if len(ds) < 20_000 else 3.0,
+        height=560,
+        dataset_key=ds.fingerprint(),
+    )
+    st.plotly_chart(fig, key="home_bundle_map", config={"displaylogo": False})
+    if method == "PCA" and "UMAP" not in methods and state.view_only():
+        st.caption(f"No UMAP map in this bundle; {viewonly.MESSAGE}")
+    hover.hover_preview(spec)
+    ui.page_link("map.py", "Explore these maps", ":material/scatter_plot:")
+    state.sync_url(urlstate.View(method=method))
+
+
+home_bundle = viewonly.configured_bundle()
+if home_bundle is not None or state.view_only():
+    if home_bundle is None:
+        state.view_only_notice("No bundle is configured (set PARALLAX_BUNDLE)")
+    else:
+        with ui.guard(f"Opening the bundle {home_bundle.name}"):
+            _bundle_home(home_bundle)
+    st.stop()
 
 st.subheader(f"Demo: {state.HOME_DATASET} · {state.HOME_MODEL}")
 st.caption(
@@ -75,11 +134,13 @@ if demo is not None and demo[1] is not None:
     umap_ready = job is not None and job.future.done() and job.future.exception() is None
 
     methods = ["UMAP", "PCA"] if umap_ready else ["PCA"]
+    if st.session_state.get("home_method") not in (None, *methods):
+        st.session_state["home_method"] = methods[0]
     method = (
         st.segmented_control(
             "Projection",
             methods,
-            default=methods[0],
+            default=None if "home_method" in st.session_state else methods[0],
             key="home_method",
             label_visibility="collapsed",
         )
@@ -95,6 +156,7 @@ if demo is not None and demo[1] is not None:
         else:
             coords = state.projection_coords(entry, "pca")
         st.plotly_chart(_figure(ds, coords, method), key=f"home_map_{method}")
+    state.sync_url(urlstate.View(method=method))
 
     if job is None:
         if st.button("Compute the UMAP map", icon=":material/play_arrow:"):

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import hover, maps, state, ui
+from dashboard import hover, maps, state, ui, urlstate, viewonly
 from engine.cache import Entry
 from engine.errors import ParallaxError
 
@@ -145,7 +145,10 @@ def coords_for(source: MapSource, method: str) -> tuple[np.ndarray, str, str, An
     """(coords, method drawn, projection key, pending UMAP job or None)."""
     from engine.project import project
 
-    if method == "UMAP":
+    pending = None
+    if method == "UMAP" and not state.umap_allowed(source.entry):
+        st.caption(f"No UMAP map of {source.label} in the cache, so PCA; {viewonly.MESSAGE}")
+    elif method == "UMAP":
         job = state.projection_job(source.entry, "umap")
         wait([job.future], timeout=0.2)  # a map already in the cache comes back at once
         if job.future.done():
@@ -158,8 +161,6 @@ def coords_for(source: MapSource, method: str) -> tuple[np.ndarray, str, str, An
                 state.job_runner().forget(job.key)
                 st.rerun()
         pending = job if not job.future.done() else None
-    else:
-        pending = None
     result = project(source.entry, "pca", cache=state.engine_cache())
     return state.load_coords(result.key, str(result.path)), "PCA", result.key, pending
 
@@ -225,6 +226,9 @@ def gallery(ds: Any, rows: np.ndarray, captions: list[str] | None = None) -> Non
 
 # ================================================================================ the page
 st.title("Map")
+state.restore_from_url()
+if (link_error := state.url_error()) is not None:
+    st.warning(link_error, icon=":material/link_off:")
 
 spec = state.dataset_spec()
 ds = None
@@ -238,6 +242,10 @@ sources: list[MapSource] = []
 with ui.guard("Reading the cache"):
     sources = embedded_sources(ds)
 if not sources:
+    if state.view_only():
+        state.view_only_notice(f"Nothing is embedded for {spec}")
+        ui.page_link("data.py", "Open a bundle (.parallax.zip)", ":material/dataset:")
+        st.stop()
     st.info(
         f"Nothing is embedded yet for **{spec}**. Embed it with one or more models first; "
         "its maps appear here as soon as the vectors are in the cache.",
@@ -252,6 +260,9 @@ if st.session_state.get(K_SEL_DATASET, fingerprint) != fingerprint:  # the datas
     clear_selection()
     st.session_state.pop(K_SEARCH, None)
 st.session_state[K_SEL_DATASET] = fingerprint
+if state.URL_SELECTION in st.session_state:  # rows from a shared link, now that N is known
+    url_rows = np.asarray(st.session_state.pop(state.URL_SELECTION), dtype=np.int64)
+    set_selection(url_rows[(url_rows >= 0) & (url_rows < len(ds))], "link")
 
 by_label = {s.label: s for s in sources}
 labels = list(by_label)
@@ -283,6 +294,16 @@ chosen = c1.multiselect(
 )
 method = c2.segmented_control("Projection", ["UMAP", "PCA"], key="map_method") or "UMAP"
 colour_by = c3.selectbox("Colour by", colour_options, key="map_colour")
+
+state.sync_url(
+    urlstate.View(
+        dataset=spec,
+        models=list(chosen),
+        colour=colour_by if colour_by != SEARCH else None,
+        method=method,
+        selection=selected_rows(),
+    )
+)
 
 if not chosen:
     st.info("Pick at least one model above to draw its map.")
@@ -515,7 +536,13 @@ query_label = q1.selectbox("Query model", labels, key="map_query_model")
 query_source = by_label[query_label]
 mods = model_modalities(query_source.model)
 no_text_tower = mods is not None and "text" not in mods
-if no_text_tower:
+if not viewonly.model_loadable(query_source.model):
+    st.info(
+        f"Text search embeds the query with **{query_source.model}**, which cannot be loaded "
+        f"here. {viewonly.sentence()}.",
+        icon=":material/visibility:",
+    )
+elif no_text_tower:
     st.info(
         f"**{query_source.model}** has no text tower, so it cannot embed a text query. Text "
         "search needs a CLIP-like model that puts images and texts in one space (e.g. an "

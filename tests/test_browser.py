@@ -314,3 +314,66 @@ def test_figure_payload_sizes() -> None:
     assert out[10_000] < 250_000
     assert out[100_000] < 2_500_000
     assert out[1_000_000] < 3_000_000  # aggregated: a sample + a density grid
+
+
+def test_view_only_app_on_the_committed_bundle(tmp_path: Path, shots: Path) -> None:
+    """The deployed shape: no model library importable, PARALLAX_VIEW_ONLY=1, the committed
+    demo bundle. Home shows its map with hover previews at once; the Map page draws both
+    models side by side from the bundle's cached maps."""
+    from dashboard import viewonly
+    from tests.browser_util import wait_for_app_idle
+
+    def _wait_drawn(page: Any, maps: int, n: int) -> None:
+        page.wait_for_function(
+            f"() => {{ const m = ({MAP_INFO_JS})(); return m.length === {maps} && "
+            f"m.every(x => x.points === {n} && x.canvas > 0); }}",
+            timeout=TIMEOUT_MS,
+        )
+
+    if not viewonly.DEMO_BUNDLE.is_file():
+        pytest.skip("bundles/demo-shapes.parallax.zip not built (scripts/make_demo_bundle.py)")
+    blocked = viewonly.no_models_env(tmp_path / "block", view_only_flag=True)
+    env = {k: blocked[k] for k in ("PYTHONPATH", "PARALLAX_VIEW_ONLY")}
+    env["PARALLAX_BUNDLE"] = str(viewonly.DEMO_BUNDLE)
+    n = 2000
+    with running_app(tmp_path, env=env) as url, chromium_page() as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url)
+        page.wait_for_function(
+            f"() => ({MAP_INFO_JS})().some(m => m.points === {n} && m.canvas > 0)",
+            timeout=TIMEOUT_MS,
+        )
+        wait_for_app_idle(page)  # the hover fragment's first run may redraw the page once
+        _wait_drawn(page, 1, n)
+        (home,) = _maps(page)
+        assert "UMAP" in home["title"], home
+        assert page.get_by_text("View-only").count() >= 1
+        pos = _hover(page, 0, 5)
+        _shown_row_near(page, 0, pos)
+        tip = page.locator("#parallax-hover-preview")
+        assert tip.locator(".parallax-thumb").count() == 1
+        assert "data:image/webp;base64," in (
+            tip.locator(".parallax-thumb").get_attribute("style") or ""
+        )
+        page.screenshot(path=str(shots / "view-only-home.png"))
+
+        page.goto(f"{url}/map")
+        page.wait_for_function(
+            f"() => {{ const m = ({MAP_INFO_JS})(); return m.length === 2 && "
+            f"m.every(x => x.points === {n} && x.canvas > 0); }}",
+            timeout=TIMEOUT_MS,
+        )
+        wait_for_app_idle(page)
+        _wait_drawn(page, 2, n)
+        assert all("UMAP" in m["title"] for m in _maps(page))
+        pos = _hover(page, 1, 100)  # point 100 of the first trace (one trace per shape)
+        _shown_row_near(page, 1, pos)
+        assert "proj=umap" in page.url and "ds=bundle" in page.url  # a shareable link
+        page.screenshot(path=str(shots / "view-only-map.png"))
+
+        page.goto(f"{url}/embed")
+        page.get_by_text("view-only: this deployment has no models").first.wait_for(
+            timeout=TIMEOUT_MS
+        )
+        assert not errors, errors

@@ -1,0 +1,34 @@
+# Parallax, self-hosted: the full dashboard (models on CPU) on port 8501.
+#   docker build -t parallax .
+#   docker run --rm -p 8501:8501 -v parallax-cache:/app/cache parallax
+# View-only on a bundle: add -e PARALLAX_VIEW_ONLY=1 -e PARALLAX_BUNDLE=/path/x.parallax.zip.
+# See docs/deploy.md. (Written without a Docker engine at hand: not built by its author.)
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PARALLAX_CACHE=/app/cache
+
+WORKDIR /app
+
+# Dependencies first: this layer is reused until requirements.txt changes. requirements.txt
+# names the PyTorch CPU index, so torch comes as the small CPU build.
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+# The app, its .streamlit/config.toml and the committed demo bundle (.dockerignore trims the rest).
+COPY . .
+
+RUN useradd --create-home --uid 10001 parallax \
+    && mkdir -p /app/cache \
+    && chown -R parallax:parallax /app/cache
+USER parallax
+
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4)"
+
+# Run from the repository root so Streamlit reads ./.streamlit/config.toml.
+CMD ["streamlit", "run", "dashboard/app.py", "--server.address=0.0.0.0", "--server.port=8501"]
