@@ -35,3 +35,24 @@ def make_image() -> Callable[..., Path]:
         return path
 
     return make
+
+
+def private_app_env(tmp_path_factory: pytest.TempPathFactory):
+    """Generator for a module-scoped autouse fixture of the page tests: a private
+    ``PARALLAX_CACHE`` and ``HF_HUB_OFFLINE=1`` for the module, the old values restored after.
+
+    Page modules use it as ``yield from private_app_env(tmp_path_factory)``.
+    """
+    import os
+
+    saved = {k: os.environ.get(k) for k in ("PARALLAX_CACHE", "HF_HUB_OFFLINE")}
+    os.environ["PARALLAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield Path(os.environ["PARALLAX_CACHE"])
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

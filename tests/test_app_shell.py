@@ -6,12 +6,13 @@ Everything runs offline on CPU against a temporary cache (``PARALLAX_CACHE``), n
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+
+from tests.conftest import private_app_env
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "dashboard" / "app.py")
@@ -20,13 +21,7 @@ PAGES = ["home.py", "data.py", "embed.py", "map.py", "compare.py"]
 
 @pytest.fixture(scope="module", autouse=True)
 def temp_cache(tmp_path_factory):
-    old = os.environ.get("PARALLAX_CACHE")
-    os.environ["PARALLAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield Path(os.environ["PARALLAX_CACHE"])
-    if old is None:
-        os.environ.pop("PARALLAX_CACHE", None)
-    else:
-        os.environ["PARALLAX_CACHE"] = old
+    yield from private_app_env(tmp_path_factory)
 
 
 def plotly_specs(at: AppTest) -> list[dict]:

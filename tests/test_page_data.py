@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import private_app_env
+
 REPO = Path(__file__).resolve().parent.parent
 PAGE = str(REPO / "pages" / "data.py")
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 70, 230)}
@@ -22,13 +24,7 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 70, 230)}
 
 @pytest.fixture(scope="module", autouse=True)
 def temp_cache(tmp_path_factory):
-    old = os.environ.get("PARALLAX_CACHE")
-    os.environ["PARALLAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield Path(os.environ["PARALLAX_CACHE"])
-    if old is None:
-        os.environ.pop("PARALLAX_CACHE", None)
-    else:
-        os.environ["PARALLAX_CACHE"] = old
+    yield from private_app_env(tmp_path_factory)
 
 
 def png(colour: tuple[int, int, int], size: int = 24, seed: int = 0) -> bytes:

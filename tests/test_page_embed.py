@@ -5,11 +5,12 @@ Runs against a temporary cache, with the Hugging Face hub forced offline.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+
+from tests.conftest import private_app_env
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = str(REPO / "pages" / "embed.py")
@@ -18,15 +19,7 @@ OFFLINE_FAILS = "hf:openai/clip-vit-base-patch32"  # weights not on disk, no net
 
 @pytest.fixture(scope="module", autouse=True)
 def temp_cache(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in ("PARALLAX_CACHE", "HF_HUB_OFFLINE")}
-    os.environ["PARALLAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    yield Path(os.environ["PARALLAX_CACHE"])
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    yield from private_app_env(tmp_path_factory)
 
 
 def open_page(dataset: str, models: list[str]) -> AppTest:

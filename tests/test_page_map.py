@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import private_app_env
 from tests.fakes import MeanColourModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,15 +35,7 @@ def require_model_registry() -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def temp_cache(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in ("PARALLAX_CACHE", "HF_HUB_OFFLINE")}
-    os.environ["PARALLAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    yield Path(os.environ["PARALLAX_CACHE"])
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    yield from private_app_env(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
