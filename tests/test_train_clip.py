@@ -53,19 +53,20 @@ def test_shipped_model_zero_shot_beats_chance(name: str) -> None:
     from engine.eval_clip import evaluate
 
     # A fresh held-out sample: a seed neither training nor the model card's evaluation used.
-    metrics = evaluate(_model_dir(name), n=300, seed=31_337, loader="open_clip")
+    # "auto" goes through engine.models.load_model when it exists: the path the app uses.
+    metrics = evaluate(_model_dir(name), n=300, seed=31_337, loader="auto")
     chance = 1 / len(SHAPES)
     assert metrics["zero_shot"]["shape_acc_ensemble"] >= 3 * chance
     assert metrics["zero_shot"]["colour_acc_ensemble"] >= 3 * chance
     assert metrics["retrieval_t2i"]["r_at_10"] > 3 * metrics["chance"]["r_at_10"]
 
 
-def _train_tiny(out: Path, seed: int = 0, evaluate: bool = False) -> dict:
+def _train_tiny(out: Path, seed: int = 0, evaluate: bool = False, config: str = "tiny") -> dict:
     from engine.train_clip import train
 
     return train(
         out=out,
-        config="tiny",
+        config=config,
         steps=4,
         batch_size=16,
         seed=seed,
@@ -101,13 +102,15 @@ def test_training_smoke(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["tiny-clip"]
 
 
-def test_training_is_deterministic(tmp_path: Path) -> None:
+# "tiny" is a ViT; the shipped presets are ResNets (BatchNorm running stats included).
+@pytest.mark.parametrize("config", ["tiny", "shapes-clip-small"])
+def test_training_is_deterministic(tmp_path: Path, config: str) -> None:
     from safetensors.torch import load_file
 
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    _train_tiny(a, seed=5)
-    _train_tiny(b, seed=5)
-    _train_tiny(c, seed=6)
+    _train_tiny(a, seed=5, config=config)
+    _train_tiny(b, seed=5, config=config)
+    _train_tiny(c, seed=6, config=config)
     wa = load_file(a / "open_clip_model.safetensors")
     wb = load_file(b / "open_clip_model.safetensors")
     wc = load_file(c / "open_clip_model.safetensors")
