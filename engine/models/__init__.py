@@ -32,3 +32,22 @@ __all__ = [
     "register_alias",
     "run_with_oom_retry",
 ]
+
+
+def _register_shipped_models() -> None:
+    """``demo:shapes-clip`` etc.: the CLIP models trained in this repository (``models/``).
+
+    They load through the same open_clip ``local-dir:`` adapter as any user's model; the alias is
+    only a short name. A missing folder (a trimmed checkout) registers nothing.
+    """
+    from engine.config import REPO_ROOT
+
+    root = REPO_ROOT / "models"
+    if not root.is_dir():
+        return
+    for folder in sorted(root.iterdir()):
+        if (folder / "open_clip_config.json").is_file():
+            register_alias(folder.name, f"open_clip:local-dir:{folder}")
+
+
+_register_shipped_models()
