@@ -12,7 +12,7 @@ trained in this repository (``open_clip:local-dir:models/shapes-clip``) when tha
 ``open_clip_config.json``. The same result, by hand::
 
     python -m engine bundle --dataset "demo:shapes?n=2000&seed=0" --model baseline:pixels \
-        --model baseline:text --model open_clip:local-dir:models/shapes-clip \
+        --model baseline:text --model demo:shapes-clip \
         --out bundles/demo-shapes.parallax.zip --json
 
 The maps are computed in a private temporary cache (so the bundle never depends on what the
@@ -38,7 +38,8 @@ SHAPES_CLIP = REPO / "models" / "shapes-clip"
 def demo_models(include_clip: bool = True) -> list[str]:
     models = ["baseline:pixels", "baseline:text"]
     if include_clip and (SHAPES_CLIP / "open_clip_config.json").is_file():
-        models.append(f"open_clip:local-dir:{SHAPES_CLIP.relative_to(REPO)}")
+        # The alias, not the path: the bundle then names a model any checkout can load.
+        models.append("demo:shapes-clip")
     return models
 
 
