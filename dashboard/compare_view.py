@@ -250,23 +250,6 @@ def compare_params(
     }
 
 
-def comparison_key(dataset: Dataset, vectors_keys: Sequence[str], params: Mapping[str, Any]) -> str:
-    """The cache key of a comparison of these vectors entries (``compare/<key>.json``).
-
-    Recomputed here so a finished comparison can be shown without loading any model; the
-    Compare page's tests check it against the key ``compare_models`` returns.
-    """
-    from engine.cache import make_key
-    from engine.compare import _labels_digest
-
-    return make_key(
-        kind="compare",
-        vectors=list(vectors_keys),
-        labels=_labels_digest(dataset.ids, dataset.labels),
-        params=dict(params),
-    )
-
-
 def cached_report(cache: Cache, key: str) -> ComparisonReport | None:
     """A finished comparison from the engine cache, or None (missing or unreadable)."""
     import json

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.cache import make_key
 from engine.errors import ParallaxError
 
 if TYPE_CHECKING:
@@ -391,6 +392,18 @@ def _labels_digest(ids: Sequence[str], labels: Sequence[str | None]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def comparison_key(dataset: Dataset, vectors_keys: Sequence[str], params: Mapping[str, Any]) -> str:
+    """The cache key of a comparison (``compare/<key>.json``): the vectors entries compared,
+    the dataset's ids and labels, and every setting. Needs no model, so a finished comparison
+    can be found and shown without loading one."""
+    return make_key(
+        kind="compare",
+        vectors=list(vectors_keys),
+        labels=_labels_digest(dataset.ids, dataset.labels),
+        params=dict(params),
+    )
+
+
 def _embed_all(
     dataset: Dataset,
     models: Sequence[str | EmbeddingModel],
@@ -519,7 +532,7 @@ def compare_models(
     are computed on the same rows. Past ``max_items`` rows a seeded sample is used (exact kNN
     is quadratic). A model that cannot be loaded or embedded is reported with ``error``.
     """
-    from engine.cache import Cache, atomic_write_json, locked, make_key
+    from engine.cache import Cache, atomic_write_json, locked
     from engine.zeroshot import DEFAULT_TEMPLATES, check_templates
 
     t0 = time.perf_counter()
@@ -543,11 +556,8 @@ def compare_models(
         "max_train": max_train,
         "version": COMPARE_VERSION,
     }
-    key = make_key(
-        kind="compare",
-        vectors=[r.result.key if r.result else f"error:{r.name}" for r in runs],
-        labels=_labels_digest(dataset.ids, dataset.labels),
-        params=params,
+    key = comparison_key(
+        dataset, [r.result.key if r.result else f"error:{r.name}" for r in runs], params
     )
     path = cache.root / "compare" / f"{key}.json"
     # Failed models are usually transient (weights missing, typo): never cache their absence.

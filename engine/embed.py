@@ -9,7 +9,6 @@ model exactly the same batches as an uninterrupted one and so produces identical
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import time
@@ -394,8 +393,3 @@ def embed_dataset(
         )
         cache.drop_partial("vectors", key)
     return result(entry, cached=False)
-
-
-def load_vectors_manifest(path: Path) -> dict[str, Any]:
-    """The manifest that sits beside a ``vectors.npy`` file."""
-    return json.loads((Path(path).parent / "manifest.json").read_text())

@@ -22,6 +22,7 @@ import streamlit as st
 
 from dashboard import compare_view as cv
 from dashboard import state, ui
+from engine.compare import comparison_key
 from engine.errors import ParallaxError
 
 TAB_PREDICT = "Predictions on uploads"
@@ -473,7 +474,7 @@ def dataset_tab() -> None:
     key = None
     if all(modalities):
         keys = [embedded[s][m].key for s, m in zip(chosen, modalities, strict=True)]
-        key = cv.comparison_key(ds, keys, params)
+        key = comparison_key(ds, keys, params)
     stored = st.session_state.get(K_REPORT)
     want = (spec, tuple(chosen), k, max_items, ensemble, key)
     report = stored[1] if stored and stored[0] == want else None

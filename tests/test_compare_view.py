@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from dashboard import compare_view as cv
+from engine.compare import comparison_key
 from engine.zeroshot import ModelPrediction
 from tests.fakes import ArrayImageDataset, MeanColourModel
 
@@ -127,9 +128,9 @@ def test_embedded_models_and_comparison_key_match_the_engine(compared):
 
     keys = [found[m.spec][cv.compare_modality(ds, found[m.spec])].key for m in models]
     assert keys == [m["vectors_key"] for m in report.models]
-    key = cv.comparison_key(ds, keys, cv.compare_params(k=5))
+    key = comparison_key(ds, keys, cv.compare_params(k=5))
     assert key == report.key
-    assert cv.comparison_key(ds, keys, cv.compare_params(k=6)) != key
+    assert comparison_key(ds, keys, cv.compare_params(k=6)) != key
     loaded = cv.cached_report(cache, key)
     assert loaded is not None and loaded.cached
     assert cv.metrics_frame(loaded).equals(cv.metrics_frame(report))
