@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -93,15 +94,22 @@ def class_text_embeddings(
 ) -> np.ndarray:
     """``(L, D)`` unit class vectors: the first template per label, or, with ``ensemble``, the
     renormalised mean of every template's normalised embedding (CLIP's prompt ensembling)."""
+    prompts = build_prompts(labels, templates)
+    return prompt_group_embeddings(model, prompts if ensemble else [p[:1] for p in prompts])
+
+
+def prompt_group_embeddings(model: EmbeddingModel, groups: Sequence[Sequence[str]]) -> np.ndarray:
+    """``(G, D)`` unit vectors: per group of prompts, the renormalised mean of their normalised
+    embeddings (groups may differ in length; a one-prompt group is that prompt's vector)."""
     if TEXT not in model.modalities:
         raise ParallaxError(NO_TEXT_TOWER)
-    prompts = build_prompts(labels, templates)
-    if not ensemble:
-        return _normalise(model.embed_texts([p[0] for p in prompts]))
-    n_t = len(prompts[0])
-    flat = [p for row in prompts for p in row]
-    vectors = _normalise(model.embed_texts(flat)).reshape(len(prompts), n_t, -1)
-    return _normalise(vectors.mean(axis=1))
+    flat = [str(p) for group in groups for p in group]
+    if not groups or any(len(g) == 0 for g in groups):
+        raise ParallaxError("every class needs at least one prompt")
+    vectors = _normalise(model.embed_texts(flat))
+    bounds = np.cumsum([0, *(len(g) for g in groups)])
+    means = [vectors[a:b].mean(axis=0) for a, b in pairwise(bounds)]
+    return _normalise(np.stack(means))
 
 
 # -- scores -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The shipped shapes CLIPs load and work; the training script runs and is deterministic."""
+"""The shipped shapes CLIPs load and work; training (``training/``) runs and is deterministic."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ MAX_BYTES = 10 * 1024**2
 
 def _model_dir(name: str) -> Path:
     path = REPO_ROOT / "models" / name
-    assert path.is_dir(), f"{path} is missing: train it with python -m engine.train_clip"
+    assert path.is_dir(), f"{path} is missing: train it with python -m training.train_clip"
     return path
 
 
@@ -50,11 +50,11 @@ def test_shipped_model_loads_with_open_clip(name: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_zero_shot_beats_chance(name: str) -> None:
-    from engine.eval_clip import evaluate
+    from training.eval_clip import evaluate
 
     # A fresh held-out sample: a seed neither training nor the model card's evaluation used.
-    # "auto" goes through engine.models.load_model when it exists: the path the app uses.
-    metrics = evaluate(_model_dir(name), n=300, seed=31_337, loader="auto")
+    # Loaded through engine.models.load_model: the path the app uses.
+    metrics = evaluate(_model_dir(name), n=300, seed=31_337)
     chance = 1 / len(SHAPES)
     assert metrics["zero_shot"]["shape_acc_ensemble"] >= 3 * chance
     assert metrics["zero_shot"]["colour_acc_ensemble"] >= 3 * chance
@@ -62,7 +62,7 @@ def test_shipped_model_zero_shot_beats_chance(name: str) -> None:
 
 
 def _train_tiny(out: Path, seed: int = 0, evaluate: bool = False, config: str = "tiny") -> dict:
-    from engine.train_clip import train
+    from training.train_clip import train
 
     return train(
         out=out,
@@ -119,3 +119,17 @@ def test_training_is_deterministic(tmp_path: Path, config: str) -> None:
         assert wa[key].dtype == wb[key].dtype
         assert (wa[key] == wb[key]).all(), key  # bit for bit, not approximately
     assert any(not (wa[k] == wc[k]).all() for k in wa)
+
+
+def test_engine_holds_no_training_loop() -> None:
+    """Training lives in ``training/``; the engine never imports it and trains only the fusion
+    heads (``engine/fusion.py``)."""
+    offenders = []
+    for path in sorted((REPO_ROOT / "engine").rglob("*.py")):
+        text = path.read_text()
+        rel = path.relative_to(REPO_ROOT).as_posix()
+        if ".backward(" in text and rel != "engine/fusion.py":
+            offenders.append(f"{rel}: calls .backward()")
+        if "from training" in text or "import training" in text:
+            offenders.append(f"{rel}: imports training/")
+    assert offenders == []

@@ -1,6 +1,6 @@
 """Train a small CLIP on ``demo:shapes`` and save it as an open_clip ``local-dir:`` folder.
 
-    nice -n 10 python -m engine.train_clip --out models/shapes-clip --config shapes-clip --json
+    nice -n 10 python -m training.train_clip --out models/shapes-clip --config shapes-clip --json
 
 Why these choices:
 
@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.cache import atomic_write_bytes
 from engine.config import REPO_ROOT
 from engine.datasets.shapes import (
     BACKGROUNDS,
@@ -50,6 +51,7 @@ from engine.datasets.shapes import (
     fill_template,
     open_shapes,
 )
+from engine.models.device import resolve_device
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -206,7 +208,7 @@ def write_tokenizer(folder: Path, context_length: int) -> int:
     tok.post_processor = processors.TemplateProcessing(
         single=f"$A {EOS}", special_tokens=[(EOS, EOS_ID)]
     )
-    tok.save(str(folder / "tokenizer.json"))
+    atomic_write_bytes(folder / "tokenizer.json", tok.to_str(pretty=True).encode())
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "pad_token": PAD,
@@ -216,7 +218,7 @@ def write_tokenizer(folder: Path, context_length: int) -> int:
         "padding_side": "right",
         "truncation_side": "right",
     }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    _write_json(folder / "tokenizer_config.json", config)
     return len(vocab)
 
 
@@ -319,14 +321,6 @@ def _display_path(path: Path) -> str:
     return path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)
 
 
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     if step < warmup:
         return lr * (step + 1) / warmup
@@ -334,15 +328,18 @@ def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _finish_files(folder: Path) -> None:
-    """Ordinary permissions (mkdtemp makes 0700) and everything flushed to disk."""
+def _write_json(path: Path, obj: Any) -> None:
+    # Key order kept as written (the summary reads top-down), unlike cache.atomic_write_json.
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _ordinary_permissions(folder: Path) -> None:
+    """mkdtemp / mkstemp make 0700 / 0600; a shipped model folder should be readable."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(folder, 0o777 & ~umask)
     for f in folder.iterdir():
         os.chmod(f, 0o666 & ~umask)
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
 
 
 def _replace_dir(staging: Path, out: Path) -> None:
@@ -381,7 +378,7 @@ def train(
     command: str | None = None,
 ) -> dict[str, Any]:
     """Train, save ``out`` atomically (config, tokenizer, weights, card) and return a summary."""
-    device = _pick_device(device)
+    device = resolve_device(device)
     if device == "cuda":
         # Needed by cuBLAS for deterministic results; must be set before CUDA starts.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -389,7 +386,7 @@ def train(
     import torch
     from open_clip.loss import ClipLoss
     from open_clip.model import CLIP
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
     t_start = time.perf_counter()
     model_cfg, preset_recipe = resolve_config(config)
@@ -425,8 +422,8 @@ def train(
     torch.use_deterministic_algorithms(True, warn_only=device == "cuda")
     try:
         model_cfg["text_cfg"]["vocab_size"] = write_tokenizer(staging, context_length)
-        (staging / CONFIG_FILE).write_text(
-            json.dumps({"model_cfg": model_cfg, "preprocess_cfg": PREPROCESS_CFG}, indent=2) + "\n"
+        _write_json(
+            staging / CONFIG_FILE, {"model_cfg": model_cfg, "preprocess_cfg": PREPROCESS_CFG}
         )
         tokenizer = open_clip.get_tokenizer(f"local-dir:{staging}")
         sampler = CaptionSampler(tokenizer, captions, partial_p)
@@ -498,7 +495,9 @@ def train(
         train_s = time.perf_counter() - t_train
 
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        atomic_write_bytes(
+            staging / WEIGHTS_FILE, safetensors_bytes(state, metadata={"format": "pt"})
+        )
         size = sum(f.stat().st_size for f in staging.iterdir())
         summary: dict[str, Any] = {
             "out": _display_path(out),
@@ -527,18 +526,18 @@ def train(
         if size > MAX_MODEL_BYTES:
             log(f"warning: model folder is {size / 1e6:.1f} MB, over the 10 MB budget")
         if evaluate:
-            from engine.eval_clip import evaluate as run_eval
-            from engine.eval_clip import write_model_card
+            from training.eval_clip import evaluate as run_eval
+            from training.model_card import write_model_card
 
-            metrics = run_eval(staging, n=eval_n, loader="open_clip", threads=threads)
+            metrics = run_eval(staging, n=eval_n, device=device)
             metrics["model"] = _display_path(out)  # not the staging folder it was measured in
             summary["eval"] = metrics
             summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
             write_model_card(staging, summary, metrics)
         else:
             summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
-        (staging / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _finish_files(staging)
+        _write_json(staging / "training.json", summary)
+        _ordinary_permissions(staging)
         _replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -552,7 +551,7 @@ def train(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m engine.train_clip", description=__doc__.split("\n")[0]
+        prog="python -m training.train_clip", description=__doc__.split("\n")[0]
     )
     p.add_argument("--out", required=True, type=Path, help="model folder to (over)write")
     p.add_argument("--config", default="shapes-clip", help=f"preset ({', '.join(PRESETS)}) or JSON")
@@ -577,14 +576,14 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="torch threads; part of what makes a run reproducible (see the module docstring)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-eval", action="store_true", help="skip evaluation and model card")
     p.add_argument("--eval-n", type=int, default=2000)
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     args = p.parse_args(argv)
     # Turn a plain `kill` into SystemExit so the staging folder is cleaned up on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    command = "python -m engine.train_clip " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m training.train_clip " + " ".join(sys.argv[1:] if argv is None else argv)
     summary = train(
         out=args.out,
         config=args.config,
