@@ -223,33 +223,6 @@ def compare_modality(
     return None
 
 
-def compare_params(
-    *,
-    k: int = 10,
-    seed: int = 0,
-    templates: Sequence[str] | None = None,
-    ensemble: bool = True,
-    test_size: float = 0.25,
-    max_items: int | None = 10_000,
-    max_train: int | None = 20_000,
-) -> dict[str, Any]:
-    """The ``params`` dict ``engine.compare.compare_models`` keys its cache with (same
-    defaults; ``max_items=None`` compares every row)."""
-    from engine.compare import COMPARE_VERSION
-    from engine.zeroshot import DEFAULT_TEMPLATES, check_templates
-
-    return {
-        "k": int(k),
-        "seed": int(seed),
-        "templates": check_templates(DEFAULT_TEMPLATES if templates is None else templates),
-        "ensemble": bool(ensemble),
-        "test_size": float(test_size),
-        "max_items": max_items,
-        "max_train": max_train,
-        "version": COMPARE_VERSION,
-    }
-
-
 def cached_report(cache: Cache, key: str) -> ComparisonReport | None:
     """A finished comparison from the engine cache, or None (missing or unreadable)."""
     import json

@@ -291,15 +291,9 @@ def projection_job(entry: Entry, method: str = "umap", seed: int = 0) -> Job:
 def cached_projection_key(entry: Entry, method: str, seed: int = 0) -> str:
     """The cache key ``engine.project.project(entry, method, seed=seed)`` would use (with the
     engine's default parameters), computed without loading anything."""
-    import inspect
+    from engine.params import ProjectionParams
 
-    from engine.project import project, projection_key
-
-    params: dict[str, Any] = {"seed": seed}
-    if method == "umap":
-        defaults = inspect.signature(project).parameters
-        params |= {k: defaults[k].default for k in ("n_neighbors", "min_dist", "fit_sample")}
-    return projection_key(entry.key, method, params)
+    return ProjectionParams(method=method, seed=seed).cache_key(entry.key)
 
 
 def umap_in_cache(entry: Entry, seed: int = 0) -> bool:

@@ -24,6 +24,8 @@ import numpy as np
 
 from engine.cache import make_key
 from engine.errors import ParallaxError
+from engine.params import COMPARE, CompareParams
+from engine.params import COMPARE_VERSION as COMPARE_VERSION  # re-exported
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,9 +35,8 @@ if TYPE_CHECKING:
     from engine.models.base import EmbeddingModel
     from engine.progress import ProgressCallback
 
-# Bump when a metric's definition changes: cached comparisons of the old kind become misses.
-COMPARE_VERSION = 1
-DEFAULT_MAX_ITEMS = 10_000  # exact kNN is O(N^2 D): beyond this a seeded sample is compared
+# COMPARE_VERSION (bumped when a metric's definition changes) and every default: engine.params.
+DEFAULT_MAX_ITEMS = COMPARE.max_items  # exact kNN is O(N^2 D): beyond this a sample is compared
 _ROW_CHUNK = 8192  # rows per block in the O(N k^2) and O(N D^2) loops: bounded memory
 
 
@@ -392,15 +393,18 @@ def _labels_digest(ids: Sequence[str], labels: Sequence[str | None]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def comparison_key(dataset: Dataset, vectors_keys: Sequence[str], params: Mapping[str, Any]) -> str:
+def comparison_key(
+    dataset: Dataset, vectors_keys: Sequence[str], params: CompareParams | Mapping[str, Any]
+) -> str:
     """The cache key of a comparison (``compare/<key>.json``): the vectors entries compared,
-    the dataset's ids and labels, and every setting. Needs no model, so a finished comparison
-    can be found and shown without loading one."""
+    the dataset's ids and labels, and every setting (``CompareParams.key_material``). Needs no
+    model, so a finished comparison can be found and shown without loading one."""
+    material = params.key_material() if isinstance(params, CompareParams) else dict(params)
     return make_key(
         kind="compare",
         vectors=list(vectors_keys),
         labels=_labels_digest(dataset.ids, dataset.labels),
-        params=dict(params),
+        params=material,
     )
 
 
@@ -514,13 +518,13 @@ def compare_models(
     model_specs: Sequence[str | EmbeddingModel],
     *,
     cache: Cache | None = None,
-    k: int = 10,
-    seed: int = 0,
+    k: int = COMPARE.k,
+    seed: int = COMPARE.seed,
     templates: Sequence[str] | None = None,
-    ensemble: bool = True,
-    test_size: float = 0.25,
-    max_items: int | None = DEFAULT_MAX_ITEMS,
-    max_train: int | None = 20_000,
+    ensemble: bool = COMPARE.ensemble,
+    test_size: float = COMPARE.test_size,
+    max_items: int | None = COMPARE.max_items,
+    max_train: int | None = COMPARE.max_train,
     modality: str | None = None,
     embed_options: Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
@@ -533,7 +537,6 @@ def compare_models(
     is quadratic). A model that cannot be loaded or embedded is reported with ``error``.
     """
     from engine.cache import Cache, atomic_write_json, locked
-    from engine.zeroshot import DEFAULT_TEMPLATES, check_templates
 
     t0 = time.perf_counter()
     cache = cache or Cache()
@@ -543,19 +546,19 @@ def compare_models(
         dataset = open_dataset(dataset, cache_root=cache.root)
     if not model_specs:
         raise ParallaxError("compare needs at least one model")
-    tmpl = check_templates(DEFAULT_TEMPLATES if templates is None else templates)
+    settings = CompareParams(
+        k=k,
+        seed=seed,
+        templates=None if templates is None else tuple(templates),
+        ensemble=ensemble,
+        test_size=test_size,
+        max_items=max_items,
+        max_train=max_train,
+    )
+    tmpl = settings.checked_templates()
     runs = _embed_all(dataset, model_specs, cache, modality, embed_options or {}, progress)
 
-    params = {
-        "k": int(k),
-        "seed": int(seed),
-        "templates": tmpl,
-        "ensemble": bool(ensemble),
-        "test_size": float(test_size),
-        "max_items": max_items,
-        "max_train": max_train,
-        "version": COMPARE_VERSION,
-    }
+    params = settings.key_material()
     key = comparison_key(
         dataset, [r.result.key if r.result else f"error:{r.name}" for r in runs], params
     )

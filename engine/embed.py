@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from engine.cache import Cache, Entry, _cache_write_error, atomic_save_npy, locked, make_key
+from engine.cache import Cache, Entry, _cache_write_error, atomic_save_npy, locked
 from engine.datasets.base import Dataset
 from engine.errors import ItemError, ParallaxError
 from engine.models.base import IMAGE, TEXT, EmbeddingModel
+from engine.params import EmbedParams
 from engine.progress import ProgressCallback, ProgressTracker
 
 SHARD_TARGET_ITEMS = 2048  # rows per resumable shard (rounded to whole batches)
@@ -86,12 +87,7 @@ def choose_modality(dataset: Dataset, model: EmbeddingModel, requested: str | No
 
 
 def vectors_key(dataset: Dataset, model: EmbeddingModel, modality: str) -> str:
-    return make_key(
-        kind="vectors",
-        dataset=dataset.fingerprint(),
-        model=model.identity,
-        modality=modality,
-    )
+    return EmbedParams.vectors_key(dataset.fingerprint(), model.identity, modality)
 
 
 def find_cached(dataset: Dataset, model_spec: str, cache: Cache | None = None) -> list[Entry]:

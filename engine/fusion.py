@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.errors import CacheError, ParallaxError
+from engine.params import HEAD_VARIANTS, HEAD_VERSION, HEADS, HeadParams, TrainConfig
+from engine.params import head_uses as _uses
 
 if TYPE_CHECKING:
     from engine.cache import Cache
@@ -32,27 +34,10 @@ if TYPE_CHECKING:
     from engine.models.base import EmbeddingModel
     from engine.progress import ProgressCallback
 
-VARIANTS: tuple[str, ...] = ("image", "text", "concat", "gated")
-HEAD_VERSION = 1  # part of every head key: bump when architecture or training changes
+# The variants, the key version and the training defaults are engine.params' (one owner).
+VARIANTS = HEAD_VARIANTS
 WEIGHTS_FILE = "head.safetensors"
 SIDECAR_FILE = "head.json"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters; small and fixed so that a head trains in seconds on a CPU."""
-
-    hidden: int = 256
-    dropout: float = 0.1
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    batch_size: int = 256
-    max_epochs: int = 100
-    patience: int = 8  # epochs without a better validation loss before stopping
-    val_size: float = 0.15  # of the training rows, held out for early stopping
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -184,11 +169,6 @@ def _build(variant: str, d_img: int, d_txt: int, hidden: int, n_out: int, dropou
     return _head_class()(variant, d_img, d_txt, hidden, n_out, dropout)
 
 
-def _uses(variant: str) -> tuple[bool, bool]:
-    """(needs image vectors, needs text vectors)."""
-    return variant != "text", variant != "image"
-
-
 # -- training ------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
@@ -315,8 +295,8 @@ def train_heads(
     labels: Sequence[Any],
     *,
     variants: Sequence[str] = VARIANTS,
-    seed: int = 0,
-    test_size: float = 0.25,
+    seed: int = HEADS.seed,
+    test_size: float = HEADS.test_size,
     progress: ProgressCallback | None = None,
     config: TrainConfig | None = None,
 ) -> dict[str, HeadResult]:
@@ -468,8 +448,8 @@ def train_heads_for_dataset(
     *,
     cache: Cache | None = None,
     variants: Sequence[str] = VARIANTS,
-    seed: int = 0,
-    test_size: float = 0.25,
+    seed: int = HEADS.seed,
+    test_size: float = HEADS.test_size,
     config: TrainConfig | None = None,
     embed_options: Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
@@ -477,7 +457,7 @@ def train_heads_for_dataset(
     """Embed the dataset's images and texts (cached), train the heads, save each under
     ``cache_root/heads/<key>/``. A head already saved for the same vectors, labels and
     settings is loaded instead of retrained (``cached=True``)."""
-    from engine.cache import Cache, locked, make_key
+    from engine.cache import Cache, locked
     from engine.embed import embed_dataset
 
     cfg = config or TrainConfig()
@@ -515,18 +495,10 @@ def train_heads_for_dataset(
         json.dumps([[dataset.ids[i] for i in rows], labels]).encode()
     ).hexdigest()
 
+    head_params = HeadParams(seed=seed, test_size=test_size, train=cfg)
+
     def key_for(variant: str) -> str:
-        return make_key(
-            kind="head",
-            version=HEAD_VERSION,
-            variant=variant,
-            image=img.key if _uses(variant)[0] else None,
-            text=txt.key if _uses(variant)[1] else None,
-            labels=digest,
-            seed=seed,
-            test_size=test_size,
-            train=cfg.to_json(),
-        )
+        return head_params.cache_key(variant, img.key, txt.key, digest)
 
     results: dict[str, HeadResult] = {}
     todo: list[str] = []

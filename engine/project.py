@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from engine.cache import Cache, Entry, hash_array, make_key
+from engine.cache import Cache, Entry, hash_array
 from engine.errors import ParallaxError
+from engine.params import PROJECTION, PROJECTION_METHODS, ProjectionParams
 from engine.progress import ProgressCallback, ProgressTracker
 
-METHODS = ("umap", "pca")
-DEFAULT_FIT_SAMPLE = 50_000
+METHODS = PROJECTION_METHODS
+DEFAULT_FIT_SAMPLE = PROJECTION.fit_sample  # the defaults are engine.params' (one owner)
 PCA_DIMS_FOR_KNN = 64  # neighbour search above EXACT_FULL_DIM_LIMIT points runs in PCA space
 EXACT_FULL_DIM_LIMIT = 20_000
 
@@ -131,8 +132,8 @@ def warm_up() -> None:
 def umap_2d(
     vectors: np.ndarray,
     seed: int = 0,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
+    n_neighbors: int = PROJECTION.n_neighbors,
+    min_dist: float = PROJECTION.min_dist,
     n_epochs: int = 200,
 ) -> np.ndarray:
     """Seeded UMAP of (normalised) vectors with a precomputed exact k-NN graph."""
@@ -191,11 +192,11 @@ def place_by_neighbours(
 
 def compute_projection(
     vectors: np.ndarray,
-    method: str = "umap",
-    seed: int = 0,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    fit_sample: int = DEFAULT_FIT_SAMPLE,
+    method: str = PROJECTION.method,
+    seed: int = PROJECTION.seed,
+    n_neighbors: int = PROJECTION.n_neighbors,
+    min_dist: float = PROJECTION.min_dist,
+    fit_sample: int = PROJECTION.fit_sample,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
     """Project without touching the cache (``project`` adds caching on top)."""
@@ -235,17 +236,18 @@ def compute_projection(
 
 
 def projection_key(source_key: str, method: str, params: dict[str, Any]) -> str:
-    return make_key(kind="projection", source=source_key, method=method, **params)
+    """The cache key of a map; ``params`` as in its manifest (``ProjectionParams`` fields)."""
+    return ProjectionParams(method=method, **params).cache_key(source_key)
 
 
 def project(
     vectors: np.ndarray | Entry | str | Path,
-    method: str = "umap",
+    method: str = PROJECTION.method,
     *,
-    seed: int = 0,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    fit_sample: int = DEFAULT_FIT_SAMPLE,
+    seed: int = PROJECTION.seed,
+    n_neighbors: int = PROJECTION.n_neighbors,
+    min_dist: float = PROJECTION.min_dist,
+    fit_sample: int = PROJECTION.fit_sample,
     cache: Cache | None = None,
     progress: ProgressCallback | None = None,
 ) -> ProjectionResult:
@@ -273,10 +275,9 @@ def project(
         source_key = hash_array(np.asarray(array))
     if method not in METHODS:
         raise ParallaxError(f"unknown projection method {method!r}: choose from {METHODS}")
-    params: dict[str, Any] = {"seed": seed}
-    if method == "umap":
-        params |= {"n_neighbors": n_neighbors, "min_dist": min_dist, "fit_sample": fit_sample}
-    key = projection_key(source_key, method, params)
+    settings = ProjectionParams(method, seed, n_neighbors, min_dist, fit_sample)
+    params = settings.key_material()
+    key = settings.cache_key(source_key)
     entry = cache.get("projections", key)
     if entry is None:
         from engine.cache import locked

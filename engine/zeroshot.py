@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.errors import ParallaxError
+from engine.params import DEFAULT_TEMPLATES as DEFAULT_TEMPLATES  # re-exported
+from engine.params import PREDICT
+from engine.params import check_templates as check_templates  # re-exported
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -30,16 +33,6 @@ log = logging.getLogger(__name__)
 IMAGE = "image"
 TEXT = "text"
 
-# A short ensemble in the spirit of CLIP's prompt engineering; the bare "{}" keeps models trained
-# on terse captions (like the demo shapes CLIP) on familiar ground.
-DEFAULT_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {}.",
-    "a {}.",
-    "an image of a {}.",
-    "a picture of a {}.",
-    "a close-up photo of a {}.",
-    "{}",
-)
 # CLIP's learnt temperature converges to (and is clamped at) 100: the fallback for models that
 # share a space but do not report their own scale (e.g. a text encoder scoring text -> label).
 DEFAULT_LOGIT_SCALE = 100.0
@@ -48,15 +41,7 @@ NO_TEXT_TOWER = "no text tower: cannot embed label prompts"
 
 
 # -- prompts and class vectors ----------------------------------------------------------------
-def check_templates(templates: Sequence[str]) -> list[str]:
-    """The templates as a list, each holding exactly one ``{}`` (else ``ParallaxError``)."""
-    out = [str(t) for t in templates]
-    if not out:
-        raise ParallaxError("no prompt templates given (use e.g. 'a photo of a {}.')")
-    for t in out:
-        if t.count("{}") != 1:
-            raise ParallaxError(f"prompt template {t!r} must contain '{{}}' exactly once")
-    return out
+# check_templates and DEFAULT_TEMPLATES live in engine.params (the defaults' one owner).
 
 
 def check_labels(labels: Sequence[str]) -> list[str]:
@@ -330,9 +315,9 @@ def predict(
     images: list[Image.Image] | None,
     texts: list[str] | None,
     labels: Sequence[str],
-    templates: Sequence[str] = DEFAULT_TEMPLATES,
-    ensemble: bool = False,
-    top_k: int = 5,
+    templates: Sequence[str] = PREDICT.templates,
+    ensemble: bool = PREDICT.ensemble,
+    top_k: int = PREDICT.top_k,
     device: str | None = None,
 ) -> list[ModelPrediction]:
     """Classify each image and text among ``labels`` with every model, side by side.

@@ -24,6 +24,7 @@ from dashboard import compare_view as cv
 from dashboard import state, ui
 from engine.compare import comparison_key
 from engine.errors import ParallaxError
+from engine.params import COMPARE, HEADS, PREDICT, CompareParams
 
 TAB_PREDICT = "Predictions on uploads"
 TAB_DATASET = "Dataset comparison"
@@ -300,8 +301,6 @@ def predictions_tab() -> None:
     if state.view_only():
         state.view_only_notice("Predictions need models")
         return
-    from engine.zeroshot import DEFAULT_TEMPLATES
-
     known = registry()
     st.caption(
         "Zero-shot classification: each label becomes a prompt, and each model scores your "
@@ -357,7 +356,7 @@ def predictions_tab() -> None:
     specs = list(dict.fromkeys([*chosen, *typed]))
 
     with st.expander("Prompt templates and top-k"):
-        st.session_state.setdefault("cmp_templates", "\n".join(DEFAULT_TEMPLATES))
+        st.session_state.setdefault("cmp_templates", "\n".join(PREDICT.templates))
         templates = cv.parse_templates(
             st.text_area(
                 "Templates, one per line ({} stands for the label)",
@@ -368,9 +367,10 @@ def predictions_tab() -> None:
         t1, t2 = st.columns(2)
         ensemble = t1.checkbox(
             "Ensemble of templates (average every template; else the first only)",
+            PREDICT.ensemble,
             key="cmp_ensemble",
         )
-        top_k = int(t2.number_input("Top-k", 1, 50, 5, key="cmp_topk"))
+        top_k = int(t2.number_input("Top-k", 1, 50, PREDICT.top_k, key="cmp_topk"))
 
     fusion = st.session_state.get(K_FUSION)
     use_fusion = False
@@ -458,18 +458,25 @@ def dataset_tab() -> None:
     )
     with st.expander("Settings"):
         s1, s2, s3 = st.columns(3)
-        k = int(s1.number_input("k (kNN accuracy and overlap)", 1, 100, 10, key="cmp_k"))
+        k = int(s1.number_input("k (kNN accuracy and overlap)", 1, 100, COMPARE.k, key="cmp_k"))
         max_items = int(
             s2.number_input(
-                "Compare at most (0 = all)", 0, 1_000_000, 10_000, step=1000, key="cmp_max"
+                "Compare at most (0 = all)",
+                0,
+                1_000_000,
+                COMPARE.max_items,
+                step=1000,
+                key="cmp_max",
             )
         )
-        ensemble = s3.checkbox("Zero-shot: ensemble of templates", True, key="cmp_zs_ensemble")
+        ensemble = s3.checkbox(
+            "Zero-shot: ensemble of templates", COMPARE.ensemble, key="cmp_zs_ensemble"
+        )
     if not chosen:
         st.info("Pick at least one model above.")
         return
 
-    params = cv.compare_params(k=k, ensemble=ensemble, max_items=max_items or None)
+    params = CompareParams(k=k, ensemble=ensemble, max_items=max_items or None)
     modalities = [cv.compare_modality(ds, embedded[s]) for s in chosen]
     key = None
     if all(modalities):
@@ -668,7 +675,7 @@ def switch_to_map(n: int) -> None:
 
 # ================================================================ 3. fusion classifier
 def fusion_tab() -> None:
-    from engine.fusion import VARIANTS, TrainConfig, train_heads_for_dataset
+    from engine.fusion import VARIANTS, train_heads_for_dataset
 
     ds = open_current_dataset()
     if ds is None:
@@ -712,8 +719,8 @@ def fusion_tab() -> None:
     text_model = c2.selectbox("Text model", text_opts, key="cmp_fusion_text")
     v1, v2, v3 = st.columns([3, 1, 1])
     variants = v1.multiselect("Variants", list(VARIANTS), default=list(VARIANTS), key="cmp_var")
-    epochs = int(v2.number_input("Max epochs", 5, 500, 100, key="cmp_epochs"))
-    seed = int(v3.number_input("Seed", 0, 10_000, 0, key="cmp_seed"))
+    epochs = int(v2.number_input("Max epochs", 5, 500, HEADS.train.max_epochs, key="cmp_epochs"))
+    seed = int(v3.number_input("Seed", 0, 10_000, HEADS.seed, key="cmp_seed"))
     if st.button(
         "Train the heads", type="primary", icon=":material/model_training:", key="cmp_train"
     ):
@@ -735,7 +742,7 @@ def fusion_tab() -> None:
                     cache=state.engine_cache(),
                     variants=variants,
                     seed=seed,
-                    config=TrainConfig(max_epochs=epochs),
+                    config=HEADS.with_epochs(epochs).train,
                     progress=bar,
                 )
                 bar.clear()

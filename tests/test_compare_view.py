@@ -119,6 +119,7 @@ def compared(tmp_path_factory):
 
 def test_embedded_models_and_comparison_key_match_the_engine(compared):
     from engine.compare import compare_models
+    from engine.params import CompareParams
 
     cache, ds, models, report = compared
     found = cv.embedded_models(cache, ds)
@@ -128,9 +129,9 @@ def test_embedded_models_and_comparison_key_match_the_engine(compared):
 
     keys = [found[m.spec][cv.compare_modality(ds, found[m.spec])].key for m in models]
     assert keys == [m["vectors_key"] for m in report.models]
-    key = comparison_key(ds, keys, cv.compare_params(k=5))
+    key = comparison_key(ds, keys, CompareParams(k=5))
     assert key == report.key
-    assert comparison_key(ds, keys, cv.compare_params(k=6)) != key
+    assert comparison_key(ds, keys, CompareParams(k=6)) != key
     loaded = cv.cached_report(cache, key)
     assert loaded is not None and loaded.cached
     assert cv.metrics_frame(loaded).equals(cv.metrics_frame(report))
