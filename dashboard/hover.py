@@ -1,9 +1,10 @@
 """Hover preview for map points: a thumbnail for images, the text for texts.
 
-Plotly hover labels cannot show images, so the preview is an ``st.components.v2`` component
-(inline JS, running in the app page, not in an iframe) that finds every Parallax map on the page
-(``.js-plotly-plot`` whose ``layout.meta.parallax_map`` is set), listens to its ``plotly_hover``
-/ ``plotly_unhover`` events and draws a floating card next to the cursor.
+The preview is an ``st.components.v2`` component (inline JS, running in the app page, not in an
+iframe) that draws a floating card next to the cursor for the hovered row. The WebGL maps
+(``dashboard.components.scatter``) announce hovers as a ``parallax-map-hover`` DOM event; plotly
+maps (``.js-plotly-plot`` whose ``layout.meta.parallax_map`` is set) are followed through their
+``plotly_hover`` / ``plotly_unhover`` events.
 
 Nothing per-item is shipped with the figure. Items come in chunks of ``CHUNK`` rows (one
 thumbnail sprite sheet from ``engine.thumbnails`` as a data URL, plus the ids, labels and
@@ -161,7 +162,21 @@ function hideWhenOutside(ev) {
   const G = state();
   if (!G.cur) return;
   const t = ev.target;
-  if (!(t instanceof Element) || !t.closest(".js-plotly-plot")) { G.cur = null; render(); }
+  if (!(t instanceof Element) || !t.closest(".js-plotly-plot, .parallax-scatter canvas")) {
+    G.cur = null;
+    render();
+  }
+}
+
+// The WebGL maps (dashboard/components/scatter) announce hovers as a DOM event.
+function onMapHover(ev) {
+  const G = state(), d = ev.detail || {};
+  if (d.row == null || !G.meta || d.row >= G.meta.n) {
+    if (G.cur && G.cur.gd === d.element) { G.cur = null; render(); }
+    return;
+  }
+  G.cur = { row: d.row, gd: d.element, x: d.x ?? 0, y: d.y ?? 0 };
+  render();
 }
 
 export default function (component) {
@@ -170,6 +185,7 @@ export default function (component) {
   G.setState = setStateValue;
   if (!G.listening) {  // a map redrawn under a still cursor never sends plotly_unhover
     document.addEventListener("mousemove", hideWhenOutside, { passive: true });
+    document.addEventListener("parallax-map-hover", onMapHover);
     G.listening = true;
   }
   if (data && data.meta) {

@@ -1,0 +1,1 @@
+"""Streamlit custom components whose frontend source lives in this repository."""

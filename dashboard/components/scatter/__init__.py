@@ -1,0 +1,238 @@
+"""The WebGL map: a Streamlit components-v2 element that draws every point with regl-scatterplot.
+
+The frontend source is ``frontend/`` (``npm ci && npm run build``); the built bundle
+``static/scatter.js`` is committed, so installing Parallax needs no node. ``static/build-info.json``
+records a hash of the sources it was built from (``source_hash`` recomputes it; a test compares).
+
+What travels to the browser:
+
+* a tiny inline loader (the component's JS) that imports the bundle once per page from
+  Streamlit's media endpoint;
+* per map, small JSON: title, palette, legend, and the media URLs + content keys of two binary
+  payloads built by ``engine.mapdata`` (float32 positions, uint8 colour codes: 9 bytes a point);
+  the browser fetches a payload only when it does not hold its key, so a rerun that changes the
+  colouring fetches 1 byte a point and one that changes the selection fetches nothing per point;
+* the selection: a row list, or a uint32 payload for large ones.
+
+Binary payloads go over HTTP, not the websocket, so ``server.maxMessageSize`` never applies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from engine import mapdata
+
+HERE = Path(__file__).resolve().parent
+FRONTEND = HERE / "frontend"
+BUNDLE = HERE / "static" / "scatter.js"
+BUILD_INFO = HERE / "static" / "build-info.json"
+SOURCE_FILES = ("build.mjs", "package.json", "package-lock.json")
+INLINE_SELECTION = 4096  # larger selections travel as a binary payload
+
+_LOADER = r"""
+export default function (component) {
+  const L = window.__parallaxScatterLoader || (window.__parallaxScatterLoader = {});
+  const data = component.data || {};
+  if (!data.bundle) return undefined;
+  const url = new URL(data.bundle, window.location.origin).href;
+  if (L.url !== url) {
+    L.url = url;
+    L.mod = import(url).catch((err) => {
+      L.url = null;
+      throw err;
+    });
+  }
+  let cleanup = null, gone = false;
+  L.mod.then((mod) => { if (!gone) cleanup = mod.default(component); })
+    .catch((err) => {
+      const box = document.createElement('div');
+      box.className = 'parallax-scatter-error';
+      box.textContent = 'The map component could not be loaded: ' + (err && err.message || err);
+      component.parentElement.replaceChildren(box);
+    });
+  return () => { gone = true; if (cleanup) cleanup(); };
+}
+"""
+
+_CSS = """
+.parallax-scatter { font: 13px/1.35 system-ui, sans-serif; color: #222; }
+.parallax-scatter .ps-bar { display: flex; justify-content: space-between; align-items: center;
+  gap: 8px; margin-bottom: 4px; flex-wrap: wrap; }
+.parallax-scatter .ps-title { font-weight: 600; font-size: 14px; }
+.parallax-scatter .ps-tools { display: flex; gap: 4px; align-items: center; }
+.parallax-scatter .ps-btn { border: 1px solid #ccc; background: #fff; border-radius: 4px;
+  padding: 1px 8px; font: inherit; cursor: pointer; }
+.parallax-scatter .ps-btn.ps-on { background: #1f77b4; border-color: #1f77b4; color: #fff; }
+.parallax-scatter .ps-link { font-size: 12px; color: #555; margin-left: 4px; user-select: none; }
+.parallax-scatter .ps-canvas { position: relative; border: 1px solid #e4e4e4; border-radius: 4px;
+  overflow: hidden; background: #fff; }
+.parallax-scatter .ps-canvas canvas { position: absolute; inset: 0; }
+.parallax-scatter .ps-status { position: absolute; left: 8px; bottom: 6px; right: 8px;
+  color: #555; font-size: 12px; pointer-events: none; background: rgba(255,255,255,.8); }
+.parallax-scatter .ps-legend { display: flex; flex-wrap: wrap; gap: 4px 6px; margin-top: 4px;
+  align-items: center; font-size: 12px; }
+.parallax-scatter .ps-legend-title { color: #555; margin-right: 4px; }
+.parallax-scatter .ps-chip { border: 1px solid #ddd; border-radius: 10px; background: #fff;
+  padding: 0 7px; font: inherit; cursor: pointer; }
+.parallax-scatter .ps-chip.ps-hidden { opacity: .4; text-decoration: line-through; }
+.parallax-scatter .ps-swatch { display: inline-block; width: 9px; height: 9px;
+  border-radius: 50%; vertical-align: baseline; }
+.parallax-scatter .ps-scale { display: inline-block; width: 160px; height: 10px;
+  border-radius: 2px; }
+.parallax-scatter .ps-scale-end { color: #555; }
+"""
+
+_component = st.components.v2.component(
+    "parallax_scatter", js=_LOADER, css=_CSS, isolate_styles=False
+)
+
+
+# --------------------------------------------------------------------------- payloads
+@dataclass(frozen=True)
+class Payload:
+    """Binary data the browser keeps by ``key`` (a content hash)."""
+
+    key: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Colours:
+    """One colouring of N points: uint8 codes into ``palette`` (256 colours), and its legend."""
+
+    codes: Payload
+    palette: tuple[str, ...]
+    title: str = ""
+    legend: tuple[dict[str, Any], ...] | None = None  # categorical: code, label, colour, count
+    scale: dict[str, Any] | None = None  # numeric: min, max, stops
+
+
+def source_hash(frontend: Path = FRONTEND) -> str:
+    """The hash ``frontend/build.mjs`` records of the sources (same recipe, no node needed)."""
+    paths = [p for p in (frontend / "src").rglob("*") if p.is_file()]
+    paths += [frontend / f for f in SOURCE_FILES]
+    h = hashlib.sha256()
+    for rel in sorted(p.relative_to(frontend).as_posix() for p in paths):
+        h.update(rel.encode())
+        h.update(b"\0")
+        h.update((frontend / rel).read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def build_info() -> dict[str, Any]:
+    return json.loads(BUILD_INFO.read_text())
+
+
+@st.cache_resource(show_spinner=False)
+def _bundle_bytes() -> bytes:
+    return BUNDLE.read_bytes()
+
+
+def _media_url(data: bytes, mimetype: str, where: str) -> str:
+    """Register ``data`` with Streamlit's media storage for this run; its URL."""
+    from streamlit.runtime import Runtime
+
+    if not Runtime.exists():  # bare mode (no server): nothing will fetch it
+        return ""
+    return Runtime.instance().media_file_mgr.add(data, mimetype, f"parallax_scatter.{where}")
+
+
+def _base_path() -> str:
+    from streamlit import config
+
+    base = str(config.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base}" if base else ""
+
+
+def selection_payload(rows: np.ndarray, nonce: str | None, where: str) -> dict[str, Any] | None:
+    """How a selection goes to the browser: inline rows, or a uint32 payload for large ones."""
+    if nonce is None:
+        return None
+    r = np.asarray(rows, dtype=np.int64)
+    if len(r) <= INLINE_SELECTION:
+        return {"nonce": nonce, "rows": [int(x) for x in r]}
+    data = mapdata.encode_rows(r)
+    return {
+        "nonce": nonce,
+        "key": mapdata.content_key(data),
+        "url": _media_url(data, "application/octet-stream", f"{where}.selection"),
+    }
+
+
+# --------------------------------------------------------------------------- the element
+def scatter_map(
+    map_id: str,
+    *,
+    n: int,
+    positions: Payload,
+    colours: Colours,
+    title: str = "",
+    selection: tuple[np.ndarray, str | None] | None = None,
+    group: str = "map",
+    height: int = 520,
+    point_size: float = 3.0,
+    link_zoom: bool | None = None,
+    note: str = "",
+    on_select: Callable[[np.ndarray, str], None] | None = None,
+) -> None:
+    """Draw one map. ``selection`` = (rows, nonce): the browser reapplies it only when the nonce
+    changes. ``on_select(rows, nonce)`` runs when a person selects in this map (click, lasso or
+    box); every map of the same ``group`` highlights the same rows at once, in the browser."""
+    rows, nonce = selection if selection is not None else (np.zeros(0, np.int64), None)
+
+    def _changed() -> None:
+        value = st.session_state.get(map_id)
+        state = value.get("selection") if hasattr(value, "get") else None
+        if on_select is not None and isinstance(state, dict):
+            on_select(mapdata.decode_rows(state, n), str(state.get("nonce") or ""))
+
+    data = {
+        "id": map_id,
+        "group": group,
+        "title": title,
+        "n": int(n),
+        "height": int(height),
+        "point_size": float(point_size),
+        "link_zoom": link_zoom,
+        "note": note,
+        "bundle": _media_url(_bundle_bytes(), "text/javascript", "bundle"),
+        "base_path": _base_path(),
+        "points": {
+            "key": positions.key,
+            "url": _media_url(positions.data, "application/octet-stream", f"{map_id}.points"),
+        },
+        "colours": {
+            "key": colours.codes.key,
+            "url": _media_url(colours.codes.data, "application/octet-stream", f"{map_id}.colours"),
+            "palette": list(colours.palette),
+            "title": colours.title,
+            "legend": None if colours.legend is None else list(colours.legend),
+            "scale": colours.scale,
+        },
+        "selection": selection_payload(rows, nonce, map_id),
+    }
+    _component(key=map_id, data=data, height="content", on_selection_change=_changed)
+
+
+def positions_payload(coords: np.ndarray, frame: mapdata.Frame, projection_key: str) -> Payload:
+    """The positions of one map in a shared frame, keyed by projection and frame."""
+    return Payload(
+        mapdata.content_key("xy", projection_key, frame.token()),
+        mapdata.position_bytes(coords, frame),
+    )
+
+
+def palette_with_missing(colours: Sequence[str], missing: str) -> tuple[str, ...]:
+    """256 colours: ``colours`` first, ``missing`` for every other code (255 = missing)."""
+    out = list(colours)[: mapdata.MAX_PALETTE]
+    return tuple(out + [missing] * (256 - len(out)))

@@ -1,0 +1,433 @@
+// Parallax's WebGL map: one Streamlit components-v2 element per map, drawn by regl-scatterplot.
+//
+// Python sends small JSON (titles, palette, payload URLs and keys); the points themselves are
+// fetched as binary from Streamlit's media endpoint (float32 x,y pairs, uint8 colour codes) and
+// kept here by content key, so a rerun that only recolours or reselects never fetches positions
+// again. Every map on the page registers in one page-global registry: the hovered item, the
+// selection, hidden legend classes and (optionally) the zoom are shared by all maps in a group.
+//
+// The root element reports `data-points` (points drawn) and `data-selected` (points selected)
+// for tests and for users' own tooling.
+
+import createScatterplot from 'regl-scatterplot';
+
+const MAX_BLOBS = 16;
+const HOVER_EVENT = 'parallax-map-hover';
+const INLINE_ROWS = 4096; // selections up to this many rows go back as a list, else packed
+
+function registry() {
+  if (!window.__parallaxMaps) {
+    window.__parallaxMaps = {
+      blobs: new Map(), // content key -> Promise<ArrayBuffer>
+      maps: new Map(), // map id -> instance
+      groups: new Map(), // group -> { nonce, rows, hidden: Set, linkZoom }
+    };
+  }
+  return window.__parallaxMaps;
+}
+
+function groupState(name) {
+  const G = registry();
+  if (!G.groups.has(name)) {
+    G.groups.set(name, { nonce: null, rows: null, hidden: new Set(), linkZoom: false, mine: [] });
+  }
+  return G.groups.get(name);
+}
+
+// Media URLs are app-root-relative ("/media/..."). Like Streamlit's own elements, resolve them
+// against the page's folder (an app behind a hosting prefix), then against the server's
+// baseUrlPath that Python sent along.
+function candidates(url) {
+  if (/^[a-z]+:/i.test(url)) return [url];
+  const dir = window.location.pathname.replace(/[^/]*$/, '');
+  const out = [window.location.origin + dir + url.replace(/^\//, '')];
+  const base = registry().basePath || '';
+  out.push(window.location.origin + base + url);
+  return [...new Set(out)];
+}
+
+async function fetchBinary(url) {
+  let last = null;
+  for (const u of candidates(url)) {
+    const resp = await fetch(u);
+    if (resp.ok) return resp.arrayBuffer();
+    last = resp.status;
+  }
+  throw new Error(`map data ${url}: HTTP ${last}`);
+}
+
+function blob(key, url) {
+  const G = registry();
+  if (G.blobs.has(key)) {
+    const p = G.blobs.get(key);
+    G.blobs.delete(key); // most recently used last
+    G.blobs.set(key, p);
+    return p;
+  }
+  const p = fetchBinary(url);
+  G.blobs.set(key, p);
+  p.catch(() => G.blobs.delete(key));
+  while (G.blobs.size > MAX_BLOBS) G.blobs.delete(G.blobs.keys().next().value);
+  return p;
+}
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text != null) e.textContent = text;
+  return e;
+}
+
+function b64(bytes) {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
+// The smaller of a row list and a bitmask, as the component state Python decodes.
+function packRows(rows, n, nonce) {
+  if (rows.length <= INLINE_ROWS) return { nonce, n, rows: Array.from(rows) };
+  if (rows.length * 4 < n / 8) {
+    return { nonce, n, rows_b64: b64(new Uint8Array(Uint32Array.from(rows).buffer)) };
+  }
+  const mask = new Uint8Array(Math.ceil(n / 8));
+  for (const r of rows) mask[r >> 3] |= 1 << (r & 7);
+  return { nonce, n, mask_b64: b64(mask) };
+}
+
+function newNonce() {
+  return `js-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+function build(parent) {
+  const root = el('div', 'parallax-scatter');
+  root.dataset.points = '0';
+  root.dataset.selected = '0';
+  root.dataset.state = 'loading';
+  const bar = el('div', 'ps-bar');
+  const title = el('div', 'ps-title');
+  const tools = el('div', 'ps-tools');
+  const modes = {};
+  for (const [mode, label, tip] of [
+    ['pan', 'Pan', 'Drag to pan, wheel to zoom; click a point to select it'],
+    ['lasso', 'Lasso', 'Drag a free shape to select the points inside'],
+    ['box', 'Box', 'Drag a rectangle to select the points inside'],
+  ]) {
+    const b = el('button', 'ps-btn', label);
+    b.type = 'button';
+    b.title = tip;
+    b.dataset.mode = mode;
+    modes[mode] = b;
+    tools.appendChild(b);
+  }
+  const reset = el('button', 'ps-btn', 'Reset view');
+  reset.type = 'button';
+  const link = el('label', 'ps-link');
+  const linkBox = el('input');
+  linkBox.type = 'checkbox';
+  link.append(linkBox, document.createTextNode(' link zoom'));
+  tools.append(reset, link);
+  bar.append(title, tools);
+  const wrap = el('div', 'ps-canvas');
+  const canvas = el('canvas');
+  wrap.appendChild(canvas);
+  const status = el('div', 'ps-status', 'loading the map…');
+  wrap.appendChild(status);
+  const legend = el('div', 'ps-legend');
+  root.append(bar, wrap, legend);
+  parent.appendChild(root);
+  return { root, title, modes, reset, linkBox, wrap, canvas, status, legend };
+}
+
+class MapInstance {
+  constructor(parent) {
+    this.parent = parent;
+    this.ui = build(parent);
+    this.sp = null;
+    this.n = 0;
+    this.pointsKey = null;
+    this.coloursKey = null;
+    this.xy = null;
+    this.codes = null;
+    this.appliedNonce = undefined;
+    this.spatialIndex = null;
+    this.mouse = { x: 0, y: 0 };
+    this.version = 0; // the latest update wins when fetches overlap
+    this.ui.wrap.addEventListener('mousemove', (e) => { this.mouse = { x: e.clientX, y: e.clientY }; });
+    this.ui.wrap.addEventListener('mouseleave', () => this.hoverOut());
+    for (const b of Object.values(this.ui.modes)) b.addEventListener('click', () => this.setMode(b.dataset.mode));
+    this.ui.reset.addEventListener('click', () => this.sp && this.sp.reset());
+    this.ui.linkBox.addEventListener('change', () => {
+      groupState(this.group).linkZoom = this.ui.linkBox.checked;
+      for (const m of this.peers(true)) m.ui.linkBox.checked = this.ui.linkBox.checked;
+    });
+  }
+
+  peers(includeSelf = false) {
+    return Array.from(registry().maps.values()).filter(
+      (m) => m.group === this.group && (includeSelf || m !== this) && m.ui.root.isConnected,
+    );
+  }
+
+  ensurePlot(n) {
+    if (this.sp) return;
+    const { width, height } = this.ui.wrap.getBoundingClientRect();
+    this.sp = createScatterplot({
+      canvas: this.ui.canvas,
+      width: Math.max(50, Math.floor(width)),
+      height: Math.max(50, Math.floor(height)),
+      backgroundColor: '#ffffff',
+      pointColorHover: '#111111',
+      lassoColor: '#1f77b4',
+      lassoMinDelay: 8,
+      lassoMinDist: 2,
+      opacityInactiveScale: 0.25,
+      pointSizeSelected: 2,
+      pointOutlineWidth: 1,
+      deselectOnDblClick: false,
+      performanceMode: n > 1_500_000,
+    });
+    const sp = this.sp;
+    sp.subscribe('pointOver', (row) => this.hoverIn(row));
+    sp.subscribe('pointOut', () => this.hoverOut());
+    sp.subscribe('select', ({ points }) => this.userSelected(points));
+    sp.subscribe('deselect', () => this.userSelected([]));
+    sp.subscribe('view', (ev) => this.viewChanged(ev));
+    this.resizer = new ResizeObserver(() => {
+      const r = this.ui.wrap.getBoundingClientRect();
+      if (r.width > 0 && this.sp) this.sp.set({ width: Math.floor(r.width), height: Math.floor(r.height) });
+    });
+    this.resizer.observe(this.ui.wrap);
+  }
+
+  setMode(mode) {
+    this.mode = mode;
+    for (const [m, b] of Object.entries(this.ui.modes)) b.classList.toggle('ps-on', m === mode);
+    if (!this.sp) return;
+    if (mode === 'pan') this.sp.set({ mouseMode: 'panZoom' });
+    else this.sp.set({ mouseMode: 'lasso', lassoType: mode === 'box' ? 'rectangle' : 'freeform' });
+  }
+
+  // -- hover: highlight the item in every map of the group, and ask for the preview card
+  hoverIn(row) {
+    this.hovered = row;
+    for (const m of this.peers()) if (m.sp && row < m.n) m.sp.hover(row, { preventEvent: true });
+    document.dispatchEvent(new CustomEvent(HOVER_EVENT, {
+      detail: { row, x: this.mouse.x, y: this.mouse.y, element: this.ui.root },
+    }));
+  }
+
+  hoverOut() {
+    if (this.hovered == null) return;
+    this.hovered = null;
+    for (const m of this.peers()) if (m.sp) m.sp.hover(undefined, { preventEvent: true });
+    document.dispatchEvent(new CustomEvent(HOVER_EVENT, { detail: { row: null, element: this.ui.root } }));
+  }
+
+  // -- selection: a click, lasso or box in one map selects the same rows in all of them
+  userSelected(points) {
+    const rows = Uint32Array.from(points || []).sort();
+    const g = groupState(this.group);
+    const nonce = newNonce();
+    g.nonce = nonce;
+    g.rows = rows;
+    g.mine = [...g.mine.slice(-31), nonce];
+    this.appliedNonce = nonce;
+    this.ui.root.dataset.selected = String(rows.length);
+    for (const m of this.peers()) m.applySelection(nonce, rows);
+    if (this.setStateValue) this.setStateValue('selection', packRows(rows, this.n, nonce));
+  }
+
+  applySelection(nonce, rows) {
+    this.appliedNonce = nonce;
+    if (!this.sp || !this.drawn) return;
+    const valid = rows ? Array.from(rows).filter((r) => r < this.n) : [];
+    if (valid.length) this.sp.select(valid, { preventEvent: true });
+    else this.sp.deselect({ preventEvent: true });
+    this.ui.root.dataset.selected = String(valid.length);
+  }
+
+  async syncSelection(sel) {
+    const g = groupState(this.group);
+    const nonce = sel ? sel.nonce : null;
+    if (nonce === this.appliedNonce) return;
+    if (nonce && nonce === g.nonce && g.rows) return this.applySelection(nonce, g.rows);
+    // An older selection made here, echoed back while a newer one is on its way: keep the newer.
+    if (nonce && g.mine.includes(nonce) && g.nonce !== nonce) return undefined;
+    let rows = new Uint32Array(0);
+    if (sel && sel.rows) rows = Uint32Array.from(sel.rows);
+    else if (sel && sel.url) rows = new Uint32Array(await blob(sel.key, sel.url));
+    g.nonce = nonce;
+    g.rows = rows;
+    this.applySelection(nonce, rows);
+  }
+
+  // -- zoom: optionally the same view in every map of the group
+  viewChanged(ev) {
+    const g = groupState(this.group);
+    if (!g.linkZoom || this.syncingView || !ev || !ev.view) return;
+    for (const m of this.peers()) {
+      if (!m.sp) continue;
+      m.syncingView = true;
+      m.sp.lookAt(ev.view, { preventEvent: true });
+      m.syncingView = false;
+    }
+  }
+
+  // -- legend: clicking a class hides or shows it in every map of the group
+  renderLegend(colours) {
+    const lg = this.ui.legend;
+    lg.replaceChildren();
+    const g = groupState(this.group);
+    if (colours.legend) {
+      if (colours.title) lg.appendChild(el('span', 'ps-legend-title', colours.title));
+      for (const item of colours.legend) {
+        const chip = el('button', 'ps-chip');
+        chip.type = 'button';
+        chip.dataset.code = String(item.code);
+        chip.title = 'Click to hide or show this class in every map';
+        const sw = el('span', 'ps-swatch');
+        sw.style.background = item.colour;
+        chip.append(sw, document.createTextNode(` ${item.label} (${item.count.toLocaleString()})`));
+        chip.classList.toggle('ps-hidden', g.hidden.has(item.code));
+        chip.addEventListener('click', () => {
+          if (g.hidden.has(item.code)) g.hidden.delete(item.code);
+          else g.hidden.add(item.code);
+          for (const m of this.peers(true)) m.applyFilter(true);
+        });
+        lg.appendChild(chip);
+      }
+    } else if (colours.scale) {
+      const s = colours.scale;
+      lg.appendChild(el('span', 'ps-legend-title', colours.title || ''));
+      lg.appendChild(el('span', 'ps-scale-end', s.min));
+      const bar = el('span', 'ps-scale');
+      bar.style.background = `linear-gradient(to right, ${s.stops.join(',')})`;
+      lg.appendChild(bar);
+      lg.appendChild(el('span', 'ps-scale-end', s.max));
+    }
+  }
+
+  applyFilter(refreshLegend) {
+    if (!this.sp || !this.drawn || !this.codes) return;
+    const g = groupState(this.group);
+    if (refreshLegend) {
+      for (const chip of this.ui.legend.querySelectorAll('.ps-chip')) {
+        chip.classList.toggle('ps-hidden', g.hidden.has(Number(chip.dataset.code)));
+      }
+    }
+    const hidden = this.legendCodes ? new Set([...g.hidden].filter((c) => this.legendCodes.has(c))) : new Set();
+    if (!hidden.size) {
+      if (this.filtered) this.sp.unfilter({ preventEvent: true });
+      this.filtered = false;
+      return;
+    }
+    const keep = [];
+    for (let i = 0; i < this.n; i++) if (!hidden.has(this.codes[i])) keep.push(i);
+    this.sp.filter(keep, { preventEvent: true });
+    this.filtered = true;
+  }
+
+  async update(data, setStateValue) {
+    const version = ++this.version;
+    this.setStateValue = setStateValue;
+    this.group = data.group || 'default';
+    const g = groupState(this.group);
+    if (data.link_zoom != null && this.lastLinkDefault !== data.link_zoom) {
+      g.linkZoom = !!data.link_zoom;
+      this.lastLinkDefault = data.link_zoom;
+    }
+    this.ui.linkBox.checked = g.linkZoom;
+    this.ui.title.textContent = data.title || '';
+    this.ui.wrap.style.height = `${data.height || 480}px`;
+    this.ui.root.dataset.mapId = data.id || '';
+    if (!this.mode) this.setMode('pan');
+    const needPoints = data.points.key !== this.pointsKey;
+    const needColours = data.colours.key !== this.coloursKey;
+    try {
+      const [xyBuf, codeBuf] = await Promise.all([
+        needPoints ? blob(data.points.key, data.points.url) : null,
+        needColours ? blob(data.colours.key, data.colours.url) : null,
+      ]);
+      if (version !== this.version) return; // a newer update is on its way
+      const n = data.n;
+      if (xyBuf) this.xy = new Float32Array(xyBuf);
+      if (codeBuf) this.codes = new Uint8Array(codeBuf);
+      if (this.xy.length !== 2 * n || this.codes.length !== n) {
+        throw new Error(`map data has ${this.xy.length / 2} points and ${this.codes.length} colours, expected ${n}`);
+      }
+      this.ensurePlot(n);
+      this.sp.set({
+        pointColor: data.colours.palette,
+        pointColorActive: data.colours.palette,
+        colorBy: 'valueA',
+        pointSize: data.point_size || 3,
+      });
+      if (needPoints || needColours) {
+        const points = new Array(n);
+        const xy = this.xy, codes = this.codes;
+        for (let i = 0; i < n; i++) points[i] = [xy[2 * i], xy[2 * i + 1], codes[i], 0];
+        this.drawn = false;
+        this.ui.root.dataset.state = 'drawing';
+        const opts = { zDataType: 'categorical', wDataType: 'continuous' };
+        if (!needPoints && this.spatialIndex && this.n === n) opts.spatialIndex = this.spatialIndex;
+        await this.sp.draw(points, opts);
+        if (version !== this.version) return;
+        this.spatialIndex = this.sp.get('spatialIndex');
+        this.n = n;
+        this.pointsKey = data.points.key;
+        this.coloursKey = data.colours.key;
+        this.drawn = true;
+        this.appliedNonce = undefined; // a redraw drops the library's selection: reapply it
+        this.filtered = false;
+      }
+      this.legendCodes = data.colours.legend ? new Set(data.colours.legend.map((x) => x.code)) : null;
+      this.renderLegend(data.colours);
+      this.applyFilter(false);
+      await this.syncSelection(data.selection);
+      this.ui.status.textContent = data.note || '';
+      this.ui.status.style.display = data.note ? 'block' : 'none';
+      this.ui.root.dataset.points = String(this.n);
+      this.ui.root.dataset.state = 'ready';
+    } catch (err) {
+      if (version !== this.version) return;
+      this.ui.root.dataset.state = 'error';
+      this.ui.status.style.display = 'block';
+      this.ui.status.textContent = `The map could not be drawn: ${err && err.message ? err.message : err}`;
+    }
+  }
+
+  destroy() {
+    if (this.resizer) this.resizer.disconnect();
+    if (this.sp) this.sp.destroy();
+    this.sp = null;
+    registry().maps.delete(this.id);
+  }
+}
+
+export default function (component) {
+  const { data, parentElement, setStateValue } = component;
+  if (!data || !data.points) return undefined;
+  const G = registry();
+  if (data.base_path != null) G.basePath = data.base_path;
+  let inst = parentElement.__parallaxMap;
+  if (!inst || !inst.ui.root.isConnected) {
+    inst = new MapInstance(parentElement);
+    parentElement.__parallaxMap = inst;
+  }
+  inst.id = data.id;
+  G.maps.set(data.id, inst);
+  inst.update(data, setStateValue);
+  // Streamlit calls this cleanup before every update as well as on unmount: destroy only a map
+  // whose element has left the page.
+  return () => {
+    setTimeout(() => {
+      if (!inst.ui.root.isConnected || !parentElement.isConnected) {
+        inst.destroy();
+        if (parentElement.__parallaxMap === inst) parentElement.__parallaxMap = null;
+      }
+    }, 2000);
+  };
+}

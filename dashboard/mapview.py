@@ -1,0 +1,171 @@
+"""Side-by-side WebGL maps of one dataset, for the Map and Home pages.
+
+Turns a page's maps (coordinates + projection keys), its colouring and its selection into
+``dashboard.components.scatter`` elements: the maps are aligned onto the first
+(``engine.align``), share one [-1, 1] frame (so linked zoom shows the same region of each), are
+coloured from one palette, and are linked: hovering or selecting in one highlights the same items
+in all of them, in the browser.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from dashboard import maps
+from dashboard.components.scatter import (
+    Colours,
+    Payload,
+    palette_with_missing,
+    positions_payload,
+    scatter_map,
+)
+from engine import align, mapdata
+
+SCALE_STOPS = 7
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """One map to draw: its stable element id, title, coordinates and projection cache key."""
+
+    map_id: str
+    title: str
+    coords: np.ndarray
+    projection_key: str
+
+
+def new_nonce() -> str:
+    """A fresh selection revision for a selection made on the server (link, Clear button)."""
+    return f"py-{uuid.uuid4().hex[:12]}"
+
+
+# --------------------------------------------------------------------------- colours
+def _hex(colour: str) -> str:
+    if colour.startswith("#"):
+        return colour
+    parts = [
+        int(float(x)) for x in colour[colour.index("(") + 1 : colour.index(")")].split(",")[:3]
+    ]
+    return "#{:02x}{:02x}{:02x}".format(*parts)
+
+
+def _scale_colours(colorscale: str, reverse: bool, count: int) -> list[str]:
+    from plotly.colors import get_colorscale, sample_colorscale
+
+    scale = get_colorscale(colorscale)
+    if reverse:
+        scale = [[1 - p, c] for p, c in reversed(scale)]
+    return [_hex(c) for c in sample_colorscale(scale, [i / (count - 1) for i in range(count)])]
+
+
+def colours_from(colouring: maps.Colouring, n: int) -> Colours:
+    """A page colouring (``dashboard.maps.Colouring``) as uint8 codes, palette and legend."""
+    missing = maps.OTHER_COLOUR
+    if colouring.kind == "categorical" and colouring.codes is not None:
+        data = mapdata.category_codes(colouring.codes)
+        palette = [
+            missing if c in (maps.OTHER, maps.MISSING) else maps.PALETTE[i % len(maps.PALETTE)]
+            for i, c in enumerate(colouring.categories)
+        ]
+        counts = np.bincount(np.frombuffer(data, np.uint8), minlength=256)
+        legend = tuple(
+            {"code": i, "label": c, "colour": palette[i], "count": int(counts[i])}
+            for i, c in enumerate(colouring.categories)
+            if counts[i]
+        )
+        return Colours(
+            Payload(mapdata.content_key("cat", data), data),
+            palette_with_missing(palette, missing),
+            colouring.title,
+            legend=legend,
+        )
+    if colouring.kind == "numeric" and colouring.values is not None:
+        values = colouring.values
+        finite = values[np.isfinite(values)]
+        lo = float(finite.min()) if len(finite) else 0.0
+        hi = float(finite.max()) if len(finite) else 1.0
+        data = mapdata.quantise(values, lo, hi)
+        palette = _scale_colours(colouring.colorscale, colouring.reverse, mapdata.LEVELS)
+        stops = _scale_colours(colouring.colorscale, colouring.reverse, SCALE_STOPS)
+        return Colours(
+            Payload(mapdata.content_key("num", data, ",".join(palette)), data),
+            palette_with_missing(palette, missing),
+            colouring.title,
+            scale={"min": f"{lo:.3g}", "max": f"{hi:.3g}", "stops": stops},
+        )
+    data = bytes(n)
+    return Colours(Payload(mapdata.content_key("none", str(n)), data), (maps.PALETTE[0],) * 256)
+
+
+# --------------------------------------------------------------------------- positions
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _aligned_payloads(
+    keys: tuple[str, ...], aligned: bool, _coords: tuple[np.ndarray, ...]
+) -> tuple[tuple[Payload, ...], tuple[np.ndarray, ...]]:
+    """Positions of the maps ``keys`` (their projection keys), aligned onto the first or not, in
+    one shared frame. Cached per set of maps: the bytes are built once, not per rerun."""
+    layouts = align.align_maps(list(_coords)) if aligned else [np.asarray(c) for c in _coords]
+    frame = mapdata.shared_frame(layouts)
+    payloads = tuple(
+        positions_payload(xy, frame, f"{key}|{'aligned' if aligned else 'raw'}|{keys[0]}")
+        for key, xy in zip(keys, layouts, strict=True)
+    )
+    return payloads, tuple(layouts)
+
+
+def layouts(
+    specs: Sequence[MapSpec], aligned: bool
+) -> tuple[tuple[Payload, ...], list[np.ndarray]]:
+    """(positions payload, drawn coordinates) of each map, aligned onto the first if asked."""
+    keys = tuple(s.projection_key for s in specs)
+    payloads, coords = _aligned_payloads(
+        keys, aligned and len(specs) > 1, tuple(s.coords for s in specs)
+    )
+    return payloads, list(coords)
+
+
+def displacement_colouring(reference: np.ndarray, other: np.ndarray, names: str) -> maps.Colouring:
+    """Each item's distance between two aligned maps, as a colouring."""
+    return maps.numeric(
+        align.displacement(reference, other), f"displacement {names}", colorscale="Magma"
+    )
+
+
+# --------------------------------------------------------------------------- drawing
+def draw_maps(
+    specs: Sequence[MapSpec],
+    colours: Colours,
+    *,
+    n: int,
+    payloads: Sequence[Payload],
+    selection: tuple[np.ndarray, str | None] | None,
+    on_select: Callable[[np.ndarray, str], None] | None,
+    height: int = 520,
+    link_zoom: bool | None = None,
+    group: str = "map",
+    per_map_colours: Sequence[Colours | None] | None = None,
+) -> None:
+    """The maps side by side, one column each, linked through ``group``."""
+    point_size = 5.0 if n < 20_000 else 3.0 if n < 300_000 else 2.0
+    columns = st.columns(len(specs)) if len(specs) > 1 else [st.container()]
+    for i, (col, spec, payload) in enumerate(zip(columns, specs, payloads, strict=True)):
+        own = per_map_colours[i] if per_map_colours is not None else None
+        with col:
+            scatter_map(
+                spec.map_id,
+                n=n,
+                positions=payload,
+                colours=own or colours,
+                title=spec.title,
+                selection=selection,
+                group=group,
+                height=height,
+                point_size=point_size,
+                link_zoom=link_zoom,
+                on_select=on_select,
+            )
