@@ -13,10 +13,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first: this layer is reused until requirements.txt changes. requirements.txt
-# names the PyTorch CPU index, so torch comes as the small CPU build.
+# Dependencies first: this layer is reused until the requirement files change.
+# dashboard/requirements.txt is the root file with torch narrowed to the CPU-only build (from the
+# PyTorch CPU index): a small image. For a GPU image install requirements.txt (CUDA torch).
 COPY requirements.txt .
-RUN pip install -r requirements.txt
+COPY dashboard/requirements.txt dashboard/requirements.txt
+RUN pip install -r dashboard/requirements.txt
 
 # The app, its .streamlit/config.toml and the committed demo bundle (.dockerignore trims the rest).
 COPY . .
