@@ -1,7 +1,8 @@
 """Where the cache lives and the limits that guard it.
 
 Resolution order for the cache directory: an explicit argument (the CLI's ``--cache-dir``),
-then the ``PARALLAX_CACHE`` environment variable, then ``cache/`` at the repository root.
+then the ``PARALLAX_CACHE`` environment variable, then ``cache/`` at the repository root (or
+``~/.cache/parallax`` when the engine was installed with ``pip install .``).
 
 Every limit below can be changed through the environment variable named beside it (read once,
 at import). docs/security.md lists them with the threat each one answers.
@@ -10,12 +11,24 @@ at import). docs/security.md lists them with the threat each one answers.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from engine.errors import CacheError, ParallaxError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CACHE_DIR = REPO_ROOT / "cache"
+# A checkout has dashboard/ beside engine/; ``pip install .`` puts engine/ alone in site-packages,
+# where neither a cache nor the shipped models can live next to it.
+IN_CHECKOUT = (REPO_ROOT / "dashboard").is_dir()
+DEFAULT_CACHE_DIR = (
+    REPO_ROOT / "cache"
+    if IN_CHECKOUT
+    else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "parallax"
+)
+# The small CLIPs trained here: models/ in a checkout, <prefix>/share/parallax/models installed.
+SHIPPED_MODELS_DIR = (
+    REPO_ROOT / "models" if IN_CHECKOUT else Path(sys.prefix) / "share" / "parallax" / "models"
+)
 
 
 def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:

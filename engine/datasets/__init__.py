@@ -4,6 +4,7 @@ Spec grammar (see docs/architecture.md)::
 
     demo:digits | demo:sentences | demo:shapes[?n=2000&seed=0]
     folder:PATH | manifest:PATH | zip:PATH | tar:PATH | bundle:PATH
+    hfds:PATH | hfds:ORG/NAME [?split=NAME]   (Hugging Face datasets, optional dependency)
 
 Every failure to open a spec is a ``DatasetError`` with one line meant for the user; problems
 with single items never fail the dataset, they land in ``dataset.skipped`` with a reason.
@@ -38,7 +39,7 @@ __all__ = [
     "parse_spec",
 ]
 
-KINDS = ("demo", "folder", "manifest", "zip", "tar", "bundle")
+KINDS = ("demo", "folder", "manifest", "zip", "tar", "bundle", "hfds")
 DEMOS = ("digits", "shapes", "sentences")
 _SHAPES_DEFAULTS = {"n": 2000, "seed": 0}
 
@@ -131,6 +132,10 @@ def open_dataset(
         from engine.datasets.manifest import ManifestDataset
 
         return ManifestDataset(path, spec=spec, cache_root=root, progress=progress)
+    if kind == "hfds":
+        from engine.datasets.hfds import open_hf_dataset
+
+        return open_hf_dataset(spec, rest, cache_root=root, progress=progress)
     if kind == "bundle":  # a bundle's dataset snapshot; opening it installs its maps
         from engine.bundle import open_bundle_dataset
 

@@ -498,19 +498,23 @@ class ManifestDataset(DatasetBase):
         cache_root: Path,
         progress: ProgressCallback | None = None,
         skipped: list[SkippedItem] | None = None,
+        table: pd.DataFrame | None = None,
     ) -> None:
+        """``table`` given: rows already read by another source (``hfds:``), whose image paths
+        are relative to the folder ``path``; otherwise ``path`` is the manifest file."""
         path = Path(path).expanduser()
         if not path.exists():
             raise DatasetError(f"manifest not found: {path}")
-        if not path.is_file():
+        if table is None and not path.is_file():
             raise DatasetError(f"not a manifest file: {path}")
         self.path = path.resolve()
-        self.base = self.path.parent
+        self.base = self.path if table is not None else self.path.parent
         self.spec = spec or f"manifest:{path}"
         self.name = name or self.path.stem
         self.skipped = list(skipped or [])
 
-        table = read_table(self.path, self.skipped)
+        if table is None:
+            table = read_table(self.path, self.skipped)
         columns = [str(c) for c in table.columns]
         table.columns = columns
         if len(table) > config.MAX_ITEMS:

@@ -40,9 +40,9 @@ def _register_shipped_models() -> None:
     They load through the same open_clip ``local-dir:`` adapter as any user's model; the alias is
     only a short name. A missing folder (a trimmed checkout) registers nothing.
     """
-    from engine.config import REPO_ROOT
+    from engine.config import SHIPPED_MODELS_DIR
 
-    root = REPO_ROOT / "models"
+    root = SHIPPED_MODELS_DIR
     if not root.is_dir():
         return
     for folder in sorted(root.iterdir()):
