@@ -109,8 +109,9 @@ def bundle_path(spec: str) -> Path | None:
 
 
 def read_manifest(path: str | Path) -> dict | None:
-    """A bundle's manifest.json (not validated: ``engine.bundle.open_bundle`` does that), or
-    None when ``path`` is not a zip with a Parallax manifest. Reads only that one member."""
+    """A bundle's manifest.json (not validated: ``engine.datasets.bundle.open_bundle`` does
+    that), or None when ``path`` is not a zip with a Parallax manifest. Reads only that one
+    member."""
     try:
         with zipfile.ZipFile(path) as zf:
             info = zf.getinfo("manifest.json")

@@ -1,7 +1,49 @@
 """Parallax engine: datasets -> models -> cached vectors -> 2-D maps and comparisons.
 
 Pure Python, no Streamlit. Heavy libraries (torch, open_clip, transformers, umap) are imported
-inside the functions that need them, so browsing cached results never pays for them.
+inside the functions that need them, so browsing cached results never pays for them. The public
+API below is importable from ``engine`` directly; each name loads its module on first use, so
+``import engine`` itself stays cheap.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+# Public name -> the module that owns it.
+_PUBLIC = {
+    "open_dataset": "engine.datasets",
+    "list_demos": "engine.datasets",
+    "load_model": "engine.models",
+    "known_models": "engine.models",
+    "parse_spec": "engine.models",
+    "Cache": "engine.cache",
+    "embed_dataset": "engine.embed",
+    "EmbeddingResult": "engine.embed",
+    "project": "engine.project",
+    "ProjectionResult": "engine.project",
+    "map_quality": "engine.project",
+    "compare_models": "engine.compare",
+    "ComparisonReport": "engine.compare",
+    "predict": "engine.zeroshot",
+    "write_bundle": "engine.bundle",
+    "open_bundle": "engine.datasets.bundle",
+    "ParallaxError": "engine.errors",
+    "DatasetError": "engine.errors",
+    "ModelUnavailable": "engine.errors",
+    "CacheError": "engine.errors",
+}
+
+__all__ = ["__version__", *sorted(_PUBLIC)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # resolved once
+    return value

@@ -70,7 +70,7 @@ def hash_array(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _cache_write_error(path: Path, exc: OSError) -> CacheError:
+def cache_write_error(path: Path, exc: OSError) -> CacheError:
     if exc.errno == errno.ENOSPC:
         why = "the disk is full"
     elif exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
@@ -90,7 +90,7 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise _cache_write_error(path, exc) from exc
+        raise cache_write_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -100,7 +100,7 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise _cache_write_error(path, exc) from exc
+        raise cache_write_error(path, exc) from exc
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -126,7 +126,7 @@ def locked(root: Path, key: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[
     try:
         lock_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _cache_write_error(lock_dir, exc) from exc
+        raise cache_write_error(lock_dir, exc) from exc
     lock = FileLock(str(lock_dir / f"{key}.lock"), timeout=timeout_s)
     try:
         with lock:

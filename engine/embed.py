@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.cache import Cache, Entry, _cache_write_error, atomic_save_npy, locked
+from engine.cache import Cache, Entry, atomic_save_npy, cache_write_error, locked
 from engine.datasets.base import Dataset
 from engine.errors import ItemError, ParallaxError
 from engine.models.base import IMAGE, TEXT, EmbeddingModel
@@ -248,7 +248,7 @@ def _assemble(cache: Cache, key: str, n_shards: int, n: int, dim: int) -> Path:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise _cache_write_error(final, exc) from exc
+        raise cache_write_error(final, exc) from exc
     return final
 
 

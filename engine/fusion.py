@@ -282,7 +282,7 @@ def _train_one(
 def _three_way_split(
     labels: np.ndarray, test_size: float, val_size: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from engine.compare import split_indices
+    from engine.metrics import split_indices
 
     train_val, test = split_indices(labels, test_size, seed)
     tr, va = split_indices(labels[train_val], val_size, seed + 1)

@@ -34,13 +34,13 @@ def exact_knn(
         kk = min(k + extra, len(base))
         sims, idx = index.search(base, kk)
         if exclude_self:
-            idx, sims = _drop_self(idx, sims)
+            idx, sims = drop_self(idx, sims)
         return idx[:, :k], sims[:, :k]
     sims, idx = index.search(_as_f32(queries), min(k, len(base)))
     return idx, sims
 
 
-def _drop_self(idx: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def drop_self(idx: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Remove each row's own index (ties can put it anywhere in the list, not only first)."""
     n, kk = idx.shape
     own = idx == np.arange(n)[:, None]

@@ -351,10 +351,10 @@ def _euclid_knn(y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact Euclidean k-NN in the 2-D map, self excluded."""
     import faiss
 
-    from engine.neighbors import _drop_self
+    from engine.neighbors import drop_self
 
     index = faiss.IndexFlatL2(y.shape[1])
     index.add(np.ascontiguousarray(y, dtype=np.float32))
     d, idx = index.search(np.ascontiguousarray(y, dtype=np.float32), k + 1)
-    idx, d = _drop_self(idx, d)
+    idx, d = drop_self(idx, d)
     return idx[:, :k], d[:, :k]

@@ -191,7 +191,7 @@ def zero_shot_accuracy(
     Returns accuracy, per-class accuracy, the confusion matrix (rows true, columns predicted,
     in ``label_names`` order) and the predicted label of every row.
     """
-    from engine.compare import confusion_matrix, per_class_accuracy
+    from engine.metrics import confusion_matrix, per_class_accuracy
 
     if not is_clip_like(model):
         raise ParallaxError(NOT_CLIP_LIKE)

@@ -126,7 +126,7 @@ def agreement_cached(key_a: str, path_a: str, key_b: str, path_b: str, k: int) -
     x = np.load(path_a, mmap_mode="r", allow_pickle=False)
     y = np.load(path_b, mmap_mode="r", allow_pickle=False)
     try:
-        from engine.compare import knn_overlap  # type: ignore[import-not-found]
+        from engine.metrics import knn_overlap  # type: ignore[import-not-found]
     except ImportError:
         return maps.knn_overlap_exact(np.asarray(x), np.asarray(y), k)
     return np.asarray(knn_overlap(np.asarray(x), np.asarray(y), k), dtype=np.float32)

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.bundle import BundleError, open_bundle, write_bundle
+from engine.bundle import write_bundle
 from engine.cache import Cache
+from engine.datasets.bundle import BundleError, open_bundle
 from engine.embed import find_cached
 from engine.project import project
 from tests.fakes import ArrayImageDataset, MeanColourModel
@@ -123,7 +124,7 @@ def test_opening_a_bundle_imports_no_torch(bundle_file, tmp_path):
     code = "\n".join(
         [
             f"import sys; sys.path.insert(0, {str(REPO)!r})",
-            "from engine.bundle import open_bundle",
+            "from engine.datasets.bundle import open_bundle",
             "from engine.cache import Cache",
             "from engine.embed import find_cached",
             "from engine.project import project",

@@ -25,9 +25,9 @@ from engine.models import (
     offline,
     parse_spec,
     register_alias,
-    registry,
     run_with_oom_retry,
 )
+from engine.models import spec as model_spec
 from tests.model_fixtures import (
     EMBED_DIM,
     PREPROCESS_CFG,
@@ -203,7 +203,7 @@ def test_parse_spec_rejects_junk(spec, hint):
 
 
 def test_aliases_resolve_to_their_target(tiny_open_clip_dir, monkeypatch):
-    monkeypatch.setattr(registry, "_aliases", {})  # leave the process-wide table as it was
+    monkeypatch.setattr(model_spec, "_aliases", {})  # leave the process-wide table as it was
     target = f"open_clip:local-dir:{tiny_open_clip_dir}"
     register_alias("shapes-test", target)
     parsed = parse_spec("demo:shapes-test")
@@ -498,7 +498,7 @@ def test_known_models_catalogue():
     assert by_spec["baseline:text"]["modalities"] == ["text"]
     assert by_spec["open_clip:ViT-B-32/laion2b_s34b_b79k"]["modalities"] == ["image", "text"]
     minilm = by_spec["st:all-MiniLM-L6-v2"]
-    has_package = registry.minilm_package_dir() is not None
+    has_package = model_spec.minilm_package_dir() is not None
     assert minilm["available_offline"] is has_package or minilm["available_offline"]
     json.dumps(models)  # the CLI prints it with --json
 

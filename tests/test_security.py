@@ -921,7 +921,8 @@ def test_cache_keys_cannot_traverse(tmp_path: Path) -> None:
 
 
 def test_a_hostile_bundle_cannot_write_outside_the_cache(tmp_path: Path) -> None:
-    from engine.bundle import open_bundle, write_bundle
+    from engine.bundle import write_bundle
+    from engine.datasets.bundle import open_bundle
     from tests.fakes import ArrayImageDataset, MeanColourModel
 
     good = tmp_path / "good.zip"

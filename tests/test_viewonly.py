@@ -97,8 +97,8 @@ def test_view_only_is_decided_by_the_environment_then_by_torch(monkeypatch):
 def test_committed_demo_bundle_is_small_and_valid(tmp_path):
     if not DEMO.is_file():
         pytest.skip("bundles/demo-shapes.parallax.zip not built (scripts/make_demo_bundle.py)")
-    from engine.bundle import open_bundle
     from engine.cache import Cache
+    from engine.datasets.bundle import open_bundle
 
     assert DEMO.stat().st_size < 8_000_000
     bundle = open_bundle(DEMO, cache=Cache(tmp_path))
@@ -110,8 +110,8 @@ def test_committed_demo_bundle_is_small_and_valid(tmp_path):
 
 def test_bundle_thumbnails_feed_the_hover_sprites(small_bundle, tmp_path):
     """engine.thumbnails works on a BundleDataset, whose images are the bundle's thumbnails."""
-    from engine.bundle import open_bundle
     from engine.cache import Cache
+    from engine.datasets.bundle import open_bundle
     from engine.thumbnails import THUMB_SIZE, sheet_data_url, thumbnails
 
     cache = Cache(tmp_path)

@@ -137,7 +137,7 @@ def open_dataset(
 
         return open_hf_dataset(spec, rest, cache_root=root, progress=progress)
     if kind == "bundle":  # a bundle's dataset snapshot; opening it installs its maps
-        from engine.bundle import open_bundle_dataset
+        from engine.datasets.bundle import open_bundle_dataset
 
         return open_bundle_dataset(path, cache_root=root)
     from engine.datasets.archive import open_archive

@@ -1,4 +1,4 @@
-"""Model registry: one ``load_model(spec)`` in front of one adapter per library.
+"""Models: one ``load_model(spec)`` in front of one adapter per library (``ADAPTERS``).
 
 Importing this package is cheap and torch-free (the dashboard's view-only mode relies on it);
 torch, open_clip, transformers and sentence-transformers load with the first model that needs
@@ -10,16 +10,16 @@ from __future__ import annotations
 from engine.models.base import IMAGE, TEXT, EmbeddingModel
 from engine.models.device import run_with_oom_retry
 from engine.models.registry import (
-    ModelSpec,
-    aliases,
+    ADAPTERS,
     clear_cache,
     known_models,
     load_model,
-    parse_spec,
-    register_alias,
+    modalities_of,
 )
+from engine.models.spec import ModelSpec, aliases, parse_spec, register_alias
 
 __all__ = [
+    "ADAPTERS",
     "IMAGE",
     "TEXT",
     "EmbeddingModel",
@@ -28,6 +28,7 @@ __all__ = [
     "clear_cache",
     "known_models",
     "load_model",
+    "modalities_of",
     "parse_spec",
     "register_alias",
     "run_with_oom_retry",

@@ -27,7 +27,7 @@ from engine.models.device import l2_normalize
 if TYPE_CHECKING:
     from PIL import Image
 
-    from engine.models.registry import ModelSpec
+    from engine.models.spec import ModelSpec
 
 PIXELS_SIDE = 16
 PIXELS_VERSION = "pixels-v1"  # bump when the recipe changes: part of the identity

@@ -38,7 +38,7 @@ from engine.models.device import inference, is_cuda, to_device, to_numpy
 if TYPE_CHECKING:
     from PIL import Image
 
-    from engine.models.registry import ModelSpec
+    from engine.models.spec import ModelSpec
 
 RANDOM_SEED = 0
 WEIGHT_NAMES = [

@@ -18,14 +18,14 @@ from engine.models.base import TEXT, Adapter, folder_digest, make_identity
 from engine.models.device import inference, is_cuda, l2_normalize
 
 if TYPE_CHECKING:
-    from engine.models.registry import ModelSpec
+    from engine.models.spec import ModelSpec
 
 ST_PATTERNS = [*offline.CONFIG_PATTERNS, "*.safetensors", "*/*.safetensors"]
 
 
 def _resolve(spec: ModelSpec) -> tuple[Path, str]:
     """(folder, weights identity) for a spec: a local folder, the bundled MiniLM or the hub."""
-    from engine.models.registry import MINILM, minilm_package_dir
+    from engine.models.spec import MINILM, minilm_package_dir
 
     if spec.path is not None:
         folder = Path(spec.path)

@@ -4,8 +4,8 @@
     python -m engine compare --dataset demo:digits --model baseline:pixels --model B --json
     python -m engine train-head --dataset demo:shapes --image-model A --text-model B --json
 
-Registered through ``engine.cli.EXTRA_COMMAND_MODULES``; heavy imports stay inside the commands
-so ``python -m engine --help`` stays fast.
+Registered through ``engine.cli.COMMAND_GROUPS``; heavy imports stay inside the commands so
+``python -m engine --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -14,36 +14,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from engine.cli.common import EXIT_USER_ERROR, embed_options, emit, open_cache, progress_for
 from engine.errors import ParallaxError
-
-EXIT_USER_ERROR = 2
-
-
-def _progress(args: argparse.Namespace):  # -> StderrProgress
-    from engine.cli import StderrProgress
-
-    return StderrProgress(args.quiet)
-
-
-def _cache(args: argparse.Namespace):  # -> Cache
-    from engine.cache import Cache
-
-    return Cache(args.cache_dir)
-
-
-def _emit(args: argparse.Namespace, payload: dict[str, Any], human: Any) -> None:
-    from engine.cli import _emit as emit
-
-    emit(args, payload, human)
-
-
-def _embed_options(args: argparse.Namespace) -> dict[str, Any]:
-    opts = {
-        "batch_size": getattr(args, "batch_size", None),
-        "workers": getattr(args, "workers", None),
-        "device": getattr(args, "device", None),
-    }
-    return {k: v for k, v in opts.items() if v is not None}
 
 
 def _open_image(path: str) -> Any:
@@ -112,7 +84,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 best = ", ".join(f"{lab} {100 * p:.1f}%" for lab, p, _ in top[:3])
                 print(f"  {name}: {best}")
 
-    _emit(args, payload, human)
+    emit(args, payload, human)
     return 0 if any(r.ok or r.images or r.texts for r in results) else EXIT_USER_ERROR
 
 
@@ -125,7 +97,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     report = compare_models(
         args.dataset,
         args.model,
-        cache=_cache(args),
+        cache=open_cache(args),
         k=args.k,
         seed=args.seed,
         templates=args.template,
@@ -133,8 +105,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         test_size=args.test_size,
         max_items=args.max_items or None,
         modality=args.modality,
-        embed_options=_embed_options(args),
-        progress=_progress(args),
+        embed_options=embed_options(args),
+        progress=progress_for(args),
     )
     payload = report.to_json()
     table = report.disagreements() if report.predictions else None
@@ -164,7 +136,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if table is not None:
             print(f"  {len(table)} items where the models' kNN predictions disagree")
 
-    _emit(args, payload, human)
+    emit(args, payload, human)
     return 0
 
 
@@ -185,13 +157,13 @@ def cmd_train_head(args: argparse.Namespace) -> int:
         args.dataset,
         args.image_model,
         args.text_model,
-        cache=_cache(args),
+        cache=open_cache(args),
         variants=variants,
         seed=args.seed,
         test_size=args.test_size,
         config=config,
-        embed_options=_embed_options(args),
-        progress=_progress(args),
+        embed_options=embed_options(args),
+        progress=progress_for(args),
     )
     payload = {
         "dataset": args.dataset,
@@ -205,7 +177,7 @@ def cmd_train_head(args: argparse.Namespace) -> int:
             state = "cached" if r.cached else f"trained in {r.seconds:.1f}s ({r.epochs} epochs)"
             print(f"{v:<7} held-out accuracy {_fmt(r.accuracy)}  {state}  {r.path}")
 
-    _emit(args, payload, human)
+    emit(args, payload, human)
     return 0
 
 

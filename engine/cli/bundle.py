@@ -1,0 +1,45 @@
+"""``bundle``: write a portable bundle (vectors, maps, thumbnails) of a dataset x models."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from engine.cli.common import StderrProgress, emit, open_cache
+from engine.errors import ParallaxError
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from engine.bundle import write_bundle
+
+    if not args.dataset:
+        raise ParallaxError("bundle needs --dataset")
+    result = write_bundle(
+        args.dataset,
+        args.model,
+        args.out,
+        methods=tuple(args.method or ["umap", "pca"]),
+        include_vectors=not args.no_vectors,
+        cache=open_cache(args),
+        progress=StderrProgress(args.quiet),
+    )
+    emit(
+        args,
+        result.to_json(),
+        lambda: print(
+            f"wrote {result.path}: {result.n} items, {len(result.models)} models, "
+            f"{result.bytes / 1e6:.1f} MB"
+        ),
+    )
+    return 0
+
+
+def register(
+    sub: Any, common: argparse.ArgumentParser, embed_opts: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("bundle", parents=[common, embed_opts], help="write a portable bundle")
+    p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    p.add_argument("--out", required=True, help="bundle file to write (e.g. demo.parallax.zip)")
+    p.add_argument("--method", action="append", choices=["umap", "pca"], help="default: both")
+    p.add_argument("--no-vectors", action="store_true", help="leave vectors out (no search)")
+    p.set_defaults(func=cmd_bundle)

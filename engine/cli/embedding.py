@@ -1,0 +1,102 @@
+"""``embed`` and ``project``: cached vectors and their 2-D maps."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from engine.cli.common import StderrProgress, emit, open_cache
+from engine.errors import ParallaxError
+
+if TYPE_CHECKING:
+    from engine.embed import EmbeddingResult
+
+
+def embed_one(args: argparse.Namespace, model: str) -> EmbeddingResult:
+    from engine.embed import embed_dataset
+
+    return embed_dataset(
+        args.dataset,
+        model,
+        modality=args.modality,
+        cache=open_cache(args),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        progress=StderrProgress(args.quiet),
+    )
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    results = [embed_one(args, m) for m in args.model]
+    payloads = [r.to_json() for r in results]
+    payload = payloads[0] if len(payloads) == 1 else {"results": payloads}
+
+    def human() -> None:
+        for r in results:
+            state = "cached" if r.cached else f"computed in {r.seconds:.1f}s"
+            print(f"{r.model} on {r.dataset}: {r.n} x {r.dim} {r.modality} vectors, {state}")
+            print(f"  {r.path}  ({r.skipped} skipped)")
+
+    emit(args, payload, human)
+    return 0
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    from engine.project import project
+
+    if args.vectors:
+        source: Any = args.vectors
+        embed_info: dict[str, Any] = {}
+    else:
+        if not (args.dataset and args.model):
+            raise ParallaxError("project needs --vectors PATH, or --dataset and --model")
+        result = embed_one(args, args.model[0])
+        source = result.path
+        embed_info = {"dataset": result.dataset, "model": result.model, "vectors": str(result.path)}
+    proj = project(
+        source,
+        args.method,
+        seed=args.seed,
+        n_neighbors=args.n_neighbors,
+        min_dist=args.min_dist,
+        fit_sample=args.fit_sample,
+        cache=open_cache(args),
+        progress=StderrProgress(args.quiet),
+    )
+    payload = {**embed_info, **proj.to_json()}
+    if args.quality:
+        import numpy as np
+
+        from engine.project import map_quality
+
+        vectors = np.load(source, mmap_mode="r") if not isinstance(source, np.ndarray) else source
+        payload["quality"] = map_quality(vectors, proj.coords())
+
+    def human() -> None:
+        state = "cached" if proj.cached else f"computed in {proj.seconds:.1f}s"
+        print(f"{proj.method} map of {proj.n} points, {state}: {proj.path}")
+        if "quality" in payload:
+            print(f"  quality: {payload['quality']}")
+
+    emit(args, payload, human)
+    return 0
+
+
+def register(
+    sub: Any, common: argparse.ArgumentParser, embed_opts: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("embed", parents=[common, embed_opts], help="embed a dataset (cached)")
+    p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("project", parents=[common, embed_opts], help="2-D map (cached)")
+    p.add_argument("--model", action="append", help="model spec (embeds first if needed)")
+    p.add_argument("--vectors", help="an N x D .npy file instead of --dataset/--model")
+    p.add_argument("--method", choices=["umap", "pca"], default="umap")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-neighbors", type=int, default=15)
+    p.add_argument("--min-dist", type=float, default=0.1)
+    p.add_argument("--fit-sample", type=int, default=50_000, help="UMAP fits on this many points")
+    p.add_argument("--quality", action="store_true", help="also report trustworthiness")
+    p.set_defaults(func=cmd_project)
