@@ -1,76 +1,315 @@
-"""Benchmark 7: the Map page in a real browser at 10k, 100k and 1M points.
+"""Benchmark 7: the Map page in a real browser at 100k, 1M and 2M points, the WebGL map against
+the plotly map it replaced (the baseline, measured in the same run).
 
-For each size: the bytes of the map figure sent to the browser (and per point), and the time
-from opening the page to the points being drawn in headless Chromium (server work included:
-opening the dataset, a PCA map, map quality), and whether hovering a point shows its preview.
-Above 200k points the page draws a seeded 100k sample over a density layer, and says so.
+For each size and renderer, in headless Chromium (SwiftShader: WebGL on the CPU):
 
-    python benchmarks/bench_map_browser.py [--quick] [--json]
+* bytes per point: everything the browser received after opening the page (websocket frames
+  and media fetches) until the points were drawn, divided by N; and the map data alone (the
+  WebGL map's binary payloads; the plotly figure's JSON);
+* seconds from opening the page to every point drawn (server work included: opening the
+  dataset, the PCA map, map quality);
+* hover latency: from the pointer's last move onto a point to the preview card showing the item,
+  for the first hover of a sprite-sheet chunk (``cold``: one server round trip) and a second
+  item of the same chunk (``warm``);
+* lasso latency: from releasing the mouse to the selection highlighted in the map, and to the
+  page's selection list (a rerun);
+* memory of the tab: proportional set size (PSS) of the renderer and GPU processes, and the JS
+  heap.
+
+The plotly baseline draws the same dataset's PCA map through ``dashboard.maps.build_map_figure``
+(``Scattergl``; above 200k points a 100k sample over a density layer, as the Map page did).
+
+    nice python benchmarks/bench_map_browser.py [--quick] [--json] [--sizes 100000,1000000]
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from common import REPO, Reporter, parser
 
-from dashboard import maps
-from tests.browser_util import chromium_available, chromium_page, running_app
-from tests.test_browser import MAP_INFO_JS, WRAPPER, _hover, _write_vectors
+from tests.browser_util import chromium_available, chromium_page, running_app, wait_for_app_idle
+from tests.test_browser import WRAPPER, _write_vectors
+
+TIMEOUT_MS = 900_000
+
+BASELINE = """
+import sys
+sys.path.insert(0, {repo!r})
+import numpy as np
+import streamlit as st
+from dashboard import hover, maps
+from engine.cache import Cache
+from engine.config import cache_dir
+from engine.datasets import open_dataset
+from engine.project import project
+
+st.set_page_config(layout="wide")
+spec = {spec!r}
+cache = Cache(cache_dir())
 
 
-def measure(n: int, tmp: Path) -> dict:
-    import numpy as np
+@st.cache_resource
+def _load():
+    ds = open_dataset(spec, cache_root=cache.root)
+    entry = next(e for e in cache.entries("vectors")
+                 if e.manifest.get("dataset_fingerprint") == ds.fingerprint())
+    coords = np.load(project(entry, "pca", cache=cache).path, allow_pickle=False)
+    return ds, coords
 
+
+ds, coords = _load()
+n = len(ds)
+plan = maps.display_plan(n)
+rows = st.session_state.get("rows")
+
+
+def _selected():
+    event = st.session_state.get("plotly_map")
+    sel = event.get("selection") if hasattr(event, "get") else None
+    st.session_state["rows"] = maps.selection_rows(
+        sel, n, coords=coords if plan.aggregated else None)
+
+
+fig = maps.build_map_figure(
+    coords, maps.categorical(ds.labels, "label"), title="plotly · PCA",
+    highlight=rows if rows is not None and len(rows) else None, plan=plan, height=560,
+    point_size=3.0, dataset_key=ds.fingerprint())
+st.plotly_chart(fig, key="plotly_map", on_select=_selected,
+                selection_mode=("points", "box", "lasso"), config={{"scrollZoom": True}})
+hover.hover_preview(spec)
+if rows is not None and len(rows):
+    st.markdown(f"**{{len(rows):,}} item(s) selected**")
+"""
+
+# The plotly baseline's maps: points drawn (highlight overlay excluded) and selected.
+MAP_INFO_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+  .filter(gd => gd.layout && gd.layout.meta && gd.layout.meta.parallax_map)
+  .map(gd => ({
+    points: gd._fullData
+      .filter(t => t.type === 'scattergl' && !(t.name || '').startsWith('selected ('))
+      .reduce((a, t) => a + (t._length || 0), 0),
+    selected: gd._fullData.filter(t => (t.name || '').startsWith('selected ('))
+      .reduce((a, t) => a + (t._length || 0), 0),
+    canvas: gd.querySelectorAll('canvas').length,
+  }))"""
+
+# Screen position of point ``i`` of the first non-empty scatter trace of plotly map ``m``.
+POINT_JS = """([m, i]) => {
+  const gd = Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .filter(g => g.layout && g.layout.meta && g.layout.meta.parallax_map)[m];
+  const fl = gd._fullLayout, r = gd.getBoundingClientRect();
+  const t = gd._fullData.find(t => t.type === 'scattergl' && t._length > i);
+  return {x: r.left + fl._size.l + fl.xaxis.l2p(t.x[i]),
+          y: r.top + fl._size.t + fl.yaxis.l2p(t.y[i]), row: t.customdata[i]};
+}"""
+
+WEBGL_DRAWN_JS = (
+    "(n) => Array.from(document.querySelectorAll('.parallax-scatter'))"
+    ".some(e => e.dataset.points === String(n))"
+)
+PLOTLY_DRAWN_JS = f"(n) => ({MAP_INFO_JS})().some(m => m.points === n && m.canvas > 0)"
+
+WEBGL_POINT_JS = """([m, i]) => {
+  const inst = Array.from(window.__parallaxMaps.maps.values())
+    .filter(x => x.ui.root.isConnected)[m];
+  const [x, y] = inst.sp.getScreenPosition(i);
+  const r = inst.ui.canvas.getBoundingClientRect();
+  return {x: r.left + x, y: r.top + y, row: i};
+}"""
+
+# Timestamps in the page: the last pointer move, the preview card turning ready, mouse up,
+# the selection highlighted, the selection list shown.
+PROBE_JS = """(webgl) => {
+  const T = window.__bench = {move: 0, ready: 0, up: 0, highlighted: 0, listed: 0};
+  document.addEventListener('mousemove', () => { T.move = performance.now(); }, true);
+  document.addEventListener('mouseup', () => { T.up = performance.now(); }, true);
+  const tick = () => {
+    const now = performance.now();
+    const tip = document.getElementById('parallax-hover-preview');
+    const shown = tip && tip.style.display === 'block' && tip.dataset.ready === '1';
+    if (shown && !T.ready) T.ready = now;
+    if (T.up && !T.highlighted) {
+      const sel = webgl
+        ? Array.from(document.querySelectorAll('.parallax-scatter'))
+            .some(e => Number(e.dataset.selected) > 1)
+        : (MAP_INFO)().some(m => m.selected > 1);
+      if (sel) T.highlighted = now;
+    }
+    if (T.up && !T.listed && /item\\(s\\) selected/.test(document.body.innerText)) T.listed = now;
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+}""".replace("MAP_INFO", MAP_INFO_JS)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in children.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def tab_memory_mb() -> float:
+    """PSS of this process's Chromium renderer and GPU processes (the tab and its WebGL)."""
+    total_kb = 0
+    for pid in _descendants(os.getpid()):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"--type=renderer" not in cmd and b"--type=gpu-process" not in cmd:
+                continue
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        m = re.search(r"^Pss:\s+(\d+) kB", rollup, re.M)
+        total_kb += int(m.group(1)) if m else 0
+    return round(total_kb / 1024, 1)
+
+
+class Traffic:
+    """Bytes the page received: websocket frames and media responses."""
+
+    def __init__(self, page: Any) -> None:
+        self.ws = 0
+        self.media = 0
+        page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
+        page.on("response", self._response)
+
+    def _frame(self, payload: Any) -> None:
+        self.ws += len(payload)
+
+    def _response(self, resp: Any) -> None:
+        if "/media/" in resp.url and resp.url.endswith(".bin"):
+            with contextlib.suppress(Exception):  # a response the page dropped: not counted
+                self.media += len(resp.body())
+
+    @property
+    def total(self) -> int:
+        return self.ws + self.media
+
+
+def _lasso(page: Any, box: dict[str, float]) -> None:
+    cx, cy = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5
+    dx, dy = box["width"] * 0.12, box["height"] * 0.12
+    path = [(cx - dx, cy - dy), (cx + dx, cy - dy), (cx + dx, cy + dy), (cx - dx, cy + dy)]
+    page.mouse.move(*path[0])
+    page.mouse.down()
+    for p in [*path[1:], (path[0][0], path[0][1] + 2)]:
+        page.mouse.move(*p, steps=3)
+    page.mouse.up()
+
+
+def _hover_latency(page: Any, pos: dict[str, float], away: dict[str, float]) -> float | None:
+    """ms from the last pointer move onto ``pos`` to the preview card showing an item."""
+    page.mouse.move(away["x"], away["y"])
+    time.sleep(0.3)
+    page.evaluate("() => { window.__bench.ready = 0; }")
+    page.mouse.move(pos["x"], pos["y"])
+    try:
+        page.wait_for_function("() => window.__bench.ready > 0", timeout=60_000)
+    except Exception:  # no card: reported as missing, not raised
+        return None
+    t = page.evaluate("() => window.__bench")
+    return round(t["ready"] - t["move"], 1)
+
+
+def measure(renderer: str, n: int, tmp: Path) -> dict[str, Any]:
     spec = f"demo:shapes?n={n}&seed=0"
     _write_vectors(tmp, spec, n)
-    plan = maps.display_plan(n)
-    xy = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
-    fig = maps.build_map_figure(xy, maps.categorical(np.arange(n) % 8, "label"))
-    payload = maps.figure_payload_bytes(fig)
-    script = tmp / "map_only.py"
-    script.write_text(WRAPPER.format(repo=str(REPO), spec=spec, page=str(REPO / "pages/map.py")))
-    with running_app(tmp, script, timeout_s=300) as url, chromium_page() as page:
+    script = tmp / f"{renderer}.py"
+    webgl = renderer == "webgl"
+    if webgl:
+        script.write_text(
+            WRAPPER.format(repo=str(REPO), spec=spec, page=str(REPO / "pages" / "map.py"))
+        )
+    else:
+        script.write_text(BASELINE.format(repo=str(REPO), spec=spec))
+    from dashboard import maps
+
+    drawn_expected = n if webgl else maps.display_plan(n).drawn
+    row: dict[str, Any] = {"renderer": renderer, "n": n, "points_drawn": drawn_expected}
+    with running_app(tmp, script, timeout_s=600) as url, chromium_page() as page:
+        traffic = Traffic(page)
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Performance.enable")
         t0 = time.perf_counter()
         page.goto(url)
         page.wait_for_function(
-            f"() => ({MAP_INFO_JS})().some(m => m.points === {plan.drawn} && m.canvas > 0)",
-            timeout=600_000,
+            WEBGL_DRAWN_JS if webgl else PLOTLY_DRAWN_JS, arg=drawn_expected, timeout=TIMEOUT_MS
         )
-        drawn_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        row["page_to_drawn_s"] = round(time.perf_counter() - t0, 2)
+        row["bytes_per_point"] = round(traffic.total / n, 2)
+        row["map_data_bytes_per_point"] = round((traffic.media if webgl else traffic.ws) / n, 2)
+        wait_for_app_idle(page, TIMEOUT_MS)
+        page.evaluate(PROBE_JS, webgl)
+        point = WEBGL_POINT_JS if webgl else POINT_JS
+        first, second = page.evaluate(point, [0, 3]), page.evaluate(point, [0, 40])
+        canvas = page.evaluate(
+            "(w) => document.querySelector(w ? '.parallax-scatter canvas' : "
+            "'.js-plotly-plot .nsewdrag').getBoundingClientRect().toJSON()",
+            webgl,
+        )
+        away = {"x": canvas["x"] + 5, "y": canvas["y"] + 5}
+        row["hover_cold_ms"] = _hover_latency(page, first, away)
+        row["hover_warm_ms"] = _hover_latency(page, second, away)
+        if webgl:
+            page.locator(".parallax-scatter .ps-btn", has_text="Lasso").first.click()
+        page.evaluate("() => { Object.assign(window.__bench, {up: 0, highlighted: 0}); }")
+        _lasso(page, canvas)
         try:
-            _hover(page, 0, 50)
-            hover_ok, hover_s = True, time.perf_counter() - t0
-        except Exception:  # a failed hover is reported as a figure, not raised
-            hover_ok, hover_s = False, None
-    return {
-        "n": n,
-        "drawn_points": plan.drawn,
-        "aggregated": plan.drawn < n,
-        "payload_bytes": payload,
-        "bytes_per_drawn_point": round(payload / plan.drawn, 1),
-        "page_to_points_drawn_s": round(drawn_s, 2),
-        "hover_preview_shown": hover_ok,
-        "first_hover_s": None if hover_s is None else round(hover_s, 2),
-    }
+            page.wait_for_function(
+                "() => window.__bench.highlighted > 0 && window.__bench.listed > 0",
+                timeout=TIMEOUT_MS,
+            )
+            t = page.evaluate("() => window.__bench")
+            row["lasso_highlight_ms"] = round(t["highlighted"] - t["up"], 1)
+            row["lasso_listed_ms"] = round(t["listed"] - t["up"], 1)
+        except Exception:  # the selection never showed: reported as missing
+            row["lasso_highlight_ms"] = row["lasso_listed_ms"] = None
+        metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+        row["js_heap_mb"] = round(metrics.get("JSHeapUsedSize", 0) / 2**20, 1)
+        row["tab_pss_mb"] = tab_memory_mb()
+    return row
 
 
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument("--sizes", default="", help="comma-separated sizes (default 100k,1M,2M)")
+    p.add_argument("--renderers", default="webgl,plotly")
+    args = p.parse_args()
     rep = Reporter("map_page_browser", args)
     if not chromium_available():
         raise SystemExit("needs /usr/bin/chromium and playwright (apt-get install -y chromium)")
-    sizes = [2_000] if args.quick else [10_000, 100_000, 1_000_000]
+    if args.sizes:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    else:
+        sizes = [2_000] if args.quick else [100_000, 1_000_000, 2_000_000]
     rows = []
     for n in sizes:
-        with tempfile.TemporaryDirectory() as tmp:
-            row = measure(n, Path(tmp))
-        rep.log(row)
-        rows.append(row)
-    rep.done({"sizes": rows})
+        for renderer in args.renderers.split(","):
+            with tempfile.TemporaryDirectory() as tmp:
+                row = measure(renderer, n, Path(tmp))
+            rep.log(row)
+            rows.append(row)
+    rep.done({"rows": rows})
 
 
 if __name__ == "__main__":

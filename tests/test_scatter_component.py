@@ -45,14 +45,16 @@ def test_selection_payload_inline_or_binary() -> None:
 
 
 def test_colours_from_a_page_colouring() -> None:
-    from dashboard import maps, mapview
+    from dashboard import linked_maps, maps
 
     n = 10
-    cat = mapview.colours_from(maps.categorical(["a", "b", None, "a"] * 2 + ["c", "c"], "label"), n)
+    cat = linked_maps.colours_from(
+        maps.categorical(["a", "b", None, "a"] * 2 + ["c", "c"], "label"), n
+    )
     assert len(cat.codes.data) == n and len(cat.palette) == 256
     assert [x["label"] for x in cat.legend or ()] == ["a", "b", "c", maps.MISSING]
     assert sum(x["count"] for x in cat.legend or ()) == n
-    num = mapview.colours_from(maps.numeric(np.linspace(0, 1, n), "score"), n)
+    num = linked_maps.colours_from(maps.numeric(np.linspace(0, 1, n), "score"), n)
     assert num.legend is None and num.scale is not None and num.scale["max"] == "1"
     assert num.codes.key != cat.codes.key
     assert all(c.startswith("#") and len(c) == 7 for c in num.palette)

@@ -160,7 +160,7 @@ def list_demos() -> list[dict[str, Any]]:
         {
             "spec": "demo:shapes",
             "description": "generated captioned shapes (8 shapes x 8 colours x 3 sizes); "
-            "demo:shapes?n=10000&seed=0 for 100..1,000,000 items",
+            "demo:shapes?n=10000&seed=0 for 100..2,000,000 items",
             "modalities": ["image", "text"],
             "size": _SHAPES_DEFAULTS["n"],
         },

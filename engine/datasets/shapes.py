@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 GENERATOR_VERSION = 1
 
 MIN_ITEMS = 100
-MAX_ITEMS = 1_000_000
+MAX_ITEMS = 2_000_000  # the WebGL map draws every point up to here
 IMAGE_SIZE = 64
 _SUPERSAMPLE = 4  # masks are drawn at 4x and box-downsampled: cheap antialiasing
 _CHUNK = 65_536
@@ -400,5 +400,5 @@ class ShapesDataset:
 
 
 def open_shapes(n: int = 2000, seed: int = 0) -> ShapesDataset:
-    """Open ``demo:shapes?n=N&seed=S``. Raises ``DatasetError`` for n outside 100..1,000,000."""
+    """Open ``demo:shapes?n=N&seed=S``. Raises ``DatasetError`` for n outside 100..2,000,000."""
     return ShapesDataset(n=n, seed=seed)

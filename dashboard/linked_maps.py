@@ -130,42 +130,60 @@ def layouts(
 
 
 def displacement_colouring(reference: np.ndarray, other: np.ndarray, names: str) -> maps.Colouring:
-    """Each item's distance between two aligned maps, as a colouring."""
+    """Each item's distance between two aligned maps (in RMS radii of the first), as a
+    colouring: bright = the two models put this item in different places."""
     return maps.numeric(
-        align.displacement(reference, other), f"displacement {names}", colorscale="Magma"
+        align.displacement(reference, other), f"displacement {names}", colorscale="Inferno"
     )
 
 
 # --------------------------------------------------------------------------- drawing
+def point_size(n: int) -> float:
+    return 5.0 if n < 20_000 else 3.0 if n < 300_000 else 2.0
+
+
 def draw_maps(
     specs: Sequence[MapSpec],
-    colours: Colours,
+    colouring: maps.Colouring,
     *,
     n: int,
-    payloads: Sequence[Payload],
     selection: tuple[np.ndarray, str | None] | None,
     on_select: Callable[[np.ndarray, str], None] | None,
+    aligned: bool = True,
+    displacement: bool = False,
     height: int = 520,
     link_zoom: bool | None = None,
     group: str = "map",
-    per_map_colours: Sequence[Colours | None] | None = None,
-) -> None:
-    """The maps side by side, one column each, linked through ``group``."""
-    point_size = 5.0 if n < 20_000 else 3.0 if n < 300_000 else 2.0
+    under_each: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:
+    """The maps side by side, one column each, linked through ``group``; returns the
+    coordinates as drawn (aligned onto the first map when ``aligned``).
+
+    ``displacement`` colours every map by how far each item moves between the first two maps
+    (aligned), instead of ``colouring``. ``under_each(i)`` draws extra lines under map ``i``.
+    """
+    payloads, drawn = layouts(specs, aligned)
+    if displacement and len(drawn) >= 2:
+        colouring = displacement_colouring(
+            drawn[0], drawn[1], f"{specs[0].title} → {specs[1].title}"
+        )
+    colours = colours_from(colouring, n)
     columns = st.columns(len(specs)) if len(specs) > 1 else [st.container()]
     for i, (col, spec, payload) in enumerate(zip(columns, specs, payloads, strict=True)):
-        own = per_map_colours[i] if per_map_colours is not None else None
         with col:
             scatter_map(
                 spec.map_id,
                 n=n,
                 positions=payload,
-                colours=own or colours,
+                colours=colours,
                 title=spec.title,
                 selection=selection,
                 group=group,
                 height=height,
-                point_size=point_size,
+                point_size=point_size(n),
                 link_zoom=link_zoom,
                 on_select=on_select,
             )
+            if under_each is not None:
+                under_each(i)
+    return drawn
