@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from dashboard import keys
+
 if TYPE_CHECKING:
     import plotly.graph_objects as go
     from PIL import Image
@@ -27,12 +29,8 @@ if TYPE_CHECKING:
     from engine.fusion import HeadResult
     from engine.zeroshot import ModelPrediction
 
-# The Map page's selection lives in these session keys (pages/map.py: K_ROWS, K_SOURCE,
-# K_SEL_DATASET). The Map page clears the selection when the stored fingerprint differs from
-# the current dataset's, so all three are set together.
-MAP_ROWS_KEY = "map_selected_rows"
-MAP_SOURCE_KEY = "map_selection_source"
-MAP_DATASET_KEY = "map_selection_dataset"
+# The Map page clears its selection when the stored fingerprint differs from the current
+# dataset's, so the rows, their source and the fingerprint are set together.
 MAP_SOURCE = "compare"
 
 MAX_INPUTS = 64  # images + texts per prediction run
@@ -188,24 +186,7 @@ def head_topk(
     ]
 
 
-# -- what is embedded ---------------------------------------------------------------------------
-def embedded_models(cache: Cache, dataset: Dataset) -> dict[str, dict[str, Entry]]:
-    """``{model spec: {modality: newest finished vectors entry}}`` for this dataset.
-
-    The same test as ``engine.embed.find_cached`` (dataset fingerprint), over every model at
-    once, plus the row count, so a stale entry of another size is never offered.
-    """
-    fp = dataset.fingerprint()
-    n = len(dataset)
-    out: dict[str, dict[str, Entry]] = {}
-    for e in cache.entries("vectors"):  # newest first
-        m = e.manifest
-        if m.get("dataset_fingerprint") != fp or int(m.get("n", -1)) != n:
-            continue
-        out.setdefault(str(m.get("model")), {}).setdefault(str(m.get("modality")), e)
-    return out
-
-
+# -- what is embedded (dashboard.projections.embedded_models finds it) ----------------------
 def compare_modality(
     dataset: Dataset, entries: Mapping[str, Entry], requested: str | None = None
 ) -> str | None:
@@ -485,7 +466,11 @@ def disagreement_frame(
 def map_selection_state(rows: Sequence[int], fingerprint: str) -> dict[str, Any]:
     """Session-state entries that make the Map page select ``rows`` of this dataset."""
     r = np.unique(np.asarray(rows, dtype=np.int64))
-    return {MAP_ROWS_KEY: r, MAP_SOURCE_KEY: MAP_SOURCE, MAP_DATASET_KEY: fingerprint}
+    return {
+        keys.MAP_ROWS: r,
+        keys.MAP_SELECTION_SOURCE: MAP_SOURCE,
+        keys.MAP_SELECTION_DATASET: fingerprint,
+    }
 
 
 # -- fusion heads -------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard.state import engine_cache, get_dataset
+from dashboard.resources import engine_cache, get_dataset
 from engine.errors import ParallaxError
 from engine.thumbnails import GRID, PER_SHEET, THUMB_SIZE, sheet_data_url
 

@@ -22,6 +22,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 AGGREGATE_ABOVE = 200_000
+CROWDED_POINTS = 20_000  # from here on, maps draw smaller dots
 SAMPLE_POINTS = 100_000
 DENSITY_BINS = 160
 MAX_CATEGORIES = 20  # more distinct values than this: the rest are grouped as "other"
@@ -140,6 +141,11 @@ class DisplayPlan:
             f"{self.drawn:,} over a density map of all of them. Box and lasso selections still "
             "take every point inside the shape."
         )
+
+
+def point_size(n: int) -> float:
+    """Marker size for a map of ``n`` points: smaller dots once a map is crowded."""
+    return 5.0 if n < CROWDED_POINTS else 3.0
 
 
 def display_plan(
@@ -562,22 +568,3 @@ def top_k(scores: np.ndarray, k: int, exclude: Sequence[int] = ()) -> np.ndarray
         return np.zeros(0, dtype=np.int64)
     part = np.argpartition(-s, k - 1)[:k]
     return part[np.argsort(-s[part], kind="stable")].astype(np.int64)
-
-
-def knn_overlap_exact(x: np.ndarray, y: np.ndarray, k: int = 10) -> np.ndarray:
-    """Fraction of each point's ``k`` nearest neighbours shared by spaces ``x`` and ``y``
-    (cosine, self excluded). Used only when ``engine.compare`` is not available."""
-    from engine.neighbors import exact_knn
-
-    def norm(a: np.ndarray) -> np.ndarray:
-        a = np.asarray(a, dtype=np.float32)
-        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-    k = max(1, min(k, len(x) - 1))
-    a, _ = exact_knn(norm(x), k)
-    b, _ = exact_knn(norm(y), k)
-    shared = np.zeros(len(a), dtype=np.int64)
-    for start in range(0, len(a), 16_384):  # k x k comparisons per row, in bounded blocks
-        aa, bb = a[start : start + 16_384], b[start : start + 16_384]
-        shared[start : start + len(aa)] = (aa[:, :, None] == bb[:, None, :]).any(axis=2).sum(1)
-    return (shared / k).astype(np.float32)

@@ -1,34 +1,22 @@
-"""Session state and shared resources for every page.
+"""This session: its dataset and models, what it may open and load, its uploads, its URL.
 
-Datasets and models are shared across sessions with ``st.cache_resource``: the engine's own
-model registry is already thread-safe, and datasets are read-only once opened. Anything a user
-uploads lives under ``cache/uploads/<session id>/`` so one session never sees another's files.
-
-Every shared resource is keyed by the cache root as well as by its spec, so a process whose
-``PARALLAX_CACHE`` changes (tests do this) never reuses a dataset extracted into another cache.
-Derived data goes through ``st.cache_data`` keyed by the engine's own content-hash keys (a
-projection's cache key, a vectors entry's key), never by hashing large arrays in Streamlit.
+Anything a user uploads lives under ``cache/uploads/<session id>/`` so one session never sees
+another's files. Resources shared by every session (the cache, datasets, models) are
+``dashboard.resources``'; cached vectors, maps and UMAP jobs are ``dashboard.projections``'.
 """
 
 from __future__ import annotations
 
 import re
-import threading
-import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import streamlit as st
 
-from dashboard import urlstate, viewonly
-from engine.cache import Cache, Entry
-from engine.config import REPO_ROOT, cache_dir
+from dashboard import keys, urlstate, viewonly
+from dashboard.keys import URL_ERROR, URL_RESTORED, URL_SELECTION
+from dashboard.resources import engine_cache, get_dataset, load_model_shared
+from engine.config import REPO_ROOT
 from engine.errors import DatasetError, ParallaxError
 
 DEFAULT_DATASET = "demo:digits"
@@ -44,69 +32,6 @@ def page_file(name: str) -> Path:
     return PAGES_DIR / name
 
 
-# -- shared resources ---------------------------------------------------------------------------
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _engine_cache(root: str) -> Cache:
-    return Cache(root)
-
-
-def engine_cache() -> Cache:
-    """The engine cache under the current cache root (``PARALLAX_CACHE`` or ``./cache``)."""
-    return _engine_cache(str(cache_dir()))
-
-
-class DatasetRegistry:
-    """Opened datasets shared by every session: a small LRU keyed by (spec, cache root).
-
-    Not ``st.cache_resource`` itself, because opening reports progress into the calling page
-    (a cached function must not draw). One lock per key: two sessions asking for the same new
-    folder wait for one scan instead of running two. Failures are not remembered.
-    """
-
-    def __init__(self, max_entries: int = 16) -> None:
-        self.max_entries = max_entries
-        self._lock = threading.Lock()
-        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
-
-    def get(self, spec: str, root: Path, progress=None):  # -> Dataset
-        key = (spec, str(root))
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                if key in self._items:
-                    return self._items[key]
-            from engine.datasets import open_dataset
-
-            ds = open_dataset(spec, cache_root=root, progress=progress)
-            with self._lock:
-                self._items[key] = ds
-                while len(self._items) > self.max_entries:
-                    self._items.popitem(last=False)
-                self._key_locks.pop(key, None)
-            return ds
-
-
-@st.cache_resource(show_spinner=False)
-def dataset_registry() -> DatasetRegistry:
-    return DatasetRegistry()
-
-
-def get_dataset(spec: str, progress=None):  # -> Dataset
-    """One opened dataset per spec, shared by all sessions (datasets are read-only).
-
-    ``progress`` (an engine progress callback, e.g. ``ui.ProgressBar``) reports the up-front
-    image checks of a folder / manifest / archive the first time it is opened. Raises the
-    engine's ``DatasetError`` (a ``ParallaxError``) for a spec that cannot be opened; failures
-    are not cached, so a fixed folder opens on the next try.
-    """
-    return dataset_registry().get(spec, engine_cache().root, progress)
-
-
 def get_model(spec: str):  # -> EmbeddingModel
     """One loaded model per spec, shared by all sessions (forward passes are locked inside).
 
@@ -114,14 +39,7 @@ def get_model(spec: str):  # -> EmbeddingModel
     ``viewonly.ViewOnlyError`` (a one-line ``ParallaxError``) without importing torch.
     """
     viewonly.require_model(spec, f"{spec} cannot be loaded here")
-    return _load_model(spec)
-
-
-@st.cache_resource(show_spinner="Loading model…", max_entries=8)
-def _load_model(spec: str):  # -> EmbeddingModel
-    from engine.models import load_model
-
-    return load_model(spec)
+    return load_model_shared(spec)
 
 
 def view_only() -> bool:
@@ -135,26 +53,11 @@ def view_only_notice(what: str | None = None) -> None:
     st.info(text, icon=":material/visibility:")
 
 
-@st.cache_data(show_spinner=False, ttl=300)
-def known_models() -> list[dict[str, Any]]:
-    """The engine's model registry (spec, kind, modalities, description, available_offline)."""
-    from engine.models import known_models as _known
-
-    return [dict(m) for m in _known()]
-
-
-@st.cache_data(show_spinner=False, ttl=300)
-def list_demos() -> list[dict[str, Any]]:
-    from engine.datasets import list_demos as _list
-
-    return [dict(d) for d in _list()]
-
-
 # -- session ------------------------------------------------------------------------------------
 def session_id() -> str:
-    if "_parallax_session" not in st.session_state:
-        st.session_state["_parallax_session"] = uuid.uuid4().hex
-    return st.session_state["_parallax_session"]
+    if keys.SESSION_ID not in st.session_state:
+        st.session_state[keys.SESSION_ID] = uuid.uuid4().hex
+    return st.session_state[keys.SESSION_ID]
 
 
 def session_upload_dir() -> Path:
@@ -178,140 +81,25 @@ def default_models() -> list[str]:
 
 
 def dataset_spec() -> str:
-    return st.session_state.get("dataset_spec") or default_dataset()
+    return st.session_state.get(keys.DATASET_SPEC) or default_dataset()
 
 
 def set_dataset_spec(spec: str) -> None:
-    st.session_state["dataset_spec"] = spec
+    st.session_state[keys.DATASET_SPEC] = spec
 
 
 def model_specs() -> list[str]:
-    specs = st.session_state.get("model_specs")
+    specs = st.session_state.get(keys.MODEL_SPECS)
     return list(specs) if specs is not None else default_models()
 
 
 def set_model_specs(specs: list[str]) -> None:
-    st.session_state["model_specs"] = list(dict.fromkeys(specs))
+    st.session_state[keys.MODEL_SPECS] = list(dict.fromkeys(specs))
 
 
 def current_dataset():  # -> Dataset
     """The dataset every page works on (raises ``ParallaxError`` if it cannot be opened)."""
     return get_dataset(dataset_spec())
-
-
-# -- cached vectors and maps --------------------------------------------------------------------
-def cached_vectors(dataset, model_spec: str, modality: str | None = None) -> Entry | None:
-    """The newest finished vectors entry for (dataset, model[, modality]), or None.
-
-    Loads no model: pages use it to tell what is already embedded and to find the vectors
-    the Embed page made.
-    """
-    from engine.embed import find_cached
-
-    entries = find_cached(dataset, model_spec, engine_cache())
-    if modality is not None:
-        entries = [e for e in entries if e.manifest.get("modality") == modality]
-    return entries[0] if entries else None
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def load_coords(projection_key: str, path: str) -> np.ndarray:
-    """A finished projection's N x 2 coordinates, keyed by the projection's cache key."""
-    return np.load(path, allow_pickle=False)
-
-
-@dataclass
-class Job:
-    """A background job shared by every session that asks for the same key."""
-
-    key: str
-    label: str
-    future: Future
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-
-class JobRunner:
-    """Runs long, page-independent work (UMAP maps) off the script thread.
-
-    The script thread stays free, so a user can switch page while a map is computed; a
-    ``st.fragment(run_every=...)`` polls the job and reruns the page when it is done. One
-    worker: two UMAP fits at once on a 2-core box only make both slower. Thread-safe.
-    """
-
-    def __init__(self, workers: int = 1) -> None:
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="parallax-job")
-        self._jobs: dict[str, Job] = {}
-
-    def submit(self, key: str, label: str, fn: Callable[[], Any]) -> Job:
-        """The job for ``key``: the running or finished one, else a new one running ``fn``."""
-        with self._lock:
-            job = self._jobs.get(key)
-            if job is None:
-                job = Job(key, label, self._pool.submit(fn))
-                self._jobs[key] = job
-            return job
-
-    def get(self, key: str) -> Job | None:
-        with self._lock:
-            return self._jobs.get(key)
-
-    def forget(self, key: str) -> None:
-        """Drop a finished job (e.g. a failed one, so that a retry starts afresh)."""
-        with self._lock:
-            job = self._jobs.get(key)
-            if job is not None and job.future.done():
-                del self._jobs[key]
-
-
-@st.cache_resource(show_spinner=False)
-def job_runner() -> JobRunner:
-    return JobRunner()
-
-
-def projection_job(entry: Entry, method: str = "umap", seed: int = 0) -> Job:
-    """A (possibly finished) background job computing the cached map of a vectors entry.
-
-    The job's result is the engine's ``ProjectionResult``; a map already in the cache finishes
-    in milliseconds.
-    """
-    from engine.project import project
-
-    cache = engine_cache()
-    key = f"{cache.root}:{entry.key}:{method}:{seed}"
-    return job_runner().submit(
-        key, f"{method.upper()} map", lambda: project(entry, method, seed=seed, cache=cache)
-    )
-
-
-def cached_projection_key(entry: Entry, method: str, seed: int = 0) -> str:
-    """The cache key ``engine.project.project(entry, method, seed=seed)`` would use (with the
-    engine's default parameters), computed without loading anything."""
-    from engine.params import ProjectionParams
-
-    return ProjectionParams(method=method, seed=seed).cache_key(entry.key)
-
-
-def umap_in_cache(entry: Entry, seed: int = 0) -> bool:
-    return engine_cache().get("projections", cached_projection_key(entry, "umap", seed)) is not None
-
-
-def umap_allowed(entry: Entry, seed: int = 0) -> bool:
-    """Whether a UMAP map of ``entry`` may be asked for: always, except in view-only mode,
-    where only a map already in the cache (e.g. from a bundle) is used: never computed."""
-    return not view_only() or umap_in_cache(entry, seed)
-
-
-def projection_coords(entry: Entry, method: str = "pca", seed: int = 0) -> np.ndarray:
-    """The map of a vectors entry computed in the calling thread (for fast methods: PCA)."""
-    from engine.project import project
-
-    result = project(entry, method, seed=seed, cache=engine_cache())
-    return load_coords(result.key, str(result.path))
 
 
 # -- uploads ------------------------------------------------------------------------------------
@@ -447,9 +235,6 @@ def check_spec_allowed(spec: str) -> None:
 
 
 # -- shareable URLs -------------------------------------------------------------------------------
-URL_RESTORED = "_url_restored"
-URL_SELECTION = "_url_selection"  # rows from a link, applied by the Map page once it knows N
-URL_ERROR = "_url_error"
 
 
 def url_params() -> dict[str, list[str]]:

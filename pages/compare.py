@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import compare_view as cv
-from dashboard import state, ui
+from dashboard import keys, projections, resources, state, ui
 from engine.compare import comparison_key
 from engine.errors import ParallaxError
 from engine.params import COMPARE, HEADS, PREDICT, CompareParams
@@ -36,10 +36,10 @@ FROM_DATASET = "The current dataset's labels"
 MAX_COMPARE_MODELS = 6
 SHAPES_CLIP_DIR = state.REPO_ROOT / "models" / "shapes-clip"
 
-K_PRED_RESULT = "cmp_pred_result"
-K_REPORT = "cmp_report"
-K_FUSION = "cmp_fusion"
-K_DISAGREE_CACHE = "_cmp_disagree_frames"
+K_PRED_RESULT = keys.CMP_PRED_RESULT
+K_REPORT = keys.CMP_REPORT
+K_FUSION = keys.CMP_FUSION
+K_DISAGREE_CACHE = keys.CMP_DISAGREE_CACHE
 
 PERCENT = st.column_config.NumberColumn(format="percent")
 PROB = st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")
@@ -66,7 +66,7 @@ def download(frame: pd.DataFrame, name: str, key: str, index: bool = False) -> N
 
 def registry() -> list[dict[str, Any]]:
     try:
-        return state.known_models()
+        return resources.known_models()
     except Exception:  # the catalogue only fills the menus: typed specs still work without it
         return []
 
@@ -75,7 +75,7 @@ def open_current_dataset() -> Any:
     spec = state.dataset_spec()
     ds = None
     with ui.guard(f"Opening {spec}"):
-        ds = state.get_dataset(spec)
+        ds = resources.get_dataset(spec)
     if ds is None:
         ui.page_link("data.py", "Choose another dataset", ":material/dataset:")
     return ds
@@ -335,16 +335,18 @@ def predictions_tab() -> None:
     if clip:
         extra_specs.append(clip)
     options = cv.prediction_model_options(known, extra_specs)
-    if "cmp_models" not in st.session_state:
-        st.session_state["cmp_models"] = [
+    if keys.CMP_MODELS not in st.session_state:
+        st.session_state[keys.CMP_MODELS] = [
             s for s in [*state.model_specs(), *([clip] if clip else [])] if s in options
         ][:3]
-    st.session_state["cmp_models"] = [m for m in st.session_state["cmp_models"] if m in options]
+    st.session_state[keys.CMP_MODELS] = [
+        m for m in st.session_state[keys.CMP_MODELS] if m in options
+    ]
     m1, m2 = st.columns([3, 2])
     chosen = m1.multiselect(
         "Models (need a text tower: CLIP-like, or a text model for texts)",
         options,
-        key="cmp_models",
+        key=keys.CMP_MODELS,
     )
     typed = cv.parse_list(
         m2.text_input(
@@ -356,11 +358,11 @@ def predictions_tab() -> None:
     specs = list(dict.fromkeys([*chosen, *typed]))
 
     with st.expander("Prompt templates and top-k"):
-        st.session_state.setdefault("cmp_templates", "\n".join(PREDICT.templates))
+        st.session_state.setdefault(keys.CMP_TEMPLATES, "\n".join(PREDICT.templates))
         templates = cv.parse_templates(
             st.text_area(
                 "Templates, one per line ({} stands for the label)",
-                key="cmp_templates",
+                key=keys.CMP_TEMPLATES,
                 height=150,
             )
         )
@@ -432,10 +434,10 @@ def dataset_tab() -> None:
         )
         ui.page_link("data.py", "Go to the Data page", ":material/dataset:")
         return
-    cache = state.engine_cache()
+    cache = resources.engine_cache()
     embedded: dict[str, dict[str, Any]] = {}
     with ui.guard("Reading the cache"):
-        embedded = cv.embedded_models(cache, ds)
+        embedded = projections.embedded_models(ds, cache)
     if not embedded:
         st.info(
             f"Nothing is embedded yet for **{spec}**. Embed it with one or more models first; "
@@ -446,13 +448,15 @@ def dataset_tab() -> None:
         return
 
     names = preferred_order(list(embedded))
-    if "cmp_ds_models" not in st.session_state:
-        st.session_state["cmp_ds_models"] = names[:4]
-    st.session_state["cmp_ds_models"] = [m for m in st.session_state["cmp_ds_models"] if m in names]
+    if keys.CMP_DS_MODELS not in st.session_state:
+        st.session_state[keys.CMP_DS_MODELS] = names[:4]
+    st.session_state[keys.CMP_DS_MODELS] = [
+        m for m in st.session_state[keys.CMP_DS_MODELS] if m in names
+    ]
     chosen = st.multiselect(
         f"Models already embedded for {spec} (up to {MAX_COMPARE_MODELS})",
         names,
-        key="cmp_ds_models",
+        key=keys.CMP_DS_MODELS,
         max_selections=MAX_COMPARE_MODELS,
         format_func=lambda s: f"{s} ({' + '.join(sorted(embedded[s]))})",
     )
@@ -480,8 +484,8 @@ def dataset_tab() -> None:
     modalities = [cv.compare_modality(ds, embedded[s]) for s in chosen]
     key = None
     if all(modalities):
-        keys = [embedded[s][m].key for s, m in zip(chosen, modalities, strict=True)]
-        key = comparison_key(ds, keys, params)
+        vectors_keys = [embedded[s][m].key for s, m in zip(chosen, modalities, strict=True)]
+        key = comparison_key(ds, vectors_keys, params)
     stored = st.session_state.get(K_REPORT)
     want = (spec, tuple(chosen), k, max_items, ensemble, key)
     report = stored[1] if stored and stored[0] == want else None
@@ -629,7 +633,7 @@ def show_report(report: Any, ds: Any) -> None:
     if memo_key not in memo:
         with st.spinner("Preparing thumbnails…"):
             memo.clear()  # keep only the current table
-            memo[memo_key] = cv.disagreement_frame(report, ds, source, state.engine_cache())
+            memo[memo_key] = cv.disagreement_frame(report, ds, source, resources.engine_cache())
     table = memo[memo_key]
     if table.empty:
         st.success("The models agree on every compared item.", icon=":material/check:")
@@ -692,7 +696,7 @@ def fusion_tab() -> None:
         return
     embedded: dict[str, dict[str, Any]] = {}
     with ui.guard("Reading the cache"):
-        embedded = cv.embedded_models(state.engine_cache(), ds)
+        embedded = projections.embedded_models(ds)
     image_opts = preferred_order([s for s, e in embedded.items() if "image" in e])
     text_opts = preferred_order([s for s, e in embedded.items() if "text" in e])
     if not image_opts or not text_opts:
@@ -739,7 +743,7 @@ def fusion_tab() -> None:
                     ds,
                     img,
                     txt,
-                    cache=state.engine_cache(),
+                    cache=resources.engine_cache(),
                     variants=variants,
                     seed=seed,
                     config=HEADS.with_epochs(epochs).train,

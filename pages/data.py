@@ -15,7 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import state, ui, urlstate, viewonly
+from dashboard import resources, state, ui, urlstate, viewonly
 from engine.errors import DatasetError
 
 st.title("Data")
@@ -31,7 +31,7 @@ def try_select(spec: str, action: str) -> None:
     with ui.guard(action) as g:
         state.check_spec_allowed(spec)
         bar = ui.ProgressBar(f"Checking the items of {spec}")
-        ds = state.get_dataset(spec, progress=bar)
+        ds = resources.get_dataset(spec, progress=bar)
         bar.clear()
         if len(ds) == 0:
             raise DatasetError(f"{spec} has no usable items")
@@ -135,7 +135,7 @@ def handle_upload(files: list) -> None:
         spec = save_upload(files)
         bar = ui.ProgressBar("Checking the uploaded items")
         try:
-            ds = state.get_dataset(spec, progress=bar)
+            ds = resources.get_dataset(spec, progress=bar)
         finally:
             bar.clear()
         if len(ds) == 0:
@@ -157,7 +157,7 @@ tab_demo, tab_folder, tab_upload, tab_spec = st.tabs(
 with tab_demo:
     demos = []
     with ui.guard("Listing the demos"):
-        demos = state.list_demos()
+        demos = resources.list_demos()
     if demos:
         specs = [d["spec"] for d in demos]
         described = {d["spec"]: d.get("description", "") for d in demos}
@@ -245,7 +245,7 @@ current = state.dataset_spec()
 st.subheader("Current dataset")
 st.code(current, language=None)
 with ui.guard(f"Opening {current}"):
-    ds = state.get_dataset(current)
+    ds = resources.get_dataset(current)
     ui.dataset_metrics(ds)
     t_labels, t_gallery, t_meta, t_skipped = st.tabs(
         ["Labels", "Sample", "Items & metadata", f"Skipped ({len(ds.skipped):,})"]

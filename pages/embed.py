@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import state, ui
+from dashboard import resources, state, ui
 from engine.embed import find_cached
 from engine.errors import ParallaxError
 
@@ -22,7 +22,7 @@ st.title("Embed")
 spec = state.dataset_spec()
 ds = None
 with ui.guard(f"Opening {spec}"):
-    ds = state.get_dataset(spec)
+    ds = resources.get_dataset(spec)
 if ds is None:
     ui.page_link("data.py", "Choose another dataset", ":material/dataset:")
     st.stop()
@@ -41,7 +41,7 @@ if state.view_only():
 # -- model choice -------------------------------------------------------------------------------
 registry: list[dict[str, Any]] = []
 with ui.guard("Listing the models"):
-    registry = state.known_models()
+    registry = resources.known_models()
 by_spec = {m["spec"]: m for m in registry}
 
 WIDGET = "embed_models"
@@ -110,7 +110,7 @@ def status_rows(specs: list[str]) -> pd.DataFrame:
     for s in specs:
         info = by_spec.get(s, {})
         try:
-            entries = find_cached(ds, s, state.engine_cache())
+            entries = find_cached(ds, s, resources.engine_cache())
         except ParallaxError:
             entries = []
         cached = ", ".join(
@@ -150,7 +150,7 @@ def run_one(model_spec: str, container) -> dict[str, Any]:
         try:
             model = state.get_model(model_spec)
             result = embed_dataset(
-                ds, model, modality=modality, cache=state.engine_cache(), progress=bar
+                ds, model, modality=modality, cache=resources.engine_cache(), progress=bar
             )
         except Exception as exc:
             bar.clear()

@@ -16,7 +16,7 @@ from concurrent.futures import wait
 
 import streamlit as st
 
-from dashboard import state, ui, urlstate, viewonly
+from dashboard import keys, projections, resources, state, ui, urlstate, viewonly
 
 POLL_S = 1.0
 
@@ -50,8 +50,8 @@ def _bundle_home(bundle) -> None:
     from dashboard import hover, maps
 
     spec = viewonly.bundle_spec(bundle)
-    ds = state.get_dataset(spec)
-    models = [m for m in viewonly.bundle_model_specs(bundle) if state.cached_vectors(ds, m)]
+    ds = resources.get_dataset(spec)
+    models = [m for m in viewonly.bundle_model_specs(bundle) if projections.cached_vectors(ds, m)]
     if not models:
         raise viewonly.ViewOnlyError(f"{bundle.name} holds no vectors to draw")
     st.subheader(f"{ds.name} · {len(ds):,} items")
@@ -61,19 +61,21 @@ def _bundle_home(bundle) -> None:
         "selections, neighbours and agreement."
     )
     c1, c2 = st.columns([3, 1])
-    model = c1.selectbox("Model", models, key="home_bundle_model") if len(models) > 1 else models[0]
-    entry = state.cached_vectors(ds, model)
-    methods = ["UMAP", "PCA"] if state.umap_in_cache(entry) else ["PCA"]
-    if st.session_state.get("home_method") not in methods:
-        st.session_state["home_method"] = methods[0]
-    method = c2.segmented_control("Projection", methods, key="home_method") or methods[0]
-    coords = state.projection_coords(entry, method.lower())  # UMAP: a cache hit, never computed
+    model = models[0]
+    if len(models) > 1:
+        model = c1.selectbox("Model", models, key=keys.HOME_BUNDLE_MODEL)
+    entry = projections.cached_vectors(ds, model)
+    methods = ["UMAP", "PCA"] if projections.umap_in_cache(entry) else ["PCA"]
+    if st.session_state.get(keys.HOME_METHOD) not in methods:
+        st.session_state[keys.HOME_METHOD] = methods[0]
+    method = c2.segmented_control("Projection", methods, key=keys.HOME_METHOD) or methods[0]
+    coords = projections.projection_coords(entry, method.lower())  # UMAP: a cache hit
     fig = maps.build_map_figure(
         coords,
         maps.categorical(ds.labels, "label"),
         title=f"{model} · {method}",
         plan=maps.display_plan(len(ds)),
-        point_size=5.0 if len(ds) < 20_000 else 3.0,
+        point_size=maps.point_size(len(ds)),
         height=560,
         dataset_key=ds.fingerprint(),
     )
@@ -104,16 +106,16 @@ st.caption(
 def _embed_demo():  # -> (dataset, vectors Entry)
     from engine.embed import embed_dataset
 
-    ds = state.get_dataset(state.HOME_DATASET)
-    entry = state.cached_vectors(ds, state.HOME_MODEL)
+    ds = resources.get_dataset(state.HOME_DATASET)
+    entry = projections.cached_vectors(ds, state.HOME_MODEL)
     if entry is None:
         bar = ui.ProgressBar(f"Embedding {state.HOME_DATASET} with {state.HOME_MODEL}")
         try:
             model = state.get_model(state.HOME_MODEL)
-            embed_dataset(ds, model, cache=state.engine_cache(), progress=bar)
+            embed_dataset(ds, model, cache=resources.engine_cache(), progress=bar)
         finally:
             bar.clear()
-        entry = state.cached_vectors(ds, state.HOME_MODEL)
+        entry = projections.cached_vectors(ds, state.HOME_MODEL)
     return ds, entry
 
 
@@ -127,21 +129,21 @@ with ui.guard("Preparing the demo map"):
 
 if demo is not None and demo[1] is not None:
     ds, entry = demo
-    auto_umap = st.session_state.get("home_auto_umap", True)
-    job = state.projection_job(entry, "umap") if auto_umap else None
+    auto_umap = st.session_state.get(keys.HOME_AUTO_UMAP, True)
+    job = projections.projection_job(entry, "umap") if auto_umap else None
     if job is not None:
         wait([job.future], timeout=0.3)  # a map already in the cache comes back at once
     umap_ready = job is not None and job.future.done() and job.future.exception() is None
 
     methods = ["UMAP", "PCA"] if umap_ready else ["PCA"]
-    if st.session_state.get("home_method") not in (None, *methods):
-        st.session_state["home_method"] = methods[0]
+    if st.session_state.get(keys.HOME_METHOD) not in (None, *methods):
+        st.session_state[keys.HOME_METHOD] = methods[0]
     method = (
         st.segmented_control(
             "Projection",
             methods,
-            default=None if "home_method" in st.session_state else methods[0],
-            key="home_method",
+            default=None if keys.HOME_METHOD in st.session_state else methods[0],
+            key=keys.HOME_METHOD,
             label_visibility="collapsed",
         )
         if umap_ready
@@ -152,15 +154,15 @@ if demo is not None and demo[1] is not None:
     with ui.guard(f"Drawing the {method} map"):
         if method == "UMAP":
             result = job.future.result()
-            coords = state.load_coords(result.key, str(result.path))
+            coords = projections.load_coords(result.key, str(result.path))
         else:
-            coords = state.projection_coords(entry, "pca")
+            coords = projections.projection_coords(entry, "pca")
         st.plotly_chart(_figure(ds, coords, method), key=f"home_map_{method}")
     state.sync_url(urlstate.View(method=method))
 
     if job is None:
         if st.button("Compute the UMAP map", icon=":material/play_arrow:"):
-            st.session_state["home_auto_umap"] = True
+            st.session_state[keys.HOME_AUTO_UMAP] = True
             st.rerun()
     elif not job.future.done():
 
@@ -179,5 +181,5 @@ if demo is not None and demo[1] is not None:
     elif job.future.exception() is not None:
         ui.show_error(job.future.exception(), "Computing the UMAP map")
         if st.button("Retry the UMAP map"):
-            state.job_runner().forget(job.key)
+            projections.job_runner().forget(job.key)
             st.rerun()

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from dashboard import compare_view as cv
+from dashboard import keys, projections
 from engine.compare import comparison_key
 from engine.zeroshot import ModelPrediction
 from tests.fakes import ArrayImageDataset, MeanColourModel
@@ -122,10 +123,10 @@ def test_embedded_models_and_comparison_key_match_the_engine(compared):
     from engine.params import CompareParams
 
     cache, ds, models, report = compared
-    found = cv.embedded_models(cache, ds)
+    found = projections.embedded_models(ds, cache)
     assert set(found) == {m.spec for m in models}
     assert all(set(v) == {"image"} for v in found.values())
-    assert cv.embedded_models(cache, ArrayImageDataset(60, seed=4)) == {}  # another dataset
+    assert projections.embedded_models(ArrayImageDataset(60, seed=4), cache) == {}  # another
 
     keys = [found[m.spec][cv.compare_modality(ds, found[m.spec])].key for m in models]
     assert keys == [m["vectors_key"] for m in report.models]
@@ -231,12 +232,12 @@ def test_rows_for_ids_and_map_selection_state():
     rows = cv.rows_for_ids(["a", "b", "c", "d"], ["d", "b", "zz"])
     assert rows.tolist() == [3, 1] and rows.dtype == np.int64
     sel = cv.map_selection_state([3, 1, 3], "fp")
-    assert sel[cv.MAP_ROWS_KEY].tolist() == [1, 3]
-    assert sel[cv.MAP_SOURCE_KEY] == "compare" and sel[cv.MAP_DATASET_KEY] == "fp"
-    # the keys are the Map page's own
-    text = (Path(cv.__file__).resolve().parent.parent / "pages" / "map.py").read_text("utf-8")
-    for key in (cv.MAP_ROWS_KEY, cv.MAP_SOURCE_KEY, cv.MAP_DATASET_KEY):
-        assert f'"{key}"' in text
+    assert sel[keys.MAP_ROWS].tolist() == [1, 3]
+    assert sel[keys.MAP_SELECTION_SOURCE] == "compare" and sel[keys.MAP_SELECTION_DATASET] == "fp"
+    # the keys are the ones the Map page's selection reads (dashboard.map_view)
+    text = (Path(cv.__file__).resolve().parent / "map_view.py").read_text("utf-8")
+    for name in ("MAP_ROWS", "MAP_SELECTION_SOURCE", "MAP_SELECTION_DATASET"):
+        assert f"keys.{name}" in text
 
 
 def test_heads_frame_from_trained_heads():

@@ -210,11 +210,14 @@ def test_agreement_frame_sorts_least_agreement_first() -> None:
 
 
 def test_knn_overlap_is_one_for_the_same_space_and_lower_for_noise() -> None:
+    """The engine's overlap, as the Map page's agreement colouring uses it."""
+    from engine.metrics import knn_overlap
+
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 16)).astype(np.float32)
-    assert np.allclose(maps.knn_overlap_exact(x, x * 3.0, 10), 1.0)
+    assert np.allclose(knn_overlap(x, x * 3.0, 10), 1.0)
     y = rng.normal(size=(300, 16)).astype(np.float32)
-    ov = maps.knn_overlap_exact(x, y, 10)
+    ov = knn_overlap(x, y, 10)
     assert ov.shape == (300,) and ov.mean() < 0.3
     assert ((ov >= 0) & (ov <= 1)).all()
 

@@ -312,6 +312,7 @@ def test_dataset_comparison_shows_the_engine_numbers(digits_embedded, temp_cache
 
 def test_cached_comparison_opens_without_running_and_feeds_the_map(digits_embedded, temp_cache):
     from dashboard import compare_view as cv
+    from dashboard import keys
     from engine.cache import Cache
     from engine.compare import compare_models
 
@@ -325,9 +326,9 @@ def test_cached_comparison_opens_without_running_and_feeds_the_map(digits_embedd
     at.button(key="cmp_to_map").click().run()
     assert not at.exception, at.exception
     expected = np.sort(cv.rows_for_ids(ds.ids, report.disagreements()["id"]))
-    np.testing.assert_array_equal(at.session_state[cv.MAP_ROWS_KEY], expected)
-    assert at.session_state[cv.MAP_DATASET_KEY] == ds.fingerprint()
-    assert at.session_state[cv.MAP_SOURCE_KEY] == "compare"
+    np.testing.assert_array_equal(at.session_state[keys.MAP_ROWS], expected)
+    assert at.session_state[keys.MAP_SELECTION_DATASET] == ds.fingerprint()
+    assert at.session_state[keys.MAP_SELECTION_SOURCE] == "compare"
     # outside the app's navigation switch_page cannot run: the page says where to look instead
     assert any("selected on the Map page" in s.value for s in at.success)
 

@@ -1,0 +1,231 @@
+"""The Map page's sections under the maps: the selection, model agreement and text search.
+
+Each takes what the page already has (the dataset, its map sources, the drawn maps) and draws
+one section; the work is the engine's (neighbour overlap, a text query's vector) or
+``dashboard.maps``' (tables, cosine scores).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import keys, maps, state, ui, viewonly
+from dashboard.map_view import (
+    AGREEMENT,
+    AGREEMENT_AUTO_LIMIT,
+    SEARCH,
+    DrawnMap,
+    MapSource,
+    agreement,
+    clear_selection,
+    model_modalities,
+)
+from dashboard.resources import engine_cache
+from engine.errors import ParallaxError
+
+GALLERY_CAP = 60
+GALLERY_COLUMNS = 10
+NEIGHBOURS = 12
+SEARCH_RESULTS = 12
+AGREEMENT_TABLE_ROWS = 2_000
+
+
+def gallery(ds: Any, rows: np.ndarray, captions: list[str] | None = None) -> None:
+    """Thumbnails (images) or a table (texts) of ``rows``."""
+    from engine.thumbnails import thumbnails
+
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return
+    if not ds.has_images:
+        frame = pd.DataFrame(
+            {
+                "id": [ds.ids[i] for i in rows],
+                "label": [ds.labels[i] for i in rows],
+                "text": [(ds.texts or [None] * len(ds))[i] for i in rows],
+            }
+        )
+        if captions is not None:
+            frame.insert(0, "score", captions)
+        st.dataframe(frame, hide_index=True, width="stretch")
+        return
+    with ui.guard("Loading thumbnails"):
+        images = thumbnails(ds, rows.tolist(), engine_cache(), build_missing=False)
+        cols = st.columns(GALLERY_COLUMNS)
+        for slot, (i, image) in enumerate(zip(rows, images, strict=True)):
+            label = ds.labels[i]
+            caption = str(ds.ids[i]) if label is None else f"{label}"
+            if captions is not None:
+                caption = f"{caption} · {captions[slot]}"
+            cols[slot % GALLERY_COLUMNS].image(image, caption=caption, width="stretch")
+
+
+# -- selection ----------------------------------------------------------------------------------
+def selection_section(
+    ds: Any, rows: np.ndarray, drawn: list[DrawnMap], by_label: dict[str, MapSource]
+) -> None:
+    """The selected items, their export, and (for one item) its nearest neighbours."""
+    st.subheader("Selection")
+    if len(rows) == 0:
+        st.caption("Nothing selected yet.")
+        return
+    head = st.columns([4, 1])
+    shown = min(len(rows), GALLERY_CAP)
+    head[0].markdown(
+        f"**{len(rows):,} item(s) selected**"
+        + (f" · showing the first {shown}" if len(rows) > shown else "")
+    )
+    head[1].button("Clear selection", on_click=clear_selection, icon=":material/close:")
+    gallery(ds, rows[:GALLERY_CAP])
+
+    def export_frame() -> pd.DataFrame:
+        return maps.selection_frame(
+            rows,
+            ids=ds.ids,
+            labels=ds.labels,
+            metadata=ds.metadata(),
+            coords={d.source.label: d.coords for d in drawn},
+            texts=ds.texts,
+        )
+
+    d1, d2, _ = st.columns([1, 1, 3])
+    d1.download_button(
+        "Download CSV",
+        data=lambda: maps.to_csv_bytes(export_frame()),
+        file_name="parallax-selection.csv",
+        mime="text/csv",
+        icon=":material/download:",
+    )
+    d2.download_button(
+        "Download Parquet",
+        data=lambda: maps.to_parquet_bytes(export_frame()),
+        file_name="parallax-selection.parquet",
+        mime="application/vnd.apache.parquet",
+        icon=":material/download:",
+    )
+    if len(rows) == 1:
+        row = int(rows[0])
+        st.markdown(f"**Nearest neighbours of {ds.ids[row]}**")
+        nn_label = st.selectbox("In the space of", [d.source.label for d in drawn], key="map_nn")
+        with ui.guard("Finding neighbours"):
+            vectors = by_label[nn_label].entry.load()
+            scores = maps.cosine_scores(vectors, np.asarray(vectors[row]))
+            nn = maps.top_k(scores, NEIGHBOURS, exclude=[row])
+            gallery(ds, nn, [f"{scores[i]:.3f}" for i in nn])
+
+
+# -- agreement ----------------------------------------------------------------------------------
+def agreement_section(ds: Any, sources: list[MapSource], pair: tuple[str, str], k: int) -> None:
+    """Per-item neighbourhood agreement of two models, lowest first."""
+    st.subheader("Where do these models disagree about what is similar?")
+    if len(sources) < 2:
+        st.caption(
+            "Neighbourhood agreement needs two embedded models: embed this dataset with another "
+            "model on the Embed page."
+        )
+        return
+    by_label = {s.label: s for s in sources}
+    labels = list(by_label)
+    n_items = len(ds)
+    a1, a2, a3 = st.columns([2, 2, 1])
+    if st.session_state.get(keys.MAP_AGREE_A) not in by_label:
+        st.session_state[keys.MAP_AGREE_A] = pair[0] if pair[0] in by_label else labels[0]
+    if st.session_state.get(keys.MAP_AGREE_B) not in by_label:
+        st.session_state[keys.MAP_AGREE_B] = pair[1] if pair[1] in by_label else labels[1]
+    a_label = a1.selectbox("Model A", labels, key=keys.MAP_AGREE_A)
+    b_label = a2.selectbox("Model B", labels, key=keys.MAP_AGREE_B)
+    k = int(a3.number_input("k", 1, 100, value=k, step=1, key=keys.MAP_AGREE_K))
+    if a_label == b_label:
+        st.caption("Pick two different models.")
+        return
+    a, b = by_label[a_label], by_label[b_label]
+    overlap = None
+    with ui.guard("Comparing neighbourhoods"):
+        overlap = agreement(a, b, k, n_items)
+    if overlap is None and n_items > AGREEMENT_AUTO_LIMIT:
+        st.caption(
+            f"{n_items:,} items: comparing every point's {k} nearest neighbours in both "
+            "spaces takes a while."
+        )
+        if st.button("Compute the agreement", icon=":material/play_arrow:"):
+            st.session_state[keys.agreement_go(a.entry.key, b.entry.key, k)] = True
+            st.rerun()
+    if overlap is None:
+        return
+    st.markdown(
+        f"Mean overlap of the {k} nearest neighbours: **{float(overlap.mean()):.3f}** "
+        f"(1 = both models agree on every neighbour). Lowest first; colour the maps by "
+        f"*{AGREEMENT}* to see where."
+    )
+    table = maps.agreement_frame(overlap, ds.ids, ds.labels)
+    if len(table) > AGREEMENT_TABLE_ROWS:
+        st.caption(f"The {AGREEMENT_TABLE_ROWS:,} least agreeing of {len(table):,}.")
+        table = table.head(AGREEMENT_TABLE_ROWS)
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        height=300,
+        column_config={
+            "overlap": st.column_config.ProgressColumn(
+                "overlap", min_value=0.0, max_value=1.0, format="%.2f"
+            )
+        },
+        key="map_agreement_table",
+    )
+
+
+# -- text search --------------------------------------------------------------------------------
+def search_section(ds: Any, sources: list[MapSource], search: dict[str, Any] | None) -> None:
+    """Embed a text with a model's text tower and score every item of that model's vectors."""
+    st.subheader("Text search")
+    by_label = {s.label: s for s in sources}
+    q1, q2 = st.columns([2, 3])
+    query_label = q1.selectbox("Query model", list(by_label), key="map_query_model")
+    source = by_label[query_label]
+    mods = model_modalities(source.model)
+    if not viewonly.model_loadable(source.model):
+        st.info(
+            f"Text search embeds the query with **{source.model}**, which cannot be loaded "
+            f"here. {viewonly.sentence()}.",
+            icon=":material/visibility:",
+        )
+        return
+    if mods is not None and "text" not in mods:
+        st.info(
+            f"**{source.model}** has no text tower, so it cannot embed a text query. Text "
+            "search needs a CLIP-like model that puts images and texts in one space (e.g. an "
+            "open_clip model), or a text model for a text dataset.",
+            icon=":material/info:",
+        )
+        return
+    with q2.form("map_search_form", border=False):
+        query = st.text_input("Find items matching a text", key="map_query")
+        submitted = st.form_submit_button("Search", icon=":material/search:")
+    if submitted and query.strip():
+        with ui.guard(f"Searching with {source.model}"):
+            model = state.get_model(source.model)
+            if "text" not in model.modalities:
+                raise ParallaxError(
+                    f"{source.model} has no text tower: text search needs a CLIP-like model"
+                )
+            qv = model.embed_texts([query.strip()])[0]
+            scores = maps.cosine_scores(source.entry.load(), qv)
+            st.session_state[keys.MAP_SEARCH] = {
+                "query": query.strip(),
+                "model": source.label,
+                "scores": scores,
+            }
+        if st.session_state.get(keys.MAP_SEARCH) is not search:
+            st.rerun()  # the colour control above now offers the search score
+    if search is not None:
+        top = maps.top_k(search["scores"], SEARCH_RESULTS)
+        st.markdown(
+            f"Best matches for **{search['query']}** in {search['model']} (cosine); colour the "
+            f"maps by *{SEARCH}* to see them on any model's map."
+        )
+        gallery(ds, top, [f"{search['scores'][i]:.3f}" for i in top])
