@@ -174,16 +174,11 @@ def timing_frame(preds: Sequence[ModelPrediction]) -> pd.DataFrame:
     )
 
 
-def head_topk(
-    probs: np.ndarray, classes: Sequence[str], k: int
-) -> list[list[tuple[str, float, int]]]:
-    """Top-k ``(label, probability, rank)`` lists from an ``(N, C)`` probability matrix."""
-    p = np.atleast_2d(np.asarray(probs, dtype=np.float64))
-    order = np.argsort(-p, axis=1, kind="stable")[:, : max(0, int(k))]
-    return [
-        [(str(classes[j]), float(p[i, j]), r + 1) for r, j in enumerate(order[i])]
-        for i in range(len(p))
-    ]
+def thumbnail_of(image: Image.Image, box: int = 160) -> Image.Image:
+    """A copy of an uploaded image that fits in ``box`` x ``box`` pixels (the upload is kept)."""
+    small = image.copy()
+    small.thumbnail((box, box))
+    return small
 
 
 # -- what is embedded (dashboard.projections.embedded_models finds it) ----------------------

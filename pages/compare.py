@@ -14,7 +14,6 @@ and figures come from ``dashboard.compare_view``.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pandas as pd
@@ -24,7 +23,7 @@ from dashboard import compare_view as cv
 from dashboard import keys, projections, resources, state, ui
 from engine.compare import comparison_key
 from engine.errors import ParallaxError
-from engine.params import COMPARE, HEADS, PREDICT, CompareParams
+from engine.params import COMPARE, HEADS, PREDICT, CompareParams, PredictParams
 
 TAB_PREDICT = "Predictions on uploads"
 TAB_DATASET = "Dataset comparison"
@@ -103,127 +102,57 @@ def shapes_clip_spec(known: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def decode_uploads(files: list[Any]) -> tuple[list[Any], list[str], list[str]]:
-    """(images, their names, one-line errors) for uploaded files, decoded safely."""
-    from engine.datasets.images import open_image_safely
-
-    images, names, errors = [], [], []
-    for f in files:
-        try:
-            images.append(open_image_safely(f.getvalue(), name=f.name))
-            names.append(f.name)
-        except ParallaxError as exc:
-            errors.append(f"{f.name}: {exc}")
-    return images, names, errors
-
-
-def fusion_prediction(
-    fusion: dict[str, Any], images: list[Any], texts: list[str], top_k: int
-) -> Any:
-    """The fusion heads' answer as a ``ModelPrediction``: the image head for images, the text
-    head for texts (an uploaded image has no caption to pair it with)."""
-    from engine.fusion import predict_with_head
-    from engine.zeroshot import ModelPrediction
-
-    results = fusion["results"]
-    pred = ModelPrediction(model=f"fusion heads · {fusion['dataset']}")
-    t0 = time.perf_counter()
-    problems = []
-    try:
-        if images:
-            if "image" in results:
-                head = results["image"].head
-                vecs = state.get_model(fusion["image_model"]).embed_images(images)
-                probs = predict_with_head(head, vecs, None)
-                pred.images = cv.head_topk(probs, head.classes, top_k)
-            else:
-                problems.append("no image head trained")
-        if texts:
-            if "text" in results:
-                head = results["text"].head
-                vecs = state.get_model(fusion["text_model"]).embed_texts(texts)
-                probs = predict_with_head(head, None, vecs)
-                pred.texts = cv.head_topk(probs, head.classes, top_k)
-            else:
-                problems.append("no text head trained")
-        pred.latency_ms = (time.perf_counter() - t0) * 1000.0
-        pred.load_ms = 0.0
-    except Exception as exc:
-        problems.append(ui.error_line(exc))
-    pred.error = "; ".join(problems) or None
-    return pred
-
-
 def run_predictions(
     specs: list[str],
     images: list[Any],
     names: list[str],
     texts: list[str],
     labels: list[str],
-    templates: list[str],
-    ensemble: bool,
-    top_k: int,
+    params: PredictParams,
     fusion: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    from engine.zeroshot import ModelPrediction, check_labels, check_templates, predict
+    """Every model's answer (``engine.predict``), with a status line per model."""
+    from engine.predict import fusion_prediction, predict_each
 
-    if specs:
-        check_labels(labels)
-        check_templates(templates)
-    preds = []
-    scales: dict[str, str] = {}
     n_inputs = len(images) + len(texts)
     with st.status(
         f"Classifying {n_inputs} input(s) with {len(specs)} model(s)…", expanded=True
     ) as status:
         bar = st.progress(0.0)
-        for i, spec in enumerate(specs):
-            bar.progress(i / max(1, len(specs)), text=f"{spec}: loading…")
-            t0 = time.perf_counter()
-            try:
-                model = state.get_model(spec)
-            except Exception as exc:
-                preds.append(ModelPrediction(model=spec, error=ui.error_line(exc, "cannot load")))
+
+        def step(i: int, spec: str, stage: str, pred: Any) -> None:
+            if stage != "done":
+                bar.progress(i / max(1, len(specs)), text=f"{spec}: {stage}…")
+            elif pred.error and pred.error.startswith("cannot load"):
                 st.write(f"{spec}: could not be loaded")
-                continue
-            load_ms = (time.perf_counter() - t0) * 1000.0
-            bar.progress(i / max(1, len(specs)), text=f"{spec}: predicting…")
-            (pred,) = predict(
-                [model], images or None, texts or None, labels, templates, ensemble, top_k
-            )
-            pred.load_ms = load_ms
-            scales[pred.model] = score_rule(model)
-            preds.append(pred)
-            st.write(f"{spec}: " + (pred.error or f"{pred.latency_ms:.0f} ms"))
+            else:
+                st.write(f"{spec}: " + (pred.error or f"{pred.latency_ms:.0f} ms"))
+
+        run = predict_each(
+            specs, images, texts, labels, params=params, load=state.get_model, on_step=step
+        )
         if fusion is not None:
-            preds.append(fusion_prediction(fusion, images, texts, top_k))
+            heads = fusion_prediction(
+                fusion["results"],
+                f"fusion heads · {fusion['dataset']}",
+                fusion["image_model"],
+                fusion["text_model"],
+                images,
+                texts,
+                params.top_k,
+                load=state.get_model,
+            )
+            run.preds.append(heads)
         bar.progress(1.0, text="done")
         status.update(label=f"Classified {n_inputs} input(s)", state="complete", expanded=False)
-    thumbs = []
-    for image in images:
-        small = image.copy()
-        small.thumbnail((160, 160))
-        thumbs.append(small)
     return {
         "inputs": cv.inputs_of(names, texts),
-        "thumbs": thumbs,
-        "preds": preds,
-        "scales": scales,
+        "thumbs": [cv.thumbnail_of(image) for image in images],
+        "preds": run.preds,
+        "scales": run.scales,
         "labels": labels,
-        "templates": templates if ensemble else templates[:1],
+        "templates": list(params.templates if params.ensemble else params.templates[:1]),
     }
-
-
-def score_rule(model: Any) -> str:
-    """How the model turns cosines into probabilities (what the engine applies)."""
-    from engine.zeroshot import DEFAULT_LOGIT_SCALE
-
-    scale = getattr(model, "logit_scale", None)
-    bias = getattr(model, "logit_bias", None)
-    shown = f"{DEFAULT_LOGIT_SCALE if scale is None else float(scale):.3g}"
-    if bias is not None:
-        return f"sigmoid({shown}·cos {float(bias):+.3g}), normalised"
-    return f"softmax({shown}·cos)" + (" (default scale)" if scale is None else "")
 
 
 def fmt_ms(ms: float | None) -> str:
@@ -385,7 +314,9 @@ def predictions_tab() -> None:
 
     if st.button("Predict", type="primary", icon=":material/play_arrow:", key="cmp_predict"):
         with ui.guard("Predicting"):
-            images, names, bad = decode_uploads(list(files or []))
+            from engine.predict import decode_images
+
+            images, names, bad = decode_images((f.name, f.getvalue()) for f in files or [])
             for line in bad:
                 st.error(line, icon=":material/broken_image:")
             texts = cv.parse_texts(texts_raw)
@@ -397,16 +328,9 @@ def predictions_tab() -> None:
                 raise ParallaxError("pick at least one model")
             if specs and not labels:
                 raise ParallaxError("give at least one candidate label")
+            params = PredictParams(tuple(templates), ensemble, top_k)
             st.session_state[K_PRED_RESULT] = run_predictions(
-                specs,
-                images,
-                names,
-                texts,
-                labels,
-                templates,
-                ensemble,
-                top_k,
-                fusion if use_fusion else None,
+                specs, images, names, texts, labels, params, fusion if use_fusion else None
             )
     result = st.session_state.get(K_PRED_RESULT)
     if result:

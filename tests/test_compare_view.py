@@ -99,10 +99,12 @@ def test_topk_and_predictions_frames():
     assert timing["latency_ms"].tolist()[:2] == [12.5, 1.0] and pd.isna(timing["latency_ms"][2])
 
 
-def test_head_topk_orders_by_probability():
-    probs = np.array([[0.1, 0.7, 0.2], [0.5, 0.25, 0.25]])
-    out = cv.head_topk(probs, ["a", "b", "c"], 2)
-    assert out == [[("b", 0.7, 1), ("c", 0.2, 2)], [("a", 0.5, 1), ("b", 0.25, 2)]]
+def test_thumbnail_of_keeps_the_upload_and_fits_the_box():
+    from PIL import Image
+
+    image = Image.new("RGB", (640, 320), (10, 20, 30))
+    small = cv.thumbnail_of(image)
+    assert small.size == (160, 80) and image.size == (640, 320)
 
 
 # -- comparison on real engine reports ----------------------------------------------------------
