@@ -186,12 +186,17 @@ def _embed_all(
     embed_options: Mapping[str, Any],
     progress: ProgressCallback | None,
 ) -> list[_Run]:
+    from engine.column_vectors import is_column_spec
     from engine.embed import embed_dataset
 
     runs: list[_Run] = []
     for spec in models:
         run = _Run(name=spec if isinstance(spec, str) else str(spec.spec))
         try:
+            if isinstance(spec, str) and is_column_spec(spec):  # the dataset's own vectors
+                run.result = embed_dataset(dataset, spec, modality=modality, cache=cache)
+                runs.append(run)
+                continue
             if isinstance(spec, str):
                 from engine.models import load_model
 
@@ -270,7 +275,7 @@ def _model_metrics(
         out["confusion_source"] = "linear_probe"
     except ParallaxError as exc:
         out["notes"].append(f"linear probe skipped: {exc}")
-    if is_clip_like(run.model):
+    if run.model is not None and is_clip_like(run.model):
         try:
             zs = zero_shot_accuracy(xl, yl, run.model, class_names, templates, ensemble)
             preds["zero_shot"] = zs.pop("predictions")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from engine.cache import Cache, Entry, atomic_save_npy, cache_write_error, locked
+from engine.column_vectors import column_identity, is_column_spec, read_column_vectors
 from engine.datasets.base import Dataset
 from engine.errors import ItemError, ParallaxError
 from engine.models.base import IMAGE, TEXT, EmbeddingModel
@@ -252,6 +253,65 @@ def _assemble(cache: Cache, key: str, n_shards: int, n: int, dim: int) -> Path:
     return final
 
 
+def _column_modality(dataset: Dataset, requested: str | None) -> str:
+    """A dataset's own vectors stand for its items: filed under the modality a model would
+    embed (images when there are any), so maps, thumbnails and comparisons treat them alike."""
+    if requested is not None:
+        if (requested == IMAGE and not dataset.has_images) or (
+            requested == TEXT and dataset.texts is None
+        ):
+            raise ParallaxError(f"dataset {dataset.spec} has no {requested}s")
+        return requested
+    return IMAGE if dataset.has_images else TEXT
+
+
+def _embed_column(
+    dataset: Dataset, spec: str, modality: str | None, cache: Cache, t0: float
+) -> EmbeddingResult:
+    """``column:NAME``: the dataset's own vectors, checked, then cached like computed ones."""
+    vectors = read_column_vectors(dataset, spec)
+    modality = _column_modality(dataset, modality)
+    identity = column_identity(spec, vectors)
+    key = EmbedParams.vectors_key(dataset.fingerprint(), identity, modality)
+    entry = cache.get("vectors", key)
+    cached = entry is not None
+    if entry is None:
+        with locked(cache.root, key):
+            entry = cache.get("vectors", key) or cache.put(
+                "vectors",
+                key,
+                vectors,
+                {
+                    "dataset": dataset.spec,
+                    "dataset_fingerprint": dataset.fingerprint(),
+                    "model": spec.strip(),
+                    "model_identity": identity,
+                    "modality": modality,
+                    "n": len(vectors),
+                    "dim": int(vectors.shape[1]),
+                    "device": "none",
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    "failed": [],
+                    "dataset_skipped": [
+                        {"source": s.source, "reason": s.reason} for s in dataset.skipped
+                    ],
+                },
+            )
+    return EmbeddingResult(
+        dataset=dataset.spec,
+        model=spec.strip(),
+        modality=modality,
+        n=int(entry.manifest["n"]),
+        dim=int(entry.manifest["dim"]),
+        cached=cached,
+        seconds=time.perf_counter() - t0,
+        path=entry.array_path,
+        key=key,
+        skipped=len(dataset.skipped),
+        failed=[],
+    )
+
+
 def embed_dataset(
     dataset: Dataset | str,
     model: EmbeddingModel | str,
@@ -274,6 +334,8 @@ def embed_dataset(
         from engine.datasets import open_dataset
 
         dataset = open_dataset(dataset, cache_root=cache.root)
+    if isinstance(model, str) and is_column_spec(model):
+        return _embed_column(dataset, model, modality, cache, t0)
     if isinstance(model, str):
         from engine.models import load_model
 

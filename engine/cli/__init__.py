@@ -1,8 +1,9 @@
 """``python -m engine``: every engine job, headless, with ``--json`` output for scripts.
 
-One module per command group (``listing``, ``embedding``, ``bundle``, ``cache``, ``compare``);
-each exposes ``register(sub, common, embed_opts)`` and keeps its heavy imports inside the
-commands, so ``python -m engine --help`` stays fast. Shared helpers live in ``engine.cli.common``.
+One module per command group (``listing``, ``embedding``, ``export``, ``bundle``, ``cache``,
+``compare``); each exposes ``register(sub, common, embed_opts)`` and keeps its heavy imports
+inside the commands, so ``python -m engine --help`` stays fast. Shared helpers live in
+``engine.cli.common``.
 stdout carries the result (one JSON object with ``--json``); progress and errors go to stderr.
 A user error exits with status 2 and one line.
 """
@@ -13,14 +14,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from engine.cli import bundle, cache, compare, embedding, listing
+from engine.cli import bundle, cache, compare, embedding, export, listing
 from engine.cli.common import EXIT_USER_ERROR, StderrProgress
 from engine.errors import ParallaxError
 
 __all__ = ["COMMAND_GROUPS", "EXIT_USER_ERROR", "StderrProgress", "build_parser", "main"]
 
 # In the order ``--help`` lists them.
-COMMAND_GROUPS = (listing, embedding, bundle, cache, compare)
+COMMAND_GROUPS = (listing, embedding, export, bundle, cache, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -585,6 +585,8 @@ class ManifestDataset(DatasetBase):
             raise DatasetError(
                 f"no usable rows in {self.path.name}" + (detail if self.skipped else "")
             )
+        self.table_rows = n  # rows of the table, before unusable ones were skipped
+        self.source_rows = keep  # table row of each item (side files are indexed by table row)
         self.has_images = any(d is not None for d in self._digests)
         self.texts = self._texts if text_col else None
 

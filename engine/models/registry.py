@@ -57,6 +57,9 @@ ADAPTERS: dict[str, AdapterEntry] = {
     "hf": AdapterEntry("engine.models.hf", _both),
     "st": AdapterEntry("engine.models.st", _text),
     "baseline": AdapterEntry("engine.models.baseline", _baseline, needs_torch=False),
+    # A dataset's own vectors (engine.column_vectors): they stand for images or texts alike,
+    # and are read by engine.embed from the dataset; loading one on its own says so.
+    "column": AdapterEntry("engine.models.column", _both, needs_torch=False),
 }
 
 

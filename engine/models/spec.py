@@ -6,6 +6,7 @@ Grammar (docs/architecture.md):
     open_clip:hf-hub:ORG/REPO       open_clip:local-dir:PATH
     hf:ORG/NAME | hf:PATH           st:NAME | st:ORG/NAME | st:PATH
     baseline:pixels | baseline:text demo:NAME (an alias from ``register_alias``)
+    column:NAME                     the dataset's own vectors (engine.column_vectors)
 
 ``hf:`` and ``st:`` take options after ``?`` (``trust_remote_code=1``); nothing else does.
 A leaf module: it imports no adapter and no model library, so the adapters and the registry can
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from engine.errors import ModelUnavailable
 
-KINDS = ("open_clip", "hf", "st", "baseline", "demo")
+KINDS = ("open_clip", "hf", "st", "baseline", "demo", "column")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".npz")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _ARCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]*$")
@@ -226,6 +227,10 @@ def parse_spec(spec: str) -> ModelSpec:
         return ModelSpec("baseline", rest, f"baseline:{rest}")
     if kind == "open_clip":
         return _parse_open_clip(rest.strip(), spec)
+    if kind == "column":
+        if not rest.strip():
+            raise _bad(spec, "column: needs a column name, e.g. column:clip_b32")
+        return ModelSpec("column", rest.strip(), f"column:{rest.strip()}")
     return _parse_hub_or_path(kind, rest, spec)
 
 

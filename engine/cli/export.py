@@ -1,0 +1,59 @@
+"""``export``: one Parquet file with every item and every model's map (engine.export)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from engine.cli.common import StderrProgress, emit, open_cache
+from engine.errors import ParallaxError
+from engine.params import PROJECTION, PROJECTION_METHODS
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine.datasets import open_dataset
+    from engine.export import export_parquet
+
+    if not args.dataset:
+        raise ParallaxError("export needs --dataset")
+    cache = open_cache(args)
+    dataset = open_dataset(args.dataset, cache_root=cache.root)
+    result = export_parquet(
+        dataset,
+        args.model,
+        args.out,
+        method=args.method,
+        vectors=args.vectors,
+        neighbours=args.neighbours,
+        thumbnails=args.thumbnails,
+        cache=cache,
+        progress=StderrProgress(args.quiet),
+    )
+
+    def human() -> None:
+        print(f"{result.rows} rows, {len(result.columns)} columns -> {result.path}")
+        for spec, (x, y) in result.map_columns.items():
+            print(f"  {spec}: --x {x} --y {y}")
+
+    emit(args, result.to_json(), human)
+    return 0
+
+
+def register(
+    sub: Any, common: argparse.ArgumentParser, embed_opts: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "export",
+        parents=[common],
+        help="one Parquet: ids, labels, metadata, every model's x/y (Embedding Atlas, pandas)",
+    )
+    p.add_argument("--dataset", required=True, help="dataset spec")
+    p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    p.add_argument("--out", required=True, help="the .parquet file to write")
+    p.add_argument("--method", choices=PROJECTION_METHODS, default=PROJECTION.method)
+    p.add_argument("--vectors", action="store_true", help="also write each model's vectors")
+    p.add_argument(
+        "--neighbours", type=int, default=0, metavar="K", help="also write each item's K nearest"
+    )
+    p.add_argument("--thumbnails", action="store_true", help="also write 64px PNG thumbnails")
+    p.set_defaults(func=cmd_export)
