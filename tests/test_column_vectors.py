@@ -198,4 +198,4 @@ def test_cli_project_and_bundle_with_a_column(tmp_path, cache_root, capsys):
     assert len(opened) == N
     installed = Cache(fresh).entries("vectors")
     assert [e.manifest["model"] for e in installed] == ["column:emb"]
-    np.testing.assert_allclose(installed[0].load(), x, rtol=1e-6)
+    np.testing.assert_allclose(installed[0].load(), x, rtol=1e-3, atol=1e-3)  # bundles keep f16
