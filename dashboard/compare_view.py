@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 # dataset's, so the rows, their source and the fingerprint are set together.
 MAP_SOURCE = "compare"
 
-MAX_INPUTS = 64  # images + texts per prediction run
 THUMB_PX = 48  # disagreement-table thumbnails
 MAX_THUMBS = 200  # rows of the disagreement table that get a thumbnail (payload bound)
 _SPLIT = re.compile(r"[,\n]")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from dashboard import keys, urlstate, viewonly
 from dashboard.keys import URL_ERROR, URL_RESTORED, URL_SELECTION
 from dashboard.resources import engine_cache, get_dataset, load_model_shared
+from dashboard.ui import error_line
 from engine.config import REPO_ROOT
 from engine.errors import DatasetError, ParallaxError
 
@@ -40,6 +42,17 @@ def get_model(spec: str):  # -> EmbeddingModel
     """
     viewonly.require_model(spec, f"{spec} cannot be loaded here")
     return load_model_shared(spec)
+
+
+def get_models(specs: list[str]) -> tuple[list[Any], list[str]]:
+    """(loaded models, one-line errors) for ``specs``; every model is tried."""
+    models, errors = [], []
+    for spec in specs:
+        try:
+            models.append(get_model(spec))
+        except Exception as exc:  # one broken spec must not stop the others
+            errors.append(error_line(exc, f"Loading {spec}"))
+    return models, errors
 
 
 def view_only() -> bool:
@@ -95,6 +108,12 @@ def model_specs() -> list[str]:
 
 def set_model_specs(specs: list[str]) -> None:
     st.session_state[keys.MODEL_SPECS] = list(dict.fromkeys(specs))
+
+
+def preferred_order(names: list[str]) -> list[str]:
+    """``names`` (model specs) with this session's models first, in the order it picked them."""
+    pref = model_specs()
+    return sorted(names, key=lambda s: (s not in pref, pref.index(s) if s in pref else 0, s))
 
 
 def current_dataset():  # -> Dataset

@@ -149,6 +149,14 @@ class ProgressBar:
         self._slot.empty()
 
 
+class StageProgressBar(ProgressBar):
+    """``ProgressBar`` whose text names the engine's current stage (embed, compare, train)."""
+
+    def __call__(self, p: Any) -> None:
+        self.label = p.stage or self.label
+        super().__call__(p)
+
+
 # -- dataset summaries --------------------------------------------------------------------------
 def modalities(ds: Any) -> list[str]:
     out = []

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_INPUTS = 64  # images + texts per prediction run: every answer is drawn side by side
 ModelLoader = Callable[[str], "EmbeddingModel"]
 # (index of the model, its spec, "loading" / "predicting" / "done", its answer once done)
 StepCallback = Callable[[int, str, str, "ModelPrediction | None"], None]
@@ -42,6 +43,20 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, ParallaxError):
         return first or type(exc).__name__
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def check_request(
+    n_inputs: int, specs: Sequence[str], with_heads: bool, labels: Sequence[str]
+) -> None:
+    """Refuse a prediction request that cannot be answered, before anything loads."""
+    if n_inputs == 0:
+        raise ParallaxError("upload at least one image or type a text to classify")
+    if n_inputs > MAX_INPUTS:
+        raise ParallaxError(f"at most {MAX_INPUTS} inputs at a time")
+    if not specs and not with_heads:
+        raise ParallaxError("pick at least one model")
+    if specs and not labels:
+        raise ParallaxError("give at least one candidate label")
 
 
 def decode_images(

@@ -16,51 +16,30 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
+from dashboard import compare_results as cr
 from dashboard import compare_view as cv
 from dashboard import keys, projections, resources, state, ui
 from engine.compare import comparison_key
+from engine.datasets.images import IMAGE_EXTENSIONS
 from engine.errors import ParallaxError
 from engine.params import COMPARE, HEADS, PREDICT, CompareParams, PredictParams
+from engine.predict import check_request, decode_images
 
-TAB_PREDICT = "Predictions on uploads"
+TAB_PREDICT = cr.TAB_PREDICT
 TAB_DATASET = "Dataset comparison"
 TAB_FUSION = "Fusion classifier"
 TABS = [TAB_PREDICT, TAB_DATASET, TAB_FUSION]
-IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
 TYPED = "Type them"
 FROM_DATASET = "The current dataset's labels"
 MAX_COMPARE_MODELS = 6
-SHAPES_CLIP_DIR = state.REPO_ROOT / "models" / "shapes-clip"
+SHAPES_CLIP = "demo:shapes-clip"
 
 K_PRED_RESULT = keys.CMP_PRED_RESULT
 K_REPORT = keys.CMP_REPORT
 K_FUSION = keys.CMP_FUSION
 K_DISAGREE_CACHE = keys.CMP_DISAGREE_CACHE
-
-PERCENT = st.column_config.NumberColumn(format="percent")
-PROB = st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")
-
-
-class StageProgressBar(ui.ProgressBar):
-    """``ui.ProgressBar`` whose text names the engine's current stage (embed, compare, train)."""
-
-    def __call__(self, p: Any) -> None:
-        self.label = p.stage or self.label
-        super().__call__(p)
-
-
-def download(frame: pd.DataFrame, name: str, key: str, index: bool = False) -> None:
-    st.download_button(
-        "Download CSV",
-        data=cv.to_csv_bytes(frame, index=index),
-        file_name=name,
-        mime="text/csv",
-        icon=":material/download:",
-        key=key,
-    )
 
 
 def registry() -> list[dict[str, Any]]:
@@ -80,152 +59,7 @@ def open_current_dataset() -> Any:
     return ds
 
 
-def load_models(specs: list[str]) -> tuple[list[Any], list[str]]:
-    """(loaded models, one-line errors) for ``specs``; every model is tried."""
-    models, errors = [], []
-    for spec in specs:
-        try:
-            models.append(state.get_model(spec))
-        except Exception as exc:  # one broken spec must not stop the others
-            errors.append(ui.error_line(exc, f"Loading {spec}"))
-    return models, errors
-
-
 # ================================================================ 1. predictions on uploads
-def shapes_clip_spec(known: list[dict[str, Any]]) -> str | None:
-    """The demo shapes CLIP shipped in models/shapes-clip (its alias when registered)."""
-    for m in known:
-        if m["spec"] == "demo:shapes-clip":
-            return m["spec"]
-    if (SHAPES_CLIP_DIR / "open_clip_config.json").is_file():
-        return f"open_clip:local-dir:{SHAPES_CLIP_DIR}"
-    return None
-
-
-def run_predictions(
-    specs: list[str],
-    images: list[Any],
-    names: list[str],
-    texts: list[str],
-    labels: list[str],
-    params: PredictParams,
-    fusion: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """Every model's answer (``engine.predict``), with a status line per model."""
-    from engine.predict import fusion_prediction, predict_each
-
-    n_inputs = len(images) + len(texts)
-    with st.status(
-        f"Classifying {n_inputs} input(s) with {len(specs)} model(s)…", expanded=True
-    ) as status:
-        bar = st.progress(0.0)
-
-        def step(i: int, spec: str, stage: str, pred: Any) -> None:
-            if stage != "done":
-                bar.progress(i / max(1, len(specs)), text=f"{spec}: {stage}…")
-            elif pred.error and pred.error.startswith("cannot load"):
-                st.write(f"{spec}: could not be loaded")
-            else:
-                st.write(f"{spec}: " + (pred.error or f"{pred.latency_ms:.0f} ms"))
-
-        run = predict_each(
-            specs, images, texts, labels, params=params, load=state.get_model, on_step=step
-        )
-        if fusion is not None:
-            heads = fusion_prediction(
-                fusion["results"],
-                f"fusion heads · {fusion['dataset']}",
-                fusion["image_model"],
-                fusion["text_model"],
-                images,
-                texts,
-                params.top_k,
-                load=state.get_model,
-            )
-            run.preds.append(heads)
-        bar.progress(1.0, text="done")
-        status.update(label=f"Classified {n_inputs} input(s)", state="complete", expanded=False)
-    return {
-        "inputs": cv.inputs_of(names, texts),
-        "thumbs": [cv.thumbnail_of(image) for image in images],
-        "preds": run.preds,
-        "scales": run.scales,
-        "labels": labels,
-        "templates": list(params.templates if params.ensemble else params.templates[:1]),
-    }
-
-
-def fmt_ms(ms: float | None) -> str:
-    if ms is None:
-        return "–"
-    return f"{ms:,.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
-
-
-def show_predictions(result: dict[str, Any]) -> None:
-    preds, inputs = result["preds"], result["inputs"]
-    st.caption(
-        f"{len(result['labels'])} candidate label(s) · prompt(s): "
-        + " | ".join(f"`{t}`" for t in result["templates"][:6])
-        + (" …" if len(result["templates"]) > 6 else "")
-    )
-    widths = [1.2] + [2] * len(preds)
-    head = st.columns(widths)
-    head[0].markdown("**Input**")
-    for col, p in zip(head[1:], preds, strict=True):
-        with col:
-            st.markdown(f"**{p.model}**")
-            rule = result.get("scales", {}).get(p.model)
-            st.caption(
-                f"inference {fmt_ms(p.latency_ms)} · load {fmt_ms(p.load_ms)}"
-                + (f" · {rule}" if rule else "")
-            )
-            if p.error:
-                st.error(p.error, icon=":material/error:")
-    answers = [cv.answers_for(p, inputs) for p in preds]
-    image_no = 0
-    for idx, item in enumerate(inputs):
-        st.divider()
-        row = st.columns(widths)
-        if item.kind == "image":
-            row[0].image(result["thumbs"][image_no], caption=item.name, width=140)
-            image_no += 1
-        else:
-            row[0].markdown(f"> {item.name}")
-        for j in range(len(preds)):
-            top = answers[j][idx]
-            if top:
-                row[j + 1].dataframe(
-                    cv.topk_frame(top),
-                    hide_index=True,
-                    width="stretch",
-                    column_config={"probability": PROB},
-                    key=f"cmp_top_{idx}_{j}",
-                )
-            else:
-                row[j + 1].caption("no answer")
-    st.divider()
-    c1, c2 = st.columns(2)
-    with c1:
-        st.markdown("**Timing per model**")
-        timing = cv.timing_frame(preds)
-        st.dataframe(
-            timing,
-            hide_index=True,
-            width="stretch",
-            key="cmp_timing",
-            column_config={
-                "model": st.column_config.TextColumn("model", width="medium"),
-                "load_ms": st.column_config.NumberColumn("load (ms)", format="%.1f"),
-                "latency_ms": st.column_config.NumberColumn("inference (ms)", format="%.1f"),
-            },
-        )
-        download(timing, "parallax-model-timing.csv", "cmp_dl_timing")
-    with c2:
-        st.markdown("**All predictions**")
-        st.caption("One row per input, model and rank (the CSV below).")
-        download(cv.predictions_frame(preds, inputs), "parallax-predictions.csv", "cmp_dl_preds")
-
-
 def predictions_tab() -> None:
     if state.view_only():
         state.view_only_notice("Predictions need models")
@@ -238,7 +72,7 @@ def predictions_tab() -> None:
     )
     c1, c2 = st.columns(2)
     files = c1.file_uploader(
-        "Images", type=IMAGE_TYPES, accept_multiple_files=True, key="cmp_files"
+        "Images", type=sorted(IMAGE_EXTENSIONS), accept_multiple_files=True, key="cmp_files"
     )
     texts_raw = c2.text_area(
         "Texts (one per line)", key="cmp_texts", height=110, placeholder="a red circle"
@@ -260,7 +94,8 @@ def predictions_tab() -> None:
                 st.warning(f"{state.dataset_spec()} has no labels: type them instead.")
 
     extra_specs = list(state.model_specs())
-    clip = shapes_clip_spec(known)
+    # the shipped demo CLIP answers offline: offered whenever it is registered
+    clip = SHAPES_CLIP if any(m["spec"] == SHAPES_CLIP for m in known) else None
     if clip:
         extra_specs.append(clip)
     options = cv.prediction_model_options(known, extra_specs)
@@ -314,35 +149,21 @@ def predictions_tab() -> None:
 
     if st.button("Predict", type="primary", icon=":material/play_arrow:", key="cmp_predict"):
         with ui.guard("Predicting"):
-            from engine.predict import decode_images
-
             images, names, bad = decode_images((f.name, f.getvalue()) for f in files or [])
             for line in bad:
                 st.error(line, icon=":material/broken_image:")
             texts = cv.parse_texts(texts_raw)
-            if not images and not texts:
-                raise ParallaxError("upload at least one image or type a text to classify")
-            if len(images) + len(texts) > cv.MAX_INPUTS:
-                raise ParallaxError(f"at most {cv.MAX_INPUTS} inputs at a time")
-            if not specs and not use_fusion:
-                raise ParallaxError("pick at least one model")
-            if specs and not labels:
-                raise ParallaxError("give at least one candidate label")
+            check_request(len(images) + len(texts), specs, use_fusion, labels)
             params = PredictParams(tuple(templates), ensemble, top_k)
-            st.session_state[K_PRED_RESULT] = run_predictions(
+            st.session_state[K_PRED_RESULT] = cr.predict_with_status(
                 specs, images, names, texts, labels, params, fusion if use_fusion else None
             )
     result = st.session_state.get(K_PRED_RESULT)
     if result:
-        show_predictions(result)
+        cr.show_predictions(result)
 
 
 # ================================================================ 2. dataset comparison
-def preferred_order(names: list[str]) -> list[str]:
-    pref = state.model_specs()
-    return sorted(names, key=lambda s: (s not in pref, pref.index(s) if s in pref else 0, s))
-
-
 def dataset_tab() -> None:
     from engine.compare import compare_models
 
@@ -371,7 +192,7 @@ def dataset_tab() -> None:
         ui.page_link("embed.py", "Go to the Embed page", ":material/memory:")
         return
 
-    names = preferred_order(list(embedded))
+    names = state.preferred_order(list(embedded))
     if keys.CMP_DS_MODELS not in st.session_state:
         st.session_state[keys.CMP_DS_MODELS] = names[:4]
     st.session_state[keys.CMP_DS_MODELS] = [
@@ -427,10 +248,10 @@ def dataset_tab() -> None:
         ):
             with ui.guard("Comparing the models"):
                 with st.status(f"Comparing {len(chosen)} model(s)…", expanded=True) as status:
-                    models, load_errors = load_models(chosen)
+                    models, load_errors = state.get_models(chosen)
                     if not models:
                         raise ParallaxError(f"no model could be loaded ({load_errors[0]})")
-                    bar = StageProgressBar("Comparing")
+                    bar = ui.StageProgressBar("Comparing")
                     report = compare_models(
                         ds,
                         models,
@@ -446,159 +267,7 @@ def dataset_tab() -> None:
     for line in load_errors:  # models left out of the comparison: why
         st.error(line, icon=":material/error:")
     if report is not None:
-        show_report(report, ds)
-
-
-def show_report(report: Any, ds: Any) -> None:
-    how = "from the cache" if report.cached else f"computed in {report.seconds:.1f} s"
-    st.caption(
-        f"{report.n_used:,} of {report.n_total:,} items compared ({report.n_labelled:,} "
-        f"labelled), {how} · `compare/{report.key[:12]}…json`"
-    )
-    for m in report.models:
-        if m.get("error"):
-            st.error(f"{m['model']}: {m['error']}", icon=":material/error:")
-        for note in m.get("notes") or []:
-            st.caption(f"{m['model']}: {note}")
-
-    st.subheader("Accuracy per model")
-    metrics = cv.metrics_frame(report)
-    st.dataframe(
-        metrics,
-        hide_index=True,
-        width="stretch",
-        key="cmp_metrics",
-        column_config={
-            "knn_accuracy": st.column_config.NumberColumn(
-                f"kNN (k={report.params['k']})", format="percent"
-            ),
-            "linear_probe_accuracy": st.column_config.NumberColumn(
-                "linear probe", format="percent"
-            ),
-            "zero_shot_accuracy": st.column_config.NumberColumn("zero-shot", format="percent"),
-        },
-    )
-    st.caption(
-        "kNN: leave-one-out vote of the k nearest items (cosine). Linear probe: logistic "
-        "regression scored on a held-out 25% split. Zero-shot: CLIP-like models only, labels "
-        "as prompts."
-    )
-    download(metrics, "parallax-compare-metrics.csv", "cmp_dl_metrics")
-    ok = cv.ok_models(report)
-    if not ok:
-        return
-
-    st.subheader("Accuracy per class")
-    per_class = cv.per_class_frame(report)
-    if len(per_class.columns) > 1:
-        st.plotly_chart(cv.per_class_figure(per_class), key="cmp_per_class_chart")
-        with st.expander("As a table"):
-            st.dataframe(
-                per_class,
-                hide_index=True,
-                width="stretch",
-                key="cmp_per_class",
-                column_config={m: PERCENT for m in per_class.columns if m != "class"},
-            )
-        download(per_class, "parallax-per-class.csv", "cmp_dl_per_class")
-    else:
-        st.caption("No per-class accuracy (no supervised metrics).")
-
-    st.subheader("Confusion matrix")
-    with_cm = [m for m in ok if report.metric(m).get("confusion")]
-    if with_cm:
-        cm_model = st.selectbox("Model", with_cm, key="cmp_cm_model")
-        frame = cv.confusion_frame(report, cm_model)
-        st.plotly_chart(cv.confusion_figure(frame), key="cmp_confusion_chart")
-        st.caption(
-            f"Rows: true class; columns: predicted ({cv.confusion_source(report, cm_model)})."
-        )
-        download(frame, "parallax-confusion.csv", "cmp_dl_confusion", index=True)
-
-    if len(ok) >= 2:
-        st.subheader("How alike are the models?")
-        p1, p2 = st.columns(2)
-        p1.plotly_chart(
-            cv.pairwise_figure(cv.pairwise_frame(report, "cka"), "linear CKA"),
-            key="cmp_cka_chart",
-        )
-        p2.plotly_chart(
-            cv.pairwise_figure(
-                cv.pairwise_frame(report, "knn_overlap"),
-                f"mean {report.params['k']}-NN overlap",
-            ),
-            key="cmp_overlap_chart",
-        )
-        st.caption(
-            "CKA: do the two spaces share their geometry (1 = the same up to rotation and scale)? "
-            "kNN overlap: the share of each item's nearest neighbours both models agree on."
-        )
-        download(cv.pairwise_long_frame(report), "parallax-pairwise.csv", "cmp_dl_pairwise")
-
-    st.subheader("Where the models disagree")
-    sources = cv.prediction_sources(report)
-    if len(ok) < 2 or not sources:
-        st.caption("Disagreements need two models with predictions.")
-        return
-    source = sources[0]
-    if len(sources) > 1:
-        source = (
-            st.segmented_control(
-                "Predictions from",
-                sources,
-                default=sources[0],
-                key="cmp_dis_source",
-                format_func=lambda s: {"knn": "kNN vote", "zero_shot": "zero-shot"}[s],
-            )
-            or sources[0]
-        )
-    memo = st.session_state.setdefault(K_DISAGREE_CACHE, {})
-    memo_key = (report.key, source, ds.fingerprint())
-    if memo_key not in memo:
-        with st.spinner("Preparing thumbnails…"):
-            memo.clear()  # keep only the current table
-            memo[memo_key] = cv.disagreement_frame(report, ds, source, resources.engine_cache())
-    table = memo[memo_key]
-    if table.empty:
-        st.success("The models agree on every compared item.", icon=":material/check:")
-        return
-    st.caption(
-        f"{len(table):,} items on which the models' predictions differ, fewest correct first. "
-        "Click a column to sort; tick rows to send only those to the Map."
-    )
-    config: dict[str, Any] = {"row": st.column_config.NumberColumn("row", format="%d")}
-    if "thumbnail" in table.columns:
-        config["thumbnail"] = st.column_config.ImageColumn("item", width="small")
-    event = st.dataframe(
-        table,
-        hide_index=True,
-        width="stretch",
-        height=380,
-        column_config=config,
-        on_select="rerun",
-        selection_mode="multi-row",
-        key="cmp_disagreements",
-    )
-    picked = list(getattr(getattr(event, "selection", None), "rows", []) or [])
-    rows = table["row"].to_numpy()[picked] if picked else table["row"].to_numpy()
-    d1, d2 = st.columns([1, 2])
-    with d1:
-        download(table, "parallax-disagreements.csv", "cmp_dl_disagreements")
-    label = f"Show {'these ' + str(len(rows)) if picked else 'all ' + str(len(rows))} on the Map"
-    if d2.button(label, icon=":material/scatter_plot:", key="cmp_to_map"):
-        for k, v in cv.map_selection_state(rows, ds.fingerprint()).items():
-            st.session_state[k] = v
-        switch_to_map(len(rows))
-
-
-def switch_to_map(n: int) -> None:
-    from streamlit.errors import StreamlitAPIException
-
-    try:
-        st.switch_page(state.page_file("map.py"))
-    except StreamlitAPIException:  # the page runs outside the app's navigation (tests)
-        st.success(f"{n:,} item(s) are now selected on the Map page.", icon=":material/check:")
-        ui.page_link("map.py", "Open the Map page", ":material/scatter_plot:")
+        cr.show_report(report, ds)
 
 
 # ================================================================ 3. fusion classifier
@@ -621,8 +290,8 @@ def fusion_tab() -> None:
     embedded: dict[str, dict[str, Any]] = {}
     with ui.guard("Reading the cache"):
         embedded = projections.embedded_models(ds)
-    image_opts = preferred_order([s for s, e in embedded.items() if "image" in e])
-    text_opts = preferred_order([s for s, e in embedded.items() if "text" in e])
+    image_opts = state.preferred_order([s for s, e in embedded.items() if "image" in e])
+    text_opts = state.preferred_order([s for s, e in embedded.items() if "text" in e])
     if not image_opts or not text_opts:
         missing = " and ".join(
             x for x, opts in (("images", image_opts), ("texts", text_opts)) if not opts
@@ -656,13 +325,13 @@ def fusion_tab() -> None:
             if not variants:
                 raise ParallaxError("pick at least one variant")
             with st.status(f"Training {len(variants)} head(s)…", expanded=True) as status:
-                models, errors = load_models(list(dict.fromkeys([image_model, text_model])))
+                models, errors = state.get_models(list(dict.fromkeys([image_model, text_model])))
                 if errors:
                     raise ParallaxError(errors[0])
                 by_spec = {str(m.spec): m for m in models}
                 img = by_spec.get(image_model, models[0])
                 txt = by_spec.get(text_model, models[-1])
-                bar = StageProgressBar("Training")
+                bar = ui.StageProgressBar("Training")
                 results = train_heads_for_dataset(
                     ds,
                     img,
@@ -684,30 +353,7 @@ def fusion_tab() -> None:
     fusion = st.session_state.get(K_FUSION)
     if not fusion or fusion.get("dataset") != spec:
         return
-    st.markdown(
-        f"**Held-out accuracy** · images: `{fusion['image_model']}` · texts: "
-        f"`{fusion['text_model']}`"
-    )
-    heads = cv.heads_frame(fusion["results"])
-    st.dataframe(
-        heads,
-        hide_index=True,
-        width="stretch",
-        key="cmp_heads",
-        column_config={
-            "accuracy": st.column_config.NumberColumn("held-out accuracy", format="percent"),
-            "val_accuracy": st.column_config.NumberColumn("validation", format="percent"),
-            "mean_gate": st.column_config.NumberColumn("mean gate (image share)", format="%.3f"),
-            "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
-        },
-    )
-    download(heads, "parallax-fusion-heads.csv", "cmp_dl_heads")
-    st.markdown("**Saved heads** (safetensors + JSON sidecar)")
-    for variant, r in fusion["results"].items():
-        st.code(f"{variant}: {r.path}", language=None)
-    st.caption(
-        f"The image and text heads can also label your uploads in the first tab ({TAB_PREDICT})."
-    )
+    cr.show_heads(fusion)
 
 
 # ================================================================ the page

@@ -98,3 +98,18 @@ def test_fusion_prediction_without_a_head_says_which() -> None:
     )
     assert pred.model == "fusion heads · x"
     assert pred.error == "no text head trained" and pred.texts is None
+
+
+def test_check_request_refuses_what_cannot_be_answered() -> None:
+    from engine.predict import MAX_INPUTS, check_request
+
+    check_request(1, ["m"], False, ["a"])  # a plain request passes
+    check_request(1, [], True, [])  # heads alone need no labels
+    for args, words in [
+        ((0, ["m"], False, ["a"]), "at least one image or type a text"),
+        ((MAX_INPUTS + 1, ["m"], False, ["a"]), f"at most {MAX_INPUTS}"),
+        ((1, [], False, ["a"]), "pick at least one model"),
+        ((1, ["m"], False, []), "at least one candidate label"),
+    ]:
+        with pytest.raises(ParallaxError, match=words):
+            check_request(*args)

@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.cli.common import EXIT_USER_ERROR, embed_options, emit, open_cache, progress_for
 from engine.errors import ParallaxError
+from engine.params import COMPARE, HEADS, PREDICT
 
 
 def _open_image(path: str) -> Any:
@@ -199,7 +200,7 @@ def register(
         help="prompt template with {} for the label (repeatable; default: built-in set)",
     )
     p.add_argument("--ensemble", action="store_true", help="average over all templates")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=int, default=PREDICT.top_k)
     p.add_argument("--text", action="append", help="a text to classify (repeatable)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if present")
     p.set_defaults(func=cmd_predict)
@@ -208,11 +209,18 @@ def register(
         "compare", parents=[common, embed_opts], help="compare models on a dataset (cached)"
     )
     p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
-    p.add_argument("--k", type=int, default=10, help="neighbours for kNN accuracy and overlap")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-size", type=float, default=0.25, help="linear-probe test fraction")
     p.add_argument(
-        "--max-items", type=int, default=10_000, help="compare a seeded sample past this (0: all)"
+        "--k", type=int, default=COMPARE.k, help="neighbours for kNN accuracy and overlap"
+    )
+    p.add_argument("--seed", type=int, default=COMPARE.seed)
+    p.add_argument(
+        "--test-size", type=float, default=COMPARE.test_size, help="linear-probe test fraction"
+    )
+    p.add_argument(
+        "--max-items",
+        type=int,
+        default=COMPARE.max_items,
+        help=f"compare a seeded sample past this (default {COMPARE.max_items:,}; 0: all)",
     )
     p.add_argument("--template", action="append", help="zero-shot prompt template (repeatable)")
     p.add_argument("--no-ensemble", action="store_true", help="zero-shot with the first template")
@@ -234,8 +242,15 @@ def register(
         default=list(VARIANTS),
         help=f"heads to train (default: {' '.join(VARIANTS)})",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-size", type=float, default=0.25)
-    p.add_argument("--epochs", type=int, default=100, help="maximum epochs (early stopping)")
-    p.add_argument("--hidden", type=int, default=256, help="hidden width of the heads")
+    p.add_argument("--seed", type=int, default=HEADS.seed)
+    p.add_argument("--test-size", type=float, default=HEADS.test_size)
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=HEADS.train.max_epochs,
+        help="maximum epochs (early stopping)",
+    )
+    p.add_argument(
+        "--hidden", type=int, default=HEADS.train.hidden, help="hidden width of the heads"
+    )
     p.set_defaults(func=cmd_train_head)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import StderrProgress, emit, open_cache
 from engine.errors import ParallaxError
+from engine.params import PROJECTION, PROJECTION_METHODS
 
 if TYPE_CHECKING:
     from engine.embed import EmbeddingResult
@@ -93,10 +94,15 @@ def register(
     p = sub.add_parser("project", parents=[common, embed_opts], help="2-D map (cached)")
     p.add_argument("--model", action="append", help="model spec (embeds first if needed)")
     p.add_argument("--vectors", help="an N x D .npy file instead of --dataset/--model")
-    p.add_argument("--method", choices=["umap", "pca"], default="umap")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-neighbors", type=int, default=15)
-    p.add_argument("--min-dist", type=float, default=0.1)
-    p.add_argument("--fit-sample", type=int, default=50_000, help="UMAP fits on this many points")
+    p.add_argument("--method", choices=list(PROJECTION_METHODS), default=PROJECTION.method)
+    p.add_argument("--seed", type=int, default=PROJECTION.seed)
+    p.add_argument("--n-neighbors", type=int, default=PROJECTION.n_neighbors)
+    p.add_argument("--min-dist", type=float, default=PROJECTION.min_dist)
+    p.add_argument(
+        "--fit-sample",
+        type=int,
+        default=PROJECTION.fit_sample,
+        help=f"UMAP fits on this many points (default {PROJECTION.fit_sample:,})",
+    )
     p.add_argument("--quality", action="store_true", help="also report trustworthiness")
     p.set_defaults(func=cmd_project)
