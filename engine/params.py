@@ -45,6 +45,16 @@ class EmbedParams:
         )
 
 
+# -- generated demo data -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShapesParams:
+    """``demo:shapes?n=N&seed=S``: how many captioned shapes, from which seed (both are part of
+    the dataset's fingerprint). The allowed range of ``n`` is ``engine.datasets.shapes``'."""
+
+    n: int = 2000
+    seed: int = 0
+
+
 # -- projection ---------------------------------------------------------------------------------
 PROJECTION_METHODS = ("umap", "pca")
 
@@ -224,6 +234,7 @@ class HeadParams:
 
 
 # The defaults, as objects: ``PROJECTION.fit_sample`` reads better at a call site than a literal.
+SHAPES = ShapesParams()
 EMBED = EmbedParams()
 PROJECTION = ProjectionParams()
 PCA = ProjectionParams(method="pca")

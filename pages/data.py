@@ -16,7 +16,9 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import resources, state, ui, urlstate, viewonly
+from engine.datasets import shapes
 from engine.errors import DatasetError
+from engine.params import SHAPES
 
 st.title("Data")
 state.restore_from_url()
@@ -172,13 +174,15 @@ with tab_demo:
             c1, c2 = st.columns(2)
             n = c1.number_input(
                 "Items",
-                min_value=100,
-                max_value=1_000_000,
-                value=2_000,
+                min_value=shapes.MIN_ITEMS,
+                max_value=shapes.MAX_ITEMS,
+                value=SHAPES.n,
                 step=1_000,
                 key="data_shapes_n",
             )
-            seed = c2.number_input("Seed", min_value=0, value=0, step=1, key="data_shapes_seed")
+            seed = c2.number_input(
+                "Seed", min_value=0, value=SHAPES.seed, step=1, key="data_shapes_seed"
+            )
             spec = f"demo:shapes?n={int(n)}&seed={int(seed)}"
         if st.button("Use this demo", key="data_use_demo", type="primary"):
             try_select(spec, f"Opening {spec}")

@@ -25,6 +25,7 @@ from engine.datasets.base import (
     dataset_thumbnail,
 )
 from engine.errors import DatasetError
+from engine.params import SHAPES
 from engine.progress import ProgressCallback
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
 
 KINDS = ("demo", "folder", "manifest", "zip", "tar", "bundle", "hfds")
 DEMOS = ("digits", "shapes", "sentences")
-_SHAPES_DEFAULTS = {"n": 2000, "seed": 0}
+_SHAPES_DEFAULTS = {"n": SHAPES.n, "seed": SHAPES.seed}
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from engine.datasets.base import SkippedItem
 from engine.errors import DatasetError, ItemError
+from engine.params import SHAPES as DEFAULTS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -308,7 +309,7 @@ class ShapesDataset:
 
     has_images = True
 
-    def __init__(self, n: int = 2000, seed: int = 0) -> None:
+    def __init__(self, n: int = DEFAULTS.n, seed: int = DEFAULTS.seed) -> None:
         if isinstance(n, bool) or not isinstance(n, int | np.integer):
             raise DatasetError(f"demo:shapes: n must be an integer, got {n!r}")
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
@@ -399,6 +400,6 @@ class ShapesDataset:
         return hashlib.sha256(key.encode()).hexdigest()
 
 
-def open_shapes(n: int = 2000, seed: int = 0) -> ShapesDataset:
+def open_shapes(n: int = DEFAULTS.n, seed: int = DEFAULTS.seed) -> ShapesDataset:
     """Open ``demo:shapes?n=N&seed=S``. Raises ``DatasetError`` for n outside 100..2,000,000."""
     return ShapesDataset(n=n, seed=seed)
