@@ -80,6 +80,10 @@ def test_engine_signatures_read_their_defaults_here() -> None:
     sig = inspect.signature(compare_models).parameters
     for name in ("k", "seed", "ensemble", "test_size", "max_items", "max_train"):
         assert sig[name].default == getattr(params.COMPARE, name), name
+    from engine.datasets.shapes import open_shapes
+
+    sig = inspect.signature(open_shapes).parameters
+    assert (sig["n"].default, sig["seed"].default) == (params.SHAPES.n, params.SHAPES.seed)
     sig = inspect.signature(train_heads_for_dataset).parameters
     assert sig["seed"].default == params.HEADS.seed
     assert sig["test_size"].default == params.HEADS.test_size
