@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from engine import gpu_decode
 from engine.cache import Cache, Entry, atomic_save_npy, cache_write_error, locked
 from engine.column_vectors import column_identity, is_column_spec, read_column_vectors
 from engine.datasets.base import Dataset
@@ -87,8 +88,16 @@ def choose_modality(dataset: Dataset, model: EmbeddingModel, requested: str | No
     raise ParallaxError(f"model {model.spec} embeds {wants}, but dataset {dataset.spec} has {have}")
 
 
-def vectors_key(dataset: Dataset, model: EmbeddingModel, modality: str) -> str:
-    return EmbedParams.vectors_key(dataset.fingerprint(), model.identity, modality)
+def vectors_key(
+    dataset: Dataset, model: EmbeddingModel, modality: str, decode: str | None = None
+) -> str:
+    """The key of these vectors; GPU precision and decoder are part of it (CPU keys unchanged)."""
+    compute: dict[str, str] = {}
+    if str(getattr(model, "device", "cpu")) != "cpu" or decode:
+        from engine.models.device import compute_material
+
+        compute = compute_material(str(model.device), decode)
+    return EmbedParams.vectors_key(dataset.fingerprint(), model.identity, modality, compute)
 
 
 def find_cached(dataset: Dataset, model_spec: str, cache: Cache | None = None) -> list[Entry]:
@@ -109,13 +118,17 @@ def _batches(start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
     return [(b, min(b + batch_size, stop)) for b in range(start, stop, batch_size)]
 
 
+# (batch span, positions in the batch that decoded, the model's input for those, failures)
+ImageBatch = tuple[tuple[int, int], list[int], Any, dict[int, str]]
+
+
 def _prefetched_image_batches(
     dataset: Dataset,
     model: EmbeddingModel,
     batches: list[tuple[int, int]],
     workers: int,
-) -> Iterator[tuple[tuple[int, int], list[Any], dict[int, str]]]:
-    """Yield (batch, preprocessed inputs, failures) with decoding running ahead in threads.
+) -> Iterator[ImageBatch]:
+    """Yield image batches with Pillow decoding running ahead in threads.
 
     Pillow's decoders and resizers release the GIL, so threads overlap decoding of the next
     batches with the model's forward pass on the current one without pickling images.
@@ -147,7 +160,20 @@ def _prefetched_image_batches(
                 except ItemError as exc:
                     failures[i] = str(exc)
                     inputs.append(None)
-            yield batch, inputs, failures
+            ok = [j for j, x in enumerate(inputs) if x is not None]
+            yield batch, ok, [inputs[j] for j in ok], failures
+
+
+def _device_image_batches(
+    dataset: Dataset, model: EmbeddingModel, batches: list[tuple[int, int]], workers: int
+) -> Iterator[ImageBatch]:
+    """Yield image batches decoded, resized and normalised on the model's device
+    (``engine.gpu_decode``), the next one prepared while the model runs on this one."""
+    spec = gpu_decode.pixel_spec(model)
+    assert spec is not None  # embed_dataset checked gpu_decode.used_for(model)
+    pipeline = gpu_decode.DeviceImagePipeline(dataset, spec, str(model.device), workers)
+    for b in pipeline.batches(batches):
+        yield b.span, b.ok, b.pixels, b.failures
 
 
 class _Forward:
@@ -171,22 +197,22 @@ class _Forward:
 
 
 def _embed_shard_images(
-    dataset: Dataset,
-    model: EmbeddingModel,
-    batches: Iterator[tuple[tuple[int, int], list[Any], dict[int, str]]],
+    embed: Any,
+    batches: Iterator[ImageBatch],
     n_batches: int,
     dim: int,
     tracker: ProgressTracker,
     forward: _Forward,
 ) -> tuple[np.ndarray, dict[int, str]]:
+    """``embed`` takes a batch's decoded inputs: ``model.embed_preprocessed`` (Pillow path) or
+    ``model.embed_pixels`` (device path)."""
     rows: list[np.ndarray] = []
     failures: dict[int, str] = {}
     for _ in range(n_batches):
-        (start, stop), inputs, failed = next(batches)
+        (start, stop), ok, inputs, failed = next(batches)
         out = np.zeros((stop - start, dim), dtype=np.float32)
-        ok = [j for j, x in enumerate(inputs) if x is not None]
         if ok:
-            out[ok] = forward(model.embed_preprocessed, [inputs[j] for j in ok])
+            out[ok] = forward(embed, inputs)
         rows.append(out)
         failures.update(failed)
         tracker.advance(stop - start)
@@ -341,7 +367,8 @@ def embed_dataset(
 
         model = load_model(model, device=device)
     modality = choose_modality(dataset, model, modality)
-    key = vectors_key(dataset, model, modality)
+    on_device = modality == IMAGE and gpu_decode.used_for(model)  # CUDA: nvJPEG + GPU resize
+    key = vectors_key(dataset, model, modality, gpu_decode.DECODE_KEY if on_device else None)
     n = len(dataset)
     dim = int(model.dim)
 
@@ -395,33 +422,39 @@ def embed_dataset(
         tracker.emit()
 
         todo = _batches(first * shard_size, n, bs)
+        stream: Any = None
         if modality == IMAGE:
-            stream = _prefetched_image_batches(
-                dataset, model, todo, workers or min(4, os.cpu_count() or 1)
-            )
+            n_workers = workers or min(4, os.cpu_count() or 1)
+            if on_device:
+                stream = _device_image_batches(dataset, model, todo, n_workers)
+                embed = model.embed_pixels  # type: ignore[attr-defined]
+            else:
+                stream = _prefetched_image_batches(dataset, model, todo, n_workers)
+                embed = model.embed_preprocessed
         texts = dataset.texts or []
         forward = _Forward(model, bs)
         failures: dict[int, str] = {}
-        for s in range(first, n_shards):
-            start, stop = s * shard_size, min(n, (s + 1) * shard_size)
-            shard_batches = _batches(start, stop, bs)
-            if modality == IMAGE:
-                rows, failed = _embed_shard_images(
-                    dataset, model, stream, len(shard_batches), dim, tracker, forward
-                )
-            else:
-                rows, failed = _embed_shard_texts(
-                    texts, model, shard_batches, dim, tracker, forward
-                )
-            failures.update(failed)
-            if failed:  # failures first, shard last: the shard file marks the shard complete
-                cache.write_partial_plan(
-                    "vectors", key, {**plan, f"failed_{s}": {str(k): v for k, v in failed.items()}}
-                )
-                plan = cache.read_partial_plan("vectors", key) or plan
-            atomic_save_npy(cache.shard_path("vectors", key, s), rows)
-        if modality == IMAGE:
-            stream.close()
+        try:
+            for s in range(first, n_shards):
+                start, stop = s * shard_size, min(n, (s + 1) * shard_size)
+                shard_batches = _batches(start, stop, bs)
+                if modality == IMAGE:
+                    rows, failed = _embed_shard_images(
+                        embed, stream, len(shard_batches), dim, tracker, forward
+                    )
+                else:
+                    rows, failed = _embed_shard_texts(
+                        texts, model, shard_batches, dim, tracker, forward
+                    )
+                failures.update(failed)
+                if failed:  # failures first, shard last: the shard file marks the shard complete
+                    failed_s = {str(k): v for k, v in failed.items()}
+                    cache.write_partial_plan("vectors", key, {**plan, f"failed_{s}": failed_s})
+                    plan = cache.read_partial_plan("vectors", key) or plan
+                atomic_save_npy(cache.shard_path("vectors", key, s), rows)
+        finally:
+            if stream is not None:
+                stream.close()  # stops the decode threads, also when a shard failed
 
         # Failures of shards written by an earlier, interrupted run live in the plan.
         for name, value in plan.items():
@@ -442,6 +475,7 @@ def embed_dataset(
                 "dim": dim,
                 "batch_size": bs,
                 "device": model.device,
+                "decode": "device" if on_device else "pillow",
                 "seconds": round(time.perf_counter() - t0, 3),
                 "failed": failed_list,
                 "dataset_skipped": [

@@ -38,10 +38,16 @@ class EmbedParams:
     device: str | None = None
 
     @staticmethod
-    def vectors_key(fingerprint: str, model_identity: Any, modality: str) -> str:
-        """The ``vectors/<key>`` of (dataset content, model identity, modality)."""
+    def vectors_key(
+        fingerprint: str, model_identity: Any, modality: str, compute: dict[str, str] | None = None
+    ) -> str:
+        """The ``vectors/<key>`` of (dataset content, model identity, modality), plus how they
+        were computed when that is not fp32 with Pillow decoding (``compute``: precision, GPU
+        decoder; ``engine.models.device.compute_material``). Empty ``compute`` adds nothing, so
+        CPU keys are the same as before the GPU path existed."""
+        extra = {"compute": dict(compute)} if compute else {}
         return make_key(
-            kind="vectors", dataset=fingerprint, model=model_identity, modality=modality
+            kind="vectors", dataset=fingerprint, model=model_identity, modality=modality, **extra
         )
 
 

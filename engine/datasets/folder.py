@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING
 
 from engine import config
 from engine.datasets.base import ContentHasher, DatasetBase, SkippedItem
-from engine.datasets.images import IMAGE_EXTENSIONS, check_image_files, open_image_safely
+from engine.datasets.images import (
+    IMAGE_EXTENSIONS,
+    check_image_files,
+    open_image_safely,
+    read_limited,
+)
 from engine.errors import DatasetError, ItemError
 from engine.progress import ProgressCallback
 
@@ -168,6 +173,21 @@ class FolderDataset(DatasetBase):
         if not is_within(path.resolve(), self.root):
             raise ItemError("symlink points outside the folder")
         return open_image_safely(path, name=self.ids[index])
+
+    def load_image_bytes(self, index: int) -> bytes:
+        """The file's bytes, for decoders other than Pillow (nvJPEG in ``engine.gpu_decode``).
+
+        Only bytes that are exactly the ones checked when the folder was opened (same SHA-256)
+        are handed out: a file swapped since then could hold what the checks would refuse.
+        """
+        self._check_index(index)
+        path = self.root / self.ids[index]
+        if not is_within(path.resolve(), self.root):
+            raise ItemError("symlink points outside the folder")
+        data = read_limited(path)
+        if hashlib.sha256(data).hexdigest() != self._digests[index]:
+            raise ItemError("file changed since the folder was opened; open it again")
+        return data
 
     def _metadata_frame(self) -> pd.DataFrame:
         import pandas as pd

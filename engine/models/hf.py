@@ -22,7 +22,7 @@ import numpy as np
 from engine.errors import ModelUnavailable
 from engine.models import offline
 from engine.models.base import IMAGE, TEXT, Adapter, folder_digest, make_identity
-from engine.models.device import inference, is_cuda, to_device, to_numpy
+from engine.models.device import batch_size_for, inference, is_cuda, to_device, to_numpy
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -118,7 +118,7 @@ class HFDualEncoder(Adapter):
         self.spec = spec.display
         self.device = device
         self.dim = _dim(model.config, kind)
-        self.default_batch_size = 256 if is_cuda(device) else 32
+        self.default_batch_size = batch_size_for(device, 256) if is_cuda(device) else 32
         scale = getattr(model, "logit_scale", None)
         self.logit_scale = None if scale is None else float(scale.detach().float().exp().item())
         bias = getattr(model, "logit_bias", None)

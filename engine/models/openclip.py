@@ -33,7 +33,14 @@ from engine.models.base import (
     folder_digest,
     make_identity,
 )
-from engine.models.device import inference, is_cuda, to_device, to_numpy
+from engine.models.device import (
+    batch_size_for,
+    inference,
+    is_cuda,
+    prepare_module,
+    to_device,
+    to_numpy,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -289,17 +296,19 @@ class OpenClipModel(Adapter):
             where = f" from {plan.checkpoint}" if plan.checkpoint else ""
             raise _fail(spec, f"cannot build the model{where}: {offline.one_line(exc)}") from None
         model.eval().to(device)
+        model.visual = prepare_module(model.visual, device)  # CUDA: channels_last (+ compile)
         self._model = model
         self._preprocess = preprocess
         self._tokenizer = tokenizer
         self.spec = spec.display
         self.device = device
         self.dim = int(_embed_dim(model, plan.model_cfg))
-        self.default_batch_size = 256 if is_cuda(device) else 32
+        self.default_batch_size = batch_size_for(device, 256) if is_cuda(device) else 32
         self.logit_scale = float(model.logit_scale.detach().float().exp().item())
         bias = getattr(model, "logit_bias", None)
         self.logit_bias = None if bias is None else float(bias.detach().float().reshape(-1)[0])
         pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+        self.pixel_config = pp  # what engine.gpu_decode repeats on the device
         self.identity = make_identity(
             spec.identity_key,
             plan.weights_id,
@@ -318,6 +327,11 @@ class OpenClipModel(Adapter):
         with inference(self.device):
             feats = self._model.encode_image(x)
         return to_numpy(feats)
+
+    def embed_pixels(self, pixels: Any) -> np.ndarray:
+        """Embed an N x 3 x S x S tensor already preprocessed on ``self.device``."""
+        with self._lock, inference(self.device):
+            return to_numpy(self._model.encode_image(pixels))
 
     def _embed_texts(self, texts: list[str]) -> np.ndarray:
         out = []

@@ -15,7 +15,7 @@ import numpy as np
 from engine.errors import ModelUnavailable
 from engine.models import offline
 from engine.models.base import TEXT, Adapter, folder_digest, make_identity
-from engine.models.device import inference, is_cuda, l2_normalize
+from engine.models.device import batch_size_for, inference, is_cuda, l2_normalize
 
 if TYPE_CHECKING:
     from engine.models.spec import ModelSpec
@@ -82,7 +82,7 @@ class SentenceTransformerModel(Adapter):
             or self._model.get_sentence_embedding_dimension
         )
         self.dim = int(dim_fn())
-        self.default_batch_size = 256 if is_cuda(device) else 64
+        self.default_batch_size = batch_size_for(device, 256) if is_cuda(device) else 64
         tok = getattr(self._model, "tokenizer", None)
         self.identity = make_identity(
             spec.identity_key,
