@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from engine import gpu_umap
 from engine.cache import Cache, Entry, hash_array
 from engine.errors import ParallaxError
 from engine.params import PROJECTION, PROJECTION_METHODS, ProjectionParams
@@ -142,6 +143,8 @@ def umap_2d(
     if n < 4:
         return pca_2d(x, seed)
     k = max(2, min(n_neighbors, n - 1))
+    if gpu_umap.enabled():  # cuML installed and a GPU here: the same fit, on the GPU
+        return gpu_umap.umap_2d(x, seed, k, min_dist, n_epochs)
     indices, dists = _knn_graph(x, k, seed)
     umap = _import_umap_with_disk_cache()
 

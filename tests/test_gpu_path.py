@@ -12,6 +12,7 @@ import io
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from engine import gpu_decode
 from engine.cache import Cache
 from engine.datasets import open_dataset
 from engine.embed import embed_dataset
+from engine.errors import ParallaxError
 from engine.models import load_model
 from engine.models.device import compute_material, inference, precision, run_with_oom_retry
 from engine.params import EmbedParams
@@ -253,3 +255,53 @@ def test_bf16_autocast_vectors_agree_with_fp32():
     assert not torch.equal(fp32, bf16)  # autocast did run in bf16
     cos = (fp32 * bf16).sum(dim=1)
     assert float(cos.min()) >= 0.999, cos
+
+
+# -- GPU UMAP (cuML stood in for by a recording fake) --------------------------------------------
+class _FakeCumlUMAP:
+    calls: ClassVar[list[dict]] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    def fit_transform(self, x):
+        _FakeCumlUMAP.calls.append({**self.kwargs, "rows": len(x)})
+        return np.asarray(x[:, :2] * 10.0, dtype=np.float64)
+
+
+def test_cuml_takes_the_fit_and_the_sample_path_stays(monkeypatch):
+    import sys
+    import types
+
+    from engine import gpu_umap
+    from engine.project import compute_projection
+
+    cuml = types.ModuleType("cuml")
+    manifold = types.ModuleType("cuml.manifold")
+    manifold.UMAP = _FakeCumlUMAP
+    cuml.manifold = manifold
+    monkeypatch.setitem(sys.modules, "cuml", cuml)
+    monkeypatch.setitem(sys.modules, "cuml.manifold", manifold)
+    monkeypatch.setattr(gpu_umap, "cuml_installed", lambda: True)
+    monkeypatch.setattr(gpu_umap, "gpu_present", lambda: True)
+    _FakeCumlUMAP.calls = []
+
+    x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    monkeypatch.setenv(gpu_umap.ENV, "auto")
+    out = compute_projection(x, "umap", seed=7, n_neighbors=5, min_dist=0.2, fit_sample=100)
+    (call,) = _FakeCumlUMAP.calls  # one fit, of the seeded 100-point sample only
+    assert call["rows"] == 100 and call["random_state"] == 7 and call["metric"] == "cosine"
+    assert call["n_neighbors"] == 5 and call["min_dist"] == 0.2
+    assert out.shape == (300, 2) and np.isfinite(out).all()
+    sample = np.sort(np.random.default_rng(7).choice(300, size=100, replace=False))
+    xn = x[sample] / np.linalg.norm(x[sample], axis=1, keepdims=True)
+    np.testing.assert_allclose(out[sample], xn[:, :2] * 10.0, rtol=1e-5)  # the fit's output
+
+    monkeypatch.setenv(gpu_umap.ENV, "off")
+    assert not gpu_umap.enabled()
+    monkeypatch.setattr(gpu_umap, "cuml_installed", lambda: False)
+    monkeypatch.setenv(gpu_umap.ENV, "on")
+    with pytest.raises(ParallaxError, match=r"requirements-gpu\.txt"):
+        gpu_umap.enabled()
+    monkeypatch.setenv(gpu_umap.ENV, "auto")
+    assert not gpu_umap.enabled()  # no cuML: umap-learn, the default everywhere
