@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.config import REPO_ROOT
@@ -71,6 +73,7 @@ def _train_tiny(out: Path, seed: int = 0, evaluate: bool = False, config: str = 
         batch_size=16,
         seed=seed,
         n_train=200,
+        n_scenes=40,
         evaluate=evaluate,
         eval_n=100,
     )
@@ -83,6 +86,10 @@ def test_training_smoke(tmp_path: Path) -> None:
     summary = _train_tiny(out, evaluate=True)
     assert summary["steps"] == 4 and summary["final_loss"] > 0
     assert "shape_acc_ensemble" in summary["eval"]["zero_shot"]
+    assert 0.0 <= summary["eval_holdout"]["shape_acc"] <= 1.0
+    assert summary["n_scenes"] == 40 and "china.jpg" in summary["photos"]
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "another renderer" in card and "40 augmented scenes" in card
     for name in ("open_clip_config.json", "open_clip_model.safetensors", "MODEL_CARD.md"):
         assert (out / name).is_file()
     # No staging folders are left behind next to the output.
@@ -102,34 +109,92 @@ def test_training_smoke(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["tiny-clip"]
 
 
-# "tiny" is a ViT; the shipped presets are ResNets (BatchNorm running stats included).
-@pytest.mark.parametrize("config", ["tiny", "shapes-clip-small"])
-def test_training_is_deterministic(tmp_path: Path, config: str) -> None:
+def _weights(folder: Path) -> dict:
     from safetensors.torch import load_file
 
+    return load_file(folder / "open_clip_model.safetensors")
+
+
+def _same(wa: dict, wb: dict) -> bool:
+    assert wa.keys() == wb.keys()
+    # Bit for bit, not approximately.
+    return all(wa[k].dtype == wb[k].dtype and (wa[k] == wb[k]).all() for k in wa)
+
+
+# "tiny" and the shipped "shapes-clip-small" are ViTs; "shapes-clip" is a ResNet (BatchNorm
+# running statistics included).
+@pytest.mark.parametrize("config", ["tiny", "shapes-clip"])
+def test_training_is_deterministic(tmp_path: Path, config: str) -> None:
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     _train_tiny(a, seed=5, config=config)
     _train_tiny(b, seed=5, config=config)
     _train_tiny(c, seed=6, config=config)
-    wa = load_file(a / "open_clip_model.safetensors")
-    wb = load_file(b / "open_clip_model.safetensors")
-    wc = load_file(c / "open_clip_model.safetensors")
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert wa[key].dtype == wb[key].dtype
-        assert (wa[key] == wb[key]).all(), key  # bit for bit, not approximately
-    assert any(not (wa[k] == wc[k]).all() for k in wa)
+    assert _same(_weights(a), _weights(b))
+    assert not _same(_weights(a), _weights(c))
 
 
-def test_engine_holds_no_training_loop() -> None:
-    """Training lives in ``training/``; the engine never imports it and trains only the fusion
-    heads (``engine/fusion.py``)."""
-    offenders = []
-    for path in sorted((REPO_ROOT / "engine").rglob("*.py")):
-        text = path.read_text()
-        rel = path.relative_to(REPO_ROOT).as_posix()
-        if ".backward(" in text and rel != "engine/fusion.py":
-            offenders.append(f"{rel}: calls .backward()")
-        if "from training" in text or "import training" in text:
-            offenders.append(f"{rel}: imports training/")
-    assert offenders == []
+def test_probing_during_training_leaves_the_weights_unchanged(tmp_path: Path) -> None:
+    from training.train_clip import train
+
+    kwargs = {"config": "tiny", "steps": 4, "batch_size": 16, "seed": 2, "n_train": 200}
+    train(out=tmp_path / "plain", n_scenes=40, evaluate=False, **kwargs)
+    train(out=tmp_path / "probed", n_scenes=40, evaluate=False, probe_every=2, **kwargs)
+    assert _same(_weights(tmp_path / "plain"), _weights(tmp_path / "probed"))
+
+
+def test_recorded_command_leaves_out_flags_that_cannot_change_weights() -> None:
+    from training.train_clip import _weight_args
+
+    argv = ["--out", "m", "--scene-cache", "/tmp/s", "--probe-every=5", "--steps", "3"]
+    assert _weight_args(argv) == ["--out", "m", "--steps", "3"]
+
+
+# -- the augmented scenes and the second (evaluation-only) renderer -----------------------------
+def test_scenes_are_deterministic_and_well_formed() -> None:
+    from engine.datasets.shapes import COLOURS, SIZES
+    from training.scenes import render_scene
+
+    seen_shapes = set()
+    for i in range(30):
+        a, scene = render_scene(7, i)
+        b, again = render_scene(7, i)
+        assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+        assert (a == b).all() and scene == again
+        assert 0 <= scene.colour < len(COLOURS) and 0 <= scene.size < len(SIZES)
+        seen_shapes.add(scene.shape)
+        assert a.std() > 5  # something is drawn, not a blank canvas
+    assert len(seen_shapes) >= 5
+    assert not (render_scene(7, 0)[0] == render_scene(8, 0)[0]).all()
+
+
+def test_outlined_shape_is_a_band_inside_the_filled_one() -> None:
+    from training.scenes import _draw_mask
+
+    filled = _draw_mask("square", 32, 32, 20, 0.0, 64, 4, None)
+    band = _draw_mask("square", 32, 32, 20, 0.0, 64, 4, 3)
+    assert band.sum() < 0.6 * filled.sum()
+    assert (band <= filled + 1e-9).all()
+    assert band[32, 32] == 0.0 and filled[32, 32] == 1.0  # the middle of an outline is empty
+
+
+def test_holdout_renderer_is_balanced_and_never_used_by_training() -> None:
+    from training import holdout_shapes
+
+    images, shapes, colours = holdout_shapes.holdout_set(n_per_class=4, seed=3)
+    assert len(images) == 36 and images[0].size == (96, 96)
+    pairs = list(zip(shapes, colours, strict=True))
+    assert all(pairs.count(p) == 4 for p in set(pairs)) and len(set(pairs)) == 9
+    again = holdout_shapes.holdout_set(n_per_class=4, seed=3)[0]
+    assert all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, again, strict=True)
+    )
+    # A red shape's pixels are red: the centre of a drawing has the palette's hue.
+    centre = np.asarray(images[0])[48, 48].astype(int)
+    assert centre[0] > 150 and centre[1] < 90 and centre[2] < 90
+    # Only the evaluation imports it (training calls evaluation after the weights are final).
+    importers = sorted(
+        path.name
+        for path in (REPO_ROOT / "training").glob("*.py")
+        if re.search(r"import holdout_shapes|holdout_shapes import", path.read_text())
+    )
+    assert importers == ["eval_clip.py"]

@@ -160,6 +160,47 @@ def evaluate(
     }
 
 
+HOLDOUT_SEED = 0
+HOLDOUT_PER_CLASS = 60
+
+
+def evaluate_holdout(
+    model_dir: str | Path,
+    n_per_class: int = HOLDOUT_PER_CLASS,
+    seed: int = HOLDOUT_SEED,
+    device: str | None = "cpu",
+) -> dict[str, Any]:
+    """Zero-shot shape and colour accuracy on drawings of ``training/holdout_shapes.py``.
+
+    Each image is classified among the 9 prompts ``"a {colour} {shape}"``; the shape and the
+    colour of the best prompt are scored separately (chance 1/3 each).
+    """
+    from training import holdout_shapes as holdout
+
+    t0 = time.perf_counter()
+    enc = load_encoder(model_dir, device)
+    images, shapes, colours = holdout.holdout_set(n_per_class, seed)
+    pairs = [(s, c) for s in holdout.SHAPES for c in holdout.COLOURS]
+    classes = prompt_group_embeddings(
+        enc, [[holdout.PROMPT.format(shape=s, colour=c)] for s, c in pairs]
+    )
+    best = (_batched(enc.embed_images, images, 256) @ classes.T).argmax(axis=1)
+    shape_ok = np.array([pairs[b][0] == s for b, s in zip(best, shapes, strict=True)])
+    colour_ok = np.array([pairs[b][1] == c for b, c in zip(best, colours, strict=True)])
+    return {
+        "split": f"holdout_shapes(n_per_class={n_per_class}, seed={seed})",
+        "n": len(images),
+        "prompt": holdout.PROMPT,
+        "shapes": list(holdout.SHAPES),
+        "colours": list(holdout.COLOURS),
+        "shape_acc": float(shape_ok.mean()),
+        "colour_acc": float(colour_ok.mean()),
+        "both_acc": float((shape_ok & colour_ok).mean()),
+        "chance": {"shape_acc": 1 / len(holdout.SHAPES), "colour_acc": 1 / len(holdout.COLOURS)},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m training.eval_clip", description=__doc__.split("\n")[0]
@@ -180,18 +221,20 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     metrics = evaluate(args.model, n=args.n, seed=args.seed, device=args.device)
+    holdout = evaluate_holdout(args.model, device=args.device)
     if args.write_card:
         summary = json.loads((args.model / "training.json").read_text())
-        write_model_card(args.model, summary, metrics)
+        write_model_card(args.model, summary, metrics, holdout)
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        print(json.dumps({**metrics, "holdout": holdout}, indent=2))
     else:
         zs, rt = metrics["zero_shot"], metrics["retrieval_t2i"]
         print(
             f"{args.model}: shape {pct(zs['shape_acc_ensemble'])} "
             f"(simple {pct(zs['shape_acc_simple'])}), colour {pct(zs['colour_acc_ensemble'])} "
             f"(simple {pct(zs['colour_acc_simple'])}), R@1 {pct(rt['r_at_1'])}, "
-            f"R@10 {pct(rt['r_at_10'])}, match@1 {pct(rt['match_at_1'])}",
+            f"R@10 {pct(rt['r_at_10'])}, match@1 {pct(rt['match_at_1'])}; other renderer: "
+            f"shape {pct(holdout['shape_acc'])}, colour {pct(holdout['colour_acc'])}",
             file=sys.stderr,
         )
     return 0

@@ -14,8 +14,14 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
-def write_model_card(folder: str | Path, summary: dict[str, Any], metrics: dict[str, Any]) -> Path:
-    """MODEL_CARD.md from a training summary and its evaluation (numbers are measured)."""
+def write_model_card(
+    folder: str | Path,
+    summary: dict[str, Any],
+    metrics: dict[str, Any],
+    holdout: dict[str, Any] | None = None,
+) -> Path:
+    """MODEL_CARD.md from a training summary and its evaluations (numbers are measured):
+    ``metrics`` on held-out ``demo:shapes``, ``holdout`` on the second renderer."""
     folder = Path(folder)
     name = Path(summary["out"]).name
     out_path = Path(summary["out"])
@@ -32,7 +38,8 @@ def write_model_card(folder: str | Path, summary: dict[str, Any], metrics: dict[
     caption_style = (
         "each item's own caption, fixed (one wording per image)"
         if summary["captions"] == "fixed"
-        else "caption template re-drawn every step from the 10 dataset templates"
+        else "caption template re-drawn every step from the 10 dataset templates and 7 more "
+        "wordings (scenes never get one naming the background)"
     )
     if summary["partial_p"]:
         caption_style += (
@@ -59,7 +66,8 @@ def write_model_card(folder: str | Path, summary: dict[str, Any], metrics: dict[
     )
     if "patch_size" in v:
         vision = (
-            f"ViT, 64×64 input, patch {v['patch_size']}, width {v['width']}, {v['layers']} layers"
+            f"ViT (open_clip VisionTransformer), 64×64 input, patch {v['patch_size']}, "
+            f"width {v['width']}, {v['layers']} layers, class-token pooling"
         )
     else:
         vision = (
@@ -74,19 +82,36 @@ def write_model_card(folder: str | Path, summary: dict[str, Any], metrics: dict[
         f"Symmetric InfoNCE (open_clip `ClipLoss`) with a learnable temperature; AdamW "
         f"(lr {summary['lr']}, betas 0.9/0.98, weight decay {summary['weight_decay']} on "
         f"matrices only), linear warm-up {summary['warmup']} steps then cosine decay; "
-        f"{summary['steps']} steps × batch {summary['batch_size']}; seed {summary['seed']}; "
+        f"{summary['steps']} steps × batch {summary['batch_size']}, half of each batch "
+        f"mirrored left-right; seed {summary['seed']}; "
         f"deterministic torch algorithms, torch threads: {summary['threads']}, device "
         f"{summary['device']}. Training took {summary['train_seconds']:.0f} s "
         f"({summary['total_seconds']:.0f} s with rendering and evaluation) on the shared "
-        f"2-core CPU of the development box (niced, other jobs running); "
+        f"2-core x86-64 CPU of the development box (24 GiB, no GPU; niced, several other "
+        f"jobs running, so wall time is inflated); "
         f"torch {summary['versions']['torch']}, "
         f"open_clip {summary['versions']['open_clip']}."
     )
+    n_scenes = int(summary.get("n_scenes") or 0)
+    scenes = (
+        f"""
+Plus {n_scenes:,} augmented scenes (`training/scenes.py`, seed {summary["data_seed"]}): the
+same shape, colour and size words drawn filled, outlined or bordered, antialiased or aliased,
+rotated, at 48–128 px resized to 64 with a random filter; each colour word a band of hue,
+saturation and value; on flat (white to black), gradient, textured or photographic backgrounds
+(random crops of {len(summary.get("photos", []))} photographs shipped with scikit-learn and
+scikit-image: {", ".join(summary.get("photos", []))}); up to two smaller distractor shapes of
+another shape and colour (the caption names the largest); blur, pixel noise and JPEG artefacts.
+"""
+        if n_scenes
+        else ""
+    )
+    holdout_text = "" if holdout is None else _holdout_section(holdout)
     card = f"""# {name}
 
 A small CLIP (open_clip format) trained from scratch on Parallax's generated `demo:shapes`
-images, so the dashboard has a real image–text model that works offline. It knows shapes,
-colours, sizes and background textures of 64×64 synthetic images, and nothing else.
+images and augmented drawings of the same shapes, so the dashboard has a real image–text model
+that works offline. It knows 8 shapes, 8 colours and 3 sizes of drawn shapes, and nothing else.
 
 Load it with `open_clip:local-dir:{out_rel}` in Parallax, or directly:
 
@@ -114,8 +139,9 @@ vocabulary become `[UNK]`.
 Training: `demo:shapes?n={summary["n_train"]}&seed={summary["data_seed"]}`
 ({summary["n_train"]:,} generated images: {len(SHAPES)} shapes, {len(COLOURS)} colours,
 3 sizes, 5 background textures on 10 muted tones, random position and rotation).
+{scenes}
 Captions: {caption_style}.
-Evaluation: `{metrics["split"]}`, a seed no training run uses.
+Evaluation: `{metrics["split"]}`, a seed no training run uses, and the renderer below.
 
 ## Training recipe
 {recipe}
@@ -130,7 +156,7 @@ The run is deterministic: the same command on the same machine type, thread coun
 versions gives the same weights bit for bit (checked on a few steps by
 `tests/test_training.py`), and so the same numbers below.
 
-## Measured results ({metrics["split"]})
+## Measured results in domain ({metrics["split"]})
 Loaded through {metrics["loader"]}.
 
 | metric | value | chance |
@@ -142,21 +168,45 @@ Exact recall@1 is capped: a caption names only 2–4 attributes, so on average
 attribute reader would score about {pct(rt["r1_ceiling"])} recall@1. `match@1` is the fairer
 retrieval number.
 
-Reproduce these numbers from the shipped weights (about 15 s on one CPU core):
+{holdout_text}
+Reproduce these numbers from the shipped weights (about 20 s on one CPU core):
 
 ```
 python -m training.eval_clip --model {out_rel} --json
 ```
 
 ## Limits
-- Only for `demo:shapes`-like images: 64×64, one flat-coloured shape on a muted background.
-  Photos and other datasets embed to meaningless points.
+- Only for drawn shapes from its vocabulary, seen at 64×64. Photographs without such a shape
+  and other datasets embed to meaningless points.
 - Vocabulary of {t["vocab_size"]} words; unknown words are `[UNK]`. Words in the vocabulary
   that never appear in training captions (e.g. "big", "color") carry no meaning.
 - Position and rotation are not in the captions, so the model is not trained to tell them
   apart.
-- Trained on CPU for minutes: fine for a demo and for tests, not a benchmark of CLIP itself.
+- Trained on a shared CPU in about an hour: fine for a demo and for tests, not a benchmark of
+  CLIP itself.
 """
     path = folder / "MODEL_CARD.md"
     atomic_write_bytes(path, card.encode())
     return path
+
+
+def _holdout_section(holdout: dict[str, Any]) -> str:
+    chance = holdout["chance"]
+    rows = [
+        ("zero-shot shape accuracy", holdout["shape_acc"], chance["shape_acc"]),
+        ("zero-shot colour accuracy", holdout["colour_acc"], chance["colour_acc"]),
+        ("both right", holdout["both_acc"], chance["shape_acc"] * chance["colour_acc"]),
+    ]
+    table = "\n".join(f"| {label} | {pct(v)} | {pct(c)} |" for label, v, c in rows)
+    return f"""
+## Measured results on another renderer ({holdout["split"]})
+Drawings made by different code that training never sees (`training/holdout_shapes.py`:
+signed-distance fields, 96×96, one plain filled shape near the centre on a light flat
+background, matplotlib tab10 colours): {", ".join(holdout["shapes"])} ×
+{", ".join(holdout["colours"])}, {holdout["n"]} images. Each image is matched against the 9
+prompts "{holdout["prompt"]}"; shape and colour of the best prompt are scored separately.
+
+| metric | value | chance |
+|---|---|---|
+{table}
+"""

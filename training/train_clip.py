@@ -61,6 +61,18 @@ PAD, UNK, EOS = "[PAD]", "[UNK]", "[EOS]"
 PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
 TOKENIZER_NAME = "parallax-shapes-wordlevel"  # informative only: local-dir loads from the folder
 
+# More wordings of a full caption, so the text tower does not learn the dataset's ten by heart.
+EXTRA_TEMPLATES: tuple[str, ...] = (
+    "a drawing of {a_colour} {colour} {shape}",
+    "{a_colour} {colour} {shape} icon",
+    "the {shape} is {colour}",
+    "{a_shape} {shape} shape in {colour}",
+    "{colour} coloured {shape}",
+    "a photo of {a_size} {size} {colour} {shape}",
+    "{a_size} {size} {colour} {shape} in the picture",
+)
+MAIN_TEMPLATES: tuple[str, ...] = TEMPLATES + EXTRA_TEMPLATES
+
 # Short, partial prompts mixed into training (``--partial-p``) so that zero-shot prompts such as
 # "a circle" or "a red shape", which name only one attribute, land near the right images.
 PARTIAL_TEMPLATES: tuple[str, ...] = (
@@ -138,25 +150,40 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "weight_decay": 0.1,
     "captions": "varied",
     "partial_p": 0.0,
+    "n_scenes": 0,
 }
 
 # Presets: a model config plus the recipe that goes with it (flags override the recipe).
 PRESETS: dict[str, dict[str, Any]] = {
+    # ResNet tower: convolutions see local edges and corners first.
     "shapes-clip": {
         "model_cfg": {
             "embed_dim": 128,
             "vision_cfg": _resnet_cfg(width=16, layers=[1, 1, 1, 1]),
             "text_cfg": _text_cfg(width=128, layers=2, context_length=16),
         },
-        "train": {"steps": 1800, "captions": "varied", "partial_p": 0.2},
+        "train": {
+            "steps": 2000,
+            "captions": "varied",
+            "partial_p": 0.2,
+            "n_train": 20_000,
+            "n_scenes": 40_000,
+        },
     },
+    # ViT tower: 8×8 patches, global attention from the first layer.
     "shapes-clip-small": {
         "model_cfg": {
             "embed_dim": 64,
-            "vision_cfg": _resnet_cfg(width=12, layers=[1, 1, 1, 1]),
+            "vision_cfg": _vit_cfg(width=64, layers=4, patch=8),
             "text_cfg": _text_cfg(width=96, layers=2, context_length=16),
         },
-        "train": {"steps": 2000, "captions": "fixed", "partial_p": 0.0},
+        "train": {
+            "steps": 2000,
+            "captions": "varied",
+            "partial_p": 0.2,
+            "n_train": 20_000,
+            "n_scenes": 40_000,
+        },
     },
     # For tests: a fraction of a second per step.
     "tiny": {
@@ -179,7 +206,7 @@ def log(message: str) -> None:
 
 def _all_prompts() -> list[str]:
     out = []
-    for template in TEMPLATES + PARTIAL_TEMPLATES:
+    for template in MAIN_TEMPLATES + PARTIAL_TEMPLATES:
         for shape in SHAPES:
             for colour in COLOURS:
                 for size in SIZES:
@@ -256,10 +283,14 @@ def _check_model_cfg(model_cfg: dict[str, Any]) -> None:
 # --- data ------------------------------------------------------------------------------------
 
 
-def render_pool(n: int, seed: int, threads: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Render ``demo:shapes?n=n&seed=seed`` into a uint8 (n, 3, 64, 64) array + its columns."""
+def render_pool(
+    n: int, seed: int, threads: int, n_scenes: int = 0, scene_cache: Path | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``demo:shapes?n=n&seed=seed`` then ``n_scenes`` augmented scenes (``training/scenes.py``,
+    same seed) as one uint8 (n + n_scenes, 3, 64, 64) array, with their columns; ``kind`` is 0
+    for a demo item, 1 for a scene."""
     ds = open_shapes(n=n, seed=seed)
-    pool = np.empty((n, 3, 64, 64), dtype=np.uint8)
+    pool = np.empty((n + n_scenes, 3, 64, 64), dtype=np.uint8)
     t0 = time.perf_counter()
 
     def render(i: int) -> None:
@@ -272,14 +303,62 @@ def render_pool(n: int, seed: int, threads: int) -> tuple[np.ndarray, dict[str, 
             list(ex.map(render, range(start, min(n, start + step))))
             done = min(n, start + step)
             log(f"render: {done}/{n} images ({done / (time.perf_counter() - t0):.0f}/s)")
-    return pool, ds.columns
+    cols = {k: ds.columns[k].astype(np.int64) for k in ("shape", "colour", "size", "background")}
+    cols["template"] = ds.columns["template"].astype(np.int64)
+    cols["kind"] = np.zeros(n, dtype=np.int64)
+    if n_scenes:
+        images, scene_cols = scene_pool(n_scenes, seed, scene_cache)
+        pool[n:] = images
+        for key in ("shape", "colour", "size"):
+            cols[key] = np.concatenate([cols[key], scene_cols[key]])
+        cols["background"] = np.concatenate([cols["background"], np.zeros(n_scenes, np.int64)])
+        cols["template"] = np.concatenate([cols["template"], np.zeros(n_scenes, np.int64)])
+        cols["kind"] = np.concatenate([cols["kind"], np.ones(n_scenes, np.int64)])
+    return pool, cols
+
+
+def scene_pool(
+    n: int, seed: int, cache: Path | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``n`` scenes as uint8 (n, 3, 64, 64) plus shape / colour / size columns.
+
+    ``cache``: a folder where a rendered pool is kept (a scene depends only on its seed and
+    index, so a cached pool is the same pixels as a fresh one; it only saves minutes).
+    """
+    from engine.cache import atomic_save_npy
+    from training.scenes import GENERATOR_VERSION, render_scene
+
+    path = None
+    if cache is not None:
+        path = Path(cache) / f"scenes-v{GENERATOR_VERSION}-seed{seed}-n{n}.npy"
+        if path.is_file():
+            packed = np.load(path)
+            log(f"scenes: {n} from {path}")
+            return packed[:, 3:].reshape(n, 3, 64, 64), _scene_columns(packed[:, :3])
+    t0 = time.perf_counter()
+    images = np.empty((n, 3, 64, 64), dtype=np.uint8)
+    attrs = np.empty((n, 3), dtype=np.uint8)
+    for i in range(n):
+        pixels, scene = render_scene(seed, i)
+        images[i] = pixels.transpose(2, 0, 1)
+        attrs[i] = (scene.shape, scene.colour, scene.size)
+        if (i + 1) % max(1, n // 10) == 0:
+            log(f"scenes: {i + 1}/{n} ({(i + 1) / (time.perf_counter() - t0):.0f}/s)")
+    if path is not None:
+        atomic_save_npy(path, np.concatenate([attrs, images.reshape(n, -1)], axis=1))
+    return images, _scene_columns(attrs)
+
+
+def _scene_columns(attrs: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: attrs[:, j].astype(np.int64) for j, k in enumerate(("shape", "colour", "size"))}
 
 
 class CaptionSampler:
     """Token ids for a batch of items, in the caption style chosen for training.
 
     All possible captions are tokenized once up front (a few thousand strings), so a batch is
-    one table lookup.
+    one table lookup. Scenes (``kind`` 1) never get a template naming the background: their
+    backgrounds have no word in the vocabulary.
     """
 
     def __init__(self, tokenizer: Any, captions: str, partial_p: float) -> None:
@@ -287,33 +366,72 @@ class CaptionSampler:
             raise SystemExit("--captions must be 'fixed' or 'varied'")
         self.captions = captions
         self.partial_p = partial_p
-        templates = TEMPLATES + PARTIAL_TEMPLATES
+        templates = MAIN_TEMPLATES + PARTIAL_TEMPLATES
         dims = (len(templates), len(SHAPES), len(COLOURS), len(SIZES), len(BACKGROUNDS))
         tokens = tokenizer(_all_prompts()).numpy()  # same nested order as the table dims
         self.table = tokens.reshape(*dims, tokens.shape[-1])
-        self.n_main = len(TEMPLATES)
+        self.n_main = len(MAIN_TEMPLATES)
         self.n_partial = len(PARTIAL_TEMPLATES)
+        self.no_bg = np.array([i for i, t in enumerate(MAIN_TEMPLATES) if "{bg}" not in t])
 
     def __call__(self, cols: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator):
+        n = len(idx)
+        scene = cols["kind"][idx] == 1
         if self.captions == "fixed":
-            template = cols["template"][idx].astype(np.int64)
+            # Demo items keep their own caption; a scene gets one fixed wording by its index.
+            template = np.where(scene, self.no_bg[idx % len(self.no_bg)], cols["template"][idx])
         else:
-            template = rng.integers(0, self.n_main, len(idx))
-        if self.partial_p > 0:
-            partial = rng.random(len(idx)) < self.partial_p
             template = np.where(
-                partial, self.n_main + rng.integers(0, self.n_partial, len(idx)), template
+                scene,
+                self.no_bg[rng.integers(0, len(self.no_bg), n)],
+                rng.integers(0, self.n_main, n),
             )
+        if self.partial_p > 0:
+            partial = rng.random(n) < self.partial_p
+            template = np.where(partial, self.n_main + rng.integers(0, self.n_partial, n), template)
         return self.table[
             template,
-            cols["shape"][idx].astype(np.int64),
-            cols["colour"][idx].astype(np.int64),
-            cols["size"][idx].astype(np.int64),
-            cols["background"][idx].astype(np.int64),
+            cols["shape"][idx],
+            cols["colour"][idx],
+            cols["size"][idx],
+            cols["background"][idx],
         ]
 
 
 # --- training --------------------------------------------------------------------------------
+
+
+def _photo_names() -> list[str]:
+    from training.scenes import photo_names
+
+    return photo_names()
+
+
+def _probe(model: Any, staging: Path, device: str, step: int) -> None:
+    """Log the current weights' zero-shot accuracy (held-out demo:shapes and the other
+    renderer) while training runs. Measurement only: it reads a copy of the weights, draws
+    nothing from the training RNGs, and never changes what is trained."""
+    from safetensors.torch import save_file
+
+    from engine.models import clear_cache
+    from training.eval_clip import evaluate, evaluate_holdout
+
+    folder = staging / "probe"
+    folder.mkdir(exist_ok=True)
+    for name in (CONFIG_FILE, "tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(staging / name, folder / name)
+    state = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_FILE))
+    clear_cache()
+    holdout = evaluate_holdout(folder, n_per_class=30, device=device)
+    demo = evaluate(folder, n=300, device=device)["zero_shot"]
+    clear_cache()
+    shutil.rmtree(folder)
+    log(
+        f"probe step {step}: other renderer shape {holdout['shape_acc']:.3f} colour "
+        f"{holdout['colour_acc']:.3f}; demo:shapes shape {demo['shape_acc_ensemble']:.3f} "
+        f"colour {demo['colour_acc_ensemble']:.3f}"
+    )
 
 
 def _display_path(path: Path) -> str:
@@ -366,6 +484,8 @@ def train(
     seed: int = 0,
     lr: float | None = None,
     n_train: int | None = None,
+    n_scenes: int | None = None,
+    scene_cache: Path | None = None,
     data_seed: int | None = None,
     captions: str | None = None,
     partial_p: float | None = None,
@@ -374,6 +494,7 @@ def train(
     threads: int = 1,
     device: str = "auto",
     evaluate: bool = True,
+    probe_every: int = 0,
     eval_n: int = 2000,
     command: str | None = None,
 ) -> dict[str, Any]:
@@ -395,6 +516,7 @@ def train(
     batch_size = recipe["batch_size"] if batch_size is None else batch_size
     lr = recipe["lr"] if lr is None else lr
     n_train = recipe["n_train"] if n_train is None else n_train
+    n_scenes = recipe["n_scenes"] if n_scenes is None else n_scenes
     weight_decay = recipe["weight_decay"] if weight_decay is None else weight_decay
     captions = recipe["captions"] if captions is None else captions
     partial_p = recipe["partial_p"] if partial_p is None else partial_p
@@ -428,8 +550,9 @@ def train(
         tokenizer = open_clip.get_tokenizer(f"local-dir:{staging}")
         sampler = CaptionSampler(tokenizer, captions, partial_p)
 
-        pool, cols = render_pool(n_train, data_seed, threads)
+        pool, cols = render_pool(n_train, data_seed, threads, n_scenes, scene_cache)
         pool_t = torch.from_numpy(pool)
+        n_pool = len(pool)
 
         model = CLIP(**model_cfg).to(device)
         n_params = sum(p.numel() for p in model.parameters())
@@ -449,7 +572,7 @@ def train(
         )
         loss_fn = ClipLoss()
         rng = np.random.default_rng([seed, 17])
-        order = rng.permutation(n_train)
+        order = rng.permutation(n_pool)
         cursor = 0
         mean = torch.tensor(PREPROCESS_CFG["mean"], device=device).view(1, 3, 1, 1)
         std = torch.tensor(PREPROCESS_CFG["std"], device=device).view(1, 3, 1, 1)
@@ -463,13 +586,16 @@ def train(
         t_train = time.perf_counter()
         model.train()
         for step in range(steps):
-            if cursor + batch_size > n_train:  # new epoch, new seeded order
-                order = rng.permutation(n_train)
+            if cursor + batch_size > n_pool:  # new epoch, new seeded order
+                order = rng.permutation(n_pool)
                 cursor = 0
             idx = np.sort(order[cursor : cursor + batch_size])
             cursor += batch_size
             text = torch.from_numpy(sampler(cols, idx, rng)).to(device)
             images = pool_t[torch.from_numpy(idx)].to(device).float().div_(255.0)
+            # Mirror half the batch: no shape or colour word changes under a left-right flip.
+            flip = torch.from_numpy(rng.random(len(idx)) < 0.5).to(device)
+            images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
             images = (images - mean) / std
 
             for group in optimizer.param_groups:
@@ -492,6 +618,8 @@ def train(
                     f"scale {model.logit_scale.detach().exp().item():.1f}  "
                     f"{rate * batch_size:.0f} img/s  ETA {(steps - step - 1) / rate:.0f}s"
                 )
+            if probe_every and (step + 1) % probe_every == 0 and step + 1 < steps:
+                _probe(model, staging, device, step + 1)
         train_s = time.perf_counter() - t_train
 
         state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -508,6 +636,8 @@ def train(
             "seed": seed,
             "data_seed": data_seed,
             "n_train": n_train,
+            "n_scenes": n_scenes,
+            "photos": _photo_names() if n_scenes else [],
             "lr": lr,
             "weight_decay": weight_decay,
             "warmup": warmup,
@@ -527,13 +657,16 @@ def train(
             log(f"warning: model folder is {size / 1e6:.1f} MB, over the 10 MB budget")
         if evaluate:
             from training.eval_clip import evaluate as run_eval
+            from training.eval_clip import evaluate_holdout
             from training.model_card import write_model_card
 
             metrics = run_eval(staging, n=eval_n, device=device)
             metrics["model"] = _display_path(out)  # not the staging folder it was measured in
+            holdout = evaluate_holdout(staging, device=device)
             summary["eval"] = metrics
+            summary["eval_holdout"] = holdout
             summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
-            write_model_card(staging, summary, metrics)
+            write_model_card(staging, summary, metrics, holdout)
         else:
             summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
         _write_json(staging / "training.json", summary)
@@ -547,6 +680,22 @@ def train(
         torch.use_deterministic_algorithms(saved_det, warn_only=saved_warn)
     log(f"saved {out} ({summary['folder_bytes'] / 1e6:.2f} MB) in {summary['total_seconds']}s")
     return summary
+
+
+def _weight_args(argv: list[str]) -> list[str]:
+    """The arguments minus those that cannot change the weights (a cache folder, monitoring),
+    so the recorded command is the one to document."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--scene-cache", "--probe-every"):
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -565,6 +714,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="generated training images (default: the preset's)",
     )
+    p.add_argument(
+        "--n-scenes", type=int, default=None, help="augmented scenes (default: the preset's)"
+    )
+    p.add_argument(
+        "--scene-cache",
+        type=Path,
+        default=None,
+        help="folder to keep rendered scenes in (same pixels, saves minutes on a re-run)",
+    )
     p.add_argument("--data-seed", type=int, default=None, help="shapes seed (default 1000+seed)")
     p.add_argument("--captions", choices=["fixed", "varied"], default=None)
     p.add_argument("--partial-p", type=float, default=None, help="share of partial prompts")
@@ -579,11 +737,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-eval", action="store_true", help="skip evaluation and model card")
     p.add_argument("--eval-n", type=int, default=2000)
+    p.add_argument(
+        "--probe-every",
+        type=int,
+        default=0,
+        help="log zero-shot accuracy every N steps (monitoring only; the weights are unchanged)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     args = p.parse_args(argv)
     # Turn a plain `kill` into SystemExit so the staging folder is cleaned up on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    command = "python -m training.train_clip " + " ".join(sys.argv[1:] if argv is None else argv)
+    weight_args = _weight_args(sys.argv[1:] if argv is None else argv)
+    command = "python -m training.train_clip " + " ".join(weight_args)
     summary = train(
         out=args.out,
         config=args.config,
@@ -592,6 +757,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         lr=args.lr,
         n_train=args.n_train,
+        n_scenes=args.n_scenes,
+        scene_cache=args.scene_cache,
         data_seed=args.data_seed,
         captions=args.captions,
         partial_p=args.partial_p,
@@ -600,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         device=args.device,
         evaluate=not args.no_eval,
+        probe_every=args.probe_every,
         eval_n=args.eval_n,
         command=command,
     )
