@@ -7,12 +7,13 @@ The bundle holds the ``demo:shapes`` items (ids, labels, captions, metadata, 64 
 the vectors of each model (float16), their UMAP and PCA maps and nearest-neighbour lists, so a
 view-only deployment (no torch, no umap-learn) shows real maps the moment it wakes.
 
-Models: ``baseline:pixels`` (images) and ``baseline:text`` (captions) always; the shapes CLIP
-trained in this repository (``open_clip:local-dir:models/shapes-clip``) when that folder holds
-``open_clip_config.json``. The same result, by hand::
+Models: ``baseline:pixels`` (images) and ``baseline:text`` (captions) always; the two shapes
+CLIPs trained in this repository (``models/shapes-clip``, a ResNet image tower, and
+``models/shapes-clip-small``, a ViT) when their folders hold ``open_clip_config.json``, so the
+bundle's maps show how architecture shapes a map. The same result, by hand::
 
     python -m engine bundle --dataset "demo:shapes?n=2000&seed=0" --model baseline:pixels \
-        --model baseline:text --model demo:shapes-clip \
+        --model baseline:text --model demo:shapes-clip --model demo:shapes-clip-small \
         --out bundles/demo-shapes.parallax.zip --json
 
 The maps are computed in a private temporary cache (so the bundle never depends on what the
@@ -32,14 +33,15 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 DEFAULT_OUT = REPO / "bundles" / "demo-shapes.parallax.zip"
-SHAPES_CLIP = REPO / "models" / "shapes-clip"
+SHAPES_CLIPS = ("shapes-clip", "shapes-clip-small")
 
 
 def demo_models(include_clip: bool = True) -> list[str]:
     models = ["baseline:pixels", "baseline:text"]
-    if include_clip and (SHAPES_CLIP / "open_clip_config.json").is_file():
-        # The alias, not the path: the bundle then names a model any checkout can load.
-        models.append("demo:shapes-clip")
+    for name in SHAPES_CLIPS if include_clip else ():
+        if (REPO / "models" / name / "open_clip_config.json").is_file():
+            # The alias, not the path: the bundle then names a model any checkout can load.
+            models.append(f"demo:{name}")
     return models
 
 
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=2000, help="demo:shapes items (default 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--no-clip", action="store_true", help="leave out models/shapes-clip")
+    p.add_argument("--no-clip", action="store_true", help="leave out the shapes CLIPs")
     p.add_argument("--cache-dir", type=Path, help="cache to embed into (default: a temp dir)")
     args = p.parse_args(argv)
 

@@ -198,3 +198,21 @@ def test_holdout_renderer_is_balanced_and_never_used_by_training() -> None:
         if re.search(r"import holdout_shapes|holdout_shapes import", path.read_text())
     )
     assert importers == ["eval_clip.py"]
+
+
+def test_a_training_run_in_models_does_not_break_model_aliases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training writes its staging folder (``models/.NAME.tmp-*``, config first) next to the
+    shipped models; importing ``engine.models`` meanwhile must skip it, not fail."""
+    import engine.config
+    import engine.models
+    from engine.models import registry
+
+    for name in ("good-clip", ".good-clip.tmp-abc123"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "open_clip_config.json").write_text("{}")
+    monkeypatch.setattr(engine.config, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(registry, "_aliases", {})
+    engine.models._register_shipped_models()
+    assert list(registry.aliases()) == ["demo:good-clip"]

@@ -47,7 +47,8 @@ def _register_shipped_models() -> None:
     if not root.is_dir():
         return
     for folder in sorted(root.iterdir()):
-        if (folder / "open_clip_config.json").is_file():
+        # Hidden folders are a training run's staging area (training/train_clip.py), not models.
+        if not folder.name.startswith(".") and (folder / "open_clip_config.json").is_file():
             register_alias(folder.name, f"open_clip:local-dir:{folder}")
 
 
