@@ -207,12 +207,12 @@ def test_a_training_run_in_models_does_not_break_model_aliases(
     shipped models; importing ``engine.models`` meanwhile must skip it, not fail."""
     import engine.config
     import engine.models
-    from engine.models import registry
+    from engine.models import spec
 
     for name in ("good-clip", ".good-clip.tmp-abc123"):
         (tmp_path / "models" / name).mkdir(parents=True)
         (tmp_path / "models" / name / "open_clip_config.json").write_text("{}")
-    monkeypatch.setattr(engine.config, "REPO_ROOT", tmp_path)
-    monkeypatch.setattr(registry, "_aliases", {})
+    monkeypatch.setattr(engine.config, "SHIPPED_MODELS_DIR", tmp_path / "models")
+    monkeypatch.setattr(spec, "_aliases", {})
     engine.models._register_shipped_models()
-    assert list(registry.aliases()) == ["demo:good-clip"]
+    assert list(spec.aliases()) == ["demo:good-clip"]

@@ -163,7 +163,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "text_cfg": _text_cfg(width=128, layers=2, context_length=16),
         },
         "train": {
-            "steps": 1300,
+            "steps": 1000,
             "captions": "varied",
             "partial_p": 0.2,
             "n_train": 20_000,
