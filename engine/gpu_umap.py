@@ -4,10 +4,10 @@
 as on the CPU, so above ``fit_sample`` points the GPU fits the same seeded sample and the rest are
 placed by their nearest sample points. cuML computes its own neighbour graph on the GPU (the
 CPU path's exact faiss graph would cost more than the fit). A cuML map is close to, not equal
-to, umap-learn's for the same seed; each is reproducible on its own.
+to, the CPU map's for the same seed; each is reproducible on its own.
 
 ``PARALLAX_GPU_UMAP``: ``auto`` (default: cuML if importable and a CUDA GPU is there), ``off``
-(always umap-learn), ``on`` (cuML or a one-line error).
+(always the CPU layout), ``on`` (cuML or a one-line error).
 """
 
 from __future__ import annotations

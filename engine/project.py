@@ -1,19 +1,18 @@
 """2-D maps of embedding vectors: PCA and UMAP, seeded and cached like vectors.
 
-UMAP's cost in a fresh process is mostly its nearest-neighbour search (pynndescent, which pays
-numba compilation every time) plus 500 optimisation epochs below 10k points. The map path here
-computes the exact k-NN graph with faiss (BLAS, no compilation) and hands it to umap-learn as
-``precomputed_knn``, with 200 epochs at every size. Above ``fit_sample`` points UMAP is fitted on a
-seeded sample and every other point is placed at the similarity-weighted mean of its nearest
-sample points' coordinates (the same initialisation umap-learn's ``transform`` starts from),
-found with an inverted-file index.
+UMAP here needs no JIT compilation, so a fresh process on a machine that never ran Parallax
+draws its first map as fast as any later one: the exact k-NN graph comes from faiss (BLAS), and
+UMAP's fuzzy graph and layout from ``engine.umap_layout`` (vectorised NumPy/SciPy). umap-learn
+compiles its numba kernels in every such process (30-40 s on two cores). Above ``fit_sample``
+points UMAP is fitted on a seeded sample and every other point is placed at the
+similarity-weighted mean of its nearest sample points' coordinates (the same initialisation
+umap-learn's ``transform`` starts from), found with an inverted-file index.
 """
 
 from __future__ import annotations
 
-import contextlib
+import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +75,7 @@ def pca_2d(vectors: np.ndarray, seed: int = 0, dims: int = 2) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _knn_graph(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def knn_graph(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """k-NN graph in UMAP's precomputed format: self first, cosine distances."""
     from engine.neighbors import exact_knn
 
@@ -89,81 +88,52 @@ def _knn_graph(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray
     return indices, dists
 
 
-def _import_umap_with_disk_cache():  # -> the umap module
-    """Import umap-learn with its numba kernels compiled once per machine, not once per process.
-
-    umap-learn compiles its kernels without numba's on-disk cache, which costs every fresh
-    process several seconds of compilation (measured: ~7 s of a 10 s fit at 10k points on two
-    cores). Turning the cache on for those dispatchers stores the machine code under
-    ``<cache root>/numba`` so later processes load it instead.
-    """
-    import os
-    import sys
-
-    if "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
-        from engine.config import cache_dir
-
-        os.environ["NUMBA_CACHE_DIR"] = str(cache_dir() / "numba")
-    import umap
-    import umap.layouts
-    import umap.spectral
-    import umap.umap_
-    import umap.utils
-    from numba.core.registry import CPUDispatcher
-
-    for module in (umap.umap_, umap.layouts, umap.utils, umap.spectral):
-        for obj in list(vars(module).values()):
-            if isinstance(obj, CPUDispatcher) and type(obj._cache).__name__ == "NullCache":
-                # Caching is an optimisation: a dispatcher that refuses it still works.
-                with contextlib.suppress(Exception):
-                    obj.enable_caching()
-    return umap
-
-
 def warm_up() -> None:
-    """Compile (or load from the disk cache) UMAP's kernels on a tiny input.
+    """Import and run the map path once on a tiny input, so the first real map pays neither.
 
-    The dashboard calls this in a background thread at start-up so the first real map does not
-    pay for it.
+    The layout needs no compilation (``engine.umap_layout`` is plain NumPy/SciPy), so this costs
+    about a second of imports (SciPy's sparse eigensolver, faiss); the dashboard starts it in a
+    background thread with the app (``start_warm_up``).
     """
     rng = np.random.default_rng(0)
-    umap_2d(rng.normal(size=(64, 8)).astype(np.float32), n_neighbors=5, n_epochs=5)
+    umap_2d(rng.normal(size=(64, 8)).astype(np.float32), n_neighbors=5)
+
+
+_warm_up_thread: threading.Thread | None = None
+_warm_up_lock = threading.Lock()
+
+
+def start_warm_up() -> threading.Thread:
+    """Run ``warm_up`` once per process in a daemon thread (later calls return the same one)."""
+    global _warm_up_thread
+    with _warm_up_lock:
+        if _warm_up_thread is None:
+            _warm_up_thread = threading.Thread(target=warm_up, name="parallax-map-warm-up")
+            _warm_up_thread.daemon = True
+            _warm_up_thread.start()
+        return _warm_up_thread
 
 
 def umap_2d(
     vectors: np.ndarray,
-    seed: int = 0,
+    seed: int = PROJECTION.seed,
     n_neighbors: int = PROJECTION.n_neighbors,
     min_dist: float = PROJECTION.min_dist,
-    n_epochs: int = 200,
 ) -> np.ndarray:
-    """Seeded UMAP of (normalised) vectors with a precomputed exact k-NN graph."""
+    """Seeded UMAP of (normalised) vectors: exact k-NN graph (faiss), then UMAP's fuzzy graph
+    and layout in NumPy (``engine.umap_layout``: no JIT, so no compile on a new machine)."""
+    from engine.umap_layout import LayoutParams, umap_layout
+
     x = _normalise(vectors)
     n = len(x)
     if n < 4:
         return pca_2d(x, seed)
     k = max(2, min(n_neighbors, n - 1))
+    params = LayoutParams(min_dist=min_dist)
     if gpu_umap.enabled():  # cuML installed and a GPU here: the same fit, on the GPU
-        return gpu_umap.umap_2d(x, seed, k, min_dist, n_epochs)
-    indices, dists = _knn_graph(x, k, seed)
-    umap = _import_umap_with_disk_cache()
-
-    with warnings.catch_warnings():
-        # Both warnings are about choices made on purpose here: a seed (single thread, for
-        # reproducible maps) and a precomputed graph without a search index.
-        warnings.filterwarnings("ignore", message=".*n_jobs.*")
-        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
-        reducer = umap.UMAP(
-            n_neighbors=k,
-            min_dist=min_dist,
-            metric="cosine",
-            n_epochs=n_epochs,
-            random_state=seed,
-            precomputed_knn=(indices, dists, None),
-            init="spectral" if n > k + 1 else "random",
-        )
-        out = reducer.fit_transform(x)
-    return np.asarray(out, dtype=np.float32)
+        return gpu_umap.umap_2d(x, seed, k, min_dist, params.epochs_for(n))
+    indices, dists = knn_graph(x, k, seed)
+    return umap_layout(indices, dists, x, params, seed=seed)
 
 
 def place_by_neighbours(

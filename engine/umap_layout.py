@@ -1,0 +1,423 @@
+"""UMAP's layout in vectorised NumPy: no JIT, so a fresh process on a new machine pays no compile.
+
+umap-learn compiles its kernels with numba in every process that has no on-disk cache (30-40 s on
+two cores for the first map on a machine). This module computes the same thing from a k-NN graph
+the engine already has (faiss, exact): the fuzzy simplicial set (per-point bandwidths by
+bisection, fuzzy union), a spectral initialisation (ARPACK through SciPy), and UMAP's
+cross-entropy SGD with negative sampling, following umap-learn's recipe step by step (edge
+sampling schedule, clipped gradients, linearly decaying learning rate, 5 negatives per positive).
+
+The one deliberate difference: umap-learn applies each edge's update at once, point by point
+(a sequential loop, which only compiled code makes fast); here every edge due in an epoch is
+evaluated at the epoch's start positions and the updates are summed per point with
+``np.bincount``. The quality is the same as umap-learn's within measurement noise (see
+BENCHMARKS.md, row 3), and the result is deterministic under a seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+SMOOTH_K_TOLERANCE = 1e-5
+MIN_K_DIST_SCALE = 1e-3
+GRADIENT_CLIP = 4.0
+
+
+SMALL_GRAPH = 10_000  # umap-learn runs more epochs up to this many points
+
+
+@dataclass(frozen=True)
+class LayoutParams:
+    """UMAP's optimisation settings: umap-learn's defaults, except the learning rate.
+
+    ``n_epochs`` None follows umap-learn: 500 up to ``SMALL_GRAPH`` points, 200 above.
+    ``learning_rate`` is 0.2, not umap-learn's 1.0: summing an epoch's updates per point (instead
+    of applying them one by one) overshoots at 1.0; at 0.2 the map's trustworthiness and 10-NN
+    recall match umap-learn's (measured on digits and 10k MiniLM text vectors: BENCHMARKS.md).
+    """
+
+    min_dist: float = 0.1
+    spread: float = 1.0
+    n_epochs: int | None = None
+    negative_sample_rate: int = 5
+    repulsion_strength: float = 1.0
+    learning_rate: float = 0.2
+
+    def epochs_for(self, n: int) -> int:
+        if self.n_epochs is not None:
+            return int(self.n_epochs)
+        return 500 if n <= SMALL_GRAPH else 200
+
+
+def smooth_knn_dist(
+    dists: np.ndarray, k: float, n_iter: int = 64, local_connectivity: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-point bandwidth ``sigma`` and nearest distance ``rho`` (umap-learn's bisection,
+    run for all points at once). ``dists`` is N x K with each point itself in column 0."""
+    d = np.asarray(dists, dtype=np.float64)
+    n = len(d)
+    target = np.log2(k)
+    # rho: the distance to the first neighbour at a positive distance (local_connectivity 1).
+    positive = d > 0.0
+    index = int(np.floor(local_connectivity))
+    interpolation = local_connectivity - index
+    sorted_pos = np.where(positive, d, np.inf)
+    sorted_pos.sort(axis=1)
+    counts = positive.sum(axis=1)
+    rho = np.zeros(n)
+    has_enough = counts >= local_connectivity
+    if index > 0:
+        base = sorted_pos[:, index - 1]
+        rho = np.where(has_enough, base, rho)
+        if interpolation > 1e-5:
+            nxt = sorted_pos[:, min(index, d.shape[1] - 1)]
+            rho = np.where(has_enough, base + interpolation * (nxt - base), rho)
+    else:
+        rho = np.where(has_enough, interpolation * sorted_pos[:, 0], rho)
+    few = (counts > 0) & ~has_enough
+    rho = np.where(few, np.max(np.where(positive, d, 0.0), axis=1), rho)
+
+    lo = np.zeros(n)
+    hi = np.full(n, np.inf)
+    mid = np.ones(n)
+    rest = d[:, 1:] - rho[:, None]
+    done = np.zeros(n, dtype=bool)
+    for _ in range(n_iter):
+        psum = np.where(rest > 0, np.exp(-np.maximum(rest, 0.0) / mid[:, None]), 1.0).sum(axis=1)
+        done |= np.abs(psum - target) < SMOOTH_K_TOLERANCE
+        if done.all():
+            break
+        upper = (psum > target) & ~done
+        lower = ~upper & ~done
+        hi = np.where(upper, mid, hi)
+        lo = np.where(lower, mid, lo)
+        mid = np.where(
+            upper | (lower & np.isfinite(hi)), (lo + hi) / 2.0, np.where(lower, mid * 2.0, mid)
+        )
+    mean_all = d.mean()
+    floor = MIN_K_DIST_SCALE * np.where(rho > 0.0, d.mean(axis=1), mean_all)
+    return np.maximum(mid, floor), rho
+
+
+def fuzzy_graph(indices: np.ndarray, dists: np.ndarray):  # -> scipy.sparse.coo_matrix
+    """The symmetric fuzzy simplicial set (fuzzy union) of a k-NN graph, self in column 0."""
+    import scipy.sparse
+
+    n, k = indices.shape
+    sigma, rho = smooth_knn_dist(dists, k)
+    d = np.asarray(dists, dtype=np.float64)
+    vals = np.exp(-np.maximum(d - rho[:, None], 0.0) / sigma[:, None])
+    vals[(d - rho[:, None] <= 0.0) | (sigma[:, None] == 0.0)] = 1.0
+    rows = np.repeat(np.arange(n), k)
+    cols = np.asarray(indices).ravel()
+    vals = vals.ravel()
+    keep = (cols >= 0) & (cols != rows)
+    g = scipy.sparse.csr_matrix((vals[keep], (rows[keep], cols[keep])), shape=(n, n))
+    t = g.T.tocsr()
+    prod = g.multiply(t)
+    return (g + t - prod).tocoo()
+
+
+def ab_params(min_dist: float, spread: float = 1.0) -> tuple[float, float]:
+    """UMAP's output kernel 1 / (1 + a d^2b) fitted to the min_dist / spread curve."""
+    from scipy.optimize import curve_fit
+
+    xv = np.linspace(0, spread * 3, 300)
+    yv = np.where(xv < min_dist, 1.0, np.exp(-(xv - min_dist) / spread))
+
+    def curve(x: np.ndarray, a: float, b: float) -> np.ndarray:
+        return 1.0 / (1.0 + a * x ** (2 * b))
+
+    (a, b), _ = curve_fit(curve, xv, yv)
+    return float(a), float(b)
+
+
+def _spectral(graph, dim: int, seed: int) -> np.ndarray | None:  # graph: one connected part
+    """Smallest non-trivial eigenvectors of the normalised Laplacian (largest of the normalised
+    adjacency, which Lanczos finds far faster than the smallest of the Laplacian)."""
+    import scipy.sparse
+    import scipy.sparse.linalg
+
+    n = graph.shape[0]
+    if n <= dim + 2:
+        return None
+    deg = np.asarray(graph.sum(axis=0)).ravel()
+    inv_sqrt = 1.0 / np.sqrt(np.maximum(deg, 1e-12))
+    scaled = scipy.sparse.diags(inv_sqrt) @ graph @ scipy.sparse.diags(inv_sqrt)
+    k = dim + 1
+    try:
+        if n < 200:
+            _, vecs = np.linalg.eigh(scaled.toarray())
+            vecs = vecs[:, ::-1][:, :k]
+        else:
+            rng = np.random.default_rng(seed)
+            vals, vecs = scipy.sparse.linalg.eigsh(
+                scaled,
+                k,
+                which="LA",
+                ncv=max(2 * k + 1, int(np.sqrt(n))),
+                tol=1e-4,
+                v0=rng.uniform(0.5, 1.0, n),
+                maxiter=n * 5,
+            )
+            vecs = vecs[:, np.argsort(-vals)]
+    except scipy.sparse.linalg.ArpackError:
+        return None
+    return vecs[:, 1:k]
+
+
+def spectral_init(graph, dim: int, seed: int, data: np.ndarray) -> np.ndarray:
+    """umap-learn's initialisation: spectral per connected component, components placed by a
+    layout of their centroids, then scaled to at most 10 with a little noise."""
+    import scipy.sparse.csgraph
+
+    rng = np.random.default_rng(seed)
+    n = graph.shape[0]
+    graph = graph.tocsr()
+    n_parts, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    if n_parts == 1:
+        out = _spectral(graph, dim, seed)
+        if out is None:
+            out = rng.uniform(-10, 10, size=(n, dim))
+    else:
+        out = np.zeros((n, dim))
+        centroids = np.stack([data[labels == c].mean(axis=0) for c in range(n_parts)])
+        meta = _component_positions(centroids, dim, seed)
+        gaps = np.sqrt(((meta[:, None] - meta[None]) ** 2).sum(-1))
+        np.fill_diagonal(gaps, np.inf)
+        half_gap = gaps.min(axis=1) / 2.0
+        for c in range(n_parts):
+            rows = np.flatnonzero(labels == c)
+            part = _spectral(graph[rows][:, rows], dim, seed + c) if len(rows) > 2 * dim else None
+            if part is None:
+                part = rng.uniform(-1, 1, size=(len(rows), dim))
+            part = part - part.mean(axis=0)
+            part /= max(np.abs(part).max(), 1e-12)
+            out[rows] = meta[c] + part * half_gap[c]
+    out = out * (10.0 / max(np.abs(out).max(), 1e-12))
+    out += rng.normal(scale=1e-4, size=out.shape)
+    return out.astype(np.float32)
+
+
+def _component_positions(centroids: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """Where each connected component goes: a PCA of the component centroids, or fixed
+    orthogonal corners when there are too few to fit one."""
+    m = len(centroids)
+    if m <= 2 * dim:
+        base = np.vstack([np.eye(dim), -np.eye(dim)])[:m]
+        return base.astype(np.float64)
+    c = centroids - centroids.mean(axis=0)
+    u, s, _ = np.linalg.svd(c, full_matrices=False)
+    pos = u[:, :dim] * s[:dim]
+    return pos / max(np.abs(pos).max(), 1e-12)
+
+
+def epochs_per_sample(weights: np.ndarray, n_epochs: int) -> np.ndarray:
+    n_samples = n_epochs * (weights / weights.max())
+    out = np.full(len(weights), -1.0)
+    pos = n_samples > 0
+    out[pos] = n_epochs / n_samples[pos]
+    return out
+
+
+@dataclass(frozen=True)
+class _Kernel:
+    """The constants of one layout's gradients, as float32 scalars."""
+
+    a: np.float32
+    b: np.float32
+    attract: np.float32  # -2ab
+    repel: np.float32  # 2 * gamma * b
+    clip: np.float32
+
+    @classmethod
+    def make(cls, params: LayoutParams) -> _Kernel:
+        a, b = ab_params(params.min_dist, params.spread)
+        return cls(
+            a=np.float32(a),
+            b=np.float32(b),
+            attract=np.float32(-2.0 * a * b),
+            repel=np.float32(2.0 * params.repulsion_strength * b),
+            clip=np.float32(GRADIENT_CLIP),
+        )
+
+
+def _edge_gradients(
+    k: _Kernel,
+    cols: list[np.ndarray],
+    doubled: list[np.ndarray],
+    h: np.ndarray,
+    t: np.ndarray,
+    partner: np.ndarray,
+    live: np.ndarray | None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per edge and output dimension: the clipped attraction along the edge (``pulls``) and the
+    summed clipped repulsion of the head from its random partners (``pushes``).
+
+    ``partner`` is draws x edges, indices into ``doubled`` (each column twice, end to end);
+    ``live`` masks the draws an edge is not owed this epoch (None: all are owed).
+    """
+    one = np.float32(1.0)
+    diffs = [c[h] - c[t] for c in cols]
+    d2 = _squared_norm(diffs)
+    positive = d2 > 0
+    d2b = np.power(d2, k.b, where=positive, out=np.zeros_like(d2))
+    coeff = np.zeros_like(d2)
+    np.divide(k.attract * d2b, d2 * (k.a * d2b + one), where=positive, out=coeff)
+    pulls = [_clipped(coeff * diff, k.clip) for diff in diffs]
+
+    heads = [c[h] for c in cols]
+    ndiffs = [hc[None, :] - cc[partner] for hc, cc in zip(heads, doubled, strict=True)]
+    d2 = _squared_norm(ndiffs)
+    pw = np.power(d2, k.b)
+    pw *= k.a
+    pw += one
+    coeff = d2 + np.float32(0.001)
+    coeff *= pw
+    np.divide(k.repel, coeff, out=coeff)
+    if live is not None:
+        coeff *= live
+    coincident = d2 == 0
+    any_coincident = bool(coincident.any())
+    pushes = []
+    for diff in ndiffs:
+        diff *= coeff
+        g = _clipped(diff, k.clip)
+        if any_coincident:
+            g[coincident] = k.clip  # umap-learn pushes coincident points apart by the clip
+        pushes.append(g.sum(axis=0))
+    return pulls, pushes
+
+
+def _clipped(x: np.ndarray, bound: np.float32) -> np.ndarray:
+    np.minimum(x, bound, out=x)
+    np.maximum(x, -bound, out=x)
+    return x
+
+
+def _squared_norm(diffs: list[np.ndarray]) -> np.ndarray:
+    out = diffs[0] * diffs[0]
+    for extra in diffs[1:]:
+        out += extra * extra
+    return out
+
+
+def optimise(
+    embedding: np.ndarray,
+    head: np.ndarray,
+    tail: np.ndarray,
+    weights: np.ndarray,
+    params: LayoutParams,
+    seed: int,
+    threads: int | None = None,
+) -> np.ndarray:
+    """UMAP's SGD, one vectorised step per epoch (see the module docstring).
+
+    What makes NumPy fast here: each output dimension is its own contiguous float32 column;
+    the negative samples of the edges due in an epoch form one (draws x edges) block whose rows
+    sum contiguously; a point's random partners are offsets 1..N-1 from it, read from a doubled
+    copy of each column, so no modulo is needed and the point itself is never drawn (umap-learn
+    skips such a draw too); the offsets come from one seeded pool drawn up front, read from a
+    random start each epoch; and the edges are split across ``threads`` (NumPy releases the GIL
+    in its loops). The result does not depend on the number of threads.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    kernel = _Kernel.make(params)
+    n, dim = embedding.shape
+    cols = [np.ascontiguousarray(embedding[:, j], dtype=np.float32) for j in range(dim)]
+    n_epochs = params.epochs_for(n)
+    eps = epochs_per_sample(weights, n_epochs)
+    keep = eps > 0
+    head, tail, eps = head[keep].astype(np.intp), tail[keep].astype(np.intp), eps[keep]
+    eps_neg = eps / params.negative_sample_rate
+    next_pos = eps.copy()
+    next_neg = eps_neg.copy()
+    rng = np.random.default_rng(seed)
+    # Draws per edge per epoch never exceed rate + 1 (the schedule owes at most that many).
+    max_draws = (params.negative_sample_rate + 1) * len(head)
+    pool = rng.integers(1, max(n, 2), 2 * max_draws, dtype=np.int32)
+    threads = max(1, min(threads or _default_threads(), 8))
+    pool_exec = ThreadPoolExecutor(threads) if threads > 1 else None
+    try:
+        for epoch in range(1, n_epochs):
+            due = np.flatnonzero(next_pos <= epoch)
+            if len(due) == 0:
+                continue
+            h, t = head[due], tail[due]
+            next_pos[due] += eps[due]
+            n_neg = ((epoch - next_neg[due]) / eps_neg[due]).astype(np.int64)
+            np.maximum(n_neg, 0, out=n_neg)
+            next_neg[due] += n_neg * eps_neg[due]
+            width = max(1, int(n_neg.max()))
+            m = len(due)
+            start = int(rng.integers(0, len(pool) - width * m + 1))
+            partner = pool[start : start + width * m].reshape(width, m) + h[None, :]
+            live = None
+            if int(n_neg.min()) < width:
+                live = (np.arange(width)[:, None] < n_neg[None, :]).astype(np.float32)
+            doubled = [np.concatenate([c, c]) for c in cols]
+            bounds = np.linspace(0, m, threads + 1).astype(int) if pool_exec else [0, m]
+            tasks = [
+                (
+                    kernel,
+                    cols,
+                    doubled,
+                    h[lo:hi],
+                    t[lo:hi],
+                    partner[:, lo:hi],
+                    None if live is None else live[:, lo:hi],
+                )
+                for lo, hi in itertools.pairwise(bounds)
+            ]
+            if pool_exec is not None:
+                parts = list(pool_exec.map(lambda task: _edge_gradients(*task), tasks))
+            else:
+                parts = [_edge_gradients(*tasks[0])]
+            alpha = params.learning_rate * (1.0 - (epoch - 1) / n_epochs)
+            for j, c in enumerate(cols):
+                pull = np.concatenate([p[0][j] for p in parts])
+                push = np.concatenate([p[1][j] for p in parts])
+                move = np.bincount(h, pull + push, minlength=n) - np.bincount(t, pull, minlength=n)
+                move *= alpha
+                c += move.astype(np.float32)
+    finally:
+        if pool_exec is not None:
+            pool_exec.shutdown()
+    return np.stack(cols, axis=1)
+
+
+def _default_threads() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def umap_layout(
+    indices: np.ndarray,
+    dists: np.ndarray,
+    data: np.ndarray,
+    params: LayoutParams | None = None,
+    seed: int = 0,
+    dim: int = 2,
+) -> np.ndarray:
+    """A UMAP layout of N points from their k-NN graph (N x K, self in column 0, distances)."""
+    from dataclasses import replace
+
+    params = params or LayoutParams()
+    params = replace(params, n_epochs=params.epochs_for(len(indices)))
+    graph = fuzzy_graph(indices, dists)
+    graph.sum_duplicates()
+    w = graph.data
+    w[w < w.max() / params.n_epochs] = 0.0  # edges too weak to be sampled once (as umap-learn)
+    graph.eliminate_zeros()
+    init = spectral_init(graph, dim, seed, data)
+    lo, hi = init.min(axis=0), init.max(axis=0)
+    init = 10.0 * (init - lo) / np.maximum(hi - lo, 1e-12)
+    return optimise(init, graph.row, graph.col, graph.data, params, seed)
