@@ -1,54 +1,56 @@
-"""The on-disk cache: content-hash keys, atomic writes, file locks, resumable shards.
+"""The on-disk cache: content-hash keys, finished array entries, resumable shards.
 
-Layout under the cache root (``engine.config.cache_dir()``)::
+One namespace per artefact kind (the table is ``engine.cache_space.KINDS``; listing, pruning
+and quotas live there too). The array entries this module writes::
 
     vectors/<key>/vectors.npy        N x D float32, rows in dataset order (readable by any NumPy)
     vectors/<key>/manifest.json      what produced it: dataset, model, modality, n, dim, seconds
     vectors/<key>.partial/           shards of an unfinished job (resume picks them up)
     projections/<key>/coords.npy     N x 2 float32
     projections/<key>/manifest.json
-    locks/<key>.lock                 one writer per key across processes (filelock)
+    locks/<key>.lock                 one writer per key across processes (``engine.locks``)
 
 A key is the SHA-256 of a JSON description of everything that determines the bytes: the dataset's
 full content fingerprint, the model's identity (weights + preprocessing), the modality, and the
 engine's format version. A finished entry is never modified; a changed input is a new key.
-"""
+Files are written through ``engine.atomic`` (temp file, fsync, rename)."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import os
-import re
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
+from engine.atomic import atomic_save_npy, atomic_write_bytes, atomic_write_json
+from engine.cache_space import SAFE_KEY, CacheSpace, check_key, touch
 from engine.config import cache_dir
 from engine.errors import CacheError
+from engine.locks import LOCK_TIMEOUT_S, Lease, locked
+
+__all__ = [
+    "FORMAT_VERSION",
+    "LOCK_TIMEOUT_S",
+    "Cache",
+    "Entry",
+    "Lease",
+    "atomic_save_npy",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "check_key",
+    "hash_array",
+    "locked",
+    "make_key",
+]
 
 # Bump when the meaning of stored bytes changes (e.g. normalisation): old entries become misses.
 FORMAT_VERSION = 1
-LOCK_TIMEOUT_S = 6 * 3600  # a waiting process gives up only after a very long foreign job
-
-
-# A key becomes a folder or file name: no separators, no dots (keys may come from a bundle).
-_SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-
-
-def check_key(key: str) -> str:
-    """``key`` if it is safe as one path component, else ``CacheError`` (never a traversal)."""
-    if not isinstance(key, str) or not _SAFE_KEY.match(key):
-        raise CacheError(f"invalid cache key {str(key)[:80]!r}")
-    return key
 
 
 def make_key(**parts: Any) -> str:
@@ -70,71 +72,6 @@ def hash_array(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def cache_write_error(path: Path, exc: OSError) -> CacheError:
-    if exc.errno == errno.ENOSPC:
-        why = "the disk is full"
-    elif exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        why = "the cache directory is not writable"
-    else:
-        why = exc.strerror or str(exc)
-    return CacheError(
-        f"cannot write cache entry {path}: {why} (set PARALLAX_CACHE or --cache-dir to another "
-        "directory)"
-    )
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Run ``write`` on a temp file beside ``path``, fsync it, then rename it over ``path``:
-    readers see either the old file or the whole new one, never a torn one."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise cache_write_error(path, exc) from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise cache_write_error(path, exc) from exc
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` (streamed, no pickle) through the atomic temp-file path."""
-    _atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-@contextlib.contextmanager
-def locked(root: Path, key: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Hold the cross-process lock for ``key``. The OS drops it if the holder is killed."""
-    from filelock import FileLock, Timeout
-
-    check_key(key)
-    lock_dir = root / "locks"
-    try:
-        lock_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise cache_write_error(lock_dir, exc) from exc
-    lock = FileLock(str(lock_dir / f"{key}.lock"), timeout=timeout_s)
-    try:
-        with lock:
-            yield
-    except Timeout as exc:
-        raise CacheError(f"timed out waiting for another process to finish {key[:12]}") from exc
-
-
 @dataclass(frozen=True)
 class Entry:
     """A finished cache entry: a directory holding one array file and its manifest."""
@@ -149,7 +86,9 @@ class Entry:
         return self.directory / ("vectors.npy" if self.kind == "vectors" else "coords.npy")
 
     def load(self, mmap: bool = True) -> np.ndarray:
-        """The stored array (memory-mapped by default: opening a 1M x 512 entry costs no RAM)."""
+        """The stored array (memory-mapped by default: opening a 1M x 512 entry costs no RAM).
+        Loading counts as a use (``prune`` removes least-recently-used entries first)."""
+        touch(self.directory)
         try:
             return np.load(self.array_path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -159,19 +98,27 @@ class Entry:
         return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
 
 
-class Cache:
-    """Finished entries and in-progress shards under one root."""
+class Cache(CacheSpace):
+    """Finished entries and in-progress shards under one root (namespaces, leases, listing,
+    pruning and quotas: ``CacheSpace``)."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = cache_dir(root)
 
     # -- finished entries -------------------------------------------------------------------
     def entry_dir(self, kind: str, key: str) -> Path:
-        return self.root / check_key(kind) / check_key(key)
+        return self.path(kind, key)
 
     def get(self, kind: str, key: str) -> Entry | None:
         """The finished entry for ``key``, or None. A half-written entry never shows up here
-        because the manifest is written last, after the array is in place."""
+        because the manifest is written last, after the array is in place. Asking for one
+        entry counts as a use of it (listing with ``entries`` does not)."""
+        entry = self._read(kind, key)
+        if entry is not None:
+            touch(entry.directory)
+        return entry
+
+    def _read(self, kind: str, key: str) -> Entry | None:
         directory = self.entry_dir(kind, key)
         manifest_path = directory / "manifest.json"
         if not manifest_path.is_file():
@@ -217,32 +164,16 @@ class Cache:
             if not base.is_dir():
                 continue
             for directory in base.iterdir():
-                if directory.is_dir() and _SAFE_KEY.match(directory.name):  # not *.partial
-                    entry = self.get(k, directory.name)
+                if directory.is_dir() and SAFE_KEY.match(directory.name):  # not *.partial
+                    entry = self._read(k, directory.name)
                     if entry is not None:
                         found.append(entry)
         found.sort(key=lambda e: e.manifest.get("created", ""), reverse=True)
         return found
 
-    def remove(self, entry: Entry) -> None:
-        shutil.rmtree(entry.directory, ignore_errors=True)
-
-    def prune(self, max_bytes: int) -> list[Entry]:
-        """Delete the oldest entries until the finished entries fit in ``max_bytes``."""
-        entries = self.entries()
-        total = sum(e.size_bytes() for e in entries)
-        removed: list[Entry] = []
-        for entry in reversed(entries):  # oldest first
-            if total <= max_bytes:
-                break
-            total -= entry.size_bytes()
-            self.remove(entry)
-            removed.append(entry)
-        return removed
-
     # -- resumable shards ---------------------------------------------------------------------
     def partial_dir(self, kind: str, key: str) -> Path:
-        return self.root / check_key(kind) / f"{check_key(key)}.partial"
+        return self.kind_dir(kind) / f"{check_key(key)}.partial"
 
     def read_partial_plan(self, kind: str, key: str) -> dict[str, Any] | None:
         path = self.partial_dir(kind, key) / "plan.json"

@@ -103,6 +103,14 @@ MAX_ARCHIVE_RATIO = _int_env(
 DOWNLOAD_TIMEOUT_S = _float_env("PARALLAX_DOWNLOAD_TIMEOUT_S", 5.0)  # connect, and each read
 DOWNLOAD_DEADLINE_S = _float_env("PARALLAX_DOWNLOAD_DEADLINE_S", 60.0)  # one whole download
 
+# Disk quotas per cache namespace (engine.cache_space). Going over one first removes that
+# namespace's least-recently-used entries not in use; if still over, one QuotaError line.
+QUOTA_UPLOADS = _int_env("PARALLAX_QUOTA_UPLOADS", 1024**3)  # per owner (session / visitor)
+QUOTA_EXTRACTED = _int_env("PARALLAX_QUOTA_EXTRACTED", 20 * 1024**3)  # all unpacked archives
+QUOTA_DOWNLOADS = _int_env("PARALLAX_QUOTA_DOWNLOADS", 5 * 1024**3)  # all URL downloads
+# Temp names and unfinished jobs older than this, whose writer is gone, are removed by prune.
+ORPHAN_AGE_S = _float_env("PARALLAX_ORPHAN_AGE_S", 3600.0)
+
 # ``python -m engine cache prune`` keeps at most this much when ``--max-bytes`` is not given.
 DEFAULT_CACHE_MAX_BYTES = 20 * 1024**3
 

@@ -8,9 +8,7 @@ model exactly the same batches as an uninterrupted one and so produces identical
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -22,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from engine import gpu_decode
-from engine.cache import Cache, Entry, atomic_save_npy, cache_write_error, locked
+from engine.atomic import atomic_file, atomic_save_npy
+from engine.cache import Cache, Entry, locked
 from engine.column_vectors import column_identity, is_column_spec, read_column_vectors
 from engine.datasets.base import Dataset
 from engine.errors import ItemError, ParallaxError
@@ -253,12 +252,8 @@ def _embed_shard_texts(
 
 def _assemble(cache: Cache, key: str, n_shards: int, n: int, dim: int) -> Path:
     """Concatenate the shards into one ``vectors.npy`` (streamed through a memmap, then renamed)."""
-    directory = cache.entry_dir("vectors", key)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / "vectors.npy"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vectors.", suffix=".npy.tmp")
-    os.close(fd)
-    try:
+    final = cache.entry_dir("vectors", key) / "vectors.npy"
+    with atomic_file(final) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
         row = 0
         for s in range(n_shards):
@@ -269,13 +264,6 @@ def _assemble(cache: Cache, key: str, n_shards: int, n: int, dim: int) -> Path:
             raise ParallaxError(f"internal error: shards hold {row} rows, expected {n}")
         out.flush()
         del out
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise cache_write_error(final, exc) from exc
     return final
 
 
@@ -390,6 +378,8 @@ def embed_dataset(
 
     entry = cache.get("vectors", key)
     if entry is not None:
+        if cache.partial_dir("vectors", key).exists():  # a kill between manifest and cleanup
+            cache.drop_partial("vectors", key)
         return result(entry, cached=True)
 
     with locked(cache.root, key):

@@ -25,3 +25,7 @@ class ModelUnavailable(ParallaxError):
 
 class CacheError(ParallaxError):
     """The cache directory cannot be written (read-only, disk full) or an entry is corrupt."""
+
+
+class QuotaError(ParallaxError):
+    """A write would take a namespace of the cache past its disk quota (``engine.config``)."""

@@ -341,7 +341,7 @@ def test_folder_checks_are_cached_and_fingerprint_is_stable(
     image_folder: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = open_dataset(f"folder:{image_folder}", cache_root=cache_root)
-    assert list((cache_root / "datasets").glob("*.json"))
+    assert list((cache_root / "checks").glob("*.json"))
     monkeypatch.setattr(images_mod, "open_image_safely", no_decoding)
     second = open_dataset(f"folder:{image_folder}", cache_root=cache_root)  # no decode at all
     assert second.ids == first.ids and reasons(second) == reasons(first)

@@ -6,8 +6,12 @@ archives, and members whose declared compression ratio looks like a bomb are ski
 reason; a member count or total size over the limits refuses the whole archive. While
 inflating, the bytes actually written are counted too, since declared sizes can lie.
 
-Extraction goes to ``cache_root/extracted/<sha256 of archive>/`` via a temp folder and an atomic
-rename, under a file lock, with a ``.complete`` marker written last; a complete folder is reused.
+Extraction goes to the cache's ``extracted`` namespace, ``extracted/<sha256 of archive>/``, via a
+temp folder and an atomic rename (``engine.atomic.atomic_dir``), under a file lock, with a
+``.complete`` marker written last; a complete folder is reused. The namespace has a disk quota
+(``config.QUOTA_EXTRACTED``, checked against the declared sizes before anything is inflated),
+and a dataset opened from an extracted folder holds a lease on it, so ``prune`` never removes
+it while the dataset is open.
 """
 
 from __future__ import annotations
@@ -16,20 +20,19 @@ import contextlib
 import errno
 import hashlib
 import json
-import os
 import re
-import shutil
 import stat
 import tarfile
-import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 from engine import config
-from engine.cache import locked
+from engine.atomic import atomic_dir
+from engine.cache import Cache, Lease, locked
+from engine.cache_space import touch
 from engine.datasets.base import Dataset, SkippedItem
 from engine.datasets.folder import FolderDataset, is_hidden, is_within
 from engine.datasets.manifest import ManifestDataset
@@ -224,7 +227,11 @@ def _extract_members(
             raise DatasetError("archive unpacks to more than the size limit")
 
 
-def _unpack(archive: Path, kind: str, target: Path) -> list[SkippedItem]:
+def _unpack(
+    archive: Path, kind: str, target: Path, reserve: Callable[[int], None] | None = None
+) -> list[SkippedItem]:
+    """Check every member, call ``reserve`` with the bytes the planned members declare, then
+    inflate them under ``target``. Returns the skipped members."""
     skipped: list[SkippedItem] = []
     if kind == "zip":
         try:
@@ -233,6 +240,8 @@ def _unpack(archive: Path, kind: str, target: Path) -> list[SkippedItem]:
             raise DatasetError(f"not a readable zip archive: {archive.name} ({exc})") from exc
         with zf:
             members = _plan_zip(zf, skipped)
+            if reserve is not None:
+                reserve(sum(m.declared_size for m in members))
             _extract_members(lambda m: zf.open(m.handle), members, target, skipped)
     else:
         try:
@@ -244,6 +253,8 @@ def _unpack(archive: Path, kind: str, target: Path) -> list[SkippedItem]:
                 members = _plan_tar(tf, skipped, archive.stat().st_size)
             except (tarfile.TarError, EOFError) as exc:
                 raise DatasetError(f"corrupt tar archive {archive.name}: {exc}") from exc
+            if reserve is not None:
+                reserve(sum(m.declared_size for m in members))
 
             @contextlib.contextmanager
             def open_member(m: Member) -> Iterator[IO[bytes]]:
@@ -265,46 +276,46 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _extract_into_cache(archive: Path, kind: str, extracted: Path, target: Path) -> None:
-    """Unpack into a temp folder beside ``target``, mark it complete, then rename it."""
-    digest = target.name
-    try:
-        extracted.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=extracted, prefix=f".tmp-{digest[:16]}-"))
-    except OSError as exc:
-        raise CacheError(f"cannot write to the cache at {extracted}: {exc.strerror}") from exc
-    try:
-        skipped = _unpack(archive, kind, tmp.resolve())
+def unpack_into(
+    archive: Path, kind: str, target: Path, reserve: Callable[[int], None] | None = None
+) -> list[SkippedItem]:
+    """Unpack ``archive`` safely into the new folder ``target`` (atomically: a temp folder
+    renamed whole); ``reserve`` is charged with the declared size first. Returns the skipped
+    members. Used for archives beside an uploaded manifest (``engine.uploads``)."""
+    with atomic_dir(target, replace=True) as tmp:
+        skipped = _unpack(archive, kind, tmp.resolve(), reserve)
         record = [{"source": s.source, "reason": s.reason} for s in skipped]
         (tmp / SKIPPED_FILE).write_text(json.dumps(record), encoding="utf-8")
         (tmp / COMPLETE_MARKER).write_text("ok\n", encoding="utf-8")  # last: marks it whole
-        if target.exists():  # a leftover without its marker (removed by hand, or damaged)
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise CacheError(f"cannot extract {archive.name} into the cache: {exc.strerror}") from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    return skipped
 
 
 def extract_archive(
     archive: Path, cache_root: Path, kind: str = "zip"
-) -> tuple[Path, list[SkippedItem]]:
-    """Extract (or reuse) ``archive`` under the cache; returns (folder, skipped members)."""
+) -> tuple[Path, list[SkippedItem], Lease]:
+    """Extract (or reuse) ``archive`` under the cache; returns (folder, skipped members, a
+    lease that keeps ``prune`` off the folder until it is released or garbage-collected)."""
     digest = file_sha256(archive)
-    extracted = cache_root / "extracted"
-    target = extracted / digest
-    if not (target / COMPLETE_MARKER).is_file():
-        with locked(cache_root, digest):  # one extractor per archive across processes
+    cache = Cache(cache_root)
+    target = cache.path("extracted", digest)
+    lease = cache.lease("extracted", digest)  # before the check: prune cannot slip in between
+    if (target / COMPLETE_MARKER).is_file():
+        touch(target)
+    else:
+        with locked(cache.root, digest):  # one extractor per archive across processes
             if not (target / COMPLETE_MARKER).is_file():  # another process may have finished
-                _extract_into_cache(archive, kind, extracted, target)
+                budget = cache.budget(
+                    "extracted", config.QUOTA_EXTRACTED, setting="PARALLAX_QUOTA_EXTRACTED"
+                )
+                unpack_into(
+                    archive, kind, target, lambda n: budget.charge(n, f"unpacking {archive.name}")
+                )
     try:
         record = json.loads((target / SKIPPED_FILE).read_text(encoding="utf-8"))
         skipped = [SkippedItem(r["source"], r["reason"]) for r in record]
     except (OSError, ValueError, KeyError, TypeError):
         skipped = []
-    return target, [SkippedItem(f"archive member {s.source}", s.reason) for s in skipped]
+    return target, [SkippedItem(f"archive member {s.source}", s.reason) for s in skipped], lease
 
 
 def _content_root(folder: Path) -> Path:
@@ -332,7 +343,7 @@ def open_archive(
             kind = "tar"  # zip:PATH also accepts a tar archive
         else:
             raise DatasetError(f"not a zip archive: {archive}")
-    folder, skipped = extract_archive(archive, cache_root, kind)
+    folder, skipped, lease = extract_archive(archive, cache_root, kind)
     root = _content_root(folder)
     manifests = [
         p
@@ -345,7 +356,7 @@ def open_archive(
             name = name[: -len(suffix)]
             break
     if len(manifests) == 1:
-        return ManifestDataset(
+        dataset: Dataset = ManifestDataset(
             manifests[0],
             spec=spec,
             name=name,
@@ -353,6 +364,9 @@ def open_archive(
             progress=progress,
             skipped=skipped,
         )
-    return FolderDataset(
-        root, spec=spec, name=name, cache_root=cache_root, progress=progress, skipped=skipped
-    )
+    else:
+        dataset = FolderDataset(
+            root, spec=spec, name=name, cache_root=cache_root, progress=progress, skipped=skipped
+        )
+    lease.bind(dataset)  # the folder stays while the dataset reads images from it
+    return dataset

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from engine import config
+from engine.cache import Cache
 from engine.datasets.base import ContentHasher, DatasetBase, SkippedItem
 from engine.datasets.images import (
     IMAGE_EXTENSIONS,
@@ -41,7 +42,7 @@ def is_within(path: Path, root: Path) -> bool:
 def verdict_cache_file(cache_root: Path, source: Path) -> Path:
     """Where the per-file check results for a folder or manifest at ``source`` are kept."""
     key = hashlib.sha256(str(source).encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return cache_root / "datasets" / f"checks-{key}.json"
+    return Cache(cache_root).path("checks", key)
 
 
 def list_image_files(root: Path) -> tuple[list[PurePosixPath], list[SkippedItem], int]:

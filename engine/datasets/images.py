@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +21,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine import config
-from engine.errors import ItemError
+from engine.atomic import atomic_write_bytes
+from engine.cache_space import touch
+from engine.errors import CacheError, ItemError
 from engine.progress import ProgressCallback, ProgressTracker
 
 # File extensions a folder dataset picks up (lower case, no dot).
@@ -216,27 +217,17 @@ def _load_verdicts(cache_file: Path | None) -> dict[str, dict]:
         return {}  # missing or damaged: simply check again
     if not isinstance(blob, dict) or blob.get("limits") != _limits():
         return {}
+    touch(cache_file)  # a use: prune keeps recently used checks longest
     files = blob.get("files")
     return files if isinstance(files, dict) else {}
 
 
 def _save_verdicts(cache_file: Path, files: dict[str, dict]) -> None:
-    """Atomic write (temp file in the same folder, fsync, rename). The cache only saves time,
-    so a read-only or full disk is not an error here."""
+    """Atomic write. The cache only saves time, so a read-only or full disk is not an error
+    here."""
     blob = json.dumps({"limits": _limits(), "files": files}, sort_keys=True).encode()
-    tmp = None
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, cache_file)
-    except OSError:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    with contextlib.suppress(CacheError):
+        atomic_write_bytes(cache_file, blob)
 
 
 def check_image_files(

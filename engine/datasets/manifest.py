@@ -15,10 +15,8 @@ import http.client
 import io
 import ipaddress
 import json
-import os
 import re
 import socket
-import tempfile
 import threading
 import time
 import urllib.error
@@ -31,6 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import config
+from engine.atomic import atomic_write_bytes
+from engine.cache import Cache
+from engine.cache_space import SpaceBudget, touch
 from engine.datasets.base import ContentHasher, DatasetBase, SkippedItem
 from engine.datasets.folder import is_within, verdict_cache_file
 from engine.datasets.images import (
@@ -40,7 +41,7 @@ from engine.datasets.images import (
     check_image_files,
     open_image_safely,
 )
-from engine.errors import DatasetError, ItemError
+from engine.errors import CacheError, DatasetError, ItemError
 from engine.progress import ProgressCallback
 
 if TYPE_CHECKING:
@@ -321,41 +322,53 @@ def _connect_checked(address: tuple[str, int], timeout: float | None = None, sou
 
 
 class _Watchdog:
-    """A hard deadline for one download: when it passes, every connection it opened is shut
-    down, which wakes a read blocked on a server that trickles bytes (or headers) forever."""
+    """A hard deadline for one whole download (connect, headers and body): when it passes,
+    every socket the download opened is shut down, which wakes a read blocked on a server that
+    trickles bytes forever. Sockets are watched from the moment they connect, because urllib
+    detaches the socket from its connection once the headers are read."""
 
     def __init__(self, seconds: float) -> None:
         self.at = time.monotonic() + seconds
         self.expired = False
         self._lock = threading.Lock()
-        self._conns: list[http.client.HTTPConnection] = []
+        self._socks: list[socket.socket] = []
         self._timer = threading.Timer(max(0.0, seconds), self._fire)
         self._timer.daemon = True
         self._timer.start()
 
-    def add(self, conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            self._conns.append(conn)
-            expired = self.expired
-        if expired:  # a redirect after the deadline: never even connect
+    def check(self) -> None:
+        if self.expired:  # a redirect after the deadline: never even connect
             raise ItemError("could not download URL: took too long")
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._socks.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
 
     def _fire(self) -> None:
         with self._lock:
             self.expired = True
-            for conn in self._conns:
-                sock = conn.sock
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
+            socks = list(self._socks)
+        for sock in socks:
+            _shut(sock)
 
     def cancel(self) -> None:
         self._timer.cancel()
 
 
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 class _GuardedHandlerMixin:
-    """Every connection (the first and each redirect's) is registered with the watchdog and,
-    when the request goes straight to the server, connects only to checked addresses."""
+    """Every connection (the first and each redirect's) is watched by the watchdog from the
+    moment it connects and, when the request goes straight to the server, connects only to
+    checked addresses."""
 
     watchdog: _Watchdog
 
@@ -367,10 +380,17 @@ class _GuardedHandlerMixin:
         watchdog = self.watchdog
 
         def make(host, **kwargs):
+            watchdog.check()
             conn = http_class(host, **kwargs)
             if direct:
                 conn._create_connection = _connect_checked
-            watchdog.add(conn)
+            connect = conn.connect
+
+            def connect_watched() -> None:
+                connect()
+                watchdog.watch(conn.sock)
+
+            conn.connect = connect_watched
             return conn
 
         return super().do_open(make, req, **http_conn_args)  # type: ignore[misc]
@@ -411,20 +431,25 @@ def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
     return None
 
 
-def download_url(url: str, folder: Path, timeout_s: float | None = None) -> Path:
+def download_url(
+    url: str, folder: Path, timeout_s: float | None = None, budget: SpaceBudget | None = None
+) -> Path:
     """Fetch ``url`` (http/https) into ``folder/<sha256(url)>`` once; later calls reuse it.
 
-    Raises ``ItemError("could not download URL: ...")`` quickly when offline, refuses hosts
-    that resolve to loopback / private / link-local addresses unless
-    ``PARALLAX_ALLOW_PRIVATE_URLS`` is set (also after a redirect), refuses bodies over
+    ``folder`` is the cache's ``downloads`` namespace; ``budget`` (its quota) is charged
+    before a new file is stored. Raises ``ItemError("could not download URL: ...")`` quickly
+    when offline, refuses hosts that resolve to loopback / private / link-local addresses
+    unless ``PARALLAX_ALLOW_PRIVATE_URLS`` is set (also after a redirect), refuses bodies over
     ``config.MAX_IMAGE_FILE_BYTES`` without reading past the limit, and gives up after
-    ``DOWNLOAD_DEADLINE_S`` however slowly the server sends.
+    ``DOWNLOAD_DEADLINE_S`` in total (connect, headers and body) however slowly the server
+    sends; ``QuotaError`` when the downloads quota is full of entries in use.
     """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() not in ("http", "https"):
         raise ItemError("unsupported URL scheme (only http and https)")
     dest = folder / hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
     if dest.is_file() and dest.stat().st_size > 0:
+        touch(dest)
         return dest
     limit = config.MAX_IMAGE_FILE_BYTES
     timeout = DOWNLOAD_TIMEOUT_S if timeout_s is None else timeout_s
@@ -437,7 +462,7 @@ def download_url(url: str, folder: Path, timeout_s: float | None = None) -> Path
             if declared and declared.isdigit():
                 check_file_size(int(declared))
             chunks, size = [], 0
-            while chunk := response.read(256 * 1024):
+            while chunk := response.read1(256 * 1024):  # read1: returns what has arrived
                 size += len(chunk)
                 if size > limit:
                     check_file_size(size)
@@ -468,20 +493,14 @@ def download_url(url: str, folder: Path, timeout_s: float | None = None) -> Path
         watchdog.cancel()
     data = b"".join(chunks)
     check_file_size(len(data))
-    tmp = None
+    if budget is not None:
+        budget.charge(len(data), f"downloading {parts.netloc}{parts.path[:60]}")
     try:  # atomic: a reader never sees half a file under the final name
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".download.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except OSError as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        raise ItemError(f"could not store download: {exc.strerror or exc}") from exc
+        atomic_write_bytes(dest, data)
+    except CacheError as exc:
+        cause = exc.__cause__
+        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
+        raise ItemError(f"could not store download: {why}") from exc
     return dest
 
 
@@ -644,13 +663,18 @@ class ManifestDataset(DatasetBase):
         # Once a host proved unreachable (offline, refused), its other URLs fail at once
         # instead of each waiting for its own timeout.
         dead_hosts: dict[str, str] = {}
+        cache = Cache(cache_root)
+        downloads = cache.kind_dir("downloads")
+        budget = cache.budget(
+            "downloads", config.QUOTA_DOWNLOADS, setting="PARALLAX_QUOTA_DOWNLOADS"
+        )
 
         def fetch(url: str) -> Path | str:
             host = urllib.parse.urlsplit(url).netloc.lower()
             if host in dead_hosts:
                 return dead_hosts[host]
             try:
-                return download_url(url, cache_root / "downloads")
+                return download_url(url, downloads, budget=budget)
             except (Unreachable, BlockedAddress) as exc:
                 dead_hosts[host] = str(exc)
                 return str(exc)

@@ -1,0 +1,130 @@
+"""The one way the engine writes a file or a folder that others may read at the same time.
+
+A file is written to a temp file in the same directory, flushed and fsynced, then renamed over
+its final name with ``os.replace``; a folder is filled under a temp name and renamed whole. A
+reader sees the old version or the complete new one, never a torn one, and a crash leaves only
+a temp name that ``Cache.prune`` recognises and removes.
+
+Temp names are ``.tmp-<final name>-<random>`` beside the final path (hidden, so dataset scans
+skip them). This is the only module in ``engine/`` that calls ``os.fsync``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from engine.errors import CacheError
+
+TEMP_PREFIX = ".tmp-"
+
+
+def write_error(path: Path, exc: OSError) -> CacheError:
+    """The one-line error for a failed cache write (full disk, read-only, no permission)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = "the disk is full"
+    elif exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        why = "the cache directory is not writable"
+    else:
+        why = exc.strerror or str(exc)
+    return CacheError(
+        f"cannot write cache entry {path}: {why} (set PARALLAX_CACHE or --cache-dir to another "
+        "directory)"
+    )
+
+
+def temp_prefix(path: Path) -> str:
+    """The temp-name prefix used for ``path``: ``.tmp-<name>-`` (a random tail follows)."""
+    return f"{TEMP_PREFIX}{path.name}-"
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a file that was written through another handle (e.g. a memory map) to disk."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on a clean exit fsync it and rename it to ``path``.
+
+    For writers that need a path rather than a file object (``np.lib.format.open_memmap``).
+    On an error the temp file is removed; an ``OSError`` becomes a one-line ``CacheError``.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path))
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    try:
+        yield Path(tmp)
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise write_error(path, exc) from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Run ``write`` on a temp file beside ``path``, fsync it, then rename it over ``path``."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+
+
+def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` (streamed, no pickle) through the atomic temp-file path."""
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty temp folder beside ``path``; on a clean exit rename it to ``path``.
+
+    With ``replace`` an existing ``path`` (e.g. a damaged leftover) is removed first; without
+    it, a folder that another writer finished first is kept and the temp folder dropped. On an
+    error the temp folder is removed; an ``OSError`` becomes a one-line ``CacheError``.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=temp_prefix(path)))
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    try:
+        yield tmp
+        if replace and path.exists():
+            shutil.rmtree(path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:  # a non-empty folder is already there: someone finished first
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or replace:
+                raise
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
