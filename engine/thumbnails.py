@@ -7,6 +7,11 @@ many files, so thumbnails are packed into sprite sheets::
     thumbs/<dataset fingerprint>/<size>px-v<version>/sheet-000000.webp   (256 items, 16 x 16 grid)
     thumbs/<dataset fingerprint>/<size>px-v<version>/manifest.json       (written when all are done)
 
+The folder of one dataset is one entry of the cache's ``thumbs`` namespace (the fingerprint is
+checked as a cache key, so a bundle's claimed fingerprint can never name a path outside it);
+reading or building a sheet holds the entry's lease and records a use, so ``prune`` removes
+least-recently-hovered datasets first and never one being read.
+
 Item ``i`` lives in sheet ``i // PER_SHEET`` at grid cell ``i % PER_SHEET`` (row-major). Each
 thumbnail is the image scaled to fit ``size x size`` and centred on a neutral background. A sheet
 is built the first time it is asked for (so hovering over a 1M-item map never waits for a million
@@ -26,7 +31,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from engine.cache import Cache, atomic_write_bytes, atomic_write_json
+from engine.cache import Cache, Lease, atomic_write_bytes, atomic_write_json
 from engine.datasets.base import Dataset
 from engine.errors import ItemError, ParallaxError
 from engine.progress import ProgressCallback, ProgressTracker
@@ -74,7 +79,15 @@ class SheetLayout:
 def thumbs_dir(dataset: Dataset, cache: Cache | None = None, size: int = THUMB_SIZE) -> Path:
     """The folder holding this dataset's sheets (not created)."""
     cache = cache or Cache()
-    return cache.root / "thumbs" / dataset.fingerprint() / f"{size}px-v{THUMBS_VERSION}"
+    return cache.path("thumbs", dataset.fingerprint()) / f"{size}px-v{THUMBS_VERSION}"
+
+
+def _in_use(dataset: Dataset, cache: Cache | None) -> Lease:
+    """Hold this dataset's thumbnail entry in use (``prune`` skips it) and record the use."""
+    cache = cache or Cache()
+    lease = cache.lease("thumbs", dataset.fingerprint())
+    cache.touch(cache.path("thumbs", dataset.fingerprint()))
+    return lease
 
 
 def sheet_path(
@@ -155,13 +168,14 @@ def get_sheet(
 ) -> bytes:
     """The encoded bytes of one sheet, built and stored on first use."""
     path = sheet_path(dataset, sheet, cache, size)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    data = render_sheet(dataset, sheet, size, pool)
-    # Two processes may build the same sheet at once: both write identical bytes atomically.
-    atomic_write_bytes(path, data)
+    with _in_use(dataset, cache):
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        data = render_sheet(dataset, sheet, size, pool)
+        # Two processes may build the same sheet at once: both write identical bytes atomically.
+        atomic_write_bytes(path, data)
     return data
 
 
@@ -236,28 +250,29 @@ def build_thumbnails(
     tracker = ProgressTracker("thumbnails", layout.n, progress)
     tracker.emit()
     built = 0
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    lease = _in_use(dataset, cache)  # held for the whole build: prune never empties it midway
+    with lease, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for sheet in range(layout.n_sheets):
             path = sheet_path(dataset, sheet, cache, size)
             if not path.is_file():
                 get_sheet(dataset, sheet, cache, size, pool)
                 built += 1
             tracker.advance(len(layout.rows_of_sheet(sheet)))
-    if not (folder / "manifest.json").is_file():
-        atomic_write_json(
-            folder / "manifest.json",
-            {
-                "dataset": dataset.spec,
-                "dataset_fingerprint": dataset.fingerprint(),
-                "n": layout.n,
-                "size": size,
-                "grid": GRID,
-                "per_sheet": layout.per_sheet,
-                "sheets": layout.n_sheets,
-                "format": SHEET_FORMAT.lower(),
-                "version": THUMBS_VERSION,
-                "seconds": round(time.perf_counter() - t0, 3),
-                "built_now": built,
-            },
-        )
+        if not (folder / "manifest.json").is_file():
+            atomic_write_json(
+                folder / "manifest.json",
+                {
+                    "dataset": dataset.spec,
+                    "dataset_fingerprint": dataset.fingerprint(),
+                    "n": layout.n,
+                    "size": size,
+                    "grid": GRID,
+                    "per_sheet": layout.per_sheet,
+                    "sheets": layout.n_sheets,
+                    "format": SHEET_FORMAT.lower(),
+                    "version": THUMBS_VERSION,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    "built_now": built,
+                },
+            )
     return folder
