@@ -204,7 +204,7 @@ def cached_report(cache: Cache, key: str) -> ComparisonReport | None:
 
     from engine.compare import ComparisonReport
 
-    path = cache.root / "compare" / f"{key}.json"
+    path = cache.path("compare", key)
     if not path.is_file():
         return None
     try:

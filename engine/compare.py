@@ -337,7 +337,7 @@ def compare_models(
     key = comparison_key(
         dataset, [r.result.key if r.result else f"error:{r.name}" for r in runs], params
     )
-    path = cache.root / "compare" / f"{key}.json"
+    path = cache.path("compare", key)
     # Failed models are usually transient (weights missing, typo): never cache their absence.
     cacheable = all(r.error is None for r in runs)
 
@@ -348,6 +348,7 @@ def compare_models(
             report = ComparisonReport.from_json(json.loads(path.read_text()), cached=True)
         except (OSError, ValueError, KeyError, TypeError):
             return None  # a corrupt entry is recomputed and overwritten
+        cache.touch(path)  # a use: prune removes least-recently-used entries first
         report.seconds = time.perf_counter() - t0
         return report
 

@@ -421,9 +421,7 @@ def load_head(directory: str | Path) -> FusionHead:
 
 
 def heads_dir(cache: Cache, key: str) -> Path:
-    from engine.cache import check_key
-
-    return cache.root / "heads" / check_key(key)
+    return cache.path("heads", key)
 
 
 def _result_from_saved(head: FusionHead, path: Path) -> HeadResult:
@@ -509,6 +507,7 @@ def train_heads_for_dataset(
         if (path / SIDECAR_FILE).is_file():
             try:
                 results[v] = _result_from_saved(load_head(path), path)
+                cache.touch(path)  # a use: prune removes least-recently-used entries first
                 continue
             except CacheError:
                 pass  # corrupt: retrain and overwrite
