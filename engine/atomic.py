@@ -101,8 +101,12 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path, replace: bool = False) -> Iterator[Path]:
+def atomic_dir(path: Path, replace: bool = False, durable: bool = False) -> Iterator[Path]:
     """Yield an empty temp folder beside ``path``; on a clean exit rename it to ``path``.
+
+    With ``durable`` every file in it is fsynced before the rename (uploads: a few files that
+    exist nowhere else); without it (extracted archives: thousands of files that can be
+    unpacked again) only the rename is atomic.
 
     With ``replace`` an existing ``path`` (e.g. a damaged leftover) is removed first; without
     it, a folder that another writer finished first is kept and the temp folder dropped. On an
@@ -116,6 +120,10 @@ def atomic_dir(path: Path, replace: bool = False) -> Iterator[Path]:
         raise write_error(path, exc) from exc
     try:
         yield tmp
+        if durable:
+            for file in tmp.rglob("*"):
+                if file.is_file() and not file.is_symlink():
+                    fsync_file(file)
         if replace and path.exists():
             shutil.rmtree(path)
         try:

@@ -594,7 +594,7 @@ def test_zip_of_a_folder_is_extracted_once(
     assert (cache_root / "extracted" / digest / ".complete").is_file()
     import engine.datasets.archive as archive_mod
 
-    monkeypatch.setattr(archive_mod, "_unpack", no_decoding)  # reuse, never re-extract
+    monkeypatch.setattr(archive_mod, "unpack_members", no_decoding)  # reuse, never re-extract
     again = open_dataset(f"zip:{archive}", cache_root=cache_root)
     assert again.fingerprint() == ds.fingerprint() and again.load_image(2).size == (5, 5)
 

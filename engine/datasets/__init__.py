@@ -125,6 +125,25 @@ def open_dataset(
     root = Path(cache_root) if cache_root is not None else config.cache_dir()
     path = Path(rest.strip()).expanduser()
     spec = spec.strip()
+    from engine.cache import Cache
+
+    # A dataset read from inside the cache (an upload, say) keeps that entry from being pruned
+    # while it is open (the lease is taken first: prune cannot remove it while it is scanned).
+    lease = Cache(root).lease_path(path)
+    try:
+        dataset = _open_path(kind, spec, path, root, progress)
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
+    if lease is not None:
+        lease.bind(dataset)
+    return dataset
+
+
+def _open_path(
+    kind: str, spec: str, path: Path, root: Path, progress: ProgressCallback | None
+) -> Dataset:
     if kind == "folder":
         from engine.datasets.folder import FolderDataset
 

@@ -45,6 +45,7 @@ NESTED_ARCHIVE_SUFFIXES = frozenset(
     {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".zst", ".7z", ".rar", ".whl", ".jar"}
 )
 ROOT_MANIFEST_SUFFIXES = frozenset({".csv", ".parquet", ".jsonl"})
+ARCHIVE_SUFFIXES = frozenset({".zip", ".tar", ".tgz"})  # what zip:PATH / tar:PATH unpack
 _CHUNK = 1024 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -227,11 +228,12 @@ def _extract_members(
             raise DatasetError("archive unpacks to more than the size limit")
 
 
-def _unpack(
+def unpack_members(
     archive: Path, kind: str, target: Path, reserve: Callable[[int], None] | None = None
 ) -> list[SkippedItem]:
     """Check every member, call ``reserve`` with the bytes the planned members declare, then
-    inflate them under ``target``. Returns the skipped members."""
+    inflate them under the existing folder ``target`` (resolved). Returns the skipped members.
+    """
     skipped: list[SkippedItem] = []
     if kind == "zip":
         try:
@@ -283,7 +285,7 @@ def unpack_into(
     renamed whole); ``reserve`` is charged with the declared size first. Returns the skipped
     members. Used for archives beside an uploaded manifest (``engine.uploads``)."""
     with atomic_dir(target, replace=True) as tmp:
-        skipped = _unpack(archive, kind, tmp.resolve(), reserve)
+        skipped = unpack_members(archive, kind, tmp.resolve(), reserve)
         record = [{"source": s.source, "reason": s.reason} for s in skipped]
         (tmp / SKIPPED_FILE).write_text(json.dumps(record), encoding="utf-8")
         (tmp / COMPLETE_MARKER).write_text("ok\n", encoding="utf-8")  # last: marks it whole
