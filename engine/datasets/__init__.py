@@ -121,17 +121,15 @@ def open_dataset(
         return _open_demo(spec.strip(), rest, params)
 
     from engine import config
-
-    root = Path(cache_root) if cache_root is not None else config.cache_dir()
-    path = Path(rest.strip()).expanduser()
-    spec = spec.strip()
     from engine.cache import Cache
 
+    root = Path(cache_root) if cache_root is not None else config.cache_dir()
+    spec = spec.strip()
     # A dataset read from inside the cache (an upload, say) keeps that entry from being pruned
     # while it is open (the lease is taken first: prune cannot remove it while it is scanned).
-    lease = Cache(root).lease_path(path)
+    lease = Cache(root).lease_path(Path(rest.strip()).expanduser()) if kind != "hfds" else None
     try:
-        dataset = _open_path(kind, spec, path, root, progress)
+        dataset = _open_path(kind, spec, rest, root, progress)
     except BaseException:
         if lease is not None:
             lease.release()
@@ -142,8 +140,9 @@ def open_dataset(
 
 
 def _open_path(
-    kind: str, spec: str, path: Path, root: Path, progress: ProgressCallback | None
+    kind: str, spec: str, rest: str, root: Path, progress: ProgressCallback | None
 ) -> Dataset:
+    path = Path(rest.strip()).expanduser()
     if kind == "folder":
         from engine.datasets.folder import FolderDataset
 

@@ -105,7 +105,7 @@ class Bundle:
 
     def neighbors(self, model_index: int) -> np.ndarray:
         name = self.manifest["models"][model_index]["neighbors"]
-        return np.load(self.cache.root / "bundles" / self._key / name)
+        return np.load(self.cache.path("bundles", self._key) / name)
 
     @property
     def _key(self) -> str:
@@ -196,6 +196,9 @@ def open_bundle(path: str | Path, *, cache: Cache | None = None) -> Bundle:
         )
         bundle = Bundle(path, manifest, dataset, cache)
         install_key = make_key(kind="bundle-install", files=files)
+        # The installed neighbour lists stay (prune skips them) while this bundle is open.
+        cache.lease("bundles", bundle._key).bind(bundle)
+        cache.touch(cache.path("bundles", bundle._key))
         with locked(cache.root, install_key):
             _install(zf, manifest, files, cache, n, bundle)
     return bundle
@@ -220,7 +223,7 @@ def _install(
         nbr = _load_npy(_read_member(zf, model["neighbors"], files), model["neighbors"])
         if nbr.ndim != 2 or len(nbr) != n or (nbr.size and (nbr.min() < 0 or nbr.max() >= n)):
             raise BundleError(f"bundle neighbour lists {i} are malformed")
-        target = cache.root / "bundles" / bundle._key / model["neighbors"]
+        target = cache.path("bundles", bundle._key) / model["neighbors"]
         if not target.is_file():
             atomic_write_bytes(target, npy_bytes(nbr))
     for proj in manifest["projections"]:
