@@ -7,7 +7,6 @@ another's files. Resources shared by every session (the cache, datasets, models)
 
 from __future__ import annotations
 
-import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -74,10 +73,11 @@ def session_id() -> str:
 
 
 def session_upload_dir() -> Path:
-    """This session's private upload folder, inside the cache."""
-    path = engine_cache().root / "uploads" / session_id()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """This session's private upload folder, inside the cache (``engine.uploads``; it may not
+    exist yet)."""
+    from engine.uploads import owner_dir
+
+    return owner_dir(session_id(), engine_cache())
 
 
 def default_dataset() -> str:
@@ -121,84 +121,6 @@ def current_dataset():  # -> Dataset
     return get_dataset(dataset_spec())
 
 
-# -- uploads ------------------------------------------------------------------------------------
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-MANIFEST_SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl", ".ndjson", ".json")
-ARCHIVE_SUFFIXES = (".zip",)
-UPLOAD_TYPES = [s.lstrip(".") for s in IMAGE_SUFFIXES + MANIFEST_SUFFIXES + ARCHIVE_SUFFIXES]
-_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_filename(name: str, default: str = "file") -> str:
-    """A name that is safe to join to a folder: basename only, no ``..``, safe characters.
-
-    ``"../../etc/passwd"`` -> ``"passwd"``; ``"C:\\x\\My Photo (1).JPG"`` -> ``"My_Photo_1_.JPG"``.
-    """
-    base = re.split(r"[/\\]", name or "")[-1]
-    base = _SAFE_CHARS.sub("_", base).strip("._ ")
-    base = base.replace("..", "_")
-    if len(base) > 120:
-        stem, dot, suffix = base.rpartition(".")
-        base = (
-            (stem[: 110 - len(suffix)] + dot + suffix) if dot and len(suffix) <= 8 else (base[:120])
-        )
-    return base or default
-
-
-def unique_names(names: list[str]) -> list[str]:
-    """Safe names with duplicates made distinct (``a.png``, ``a-1.png``, ...)."""
-    seen: set[str] = set()
-    out = []
-    for name in names:
-        safe = safe_filename(name)
-        stem, dot, suffix = safe.rpartition(".")
-        if not dot:
-            stem, suffix = safe, ""
-        candidate, k = safe, 1
-        while candidate.lower() in seen:
-            candidate = f"{stem}-{k}{dot}{suffix}"
-            k += 1
-        seen.add(candidate.lower())
-        out.append(candidate)
-    return out
-
-
-def unpack_zip_into(archive: Path, dest: Path) -> list:  # -> list[SkippedItem]
-    """Unpack an untrusted zip's files into ``dest`` (e.g. beside an uploaded manifest).
-
-    Extraction is the engine's (``engine.datasets.archive.extract_archive``: members checked
-    before inflating, traversal / links / bombs refused or skipped, content-addressed under the
-    cache); its files are then hard-linked (or copied) into ``dest`` keeping the archive's
-    layout, so relative paths in a manifest resolve. Returns the skipped members.
-    """
-    import os
-    import shutil
-    import zipfile
-
-    from engine.datasets.archive import COMPLETE_MARKER, SKIPPED_FILE, extract_archive
-    from engine.errors import DatasetError
-
-    if not zipfile.is_zipfile(archive):
-        raise DatasetError(f"{archive.name} is not a zip archive")
-    folder, skipped = extract_archive(archive, engine_cache().root, "zip")
-
-    def link_or_copy(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    shutil.copytree(
-        folder,
-        dest,
-        ignore=shutil.ignore_patterns(COMPLETE_MARKER, SKIPPED_FILE),
-        copy_function=link_or_copy,
-        symlinks=False,
-        dirs_exist_ok=True,
-    )
-    return skipped
-
-
 # -- server paths (security) --------------------------------------------------------------------
 SERVER_PATHS_ENV = "PARALLAX_SERVER_PATHS"
 PATH_KINDS = ("folder", "manifest", "zip", "tar", "bundle")
@@ -238,7 +160,7 @@ def check_spec_allowed(spec: str) -> None:
     own = _resolved(session_upload_dir())
     if path.is_relative_to(own):
         return
-    if path.is_relative_to(_resolved(engine_cache().root / "uploads")):
+    if path.is_relative_to(_resolved(engine_cache().kind_dir("uploads"))):
         raise DatasetError(
             f"{kind}:{rest.strip()} is refused: it is inside another session's uploads"
         )

@@ -2,20 +2,21 @@
 
 Sources: a built-in demo, a folder on the server, any dataset spec, or an upload (a zip; a
 Parallax bundle ``.parallax.zip``; a manifest, alone or with a zip of its images; loose images).
-Uploads are written under this session's folder in the cache (``state.session_upload_dir()``),
-with sanitised names. A source that cannot be opened shows one error line and leaves the
-previous dataset selected. A typed path is checked by ``state.check_spec_allowed`` first: never
-another session's uploads, and only ``PARALLAX_SERVER_PATHS`` when that is set.
+Uploads are staged by ``engine.uploads`` under this session's folder in the cache (sanitised
+names, the engine's own suffix lists, atomic, a per-session quota). A source that cannot be
+opened shows one error line and leaves the previous dataset selected. A typed path is checked
+by ``state.check_spec_allowed`` first: never another session's uploads, and only
+``PARALLAX_SERVER_PATHS`` when that is set.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import streamlit as st
 
 from dashboard import resources, state, ui, urlstate, viewonly
+from engine import uploads
 from engine.datasets import shapes
 from engine.errors import DatasetError
 from engine.params import SHAPES
@@ -43,89 +44,6 @@ def try_select(spec: str, action: str) -> None:
 
 
 # -- uploads ----------------------------------------------------------------------------------
-def _suffix(name: str) -> str:
-    return Path(name.lower()).suffix
-
-
-def plan_upload(files: list) -> tuple[str, list, list, list]:
-    """Sort uploaded files into (kind, manifests, zips, images); ``kind`` in
-    {"zip", "manifest", "images"}. Raises ``DatasetError`` for a combination that makes no
-    dataset."""
-    manifests = [f for f in files if _suffix(f.name) in state.MANIFEST_SUFFIXES]
-    zips = [f for f in files if _suffix(f.name) in state.ARCHIVE_SUFFIXES]
-    images = [f for f in files if _suffix(f.name) in state.IMAGE_SUFFIXES]
-    other = [f.name for f in files if f not in manifests + zips + images]
-    if other:
-        raise DatasetError(f"unsupported file type: {', '.join(other[:5])}")
-    if len(manifests) > 1:
-        raise DatasetError("upload one manifest at a time (CSV, Parquet or JSONL)")
-    if len(zips) > 1:
-        raise DatasetError("upload one zip at a time")
-    if manifests:
-        return "manifest", manifests, zips, images
-    if zips:
-        if images:
-            raise DatasetError(
-                "upload either a zip or loose images, not both (or add a manifest that lists them)"
-            )
-        return "zip", manifests, zips, images
-    if images:
-        return "images", manifests, zips, images
-    raise DatasetError("nothing usable was uploaded")
-
-
-def _write(file, path: Path) -> None:
-    with open(path, "wb") as out:
-        out.write(file.getbuffer())
-
-
-def save_upload(files: list) -> str:
-    """Write the uploaded files under the session folder and return the spec to open."""
-    kind, manifests, zips, images = plan_upload(files)
-    digest = hashlib.sha256()
-    for f in sorted(files, key=lambda f: f.name):
-        digest.update(f.name.encode() + b"\0")
-        digest.update(f.getbuffer())
-    folder = state.session_upload_dir() / f"upload-{digest.hexdigest()[:16]}"
-    folder.mkdir(parents=True, exist_ok=True)
-    if kind == "zip":
-        name = state.safe_filename(zips[0].name, "upload.zip")
-        path = folder / name
-        _write(zips[0], path)
-        if viewonly.looks_like_bundle(path, zips[0].name):  # opening validates it fully
-            return viewonly.bundle_spec(path)
-        if not _is_zip(path):
-            raise DatasetError(f"{zips[0].name} is not a zip archive")
-        return f"zip:{path}"
-    if kind == "images":
-        target = folder / "images"
-        target.mkdir(exist_ok=True)
-        for f, name in zip(images, state.unique_names([f.name for f in images]), strict=True):
-            _write(f, target / name)
-        return f"folder:{target}"
-    # A manifest; its images (a zip and/or loose files) go beside it, where relative paths in
-    # the manifest point. A manifest alone may hold only texts, or image URLs.
-    if zips:
-        archive = folder / ".images.zip"
-        _write(zips[0], archive)
-        try:
-            state.unpack_zip_into(archive, folder)
-        finally:
-            archive.unlink(missing_ok=True)
-    for f, name in zip(images, state.unique_names([f.name for f in images]), strict=True):
-        _write(f, folder / name)
-    manifest = manifests[0]
-    path = folder / state.safe_filename(manifest.name, "manifest.csv")
-    _write(manifest, path)  # last: an archive member of the same name never replaces it
-    return f"manifest:{path}"
-
-
-def _is_zip(path: Path) -> bool:
-    import zipfile
-
-    return zipfile.is_zipfile(path)
-
-
 def handle_upload(files: list) -> None:
     """Save + open an upload once per distinct set of files; remember the outcome."""
     signature = tuple(sorted((f.file_id, f.name, f.size) for f in files))
@@ -134,7 +52,11 @@ def handle_upload(files: list) -> None:
         return
     outcome = {"signature": signature, "spec": None, "error": None}
     try:
-        spec = save_upload(files)
+        spec = uploads.stage_upload(
+            [uploads.UploadFile(f.name, f.getbuffer()) for f in files],
+            owner=state.session_id(),
+            cache=resources.engine_cache(),
+        )
         bar = ui.ProgressBar("Checking the uploaded items")
         try:
             ds = resources.get_dataset(spec, progress=bar)
@@ -214,7 +136,7 @@ with tab_upload:
         )
     uploaded = st.file_uploader(
         "Files",
-        type=state.UPLOAD_TYPES,
+        type=uploads.UPLOAD_TYPES,
         accept_multiple_files=True,
         key="data_upload_files",
     )

@@ -218,26 +218,3 @@ def test_server_folder(tmp_path):
     assert not errors(at), errors(at)
     assert at.session_state["dataset_spec"] == f"folder:{tmp_path}"
     assert metric(at, "Items") == "6"
-
-
-# -- the upload helpers themselves -------------------------------------------------------------
-def test_safe_filename():
-    from dashboard.state import safe_filename, unique_names
-
-    assert safe_filename("../../etc/passwd") == "passwd"
-    assert safe_filename("C:\\Users\\me\\My Photo (1).JPG") == "My_Photo_1_.JPG"
-    assert safe_filename("..") == "file"
-    assert ".." not in safe_filename("a..b.png")
-    assert safe_filename("") == "file"
-    assert unique_names(["a.png", "A.png", "x/a.png"]) == ["a.png", "A-1.png", "a-2.png"]
-
-
-def test_images_zip_beside_a_manifest_cannot_escape(tmp_path):
-    from dashboard.state import unpack_zip_into
-
-    bad = tmp_path / "bad.zip"
-    bad.write_bytes(zip_bytes({"img/ok.png": png((1, 1, 1)), "../escape.png": png((2, 2, 2))}))
-    skipped = unpack_zip_into(bad, tmp_path / "out")
-    assert (tmp_path / "out" / "img" / "ok.png").is_file()
-    assert not (tmp_path / "escape.png").exists()
-    assert any("escape.png" in s.source for s in skipped)
