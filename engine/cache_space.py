@@ -69,7 +69,7 @@ KINDS: dict[str, Kind] = {
         Kind("thumbs", "thumbnail sprite sheets, per dataset fingerprint"),
         Kind("checks", "per-file image checks of a folder or manifest", suffix=".json"),
         Kind("extracted", "archives unpacked safely, by content hash", user_content=True),
-        Kind("downloads", "images downloaded from manifest URLs, by URL hash"),
+        Kind("downloads", "images downloaded from manifest URLs, one folder per manifest"),
         Kind("bundles", "neighbour lists installed from bundles"),
         Kind(
             "uploads", "staged uploads, per owner (session / visitor)", depth=2, user_content=True

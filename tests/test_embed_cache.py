@@ -186,16 +186,6 @@ def test_unwritable_cache_gives_clear_error_and_no_entry(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.rglob("*.tmp")]  # temp files cleaned up
 
 
-def test_prune_removes_oldest_first(tmp_path):
-    cache = Cache(tmp_path)
-    a = cache.put("projections", "a" * 64, np.zeros((100, 2), np.float32), {"n": 100})
-    time.sleep(1.1)  # 'created' has one-second resolution
-    b = cache.put("projections", "b" * 64, np.zeros((100, 2), np.float32), {"n": 100})
-    removed = cache.prune(max_bytes=b.size_bytes())
-    assert [e.key for e in removed] == [a.key]
-    assert [e.key for e in cache.entries()] == [b.key]
-
-
 class _OomOnBigBatches(MeanColourModel):
     """Pretends to be on a GPU whose memory fits at most 3 images per batch."""
 

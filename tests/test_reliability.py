@@ -386,6 +386,8 @@ def _entry(cache: Cache, name: str, created: str, rows: int) -> str:
     manifest = json.loads(path.read_text())
     manifest["created"] = created  # control the age without sleeping
     path.write_text(json.dumps(manifest))
+    stamp = time.mktime(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
+    os.utime(path.parent, (stamp, stamp))  # ... and the last use, which prune goes by
     return key
 
 

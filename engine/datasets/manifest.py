@@ -436,7 +436,7 @@ def download_url(
 ) -> Path:
     """Fetch ``url`` (http/https) into ``folder/<sha256(url)>`` once; later calls reuse it.
 
-    ``folder`` is the cache's ``downloads`` namespace; ``budget`` (its quota) is charged
+    ``folder`` is one entry of the ``downloads`` namespace; ``budget`` (its quota) is charged
     before a new file is stored. Raises ``ItemError("could not download URL: ...")`` quickly
     when offline, refuses hosts that resolve to loopback / private / link-local addresses
     unless ``PARALLAX_ALLOW_PRIVATE_URLS`` is set (also after a redirect), refuses bodies over
@@ -629,8 +629,19 @@ class ManifestDataset(DatasetBase):
         urls = sorted({r.url for r in refs if r is not None and r.url})
         downloads: dict[str, Path | str] = {}
         if urls:
+            # This manifest's downloads are one entry of the downloads namespace, held (leased)
+            # while the dataset is open: neither prune nor the quota removes them under it.
+            cache = Cache(cache_root)
+            group = hashlib.sha256(str(self.path).encode("utf-8", "surrogatepass")).hexdigest()
+            cache.lease("downloads", group[:32]).bind(self)
+            fetch = self._fetch(
+                cache.path("downloads", group[:32]),
+                cache.budget(
+                    "downloads", config.QUOTA_DOWNLOADS, setting="PARALLAX_QUOTA_DOWNLOADS"
+                ),
+            )
             with ThreadPoolExecutor(max_workers=4, thread_name_prefix="download") as pool:
-                for url, got in zip(urls, pool.map(self._fetch(cache_root), urls), strict=True):
+                for url, got in zip(urls, pool.map(fetch, urls), strict=True):
                     downloads[url] = got
         for i, r in enumerate(refs):  # swap each URL for its downloaded file (or its error)
             if r is not None and r.url:
@@ -659,15 +670,10 @@ class ManifestDataset(DatasetBase):
         return out
 
     @staticmethod
-    def _fetch(cache_root: Path) -> Callable[[str], Path | str]:
+    def _fetch(downloads: Path, budget: SpaceBudget) -> Callable[[str], Path | str]:
         # Once a host proved unreachable (offline, refused), its other URLs fail at once
         # instead of each waiting for its own timeout.
         dead_hosts: dict[str, str] = {}
-        cache = Cache(cache_root)
-        downloads = cache.kind_dir("downloads")
-        budget = cache.budget(
-            "downloads", config.QUOTA_DOWNLOADS, setting="PARALLAX_QUOTA_DOWNLOADS"
-        )
 
         def fetch(url: str) -> Path | str:
             host = urllib.parse.urlsplit(url).netloc.lower()

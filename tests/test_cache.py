@@ -1,0 +1,269 @@
+"""One cache for every kind: ``cache ls`` sees them all, ``prune`` bounds them all.
+
+Entries are made through the engine's own code paths (embedding, thumbnails, upload staging,
+archive extraction), then listed and pruned, in process and through the CLI.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import cache_space, config
+from engine.atomic import temp_prefix
+from engine.cache import Cache, locked
+from engine.cache_space import KINDS, tree_size
+from engine.datasets import open_dataset
+from engine.embed import embed_dataset
+from engine.errors import QuotaError
+from engine.thumbnails import build_thumbnails
+from engine.uploads import UploadFile, stage_upload
+from tests.fakes import ArrayImageDataset, MeanColourModel
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def png(colour: tuple[int, int, int], size: int = 32) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def image_zip(path: Path, n: int, seed: int = 0) -> Path:
+    """A zip of a labelled image folder (stored, not deflated: sizes are predictable)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(n):
+            zf.writestr(f"set/{'ab'[i % 2]}/{i}.png", png((i * 40 % 256, seed, 90)))
+    return path
+
+
+def set_last_use(path: Path, stamp: float) -> None:
+    os.utime(path, (stamp, stamp))
+
+
+def fill(cache: Cache, tmp_path: Path) -> dict[str, Path]:
+    """One entry of vectors, thumbnails, uploads, extracted archives (and the image checks the
+    archive's folder makes), each through the engine; returns kind -> entry path."""
+    ds = ArrayImageDataset(300)
+    res = embed_dataset(ds, MeanColourModel(), cache=cache)
+    thumbs = build_thumbnails(ds, cache).parent
+    spec = stage_upload([UploadFile(f"{i}.png", png((i, 2, 3), 48)) for i in range(6)], "alice",
+                        cache=cache)  # fmt: skip
+    opened = open_dataset(f"zip:{image_zip(tmp_path / 'set.zip', 8)}", cache_root=cache.root)
+    del opened  # closed: its lease on the extracted folder goes with it
+    gc.collect()
+    (extracted,) = [e.path for e in cache.stored("extracted")]
+    (checks,) = [e.path for e in cache.stored("checks")]
+    return {
+        "vectors": res.path.parent,
+        "thumbs": thumbs,
+        "uploads": Path(spec.removeprefix("folder:")).parent,
+        "extracted": extracted,
+        "checks": checks,
+    }
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_ls_shows_every_kind_and_prune_bounds_them_all_but_the_entry_in_use(
+    tmp_path: Path,
+) -> None:
+    cache = Cache(tmp_path / "cache")
+    made = fill(cache, tmp_path)
+    out = _cli("cache", "ls", "--json", "--cache-dir", str(cache.root))
+    assert out.returncode == 0, out.stderr
+    listed = json.loads(out.stdout)
+    kinds = {k["kind"]: k for k in listed["kinds"]}
+    assert list(kinds) == list(KINDS)  # every kind, the empty ones too
+    for kind, path in made.items():
+        assert kinds[kind]["entries"] == 1, kind
+        assert kinds[kind]["bytes"] == tree_size(path) > 0, kind
+    assert kinds["compare"]["entries"] == 0 and kinds["compare"]["bytes"] == 0
+    assert listed["total_bytes"] == sum(k["bytes"] + k["other_bytes"] for k in kinds.values())
+    assert {e["kind"] for e in listed["entries"]} == set(made)
+    human = _cli("cache", "ls", "--cache-dir", str(cache.root)).stdout
+    assert all(kind in human for kind in KINDS)
+
+    # A dataset opened from the upload holds it: another process's prune to 0 keeps it.
+    upload = open_dataset(f"folder:{made['uploads'] / 'images'}", cache_root=cache.root)
+    out = _cli("cache", "prune", "--max-bytes", "0", "--json", "--cache-dir", str(cache.root))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert [e["kind"] for e in report["in_use"]] == ["uploads"]
+    assert {e["kind"] for e in report["removed_entries"]} == set(made) - {"uploads"}
+    assert report["bytes_after"] == tree_size(made["uploads"])
+    assert made["uploads"].is_dir() and len(upload) == 6 and upload.load_image(5).size == (48, 48)
+    assert [e.kind for e in cache.stored()] == ["uploads"]
+
+    del upload
+    gc.collect()
+    out = _cli("cache", "prune", "--max-bytes", "0", "--json", "--cache-dir", str(cache.root))
+    assert json.loads(out.stdout)["removed"] and cache.stored() == []
+    assert not (cache.kind_dir("uploads") / "alice").exists()  # the empty owner folder too
+
+
+def test_prune_removes_least_recently_used_first_across_kinds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_space, "TOUCH_EVERY_S", 0.0)  # record every use in this test
+    cache = Cache(tmp_path / "cache")
+    made = fill(cache, tmp_path)
+    order = ["extracted", "uploads", "thumbs", "checks", "vectors"]  # oldest use first
+    for age, kind in enumerate(order):
+        set_last_use(made[kind], 1_000_000 + 1000 * age)
+    # Reopening the archive is a use: the extracted folder becomes the most recently used.
+    again = open_dataset(f"zip:{tmp_path / 'set.zip'}", cache_root=cache.root)
+    del again
+    gc.collect()
+    (extracted,) = cache.stored("extracted")
+    assert extracted.last_used > 1_000_000 + 1000 * len(order)
+
+    size = {kind: tree_size(path) for kind, path in made.items()}
+    limit = sum(size.values()) - size["uploads"] - size["thumbs"]
+    report = cache.prune(limit)
+    assert [e.kind for e in report.removed] == ["uploads", "thumbs"]
+    assert report.bytes_after == limit and report.in_use == []
+    assert sorted(e.kind for e in cache.stored()) == ["checks", "extracted", "vectors"]
+    # Vectors read through the cache count as used too.
+    (vec,) = cache.entries("vectors")
+    for stamp, kind in enumerate(["vectors", "checks", "extracted"], start=1):
+        set_last_use(made[kind], stamp)
+    assert cache.get("vectors", vec.key) is not None
+    report = cache.prune(sum(e.bytes for e in cache.stored()) - 1)
+    assert [e.kind for e in report.removed] == ["checks"]
+
+
+def test_prune_skips_an_entry_being_written(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    res = embed_dataset(ArrayImageDataset(20), MeanColourModel(), cache=cache)
+    with locked(cache.root, res.key):  # a writer holds the key (e.g. another embed job)
+        report = cache.prune(0)
+        assert [e.key for e in report.in_use] == [res.key] and report.removed == []
+    assert [e.key for e in cache.prune(0).removed] == [res.key]
+
+
+KILLED_EXTRACTION = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import engine.datasets.archive as archive
+    real = archive._copy_counted
+    def slow(src, dest, declared):
+        print("COPYING", flush=True)
+        time.sleep(0.2)
+        return real(src, dest, declared)
+    archive._copy_counted = slow
+    archive.extract_archive(Path(sys.argv[1]), Path(sys.argv[2]))
+    """
+)
+
+
+def test_prune_removes_what_killed_jobs_left_and_nothing_alive(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    archive = image_zip(tmp_path / "big.zip", 40)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_EXTRACTION, str(archive), str(cache.root)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "COPYING"
+    child.kill()
+    child.wait(timeout=30)
+    (leftover,) = list(cache.kind_dir("extracted").iterdir())
+    assert leftover.name.startswith(".tmp-")  # the killed extraction's temp folder
+    # Other leftovers: an old unfinished embedding, an old temp file inside a thumbnail entry.
+    partial = cache.partial_dir("vectors", "a" * 64)
+    partial.mkdir(parents=True)
+    (partial / "shard-000000.npy").write_bytes(b"x" * 100)
+    sheet_tmp = cache.path("thumbs", "b" * 64) / "64px-v1" / ".tmp-sheet-000000.webp-x1y2"
+    sheet_tmp.parent.mkdir(parents=True)
+    sheet_tmp.write_bytes(b"half a sheet")
+    # ... and what must stay: a young temp file, an old one whose writer is alive.
+    young = cache.kind_dir("compare") / f"{temp_prefix(cache.path('compare', 'c' * 64))}z9"
+    young.parent.mkdir(parents=True)
+    young.write_bytes(b"being written")
+    busy = cache.kind_dir("extracted") / ".tmp-dddd-abc"
+    busy.mkdir()
+    old = time.time() - 2 * config.ORPHAN_AGE_S
+    for path in (leftover, partial, partial / "shard-000000.npy", sheet_tmp, busy):
+        set_last_use(path, old)
+    for f in leftover.rglob("*"):
+        set_last_use(f, old)
+
+    with locked(cache.root, "dddd"):  # the writer of the busy temp folder is alive
+        report = cache.prune(10**12)
+    assert sorted(p.name for p in report.orphans) == sorted(
+        [leftover.name, partial.name, sheet_tmp.name]
+    )
+    assert not leftover.exists() and not partial.exists() and not sheet_tmp.exists()
+    assert young.exists() and busy.exists()
+    assert report.removed == []  # under the limit: no finished entry touched
+    # Once the writer is gone, the next prune takes the old temp folder too.
+    assert [p.name for p in cache.prune(10**12).orphans] == [busy.name]
+
+
+def test_extraction_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = Cache(tmp_path / "cache")
+    first = image_zip(tmp_path / "one.zip", 6, seed=1)
+    one_size = sum(i.file_size for i in zipfile.ZipFile(first).infolist())
+    monkeypatch.setattr(config, "QUOTA_EXTRACTED", int(one_size * 1.5))
+    kept = open_dataset(f"zip:{first}", cache_root=cache.root)  # open: its folder is in use
+    second = image_zip(tmp_path / "two.zip", 6, seed=2)
+    with pytest.raises(QuotaError) as err:
+        open_dataset(f"zip:{second}", cache_root=cache.root)
+    line = str(err.value)
+    assert "\n" not in line and "unpacking two.zip" in line
+    assert "PARALLAX_QUOTA_EXTRACTED" in line
+    assert not list(cache.kind_dir("extracted").glob(".tmp-*"))  # refused before inflating
+    assert len(kept) == 6 and kept.load_image(0).size == (32, 32)
+    del kept
+    gc.collect()  # closed: now the older extraction makes room
+    assert len(open_dataset(f"zip:{second}", cache_root=cache.root)) == 6
+    assert len(cache.stored("extracted")) == 1
+
+
+def test_config_quotas_come_from_the_environment() -> None:
+    code = "from engine import config; print(config.QUOTA_UPLOADS, config.QUOTA_EXTRACTED, " \
+           "config.QUOTA_DOWNLOADS, config.ORPHAN_AGE_S)"  # fmt: skip
+    env = {
+        **os.environ,
+        "PARALLAX_QUOTA_UPLOADS": "5M",
+        "PARALLAX_QUOTA_EXTRACTED": "2G",
+        "PARALLAX_QUOTA_DOWNLOADS": "100k",
+        "PARALLAX_ORPHAN_AGE_S": "60",
+    }
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=True)  # fmt: skip
+    assert out.stdout.split() == [str(5 * 1024**2), str(2 * 1024**3), str(100 * 1024), "60.0"]
+
+
+def test_keys_never_leave_their_namespace(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    for bad in ("../x", "/etc", "a/b", "", "x" * 200, "a.b"):
+        with pytest.raises(Exception, match="invalid cache key"):
+            cache.path("thumbs", bad)
+    with pytest.raises(Exception, match="unknown cache kind"):
+        cache.path("secrets", "a")
+    assert cache.path("compare", "k") == cache.root / "compare" / "k.json"
+    assert np.all(np.array([cache.lease_path(p) is None for p in ("/etc", tmp_path)]))
