@@ -35,6 +35,9 @@ _PUBLIC = {
     "DatasetError": "engine.errors",
     "ModelUnavailable": "engine.errors",
     "CacheError": "engine.errors",
+    "QuotaError": "engine.errors",
+    "stage_upload": "engine.uploads",
+    "UploadFile": "engine.uploads",
 }
 
 __all__ = ["__version__", *sorted(_PUBLIC)]

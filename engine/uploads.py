@@ -208,7 +208,9 @@ def stage_upload(files: Sequence[UploadFile], owner: str, *, cache: Cache | None
         if folder.is_dir():
             cache.touch(folder)
             return spec
-        archive_kind = _check_archive(plan.archive) if plan.archive is not None else None
+        # A bundle is validated by opening it (``open_bundle``); any other archive here.
+        needs_check = plan.archive is not None and not spec.startswith("bundle:")
+        archive_kind = _check_archive(plan.archive) if needs_check else None
         budget = cache.budget(
             "uploads", config.QUOTA_UPLOADS, setting=QUOTA_SETTING, under=(owner,)
         )

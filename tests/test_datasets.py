@@ -553,7 +553,9 @@ def test_manifest_urls_download_once_and_fail_per_item(
     pd.DataFrame({"url": [good, f"{url_base}/nothing.png", dead]}).to_csv(path, index=False)
     ds = open_dataset(f"manifest:{path}", cache_root=cache_root)
     assert len(ds) == 1 and ds.load_image(0).size == (11, 4)
-    stored = cache_root / "downloads" / hashlib.sha256(good.encode()).hexdigest()
+    # One entry of the downloads namespace per manifest, one file per URL in it.
+    group = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+    stored = cache_root / "downloads" / group / hashlib.sha256(good.encode()).hexdigest()
     assert stored.read_bytes() == (served / "pic.png").read_bytes()
     why = reasons(ds)
     assert why["row 1"] == "could not download URL: HTTP 404"

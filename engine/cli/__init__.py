@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:  # building the parser reads engine defaults, and with them the environment's limits
+        parser = build_parser()
+    except ParallaxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -112,8 +112,6 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def register(
     sub: Any, common: argparse.ArgumentParser, embed_opts: argparse.ArgumentParser
 ) -> None:
-    from engine.cache_space import KINDS
-
     p = sub.add_parser(
         "cache",
         parents=[common],
@@ -129,6 +127,6 @@ def register(
         "--max-bytes",
         help="prune: keep at most this much, e.g. 5G (default: $PARALLAX_CACHE_MAX_BYTES or 20G)",
     )
-    p.add_argument("--kind", choices=list(KINDS), help="ls: list only the entries of this kind")
+    p.add_argument("--kind", help="ls: list only the entries of this kind (e.g. uploads)")
     p.add_argument("--entries", action="store_true", help="ls: also list every entry")
     p.set_defaults(func=cmd_cache)
