@@ -50,11 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:  # building the parser reads engine defaults, and with them the environment's limits
-        parser = build_parser()
-    except ParallaxError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
