@@ -99,6 +99,16 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def _entry_names(kind: str, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The on-disk names of an entry of ``kind`` named by ``keys`` (each checked)."""
+    k = kind_of(kind)
+    if len(keys) != k.depth:
+        raise CacheError(f"a {kind} entry is named by {k.depth} key(s), got {len(keys)}")
+    names = [check_key(x) for x in keys]
+    names[-1] += k.suffix
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class StoredEntry:
     """One entry of any kind, as found on disk."""
@@ -260,17 +270,11 @@ class CacheSpace:
     def path(self, kind: str, *keys: str) -> Path:
         """The path of an entry: ``<root>/<kind>/<key><suffix>`` (uploads: owner, then id).
         Every key is checked, so a key from a bundle or a visitor can never leave the cache."""
-        k = kind_of(kind)
-        if len(keys) != k.depth:
-            raise CacheError(f"a {kind} entry is named by {k.depth} key(s), got {len(keys)}")
-        parts = [check_key(x) for x in keys]
-        parts[-1] += k.suffix
-        return self.root.joinpath(k.name, *parts)
+        return self.root.joinpath(kind, *_entry_names(kind, keys))
 
     def lease(self, kind: str, *keys: str) -> Lease:
         """Hold the entry ``(kind, keys)`` in use (shared): ``prune`` skips it meanwhile."""
-        path = self.path(kind, *keys)
-        return Lease(use_lock_path(self.root, kind, path.relative_to(self.kind_dir(kind)).parts))
+        return Lease(use_lock_path(self.root, kind, _entry_names(kind, keys)))
 
     def lease_path(self, path: str | os.PathLike[str]) -> Lease | None:
         """A lease on the entry that holds ``path``, or None when ``path`` is outside every

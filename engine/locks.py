@@ -40,7 +40,7 @@ def writer_lock_path(root: Path, key: str) -> Path:
 
 
 def use_lock_path(root: Path, kind: str, names: tuple[str, ...]) -> Path:
-    return root / LOCKS_DIR / USE_DIR / (".".join((kind, *names)) + ".lock")
+    return Path(f"{root}/{LOCKS_DIR}/{USE_DIR}/{'.'.join((kind, *names))}.lock")
 
 
 @contextlib.contextmanager
@@ -61,6 +61,14 @@ def locked(root: Path, key: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[
         raise CacheError(f"timed out waiting for another process to finish {key[:12]}") from exc
 
 
+def _open_creating(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:  # the first lease in this cache: make the folder once
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+
 class Lease:
     """A shared hold on one cache entry: while it is held, ``prune`` skips the entry.
 
@@ -74,13 +82,9 @@ class Lease:
         self._lock = threading.Lock()
         if fcntl is None:
             return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise write_error(path.parent, exc) from exc
         while True:
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = _open_creating(path)
             except OSError as exc:
                 raise write_error(path, exc) from exc
             fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a prune is deleting this entry

@@ -9,8 +9,8 @@ many files, so thumbnails are packed into sprite sheets::
 
 The folder of one dataset is one entry of the cache's ``thumbs`` namespace (the fingerprint is
 checked as a cache key, so a bundle's claimed fingerprint can never name a path outside it);
-reading or building a sheet holds the entry's lease and records a use, so ``prune`` removes
-least-recently-hovered datasets first and never one being read.
+reading a sheet records a use, so ``prune`` removes least-recently-hovered datasets first, and
+building sheets holds the entry's lease, so ``prune`` never empties a folder being filled.
 
 Item ``i`` lives in sheet ``i // PER_SHEET`` at grid cell ``i % PER_SHEET`` (row-major). Each
 thumbnail is the image scaled to fit ``size x size`` and centred on a neutral background. A sheet
@@ -82,11 +82,13 @@ def thumbs_dir(dataset: Dataset, cache: Cache | None = None, size: int = THUMB_S
     return cache.path("thumbs", dataset.fingerprint()) / f"{size}px-v{THUMBS_VERSION}"
 
 
-def _in_use(dataset: Dataset, cache: Cache | None) -> Lease:
-    """Hold this dataset's thumbnail entry in use (``prune`` skips it) and record the use."""
+def _in_use(folder: Path, cache: Cache | None) -> Lease:
+    """Hold the thumbs entry of ``folder`` (a ``thumbs_dir``) in use, so ``prune`` skips it,
+    and record the use."""
     cache = cache or Cache()
-    lease = cache.lease("thumbs", dataset.fingerprint())
-    cache.touch(cache.path("thumbs", dataset.fingerprint()))
+    entry = folder.parent  # thumbs/<fingerprint>
+    lease = cache.lease("thumbs", entry.name)
+    cache.touch(entry)
     return lease
 
 
@@ -168,11 +170,13 @@ def get_sheet(
 ) -> bytes:
     """The encoded bytes of one sheet, built and stored on first use."""
     path = sheet_path(dataset, sheet, cache, size)
-    with _in_use(dataset, cache):
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            pass
+    try:  # one open + read: a sheet removed after the open still reads whole (no lease needed)
+        data = path.read_bytes()
+        (cache or Cache()).touch(path.parent.parent)
+        return data
+    except FileNotFoundError:
+        pass
+    with _in_use(path.parent, cache):  # building: prune must not empty the folder meanwhile
         data = render_sheet(dataset, sheet, size, pool)
         # Two processes may build the same sheet at once: both write identical bytes atomically.
         atomic_write_bytes(path, data)
@@ -250,7 +254,7 @@ def build_thumbnails(
     tracker = ProgressTracker("thumbnails", layout.n, progress)
     tracker.emit()
     built = 0
-    lease = _in_use(dataset, cache)  # held for the whole build: prune never empties it midway
+    lease = _in_use(folder, cache)  # held for the whole build: prune never empties it midway
     with lease, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for sheet in range(layout.n_sheets):
             path = sheet_path(dataset, sheet, cache, size)
