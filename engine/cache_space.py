@@ -76,7 +76,7 @@ KINDS: dict[str, Kind] = {
         ),
         Kind(
             "numba",
-            "umap-learn's compiled kernels (rebuilt when missing)",
+            "numba kernels of umap-learn, from before engine.umap_layout (safe to remove)",
             user_content=True,
             foreign_names=True,
         ),
