@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import os
-import zipfile
 from pathlib import Path
 
 from engine.config import REPO_ROOT
@@ -109,20 +107,11 @@ def bundle_path(spec: str) -> Path | None:
 
 
 def read_manifest(path: str | Path) -> dict | None:
-    """A bundle's manifest.json (not validated: ``engine.datasets.bundle.open_bundle`` does
-    that), or None when ``path`` is not a zip with a Parallax manifest. Reads only that one
-    member."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            info = zf.getinfo("manifest.json")
-            if info.file_size > 16 * 1024 * 1024:
-                return None
-            manifest = json.loads(zf.read(info))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
-        return None
-    if not isinstance(manifest, dict) or manifest.get("format") != "parallax-bundle":
-        return None
-    return manifest
+    """A bundle's manifest.json, or None when ``path`` is not a zip with a Parallax manifest
+    (``engine.datasets.bundle.peek_manifest``)."""
+    from engine.datasets.bundle import peek_manifest
+
+    return peek_manifest(path)
 
 
 def looks_like_bundle(path: str | Path, name: str | None = None) -> bool:

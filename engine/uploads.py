@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 import zipfile
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from engine.atomic import atomic_dir
 from engine.cache import Cache, check_key
 from engine.cache_space import SpaceBudget
 from engine.datasets.archive import ARCHIVE_SUFFIXES, unpack_members
+from engine.datasets.bundle import peek_manifest
 from engine.datasets.images import IMAGE_EXTENSIONS
 from engine.datasets.manifest import MANIFEST_SUFFIXES
 from engine.errors import DatasetError
@@ -137,18 +137,8 @@ def plan_upload(files: Sequence[UploadFile]) -> UploadPlan:
 
 def is_bundle(data: bytes | memoryview, name: str) -> bool:
     """A ``.parallax.zip`` by name, or a zip whose ``manifest.json`` says it is a bundle (only
-    that member is read, and only when small; ``open_bundle`` validates the rest)."""
-    if name.lower().endswith(BUNDLE_SUFFIX):
-        return True
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            info = zf.getinfo("manifest.json")
-            if info.file_size > 16 * 1024**2:
-                return False
-            manifest = json.loads(zf.read(info))
-    except (KeyError, ValueError, zipfile.BadZipFile, OSError, EOFError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("format") == "parallax-bundle"
+    that member is read; ``open_bundle`` validates the rest)."""
+    return name.lower().endswith(BUNDLE_SUFFIX) or peek_manifest(io.BytesIO(data)) is not None
 
 
 def owner_dir(owner: str, cache: Cache | None = None) -> Path:

@@ -23,7 +23,7 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -39,6 +39,23 @@ MAX_BUNDLE_MEMBERS = 10_000
 
 class BundleError(ParallaxError):
     """A file is not a valid Parallax bundle (corrupt, foreign, or from a newer version)."""
+
+
+def peek_manifest(source: str | Path | IO[bytes]) -> dict[str, Any] | None:
+    """A bundle's ``manifest.json`` (not validated: ``open_bundle`` does that), or None when
+    ``source`` (a path or a binary file object) is not a zip with a Parallax manifest. Reads
+    only that one member, and only when it is small."""
+    try:
+        with zipfile.ZipFile(source) as zf:
+            info = zf.getinfo("manifest.json")
+            if info.file_size > 16 * 1024 * 1024:
+                return None
+            manifest = json.loads(zf.read(info))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        return None
+    return manifest
 
 
 def member_digest(data: bytes) -> str:
