@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -187,3 +188,27 @@ def draw_maps(
             if under_each is not None:
                 under_each(i)
     return drawn
+
+
+def draw_cached_maps(ds: Any, spec: str, models: list[str], method: str, group: str) -> None:
+    """``models``' cached maps of ``ds`` side by side, aligned and linked, with hover previews
+    (Home: nothing to select, no model loaded; UMAP only when it is in the cache)."""
+    from dashboard import hover, projections, resources
+    from engine.project import project
+
+    specs = []
+    for i, model in enumerate(models):
+        entry = projections.cached_vectors(ds, model)
+        result = project(entry, method.lower(), cache=resources.engine_cache())
+        coords = projections.load_coords(result.key, str(result.path))
+        specs.append(MapSpec(f"{group}_{i}", f"{model} · {method}", coords, result.key))
+    draw_maps(
+        specs,
+        maps.categorical(ds.labels, "label"),
+        n=len(ds),
+        selection=None,
+        on_select=None,
+        height=520 if len(specs) > 1 else 560,
+        group=group,
+    )
+    hover.hover_preview(spec)

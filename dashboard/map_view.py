@@ -1,8 +1,8 @@
 """The Map page's parts: what can be mapped, the selection, and one drawn map.
 
-``pages/map.py`` reads the session, calls these and lays them out. ``draw_map`` is the one
-place a map becomes pixels (a plotly figure today): a different renderer replaces that function
-and keeps its inputs (coordinates, colouring, highlight) and its output (a ``DrawnMap``).
+``pages/map.py`` reads the session, calls these and lays them out. ``draw_maps`` is the one
+place maps become pixels: WebGL maps (``dashboard.linked_maps``), every point drawn, aligned onto
+the first map and linked (hover, selection, optional zoom) in the browser.
 The sections under the maps (selection, agreement, text search) are in ``map_sections``.
 """
 
@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 from concurrent.futures import wait
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from dashboard import keys, maps, projections, resources, ui, viewonly
+from dashboard import keys, linked_maps, maps, projections, resources, ui, viewonly
 from engine.cache import Entry
 from engine.errors import ParallaxError
 
@@ -133,27 +132,25 @@ def selected_rows() -> np.ndarray:
     return np.asarray(st.session_state.get(keys.MAP_ROWS, np.zeros(0, np.int64)), dtype=np.int64)
 
 
-def set_selection(rows: np.ndarray, source: str | None) -> None:
+def selection_nonce() -> str | None:
+    """The selection's revision: the maps reapply a selection only when it changes."""
+    return st.session_state.get(keys.MAP_SELECTION_NONCE)
+
+
+def set_selection(rows: np.ndarray, source: str | None, nonce: str | None = None) -> None:
+    """Store the selection; ``nonce`` is the browser's when a map made it, else a new one."""
     st.session_state[keys.MAP_ROWS] = np.asarray(rows, dtype=np.int64)
     st.session_state[keys.MAP_SELECTION_SOURCE] = source
+    st.session_state[keys.MAP_SELECTION_NONCE] = nonce or linked_maps.new_nonce()
 
 
 def clear_selection() -> None:
     set_selection(np.zeros(0, np.int64), None)
 
 
-def on_select(key: str) -> None:
-    """Callback of every map: turn its plotly selection into dataset rows, shared by all maps."""
-    info = st.session_state.get(keys.MAP_RENDER, {}).get(key)
-    event = st.session_state.get(key)
-    if info is None or event is None:
-        return
-    selection = event.get("selection") if hasattr(event, "get") else None
-    coords = None
-    if info["aggregated"]:
-        coords = projections.load_coords(info["projection_key"], info["coords_path"])
-    rows = maps.selection_rows(selection, info["n"], trace_rows=info["trace_rows"], coords=coords)
-    set_selection(rows, key)
+def on_map_select(rows: np.ndarray, nonce: str) -> None:
+    """Callback of every map: a click, lasso or box selection, as dataset rows."""
+    set_selection(rows, "map", nonce or None)
 
 
 def sync_selection(fingerprint: str, n_items: int) -> None:
@@ -196,57 +193,59 @@ def coords_for(source: MapSource, method: str) -> tuple[np.ndarray, str, str, An
     return coords, "PCA", key, pending
 
 
-def draw_map(
-    source: MapSource,
+def draw_maps(
+    chosen: list[MapSource],
     method: str,
     colouring: maps.Colouring,
     *,
     n_items: int,
-    highlight: np.ndarray | None,
-    plan: maps.DisplayPlan,
     height: int,
-    fingerprint: str,
-    render_info: dict[str, Any],
-) -> tuple[DrawnMap, Any]:
-    """Draw one source's map (selectable), its quality line, and record what its selection
-    callback needs in ``render_info``. Returns the map and a pending UMAP job (or None)."""
-    key = chart_key(source.label)
-    coords, used, proj_key, pending = coords_for(source, method)
-    fig = maps.build_map_figure(
-        coords,
-        colouring,
-        title=f"{source.label} · {used}",
-        highlight=highlight,
-        plan=plan,
-        height=height,
-        point_size=maps.point_size(n_items),
-        dataset_key=fingerprint,
-    )
-    coords_path = projections.coords_path(proj_key)
-    render_info[key] = {
-        "n": n_items,
-        "trace_rows": maps.trace_rows_of(fig),
-        "aggregated": plan.aggregated,
-        "projection_key": proj_key,
-        "coords_path": coords_path,
-    }
-    st.plotly_chart(
-        fig,
-        key=key,
-        on_select=partial(on_select, key),
-        selection_mode=("points", "box", "lasso"),
-        config={"scrollZoom": True, "displaylogo": False},
-    )
-    try:
-        q = map_quality_cached(proj_key, str(source.entry.array_path), coords_path)
-        st.caption(
-            f"{used} map quality: trustworthiness **{q['trustworthiness']:.3f}** · "
-            f"{int(q['k'])}-NN recall **{q['knn_recall']:.3f}** (sample of "
-            f"{int(q['sample']):,})"
+    aligned: bool = True,
+    displacement: bool = False,
+    link_zoom: bool = False,
+) -> tuple[list[DrawnMap], list[Any]]:
+    """The chosen sources' maps side by side (every point, linked, aligned onto the first), each
+    with its quality line. Returns the maps (their own, unaligned coordinates) and the pending
+    UMAP jobs."""
+    found = [(source, *coords_for(source, method)) for source in chosen]
+    pending = [job for *_, job in found if job is not None]
+    drawn = [
+        DrawnMap(source, coords, used, key, chart_key(source.label))
+        for source, coords, used, key, _ in found
+    ]
+    specs = [
+        linked_maps.MapSpec(
+            d.chart_key, f"{d.source.label} · {d.method}", d.coords, d.projection_key
         )
-    except ParallaxError as exc:
-        st.caption(f"Map quality unavailable: {exc}")
-    return DrawnMap(source, coords, used, proj_key, key), pending
+        for d in drawn
+    ]
+
+    def quality(i: int) -> None:
+        d = drawn[i]
+        try:
+            coords_path = projections.coords_path(d.projection_key)
+            q = map_quality_cached(d.projection_key, str(d.source.entry.array_path), coords_path)
+            st.caption(
+                f"{d.method} map quality: trustworthiness **{q['trustworthiness']:.3f}** · "
+                f"{int(q['k'])}-NN recall **{q['knn_recall']:.3f}** (sample of "
+                f"{int(q['sample']):,})"
+            )
+        except ParallaxError as exc:
+            st.caption(f"Map quality unavailable: {exc}")
+
+    linked_maps.draw_maps(
+        specs,
+        colouring,
+        n=n_items,
+        selection=(selected_rows(), selection_nonce()),
+        on_select=on_map_select,
+        aligned=aligned,
+        displacement=displacement,
+        height=height,
+        link_zoom=link_zoom,
+        under_each=quality,
+    )
+    return drawn, pending
 
 
 def umap_progress(pending_jobs: list[Any]) -> None:

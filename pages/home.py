@@ -1,13 +1,15 @@
 """Home: what Parallax is, and a live map of an offline demo with no clicks needed.
 
-With a configured bundle (``PARALLAX_BUNDLE``, or the committed demo bundle in view-only mode)
-Home shows that bundle's map at once: its UMAP (or PCA) map is installed in the cache when the
-bundle is opened, so nothing is computed and no model is loaded; hovering previews the items.
+Home opens on a bundle (``PARALLAX_BUNDLE``, else the committed demo bundle: demo:shapes under
+three models) and shows two of its models side by side at once, aligned and linked (hovering or
+selecting an item highlights it in both; the hover card shows its thumbnail): its UMAP (or PCA)
+maps are installed in the cache when the bundle is opened, so nothing is computed and no model
+is loaded.
 
-Otherwise demo:digits embedded with baseline:pixels (no weights, no network). The embedding is
-cached after the first time; the PCA map is drawn at once; the UMAP map is computed in a
-background job (a fresh process pays numba compilation) while the PCA map stays on screen,
-and replaces it when ready.
+Without any bundle: demo:digits embedded with baseline:pixels (no weights, no network). The
+embedding is cached after the first time; the PCA map is drawn at once; the UMAP map is
+computed in a background job (a fresh process pays numba compilation) while the PCA map stays
+on screen, and replaces it when ready.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from concurrent.futures import wait
 
 import streamlit as st
 
-from dashboard import keys, projections, resources, state, ui, urlstate, viewonly
+from dashboard import keys, linked_maps, projections, resources, state, ui, urlstate, viewonly
 
 POLL_S = 1.0
 
@@ -46,48 +48,46 @@ if (link_error := state.url_error()) is not None:
 
 
 def _bundle_home(bundle) -> None:
-    """The configured bundle's map: cached UMAP (else PCA), hover previews, no model."""
-    from dashboard import hover, maps
-
+    """The bundle's maps of two models side by side, linked: cached UMAP (else PCA), hover
+    previews, no model loaded."""
     spec = viewonly.bundle_spec(bundle)
     ds = resources.get_dataset(spec)
     models = [m for m in viewonly.bundle_model_specs(bundle) if projections.cached_vectors(ds, m)]
     if not models:
         raise viewonly.ViewOnlyError(f"{bundle.name} holds no vectors to draw")
-    st.subheader(f"{ds.name} · {len(ds):,} items")
+    st.subheader(f"{ds.name} · {len(ds):,} items · {len(models)} models")
     st.caption(
+        "The same items seen through different models, side by side: each map is aligned onto "
+        "the first, and hovering or selecting an item in one map highlights it in the others. "
         "A precomputed bundle: its maps were made where the models are, so this page loads no "
-        "model. Hover a point to preview the item; the Map page has side-by-side maps, "
-        "selections, neighbours and agreement."
+        "model. The Map page has selections, neighbours, agreement and search."
     )
     c1, c2 = st.columns([3, 1])
-    model = models[0]
-    if len(models) > 1:
-        model = c1.selectbox("Model", models, key=keys.HOME_BUNDLE_MODEL)
-    entry = projections.cached_vectors(ds, model)
-    methods = ["UMAP", "PCA"] if projections.umap_in_cache(entry) else ["PCA"]
+    picked = st.session_state.get(keys.HOME_BUNDLE_MODEL)
+    if not isinstance(picked, list) or not set(picked) <= set(models):
+        st.session_state[keys.HOME_BUNDLE_MODEL] = models[:2]
+    chosen = (
+        c1.multiselect("Models", models, key=keys.HOME_BUNDLE_MODEL, max_selections=4) or models[:1]
+    )
+    entries = [projections.cached_vectors(ds, m) for m in chosen]
+    methods = ["UMAP", "PCA"] if all(projections.umap_in_cache(e) for e in entries) else ["PCA"]
     if st.session_state.get(keys.HOME_METHOD) not in methods:
         st.session_state[keys.HOME_METHOD] = methods[0]
     method = c2.segmented_control("Projection", methods, key=keys.HOME_METHOD) or methods[0]
-    coords = projections.projection_coords(entry, method.lower())  # UMAP: a cache hit
-    fig = maps.build_map_figure(
-        coords,
-        maps.categorical(ds.labels, "label"),
-        title=f"{model} · {method}",
-        plan=maps.display_plan(len(ds)),
-        point_size=maps.point_size(len(ds)),
-        height=560,
-        dataset_key=ds.fingerprint(),
-    )
-    st.plotly_chart(fig, key="home_bundle_map", config={"displaylogo": False})
+    linked_maps.draw_cached_maps(ds, spec, chosen, method, "home_bundle_map")
     if method == "PCA" and "UMAP" not in methods and state.view_only():
         st.caption(f"No UMAP map in this bundle; {viewonly.MESSAGE}")
-    hover.hover_preview(spec)
-    ui.page_link("map.py", "Explore these maps", ":material/scatter_plot:")
+    if st.button("Explore these maps", icon=":material/scatter_plot:"):
+        state.set_dataset_spec(spec)
+        st.switch_page(state.page_file("map.py"))
     state.sync_url(urlstate.View(method=method))
 
 
-home_bundle = viewonly.configured_bundle()
+# A configured bundle, else the committed demo bundle (three models of demo:shapes): Home opens
+# on several models at once with nothing to compute.
+home_bundle = viewonly.configured_bundle() or (
+    viewonly.DEMO_BUNDLE if viewonly.DEMO_BUNDLE.is_file() else None
+)
 if home_bundle is not None or state.view_only():
     if home_bundle is None:
         state.view_only_notice("No bundle is configured (set PARALLAX_BUNDLE)")
@@ -119,10 +119,6 @@ def _embed_demo():  # -> (dataset, vectors Entry)
     return ds, entry
 
 
-def _figure(ds, coords, method: str):
-    return ui.scatter_figure(coords, ds.ids, ds.labels, ds.texts, title=f"{method} map")
-
-
 demo = None
 with ui.guard("Preparing the demo map"):
     demo = _embed_demo()
@@ -152,12 +148,7 @@ if demo is not None and demo[1] is not None:
     method = method or methods[0]
 
     with ui.guard(f"Drawing the {method} map"):
-        if method == "UMAP":
-            result = job.future.result()
-            coords = projections.load_coords(result.key, str(result.path))
-        else:
-            coords = projections.projection_coords(entry, "pca")
-        st.plotly_chart(_figure(ds, coords, method), key=f"home_map_{method}")
+        linked_maps.draw_cached_maps(ds, state.HOME_DATASET, [state.HOME_MODEL], method, "home_map")
     state.sync_url(urlstate.View(method=method))
 
     if job is None:

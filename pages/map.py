@@ -129,34 +129,42 @@ with ui.guard("Preparing the colours"):
         colouring = mv.colouring_cached(spec, fingerprint, colour_by)
 
 # -- the maps -------------------------------------------------------------------------------------
-plan = maps.display_plan(n_items)
-if plan.aggregated:
-    st.caption(plan.note())
-render_info: dict[str, Any] = {}
+v1, v2, v3 = st.columns(3)
+aligned = v1.toggle(
+    "Align maps onto the first",
+    value=True,
+    key=keys.MAP_ALIGNED,
+    help="Rotate, scale and shift each map onto the first (Procrustes on the shared items), "
+    "so the same items sit in the same region of every map.",
+    disabled=len(chosen) < 2,
+)
+displacement = v2.toggle(
+    "Show displacement",
+    key=keys.MAP_DISPLACEMENT,
+    help="Colour each item by how far it moves between the first two maps (aligned): bright "
+    "items are placed differently by the two models.",
+    disabled=len(chosen) < 2,
+)
+link_zoom = v3.toggle("Link zoom", key=keys.MAP_LINK_ZOOM, disabled=len(chosen) < 2)
 drawn: list[mv.DrawnMap] = []
 pending_jobs: list[Any] = []
-for col, label in zip(st.columns(len(chosen)), chosen, strict=True):
-    with col, ui.guard(f"Drawing the map of {label}"):
-        one, pending = mv.draw_map(
-            by_label[label],
-            method,
-            colouring,
-            n_items=n_items,
-            highlight=rows_selected if len(rows_selected) else None,
-            plan=plan,
-            height=560 if len(chosen) <= 2 else 440,
-            fingerprint=fingerprint,
-            render_info=render_info,
-        )
-        drawn.append(one)
-        if pending is not None:
-            pending_jobs.append(pending)
-st.session_state[keys.MAP_RENDER] = render_info
+with ui.guard("Drawing the maps"):
+    drawn, pending_jobs = mv.draw_maps(
+        [by_label[label] for label in chosen],
+        method,
+        colouring,
+        n_items=n_items,
+        height=560 if len(chosen) <= 2 else 440,
+        aligned=aligned,
+        displacement=displacement and len(chosen) >= 2,
+        link_zoom=link_zoom,
+    )
 mv.umap_progress(pending_jobs)
 
 st.caption(
-    "Hover a point to preview the item. Lasso or box-select (or click) points to list them "
-    "below; the same items are highlighted in every map."
+    "Every point is drawn. Hover a point to preview the item; click one, or pick **Lasso** or "
+    "**Box** above a map and drag, to select items and list them below: the same items are "
+    "highlighted in every map. Click a legend entry to hide or show that class."
 )
 hover.hover_preview(spec)
 

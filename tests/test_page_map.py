@@ -1,19 +1,19 @@
 """The Map page through AppTest, on a temporary cache with vectors made by the engine.
 
-AppTest cannot drive a plotly selection, so selections are injected through session state (the
-page's selection callback is covered by tests/test_maps.py and tests/test_browser.py).
+AppTest cannot drive the WebGL map, so selections are injected through session state (the
+map's own selection, click and lasso, is covered by tests/test_browser.py). What each map element
+was sent is read from its JSON (``tests/apptest_maps.py``).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.apptest_maps import scatter_maps, selected
 from tests.conftest import private_app_env
 from tests.fakes import MeanColourModel
 
@@ -67,36 +67,13 @@ def open_page(models: list[str] | None = None, dataset: str = DATASET, **state) 
     return at
 
 
-def figures(at: AppTest) -> list[dict]:
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
-
-
-def _length(array) -> int:
-    if isinstance(array, dict) and "bdata" in array:
-        return len(base64.b64decode(array["bdata"])) // np.dtype(array["dtype"]).itemsize
-    return len(array)
-
-
-def _rows(trace: dict) -> np.ndarray:
-    cd = trace["customdata"]
-    return np.frombuffer(base64.b64decode(cd["bdata"]), dtype=np.dtype(cd["dtype"]))
-
-
-def points(fig: dict, selected: bool = False) -> int:
-    return sum(
-        _length(t["x"])
-        for t in fig["data"]
-        if t["type"] == "scattergl" and t.get("name", "").startswith("selected (") == selected
-    )
-
-
 def errors(at: AppTest) -> list[str]:
     return [e.value for e in at.error]
 
 
 def test_empty_state_links_to_embed():
     at = open_page(dataset="demo:shapes?n=100&seed=7")
-    assert not figures(at)
+    assert not scatter_maps(at)
     assert any("Nothing is embedded yet" in i.value for i in at.info)
     assert not errors(at)
 
@@ -104,17 +81,16 @@ def test_empty_state_links_to_embed():
 def test_map_renders_all_points_coloured_by_label(embedded):
     at = open_page([PIXELS])
     assert not errors(at), errors(at)
-    figs = figures(at)
-    assert len(figs) == 1
-    fig = figs[0]
-    assert points(fig) == len(embedded) == 1797
-    names = [t["name"] for t in fig["data"] if t["type"] == "scattergl"]
-    assert names == [str(i) for i in range(10)]
-    assert fig["layout"]["meta"]["parallax_map"] is True
-    assert "PCA" in fig["layout"]["title"]["text"]
+    (m,) = scatter_maps(at)
+    assert m["n"] == len(embedded) == 1797  # every point: no sample, no density layer
+    assert m["points"]["url"] and m["points"]["key"] and m["colours"]["url"]
+    assert [x["label"] for x in m["colours"]["legend"]] == [str(i) for i in range(10)]
+    assert sum(x["count"] for x in m["colours"]["legend"]) == 1797
+    assert "PCA" in m["title"]
     assert any("trustworthiness" in c.value for c in at.caption)
     # nothing selected yet
     assert any("Nothing selected yet" in c.value for c in at.caption)
+    assert m["selection"] is None
 
 
 def test_switch_colour_by(embedded):
@@ -123,23 +99,27 @@ def test_switch_colour_by(embedded):
     assert colour.value == "label"
     assert "neighbourhood agreement" in colour.options
     meta_cols = [str(c) for c in embedded.metadata().columns]
+    positions = scatter_maps(at)[0]["points"]["key"]
+    seen = set()
     for option in [*meta_cols[:2], "neighbourhood agreement"]:
         at.selectbox(key="map_colour").set_value(option).run()
         assert not at.exception, at.exception
         assert not errors(at), errors(at)
-        fig = figures(at)[0]
-        assert points(fig) == 1797
+        (m,) = scatter_maps(at)
+        assert m["n"] == 1797
+        assert m["points"]["key"] == positions  # recolouring never resends positions
+        seen.add(m["colours"]["key"])
         if option == "neighbourhood agreement":
-            scaled = [t for t in fig["data"] if t.get("marker", {}).get("colorscale")]
-            assert scaled, "agreement colouring should use a colour scale"
+            assert m["colours"]["scale"] and m["colours"]["legend"] is None
+    assert len(seen) == 3
 
 
-def test_side_by_side_with_agreement_table(embedded):
+def test_side_by_side_aligned_with_agreement_table(embedded):
     at = open_page([PIXELS, SECOND])
-    figs = figures(at)
-    assert len(figs) == 2
-    assert all(points(f) == 1797 for f in figs)
-    assert {f["layout"]["title"]["text"].split(" · ")[0] for f in figs} == {PIXELS, SECOND}
+    maps = scatter_maps(at)
+    assert len(maps) == 2
+    assert all(m["n"] == 1797 and m["group"] == maps[0]["group"] for m in maps)
+    assert {m["title"].split(" · ")[0] for m in maps} == {PIXELS, SECOND}
     tables = [df.value for df in at.dataframe if "overlap" in df.value.columns]
     assert tables, "agreement table missing"
     table = tables[0]
@@ -150,30 +130,37 @@ def test_side_by_side_with_agreement_table(embedded):
     at.number_input(key="map_agree_k").set_value(5).run()
     assert not at.exception, at.exception
     assert any("5 nearest" in m.value for m in at.markdown)
+    # alignment off: the second map's positions change, the first's do not
+    aligned = [m["points"]["key"] for m in scatter_maps(at)]
+    at.toggle(key="map_aligned").set_value(False).run()
+    raw = [m["points"]["key"] for m in scatter_maps(at)]
+    assert raw[1] != aligned[1]
+    # displacement: both maps coloured by each item's move between the two models
+    at.toggle(key="map_displacement").set_value(True).run()
+    assert not at.exception, at.exception
+    maps = scatter_maps(at)
+    assert all("displacement" in m["colours"]["title"] and m["colours"]["scale"] for m in maps)
+    assert maps[0]["colours"]["key"] == maps[1]["colours"]["key"]
 
 
 def test_selection_highlights_every_map_and_fills_gallery(embedded):
     rows = np.array([3, 10, 42, 1000])
     at = open_page([PIXELS, SECOND], map_selected_rows=rows)
     assert not errors(at), errors(at)
-    for fig in figures(at):
-        assert points(fig) == 1797
-        assert points(fig, selected=True) == len(rows)
-        sel = np.sort(
-            np.concatenate(
-                [_rows(t) for t in fig["data"] if t.get("name", "").startswith("selected (")]
-            )
-        )
-        assert sel.tolist() == rows.tolist()
+    maps = scatter_maps(at)
+    assert [selected(m) for m in maps] == [rows.tolist(), rows.tolist()]
+    nonce = maps[0]["selection"]["nonce"]
+    assert nonce and maps[1]["selection"]["nonce"] == nonce
     assert any("4 item(s) selected" in m.value for m in at.markdown)
     assert len(at.image) == len(rows), "gallery should show one thumbnail per selected item"
     labels = [b.label for b in at.get("download_button")]
     assert "Download CSV" in labels and "Download Parquet" in labels
-    # clearing empties the selection
+    # clearing empties the selection, under a new revision the maps reapply
     next(b for b in at.button if b.label == "Clear selection").click().run()
     assert not at.exception, at.exception
     assert len(at.session_state["map_selected_rows"]) == 0
-    assert all(points(f, selected=True) == 0 for f in figures(at))
+    maps = scatter_maps(at)
+    assert all(selected(m) == [] and m["selection"]["nonce"] != nonce for m in maps)
 
 
 def test_single_item_lists_its_neighbours(embedded):
@@ -209,6 +196,5 @@ def test_text_search_with_a_two_tower_model_scores_every_item(embedded, monkeypa
     # the scores colour the maps of both models
     at.selectbox(key="map_colour").set_value("text search score").run()
     assert not at.exception, at.exception
-    for fig in figures(at):
-        scaled = [t for t in fig["data"] if t.get("marker", {}).get("colorscale")]
-        assert scaled and points(fig) == 1797
+    for m in scatter_maps(at):
+        assert m["n"] == 1797 and m["colours"]["scale"] and "score" in m["colours"]["title"]

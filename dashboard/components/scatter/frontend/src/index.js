@@ -14,6 +14,7 @@ import createScatterplot from 'regl-scatterplot';
 const MAX_BLOBS = 16;
 const HOVER_EVENT = 'parallax-map-hover';
 const INLINE_ROWS = 4096; // selections up to this many rows go back as a list, else packed
+const LASSO_CLICK_MS = 500; // a click this soon after a lasso ends is the lasso's own mouse-up
 
 function registry() {
   if (!window.__parallaxMaps) {
@@ -195,6 +196,10 @@ class MapInstance {
     const sp = this.sp;
     sp.subscribe('pointOver', (row) => this.hoverIn(row));
     sp.subscribe('pointOut', () => this.hoverOut());
+    sp.subscribe('lassoEnd', () => {
+      this.lassoEndedAt = performance.now();
+      this.lassoRows = groupState(this.group).rows;
+    });
     sp.subscribe('select', ({ points }) => this.userSelected(points));
     sp.subscribe('deselect', () => this.userSelected([]));
     sp.subscribe('view', (ev) => this.viewChanged(ev));
@@ -231,6 +236,13 @@ class MapInstance {
 
   // -- selection: a click, lasso or box in one map selects the same rows in all of them
   userSelected(points) {
+    // A lasso closed where it started also ends in a "click" on the point under the cursor:
+    // that click must not replace what the lasso just selected.
+    if (points && points.length === 1 && this.lassoRows && this.lassoRows.length > 1 &&
+        performance.now() - this.lassoEndedAt < LASSO_CLICK_MS) {
+      this.sp.select(Array.from(this.lassoRows), { preventEvent: true });
+      return;
+    }
     const rows = Uint32Array.from(points || []).sort();
     const g = groupState(this.group);
     const nonce = newNonce();
