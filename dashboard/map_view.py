@@ -132,9 +132,13 @@ def selected_rows() -> np.ndarray:
     return np.asarray(st.session_state.get(keys.MAP_ROWS, np.zeros(0, np.int64)), dtype=np.int64)
 
 
-def selection_nonce() -> str | None:
-    """The selection's revision: the maps reapply a selection only when it changes."""
-    return st.session_state.get(keys.MAP_SELECTION_NONCE)
+def selection_nonce() -> str:
+    """The selection's revision: the maps reapply a selection only when it changes. Rows set
+    without one (by hand) get a revision named by their content."""
+    from engine import mapdata
+
+    stored = st.session_state.get(keys.MAP_SELECTION_NONCE)
+    return stored or "rows-" + mapdata.content_key(mapdata.encode_rows(selected_rows()))
 
 
 def set_selection(rows: np.ndarray, source: str | None, nonce: str | None = None) -> None:

@@ -5,13 +5,13 @@ Everything runs offline on CPU against a temporary cache (``PARALLAX_CACHE``), n
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.apptest_maps import scatter_maps
 from tests.conftest import private_app_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,8 +24,12 @@ def temp_cache(tmp_path_factory):
     yield from private_app_env(tmp_path_factory)
 
 
-def plotly_specs(at: AppTest) -> list[dict]:
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+@pytest.fixture
+def no_demo_bundle(monkeypatch, tmp_path):
+    """Home without the committed demo bundle: the digits demo it falls back to."""
+    from dashboard import viewonly
+
+    monkeypatch.setattr(viewonly, "DEMO_BUNDLE", tmp_path / "missing.parallax.zip")
 
 
 def test_shell_registers_pages_and_shows_the_sidebar():
@@ -49,30 +53,49 @@ def test_shell_registers_pages_and_shows_the_sidebar():
         assert at.title and at.title[0].value == title
 
 
-def test_home_shows_a_demo_map_without_interaction():
+def test_home_opens_on_two_linked_models_without_interaction():
+    """The committed demo bundle: two of its models side by side, one linked group, every point,
+    hover previews mounted; nothing to click, no model loaded."""
+    from dashboard import viewonly
+
+    if not viewonly.DEMO_BUNDLE.is_file():
+        pytest.skip("bundles/demo-shapes.parallax.zip not built (scripts/make_demo_bundle.py)")
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    maps = scatter_maps(at)
+    assert len(maps) == 2
+    assert all(m["n"] == 2000 and m["group"] == maps[0]["group"] for m in maps)
+    titles = [m["title"].split(" · ")[0] for m in maps]
+    assert len(set(titles)) == 2, titles
+    assert all("UMAP" in m["title"] for m in maps)  # the bundle's cached maps
+    assert [x["label"] for x in maps[0]["colours"]["legend"]]  # coloured by label
+    hovers = [
+        e for e in at.get("bidi_component") if e.proto.component_name.endswith("hover_preview")
+    ]
+    assert len(hovers) == 1
+    labels = [link.label for link in at.get("page_link")]
+    assert any("dataset" in lab.lower() for lab in labels)
+
+
+def test_home_without_a_bundle_shows_the_digits_demo(no_demo_bundle):
     at = AppTest.from_file(APP, default_timeout=180)
     at.session_state["home_auto_umap"] = False
     at.run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    specs = plotly_specs(at)
-    assert len(specs) == 1
-    traces = specs[0]["data"]
-    # One WebGL trace per digit label, every point of the demo drawn, hover carries id + label.
-    assert {t["type"] for t in traces} == {"scattergl"}
-    assert sorted(t["name"] for t in traces) == [str(d) for d in range(10)]
-    assert "id" in traces[0]["hovertemplate"] and "label" in traces[0]["hovertemplate"]
-    # Links to the other pages are offered.
-    labels = [link.label for link in at.get("page_link")]
-    assert any("dataset" in lab.lower() for lab in labels)
+    (m,) = scatter_maps(at)
+    assert m["n"] == 1797 and "PCA" in m["title"]
+    assert sorted(x["label"] for x in m["colours"]["legend"]) == [str(d) for d in range(10)]
 
 
 @pytest.mark.slow
-def test_home_computes_umap_in_the_background_and_swaps_it_in():
+def test_home_computes_umap_in_the_background_and_swaps_it_in(no_demo_bundle):
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()  # auto UMAP on: the PCA map shows at once, UMAP runs in a background job
     assert not at.exception, at.exception
-    assert len(plotly_specs(at)) == 1
+    assert len(scatter_maps(at)) == 1
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if at.get("segmented_control"):
@@ -85,8 +108,7 @@ def test_home_computes_umap_in_the_background_and_swaps_it_in():
     assert not at.error, [e.value for e in at.error]
     control = at.get("segmented_control")[0]
     assert list(control.options) == ["UMAP", "PCA"]
-    spec = plotly_specs(at)[0]
-    assert spec["layout"]["title"]["text"].startswith("UMAP")
+    assert scatter_maps(at)[0]["title"].endswith("UMAP")
     # A fresh session gets the cached UMAP map straight away.
     again = AppTest.from_file(APP, default_timeout=60).run()
     assert again.get("segmented_control"), "cached UMAP map not found on a fresh session"

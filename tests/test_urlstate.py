@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import urlstate
 from dashboard.urlstate import View, decode_rows, decode_view, encode_rows, encode_view
+from tests.apptest_maps import scatter_maps
 from tests.fakes import MeanColourModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,7 +126,7 @@ def test_a_link_restores_the_map_view(embedded):
     assert at.session_state["map_method"] == "PCA"
     assert at.session_state["map_selected_rows"].tolist() == [*range(10), 100]
     assert any("11 item(s) selected" in m.value for m in at.markdown)
-    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    titles = [m["title"] for m in scatter_maps(at)]
     assert len(titles) == 2 and all("PCA" in t for t in titles)
     # the page keeps the link in step with what it shows
     assert at.query_params["proj"] == "pca" and at.query_params["sel"] == "0-9_100"

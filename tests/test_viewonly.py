@@ -22,6 +22,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dashboard import viewonly
+from tests.apptest_maps import scatter_maps
 from tests.fakes import ArrayImageDataset, MeanColourModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -143,22 +144,20 @@ def run(page, **state):
     assert not at.exception, (page, [e.value for e in at.exception])
     return at
 
-def points(at):
-    return [sum(len(t.get("x", {}).get("bdata", "")) > 0 for t in json.loads(c.proto.spec)["data"])
-            for c in at.get("plotly_chart")]
+def maps(at):
+    return [json.loads(c.proto.json) for c in at.get("bidi_component")
+            if c.proto.component_name == "parallax_scatter"]
 
 home = run("pages/home.py")
-out["home"] = {"charts": len(home.get("plotly_chart")), "errors": [e.value for e in home.error],
-               "titles": [json.loads(c.proto.spec)["layout"]["title"]["text"]
-                          for c in home.get("plotly_chart")]}
+out["home"] = {"charts": len(maps(home)), "errors": [e.value for e in home.error],
+               "titles": [m["title"] for m in maps(home)]}
 data = run("pages/data.py")
 out["data"] = {"errors": [e.value for e in data.error], "code": [c.value for c in data.code]}
 embed = run("pages/embed.py")
 out["embed"] = {"info": [i.value for i in embed.info], "buttons": [b.label for b in embed.button]}
 m = run("pages/map.py")
-out["map"] = {"charts": len(m.get("plotly_chart")), "errors": [e.value for e in m.error],
-              "titles": [json.loads(c.proto.spec)["layout"]["title"]["text"]
-                         for c in m.get("plotly_chart")]}
+out["map"] = {"charts": len(maps(m)), "errors": [e.value for e in m.error],
+              "titles": [mp["title"] for mp in maps(m)]}
 m.session_state["map_selected_rows"] = __import__("numpy").array([7])
 m.run()
 out["map"]["neighbours"] = any("Nearest neighbours of" in x.value for x in m.markdown)
@@ -204,9 +203,9 @@ def test_pages_render_with_no_model_library_importable(tmp_path):
     out = json.loads(line[len("RESULT ") :])
     assert out["view_only"] and not out["torch_found"]
     assert out["heavy"] == [], out["heavy"]
-    # Home: the bundle's cached UMAP map, at once, no error
-    assert out["home"]["charts"] == 1 and not out["home"]["errors"], out["home"]
-    assert "UMAP" in out["home"]["titles"][0]
+    # Home: two of the bundle's models side by side, their cached UMAP maps, at once, no error
+    assert out["home"]["charts"] == 2 and not out["home"]["errors"], out["home"]
+    assert all("UMAP" in t for t in out["home"]["titles"]), out["home"]["titles"]
     # Data: the bundle is the current dataset
     assert any(c.startswith("bundle:") for c in out["data"]["code"]), out["data"]
     # Embed: says view-only instead of offering to embed
@@ -242,16 +241,11 @@ def test_uploaded_bundle_opens_and_its_map_renders(private_cache, view_only, sma
 
     at.switch_page(MAP_PAGE).run()  # same session: the uploaded bundle's maps
     assert not at.exception, at.exception
-    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    charts = scatter_maps(at)
     assert len(charts) == 2, ([i.value for i in at.info], [e.value for e in at.error])
-    for fig in charts:
-        assert "PCA" in fig["layout"]["title"]["text"]  # no UMAP in this bundle: never computed
-        drawn = sum(
-            len(np.frombuffer(__import__("base64").b64decode(t["customdata"]["bdata"]), "int32"))
-            for t in fig["data"]
-            if t["type"] == "scattergl"
-        )
-        assert drawn == N_ITEMS
+    for m in charts:
+        assert "PCA" in m["title"]  # no UMAP in this bundle: never computed
+        assert m["n"] == N_ITEMS  # every point drawn
     assert any("No UMAP map" in c.value for c in at.caption)
 
 
