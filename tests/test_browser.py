@@ -141,10 +141,12 @@ def _lasso(page: Any, m: int, mode: str = "Lasso", frac: float = 0.15) -> None:
     cx, cy = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5
     dx, dy = box["width"] * frac, box["height"] * frac
     path = [(cx - dx, cy - dy), (cx + dx, cy - dy), (cx + dx, cy + dy), (cx - dx, cy + dy)]
+    # a lasso goes round and closes where it started; a box is dragged corner to corner
+    path = [*path, (path[0][0], path[0][1] + 1)] if mode == "Lasso" else [path[0], path[2]]
     page.mouse.move(*path[0])
     page.mouse.down()
-    for p in [*path[1:], (path[0][0], path[0][1] + 1)]:
-        page.mouse.move(*p, steps=4)
+    for p in path[1:]:
+        page.mouse.move(*p, steps=6)
     page.mouse.up()
     root.locator(".ps-btn", has_text="Pan").click()
 
