@@ -233,6 +233,14 @@ def touch(path: Path) -> None:
         os.utime(path)
 
 
+# How a quota error names what fills the namespace.
+_QUOTA_OWNERS = {
+    "uploads": "your uploads",
+    "extracted": "extracted archives",
+    "downloads": "downloaded images",
+}
+
+
 class SpaceBudget:
     """A quota on one namespace (or one owner's), charged write by write.
 
@@ -474,11 +482,16 @@ class CacheSpace:
                     used -= entry.bytes
         if used + nbytes <= quota:
             return used
-        whose = "your uploads" if kind == "uploads" else f"the {kind} cache"
-        in_use = f" ({whose} in use take {format_bytes(used)})" if used else ""
+        whose = _QUOTA_OWNERS.get(kind, f"cached {kind}")
+        if nbytes > quota:
+            raise QuotaError(
+                f"{what} needs {format_bytes(nbytes)}, more than the {format_bytes(quota)} quota "
+                f"for {whose}: use a smaller one, or ask the operator to raise {setting}"
+            )
         raise QuotaError(
-            f"{what} needs {format_bytes(nbytes)}, over the {format_bytes(quota)} quota for "
-            f"{whose}{in_use}: use a smaller one, or ask the operator to raise {setting}"
+            f"{what} needs {format_bytes(nbytes)}, but {whose} already hold "
+            f"{format_bytes(used)} in use of the {format_bytes(quota)} quota: close what uses "
+            f"them and try again, or ask the operator to raise {setting}"
         )
 
     def budget(

@@ -149,5 +149,5 @@ def test_upload_quota_per_owner(cache_root: Path, monkeypatch: pytest.MonkeyPatc
     stage_upload([UploadFile("c.png", png((1, 1, 1), size=64))], "alice", cache=cache)
     assert not Path(spec_b[7:]).exists()
     # One upload bigger than the whole quota never fits.
-    with pytest.raises(QuotaError, match=r"over the .* quota for your uploads"):
+    with pytest.raises(QuotaError, match=r"more than the .* quota for your uploads"):
         stage_upload([UploadFile("big.png", png(size=256))], "alice", cache=cache)
