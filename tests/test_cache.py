@@ -267,3 +267,14 @@ def test_keys_never_leave_their_namespace(tmp_path: Path) -> None:
         cache.path("secrets", "a")
     assert cache.path("compare", "k") == cache.root / "compare" / "k.json"
     assert np.all(np.array([cache.lease_path(p) is None for p in ("/etc", tmp_path)]))
+
+
+def test_one_module_writes_atomically() -> None:
+    """Temp file + fsync + rename is written once, in engine/atomic.py."""
+    engine_dir = REPO / "engine"
+    callers = sorted(
+        str(p.relative_to(engine_dir))
+        for p in engine_dir.rglob("*.py")
+        if "os.fsync(" in p.read_text(encoding="utf-8")
+    )
+    assert callers == ["atomic.py"]
