@@ -15,7 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import resources, state, ui, urlstate, viewonly
+from dashboard import keys, resources, state, ui, urlstate, viewonly
 from engine import uploads
 from engine.datasets import shapes
 from engine.errors import DatasetError
@@ -47,7 +47,7 @@ def try_select(spec: str, action: str) -> None:
 def handle_upload(files: list) -> None:
     """Save + open an upload once per distinct set of files; remember the outcome."""
     signature = tuple(sorted((f.file_id, f.name, f.size) for f in files))
-    done = st.session_state.get("data_upload")
+    done = st.session_state.get(keys.DATA_UPLOAD)
     if done is not None and done["signature"] == signature:
         return
     outcome = {"signature": signature, "spec": None, "error": None}
@@ -68,7 +68,7 @@ def handle_upload(files: list) -> None:
         outcome["spec"] = spec
     except Exception as exc:
         outcome["error"] = exc
-    st.session_state["data_upload"] = outcome
+    st.session_state[keys.DATA_UPLOAD] = outcome
     if outcome["spec"]:
         st.rerun()  # redraw everything (sidebar included) for the new dataset
 
@@ -143,7 +143,7 @@ with tab_upload:
     if uploaded:
         with st.spinner("Saving and opening the upload…"):
             handle_upload(list(uploaded))
-        outcome = st.session_state.get("data_upload")
+        outcome = st.session_state.get(keys.DATA_UPLOAD)
         if outcome and outcome["error"] is not None:
             ui.show_error(outcome["error"], "This upload cannot be used")
             st.caption(f"The current dataset is still {state.dataset_spec()}.")
