@@ -16,7 +16,7 @@ For each size and renderer, in headless Chromium (SwiftShader: WebGL on the CPU)
 * memory of the tab: proportional set size (PSS) of the renderer and GPU processes, and the JS
   heap.
 
-The plotly baseline draws the same dataset's PCA map through ``dashboard.maps.build_map_figure``
+The plotly baseline draws the same dataset's PCA map through ``benchmarks/plotly_map.py``
 (``Scattergl``; above 200k points a 100k sample over a density layer, as the Map page did).
 
     nice python benchmarks/bench_map_browser.py [--quick] [--json] [--sizes 100000,1000000]
@@ -44,6 +44,7 @@ import sys
 sys.path.insert(0, {repo!r})
 import numpy as np
 import streamlit as st
+from benchmarks import plotly_map
 from dashboard import hover, maps
 from engine.cache import Cache
 from engine.config import cache_dir
@@ -66,18 +67,18 @@ def _load():
 
 ds, coords = _load()
 n = len(ds)
-plan = maps.display_plan(n)
+plan = plotly_map.display_plan(n)
 rows = st.session_state.get("rows")
 
 
 def _selected():
     event = st.session_state.get("plotly_map")
     sel = event.get("selection") if hasattr(event, "get") else None
-    st.session_state["rows"] = maps.selection_rows(
+    st.session_state["rows"] = plotly_map.selection_rows(
         sel, n, coords=coords if plan.aggregated else None)
 
 
-fig = maps.build_map_figure(
+fig = plotly_map.build_map_figure(
     coords, maps.categorical(ds.labels, "label"), title="plotly · PCA",
     highlight=rows if rows is not None and len(rows) else None, plan=plan, height=560,
     point_size=3.0, dataset_key=ds.fingerprint())
@@ -242,9 +243,9 @@ def measure(renderer: str, n: int, tmp: Path) -> dict[str, Any]:
         )
     else:
         script.write_text(BASELINE.format(repo=str(REPO), spec=spec))
-    from dashboard import maps
+    from benchmarks import plotly_map
 
-    drawn_expected = n if webgl else maps.display_plan(n).drawn
+    drawn_expected = n if webgl else plotly_map.display_plan(n).drawn
     row: dict[str, Any] = {"renderer": renderer, "n": n, "points_drawn": drawn_expected}
     with running_app(tmp, script, timeout_s=600) as url, chromium_page() as page:
         traffic = Traffic(page)

@@ -286,22 +286,6 @@ def test_map_above_the_old_threshold_draws_every_point(tmp_path: Path, shots: Pa
     print(json.dumps({"n": n, "page_to_drawn_s": round(seconds, 2)}))
 
 
-def test_figure_payload_sizes() -> None:
-    """What one map costs on the wire (measured, printed; bounded)."""
-    from dashboard import maps
-
-    out = {}
-    for n in (10_000, 100_000, 1_000_000):
-        xy = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32)
-        colouring = maps.categorical(np.arange(n) % 10, "label")
-        fig = maps.build_map_figure(xy, colouring)
-        out[n] = maps.figure_payload_bytes(fig)
-    print(json.dumps(out))
-    assert out[10_000] < 250_000
-    assert out[100_000] < 2_500_000
-    assert out[1_000_000] < 3_000_000  # aggregated: a sample + a density grid
-
-
 def test_view_only_app_on_the_committed_bundle(tmp_path: Path, shots: Path) -> None:
     """The deployed shape: no model library importable, PARALLAX_VIEW_ONLY=1, the committed
     demo bundle. Home shows two of its models side by side at once, with hover previews and a

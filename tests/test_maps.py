@@ -1,4 +1,4 @@
-"""Figure building and selection logic of the Map page (pure functions, no Streamlit)."""
+"""Colourings, selection tables and exports of the Map page (pure functions, no Streamlit)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import io
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import pytest
 
 from dashboard import maps
@@ -14,45 +13,6 @@ from dashboard import maps
 
 def _coords(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, 2)).astype(np.float32)
-
-
-def _scatter_traces(fig: go.Figure) -> list[go.Scattergl]:
-    return [t for t in fig.data if isinstance(t, go.Scattergl)]
-
-
-def test_categorical_figure_has_one_trace_per_label_and_every_point() -> None:
-    n = 1000
-    labels = [str(i % 7) for i in range(n)]
-    fig = maps.build_map_figure(_coords(n), maps.categorical(labels, "label"))
-    traces = _scatter_traces(fig)
-    assert [t.name for t in traces] == [str(i) for i in range(7)]
-    assert maps.scatter_point_count(fig) == n
-    rows = np.sort(np.concatenate([np.asarray(t.customdata) for t in traces]))
-    assert np.array_equal(rows, np.arange(n))
-    # every point of a trace carries that trace's label, and its own coordinates
-    xy = _coords(n)
-    for t in traces:
-        cd = np.asarray(t.customdata)
-        assert {labels[i] for i in cd} == {t.name}
-        assert np.allclose(np.asarray(t.x), xy[cd, 0])
-    assert len({t.marker.color for t in traces}) == 7
-    assert fig.layout.meta["parallax_map"] is True
-    assert fig.layout.meta["n"] == n
-
-
-def test_numeric_colouring_uses_a_scale_and_keeps_missing_apart() -> None:
-    n = 200
-    values = np.linspace(0, 1, n)
-    values[:5] = np.nan
-    fig = maps.build_map_figure(_coords(n), maps.numeric(values, "score"))
-    traces = _scatter_traces(fig)
-    missing = [t for t in traces if t.name == maps.MISSING]
-    scaled = [t for t in traces if t.name == "score"]
-    assert len(missing[0].customdata) == 5
-    assert len(scaled[0].customdata) == n - 5
-    assert scaled[0].marker.colorscale is not None
-    assert scaled[0].marker.cmin == pytest.approx(values[5])
-    assert scaled[0].marker.cmax == pytest.approx(1.0)
 
 
 def test_column_colouring_picks_categories_or_scale() -> None:
@@ -68,104 +28,13 @@ def test_many_categories_are_capped_with_other() -> None:
     c = maps.categorical(labels, "label")
     assert len(c.categories) == maps.MAX_CATEGORIES
     assert c.categories[-1] == maps.OTHER
-    fig = maps.build_map_figure(_coords(2000), c)
-    assert maps.scatter_point_count(fig) == 2000
+    assert len(c.codes) == 2000 and int(c.codes.max()) == maps.MAX_CATEGORIES - 1
 
 
 def test_missing_labels_become_none_category() -> None:
     c = maps.categorical(["a", None, "b", None], "label")
     assert maps.MISSING in c.categories
     assert [c.categories[i] for i in c.codes] == ["a", maps.MISSING, "b", maps.MISSING]
-
-
-def test_payload_is_compact_binary() -> None:
-    n = 10_000
-    fig = maps.build_map_figure(_coords(n), maps.categorical([str(i % 10) for i in range(n)], "l"))
-    payload = maps.figure_payload_bytes(fig)
-    # float32 x, y and int32 rows as base64: ~16 bytes a point, no per-point strings
-    assert payload < 25 * n
-    assert '"bdata"' in fig.to_json()
-
-
-def test_highlight_draws_selected_rows_on_top_and_fades_the_rest() -> None:
-    n = 300
-    labels = [str(i % 3) for i in range(n)]
-    hl = np.array([5, 6, 7, 299])
-    fig = maps.build_map_figure(_coords(n), maps.categorical(labels, "label"), highlight=hl)
-    traces = _scatter_traces(fig)
-    base = [t for t in traces if not t.name.startswith(maps.SELECTED_PREFIX)]
-    top = [t for t in traces if t.name.startswith(maps.SELECTED_PREFIX)]
-    assert all(t.marker.opacity == maps.FADED_OPACITY for t in base)
-    assert sorted(np.concatenate([np.asarray(t.customdata) for t in top]).tolist()) == hl.tolist()
-    assert all(t.marker.opacity == 1.0 and t.marker.size > base[0].marker.size for t in top)
-    # selected traces come after the base ones (drawn on top) and keep their label colour
-    assert fig.data.index(top[0]) > fig.data.index(base[-1])
-    assert maps.scatter_point_count(fig) == n
-    # no highlight: nothing faded
-    plain = maps.build_map_figure(_coords(n), maps.categorical(labels, "label"))
-    assert all(t.marker.opacity > maps.FADED_OPACITY for t in _scatter_traces(plain))
-
-
-def test_highlight_ignores_out_of_range_rows() -> None:
-    fig = maps.build_map_figure(_coords(10), None, highlight=[-1, 3, 99])
-    top = [t for t in _scatter_traces(fig) if t.name.startswith(maps.SELECTED_PREFIX)]
-    assert np.asarray(top[0].customdata).tolist() == [3]
-
-
-def test_aggregation_switches_on_above_the_threshold() -> None:
-    small = maps.display_plan(1000, threshold=500, sample=300)
-    assert small.aggregated and small.drawn == 300
-    assert np.array_equal(small.rows, np.sort(small.rows))
-    assert maps.display_plan(400, threshold=500).aggregated is False
-    # seeded: same sample every time
-    again = maps.display_plan(1000, threshold=500, sample=300)
-    assert np.array_equal(small.rows, again.rows)
-
-    fig = maps.build_map_figure(_coords(1000), None, plan=small)
-    assert isinstance(fig.data[0], go.Heatmap)
-    assert maps.scatter_point_count(fig) == 300
-    assert fig.layout.meta["aggregated"] is True
-    assert "sample" in small.note()
-
-
-def test_default_plan_aggregates_large_maps() -> None:
-    n = maps.AGGREGATE_ABOVE + 1
-    plan = maps.display_plan(n)
-    assert plan.aggregated and plan.drawn == maps.SAMPLE_POINTS
-    fig = maps.build_map_figure(_coords(n), maps.categorical(["x"] * n, "l"), plan=plan)
-    assert maps.scatter_point_count(fig) == maps.SAMPLE_POINTS
-    assert maps.figure_payload_bytes(fig) < 3_000_000
-
-
-def test_selection_rows_from_customdata_and_from_trace_rows() -> None:
-    n = 50
-    fig = maps.build_map_figure(_coords(n), maps.categorical([str(i % 2) for i in range(n)], "l"))
-    trace_rows = maps.trace_rows_of(fig)
-    # what st.plotly_chart returns: customdata as a scalar or a list, or only indices
-    selection = {
-        "points": [
-            {"curve_number": 0, "point_index": 1, "customdata": 2},
-            {"curve_number": 1, "point_index": 0, "customdata": [1]},
-            {"curve_number": 1, "point_index": 3},  # no customdata: via trace rows
-            {"curve_number": 0, "point_index": 0, "customdata": 999},  # out of range: dropped
-        ],
-        "box": [],
-        "lasso": [],
-    }
-    rows = maps.selection_rows(selection, n, trace_rows=trace_rows)
-    assert rows.tolist() == sorted({2, 1, int(trace_rows[1][3])})
-    assert maps.selection_rows(None, n).tolist() == []
-    assert maps.selection_rows({"points": []}, n).tolist() == []
-
-
-def test_selection_shapes_take_every_point_inside() -> None:
-    xy = np.array([[0, 0], [1, 1], [2, 2], [5, 5], [0.5, 0.2]], dtype=np.float32)
-    box = {"points": [], "box": [{"x": [1.5, -1], "y": [-1, 1.5]}], "lasso": []}
-    assert maps.selection_rows(box, 5, coords=xy).tolist() == [0, 1, 4]
-    tri = {"points": [], "box": [], "lasso": [{"x": [-1, 4, -1], "y": [-1, -1, 4]}]}
-    assert maps.selection_rows(tri, 5, coords=xy).tolist() == [0, 1, 4]
-    square = maps.points_in_polygon(xy, [4, 6, 6, 4], [4, 4, 6, 6])
-    assert square.tolist() == [False, False, False, True, False]
 
 
 def _frame() -> pd.DataFrame:

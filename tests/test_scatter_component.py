@@ -58,3 +58,23 @@ def test_colours_from_a_page_colouring() -> None:
     assert num.legend is None and num.scale is not None and num.scale["max"] == "1"
     assert num.codes.key != cat.codes.key
     assert all(c.startswith("#") and len(c) == 7 for c in num.palette)
+
+
+def test_a_map_costs_nine_bytes_a_point_and_recolouring_keeps_positions() -> None:
+    from dashboard import linked_maps, maps
+
+    n = 100_000
+    rng = np.random.default_rng(0)
+    specs = [
+        linked_maps.MapSpec("a", "A", rng.normal(size=(n, 2)).astype(np.float32), "key-a"),
+        linked_maps.MapSpec("b", "B", rng.normal(size=(n, 2)).astype(np.float32), "key-b"),
+    ]
+    payloads, _ = linked_maps.layouts(specs, aligned=True)
+    by_label = linked_maps.colours_from(maps.categorical(np.arange(n) % 10, "label"), n)
+    for p in payloads:
+        assert len(p.data) + len(by_label.codes.data) == 9 * n
+    by_score = linked_maps.colours_from(maps.numeric(rng.random(n), "score"), n)
+    again, _ = linked_maps.layouts(specs, aligned=True)
+    assert [p.key for p in again] == [p.key for p in payloads]  # positions keyed, not resent
+    assert by_score.codes.key != by_label.codes.key and len(by_score.codes.data) == n
+    assert np.abs(np.frombuffer(payloads[1].data, "<f4")).max() <= 1.0  # the shared frame
