@@ -4,8 +4,9 @@ the plotly map it replaced (the baseline, measured in the same run).
 For each size and renderer, in headless Chromium (SwiftShader: WebGL on the CPU):
 
 * bytes per point: everything the browser received after opening the page (websocket frames
-  and media fetches) until the points were drawn, divided by N; and the map data alone (the
-  WebGL map's binary payloads; the plotly figure's JSON);
+  and media fetches, as sent: compressed where the server compressed) until the points were
+  drawn, divided by N; and the map data alone (the WebGL map's binary payloads, 9 bytes a point
+  before compression; the plotly figure's JSON);
 * seconds from opening the page to every point drawn (server work included: opening the
   dataset, the PCA map, map quality);
 * hover latency: from the pointer's last move onto a point to the preview card showing the item,
@@ -192,15 +193,15 @@ class Traffic:
         self.ws = 0
         self.media = 0
         page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
-        page.on("response", self._response)
+        page.on("requestfinished", self._finished)
 
     def _frame(self, payload: Any) -> None:
         self.ws += len(payload)
 
-    def _response(self, resp: Any) -> None:
-        if "/media/" in resp.url and resp.url.endswith(".bin"):
-            with contextlib.suppress(Exception):  # a response the page dropped: not counted
-                self.media += len(resp.body())
+    def _finished(self, request: Any) -> None:
+        if "/media/" in request.url and request.url.endswith(".bin"):
+            with contextlib.suppress(Exception):  # a request the page dropped: not counted
+                self.media += request.sizes()["responseBodySize"]
 
     @property
     def total(self) -> int:
