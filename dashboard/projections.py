@@ -14,29 +14,15 @@ import streamlit as st
 
 from dashboard import jobs, viewonly
 from dashboard.resources import engine_cache
+from engine import catalog
 from engine.cache import Cache, Entry
 from engine.params import PCA, ProjectionParams
 
 
-def finished_vectors(dataset: Any, cache: Cache | None = None) -> list[Entry]:
-    """Every finished vectors entry of this dataset, newest first: the dataset fingerprint and
-    the row count must match, so a stale entry of another size is never offered."""
-    fp = dataset.fingerprint()
-    n = len(dataset)
-    return [
-        e
-        for e in (cache or engine_cache()).entries("vectors")
-        if e.manifest.get("dataset_fingerprint") == fp and int(e.manifest.get("n", -1)) == n
-    ]
-
-
 def embedded_models(dataset: Any, cache: Cache | None = None) -> dict[str, dict[str, Entry]]:
-    """``{model spec: {modality: newest finished vectors entry}}`` for this dataset."""
-    out: dict[str, dict[str, Entry]] = {}
-    for e in finished_vectors(dataset, cache):
-        m = e.manifest
-        out.setdefault(str(m.get("model")), {}).setdefault(str(m.get("modality")), e)
-    return out
+    """``{model spec: {modality: newest finished vectors entry}}`` for this dataset
+    (``engine.catalog.embeddings``: the fingerprint and the row count must match)."""
+    return catalog.embeddings(dataset, cache or engine_cache())
 
 
 def cached_vectors(dataset: Any, model_spec: str, modality: str | None = None) -> Entry | None:
@@ -45,9 +31,8 @@ def cached_vectors(dataset: Any, model_spec: str, modality: str | None = None) -
     Loads no model: pages use it to tell what is already embedded and to find the vectors
     the Embed page made.
     """
-    for e in finished_vectors(dataset):
-        m = e.manifest
-        if m.get("model") == model_spec and modality in (None, m.get("modality")):
+    for e in catalog.embeddings_by(dataset, model_spec, engine_cache()):
+        if modality in (None, e.manifest.get("modality")):
             return e
     return None
 

@@ -71,6 +71,7 @@ KINDS: dict[str, Kind] = {
         Kind("extracted", "archives unpacked safely, by content hash", user_content=True),
         Kind("downloads", "images downloaded from manifest URLs, one folder per manifest"),
         Kind("bundles", "neighbour lists installed from bundles"),
+        Kind("identities", "a built model's identity, by the hash of its files", suffix=".json"),
         Kind(
             "uploads", "staged uploads, per owner (session / visitor)", depth=2, user_content=True
         ),

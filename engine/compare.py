@@ -30,10 +30,12 @@ from engine.metrics import (
     mean_knn_overlap,
     per_class_accuracy,
 )
+from engine.models.base import IMAGE, TEXT
 from engine.params import COMPARE, CompareParams
 from engine.params import COMPARE_VERSION as COMPARE_VERSION  # re-exported
 
 if TYPE_CHECKING:
+
     import pandas as pd
 
     from engine.cache import Cache
@@ -148,12 +150,47 @@ class ComparisonReport:
 
 @dataclass
 class _Run:
-    """One model's embedding of the dataset (or why it has none)."""
+    """One model's embedding of the dataset (or why it has none).
+
+    A model given by spec is built only when a metric needs it (zero-shot needs its text
+    tower): cached vectors are found without it, so a cached comparison never loads a model.
+    """
 
     name: str
+    spec: str | EmbeddingModel
+    device: str | None = None
     model: EmbeddingModel | None = None
     result: Any = None  # EmbeddingResult
     error: str | None = None
+    load_failed: bool = False  # the model could not be built for a metric: do not cache
+
+    def loaded(self) -> EmbeddingModel:
+        if self.model is None:
+            if not isinstance(self.spec, str):
+                self.model = self.spec
+            else:
+                from engine.models import load_model
+
+                try:
+                    self.model = load_model(self.spec, device=self.device)
+                except ParallaxError:
+                    self.load_failed = True
+                    raise
+        return self.model
+
+    def modalities(self) -> frozenset[str]:
+        from engine.column_vectors import is_column_spec
+
+        if isinstance(self.spec, str) and is_column_spec(self.spec):
+            return frozenset()  # the dataset's own vectors: no model, so no zero-shot
+        if self.model is not None or not isinstance(self.spec, str):
+            return self.loaded().modalities
+        from engine.models import modalities_of
+
+        try:
+            return modalities_of(self.spec)
+        except ParallaxError:  # not a registry spec (a test's fake): ask the model itself
+            return self.loaded().modalities
 
 
 def _labels_digest(ids: Sequence[str], labels: Sequence[str | None]) -> str:
@@ -186,32 +223,17 @@ def _embed_all(
     embed_options: Mapping[str, Any],
     progress: ProgressCallback | None,
 ) -> list[_Run]:
-    from engine.column_vectors import is_column_spec
     from engine.embed import embed_dataset
 
     runs: list[_Run] = []
     for spec in models:
-        run = _Run(name=spec if isinstance(spec, str) else str(spec.spec))
+        name = spec if isinstance(spec, str) else str(spec.spec)
+        run = _Run(name=name, spec=spec, device=embed_options.get("device"))
         try:
-            if isinstance(spec, str) and is_column_spec(spec):  # the dataset's own vectors
-                run.result = embed_dataset(dataset, spec, modality=modality, cache=cache)
-                runs.append(run)
-                continue
-            if isinstance(spec, str):
-                from engine.models import load_model
-
-                run.model = load_model(spec, device=embed_options.get("device"))
-            else:
-                run.model = spec
-            run.name = str(run.model.spec)
             run.result = embed_dataset(
-                dataset,
-                run.model,
-                modality=modality,
-                cache=cache,
-                progress=progress,
-                **{k: v for k, v in embed_options.items() if k != "device"},
+                dataset, spec, modality=modality, cache=cache, progress=progress, **embed_options
             )
+            run.name = str(run.result.model)
         except ParallaxError as exc:  # one model missing must not hide the others' results
             run.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         runs.append(run)
@@ -235,7 +257,7 @@ def _model_metrics(
     ensemble: bool,
     max_train: int | None,
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    from engine.zeroshot import is_clip_like, zero_shot_accuracy
+    from engine.zeroshot import zero_shot_accuracy
 
     res = run.result
     out: dict[str, Any] = {
@@ -275,9 +297,14 @@ def _model_metrics(
         out["confusion_source"] = "linear_probe"
     except ParallaxError as exc:
         out["notes"].append(f"linear probe skipped: {exc}")
-    if run.model is not None and is_clip_like(run.model):
+    try:
+        clip_like = {IMAGE, TEXT} <= run.modalities()
+    except ParallaxError as exc:
+        clip_like = False
+        out["notes"].append(f"zero-shot skipped: {exc}")
+    if clip_like:
         try:
-            zs = zero_shot_accuracy(xl, yl, run.model, class_names, templates, ensemble)
+            zs = zero_shot_accuracy(xl, yl, run.loaded(), class_names, templates, ensemble)
             preds["zero_shot"] = zs.pop("predictions")
             out["zero_shot"] = zs
             if out["confusion"] is None:
@@ -361,7 +388,7 @@ def compare_models(
             return report
         report = _compute(dataset, runs, key, params, tmpl, progress)
         report.seconds = time.perf_counter() - t0
-        if cacheable:
+        if cacheable and not any(r.load_failed for r in runs):
             atomic_write_json(path, report.to_json(include_items=True))
     return report
 

@@ -26,6 +26,9 @@ from engine.column_vectors import column_identity, is_column_spec, read_column_v
 from engine.datasets.base import Dataset
 from engine.errors import ItemError, ParallaxError
 from engine.models.base import IMAGE, TEXT, EmbeddingModel
+from engine.models.identity import KnownModel, runs_on_cpu
+from engine.models.identity import recall as recall_identity
+from engine.models.identity import remember as remember_identity
 from engine.params import EmbedParams
 from engine.progress import ProgressCallback, ProgressTracker
 
@@ -67,7 +70,9 @@ class EmbeddingResult:
         }
 
 
-def choose_modality(dataset: Dataset, model: EmbeddingModel, requested: str | None = None) -> str:
+def choose_modality(
+    dataset: Dataset, model: EmbeddingModel | KnownModel, requested: str | None = None
+) -> str:
     """The modality to embed: the one asked for, else images if both sides have them, else text."""
     has_text = dataset.texts is not None
     if requested is not None:
@@ -88,7 +93,7 @@ def choose_modality(dataset: Dataset, model: EmbeddingModel, requested: str | No
 
 
 def vectors_key(
-    dataset: Dataset, model: EmbeddingModel, modality: str, decode: str | None = None
+    dataset: Dataset, model: EmbeddingModel | KnownModel, modality: str, decode: str | None = None
 ) -> str:
     """The key of these vectors; GPU precision and decoder are part of it (CPU keys unchanged)."""
     compute: dict[str, str] = {}
@@ -97,20 +102,6 @@ def vectors_key(
 
         compute = compute_material(str(model.device), decode)
     return EmbedParams.vectors_key(dataset.fingerprint(), model.identity, modality, compute)
-
-
-def find_cached(dataset: Dataset, model_spec: str, cache: Cache | None = None) -> list[Entry]:
-    """Finished vector entries for this dataset made by ``model_spec`` (no model is loaded).
-
-    Used to show what is already embedded; ``embed_dataset`` still checks the model identity.
-    """
-    cache = cache or Cache()
-    fp = dataset.fingerprint()
-    return [
-        e
-        for e in cache.entries("vectors")
-        if e.manifest.get("dataset_fingerprint") == fp and e.manifest.get("model") == model_spec
-    ]
 
 
 def _batches(start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
@@ -350,22 +341,13 @@ def embed_dataset(
         dataset = open_dataset(dataset, cache_root=cache.root)
     if isinstance(model, str) and is_column_spec(model):
         return _embed_column(dataset, model, modality, cache, t0)
-    if isinstance(model, str):
-        from engine.models import load_model
 
-        model = load_model(model, device=device)
-    modality = choose_modality(dataset, model, modality)
-    on_device = modality == IMAGE and gpu_decode.used_for(model)  # CUDA: nvJPEG + GPU resize
-    key = vectors_key(dataset, model, modality, gpu_decode.DECODE_KEY if on_device else None)
-    n = len(dataset)
-    dim = int(model.dim)
-
-    def result(entry: Entry, cached: bool) -> EmbeddingResult:
+    def finished(entry: Entry, spec: str, chosen: str, key: str, cached: bool) -> EmbeddingResult:
         failed = entry.manifest.get("failed", [])
         return EmbeddingResult(
             dataset=dataset.spec,
-            model=model.spec,
-            modality=modality,
+            model=spec,
+            modality=chosen,
             n=int(entry.manifest["n"]),
             dim=int(entry.manifest["dim"]),
             cached=cached,
@@ -375,6 +357,31 @@ def embed_dataset(
             skipped=len(dataset.skipped) + len(failed),
             failed=failed,
         )
+
+    if isinstance(model, str):
+        # Finished CPU vectors are found from the model's identity alone: no model is built and
+        # no model library imported (engine.models.identity). On a GPU the key also names the
+        # precision and decoder, which the built model decides.
+        known = recall_identity(model, cache)
+        if known is not None and (known.cpu_only or runs_on_cpu(device)):
+            chosen = choose_modality(dataset, known, modality)
+            key = vectors_key(dataset, known, chosen)
+            entry = cache.get("vectors", key)
+            if entry is not None:
+                return finished(entry, known.spec, chosen, key, cached=True)
+        from engine.models import load_model
+
+        model = load_model(model, device=device)
+    # Record what the built model says it is, so the next process can skip building it.
+    remember_identity(model.spec, model, cache)
+    modality = choose_modality(dataset, model, modality)
+    on_device = modality == IMAGE and gpu_decode.used_for(model)  # CUDA: nvJPEG + GPU resize
+    key = vectors_key(dataset, model, modality, gpu_decode.DECODE_KEY if on_device else None)
+    n = len(dataset)
+    dim = int(model.dim)
+
+    def result(entry: Entry, cached: bool) -> EmbeddingResult:
+        return finished(entry, model.spec, modality, key, cached)
 
     entry = cache.get("vectors", key)
     if entry is not None:

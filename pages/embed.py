@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import resources, state, ui
-from engine.embed import find_cached
+from engine.catalog import embeddings_by
 from engine.errors import ParallaxError
 
 st.title("Embed")
@@ -110,7 +110,7 @@ def status_rows(specs: list[str]) -> pd.DataFrame:
     for s in specs:
         info = by_spec.get(s, {})
         try:
-            entries = find_cached(ds, s, resources.engine_cache())
+            entries = embeddings_by(ds, s, resources.engine_cache())
         except ParallaxError:
             entries = []
         cached = ", ".join(

@@ -13,8 +13,8 @@ import pytest
 
 from engine.bundle import write_bundle
 from engine.cache import Cache
+from engine.catalog import embeddings_by
 from engine.datasets.bundle import BundleError, open_bundle
-from engine.embed import find_cached
 from engine.project import project
 from tests.fakes import ArrayImageDataset, MeanColourModel
 
@@ -42,8 +42,8 @@ def test_round_trip_restores_items_maps_and_vectors(bundle_file, tmp_path):
     assert bundle.model_specs == [m.spec for m in models]
     # the viewer's cache now answers exactly as the producer's does, without any model
     for model in models:
-        (entry,) = find_cached(b, model.spec, viewer)
-        (original,) = find_cached(ds, model.spec, Cache(producer))
+        (entry,) = embeddings_by(b, model.spec, viewer)
+        (original,) = embeddings_by(ds, model.spec, Cache(producer))
         assert entry.key == original.key
         np.testing.assert_allclose(entry.load(), original.load(), atol=2e-3)  # float16 copy
         for method in ("pca", "umap"):
@@ -126,11 +126,11 @@ def test_opening_a_bundle_imports_no_torch(bundle_file, tmp_path):
             f"import sys; sys.path.insert(0, {str(REPO)!r})",
             "from engine.datasets.bundle import open_bundle",
             "from engine.cache import Cache",
-            "from engine.embed import find_cached",
+            "from engine.catalog import embeddings_by",
             "from engine.project import project",
             f"c = Cache({str(tmp_path)!r})",
             f"b = open_bundle({str(bundle_file[0])!r}, cache=c)",
-            "e = find_cached(b.dataset, b.model_specs[0], c)[0]",
+            "e = embeddings_by(b.dataset, b.model_specs[0], c)[0]",
             "project(e, 'umap', cache=c).coords()",
             f"print([m for m in {heavy!r} if m in sys.modules])",
         ]

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from engine.cache import Cache
-from engine.embed import embed_dataset, find_cached
+from engine.catalog import embeddings_by
+from engine.embed import embed_dataset
 from engine.errors import CacheError, ParallaxError
 from tests.fakes import ArrayImageDataset, MeanColourModel
 
@@ -45,7 +46,7 @@ def test_second_run_is_a_cache_hit_and_computes_nothing(tmp_path):
     assert second.cached and not first.cached
     assert model.batches == []  # no forward pass at all
     assert second.path == first.path
-    assert [e.key for e in find_cached(ArrayImageDataset(9), model.spec, cache)] == [first.key]
+    assert [e.key for e in embeddings_by(ArrayImageDataset(9), model.spec, cache)] == [first.key]
 
 
 def test_key_changes_with_data_model_and_modality(tmp_path):

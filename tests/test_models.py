@@ -288,6 +288,21 @@ def test_open_clip_refuses_missing_weights_and_bad_folders(tmp_path, tiny_open_c
     with pytest.raises(ModelUnavailable, match="cannot build the model") as err:
         load_model(f"open_clip:local-dir:{corrupt}", device="cpu")
     assert "\n" not in str(err.value)
+    assert err.value.__cause__ is not None  # the library's own error stays attached
+
+
+def test_a_bug_in_loading_code_is_not_dressed_as_a_user_error(
+    tmp_path, tiny_open_clip_dir, monkeypatch
+):
+    import open_clip
+
+    def broken(*args, **kwargs):
+        raise TypeError("a bug, not a bad file")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", broken)
+    clear_cache()
+    with pytest.raises(TypeError, match="a bug"):
+        load_model(f"open_clip:local-dir:{tiny_open_clip_dir}", device="cpu")
 
 
 # -- transformers --------------------------------------------------------------------------------

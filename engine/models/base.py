@@ -120,6 +120,32 @@ class Adapter:
         raise NotImplementedError
 
 
+def load_errors() -> tuple[type[BaseException], ...]:
+    """What model libraries raise for files a user can fix: missing or unreadable files, corrupt
+    or truncated checkpoints, configs and weights that do not match. Adapters turn these into a
+    one-line ``ModelUnavailable`` (keeping the cause); anything else is a bug and propagates
+    with its traceback."""
+    import pickle
+    import zipfile
+
+    errors: list[type[BaseException]] = [
+        OSError,  # missing, unreadable, a hub file not cached (transformers' EnvironmentError)
+        ValueError,  # bad JSON, unknown config values, shape mismatches reported as values
+        RuntimeError,  # state-dict key / size mismatches (strict loading)
+        KeyError,  # a config without a required key
+        EOFError,
+        pickle.UnpicklingError,  # a .pt that is not a weights-only checkpoint
+        zipfile.BadZipFile,  # a truncated torch zip checkpoint
+    ]
+    try:
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def _empty(dim: int) -> np.ndarray:
     import numpy as np
 

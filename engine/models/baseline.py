@@ -38,6 +38,37 @@ TEXT_FEATURES = 2**14  # hashed features per block; the 256-d projection dominat
 TEXT_VERSION = "text-v1"
 
 
+def pixels_identity() -> str:
+    """``baseline:pixels``' identity: its recipe's parameters (no weights)."""
+    return make_identity(
+        "baseline:pixels",
+        PIXELS_VERSION,
+        {"size": PIXELS_SIDE, "filter": "box", "mode": "RGB", "centre": "per-image mean"},
+    )
+
+
+def text_identity() -> str:
+    """``baseline:text``' identity: its parameters and a digest of its seeded projection."""
+    _, digest = _text_projection()
+    return make_identity(
+        "baseline:text",
+        f"{TEXT_VERSION}:{digest}",
+        {
+            "word_ngrams": [1, 2],
+            "char_wb_ngrams": [3, 5],
+            "features": TEXT_FEATURES,
+            "tf": "1+log",
+            "lowercase": True,
+            "strip_accents": "unicode",
+        },
+    )
+
+
+def identity_from_parameters(spec: ModelSpec) -> str:
+    """A baseline's exact identity without building it (it has no files to read)."""
+    return pixels_identity() if spec.name == "pixels" else text_identity()
+
+
 class PixelsBaseline(Adapter):
     modalities = frozenset({IMAGE})
     dim = 3 * PIXELS_SIDE * PIXELS_SIDE
@@ -47,11 +78,7 @@ class PixelsBaseline(Adapter):
     def __init__(self, spec: str) -> None:
         super().__init__()
         self.spec = spec
-        self.identity = make_identity(
-            "baseline:pixels",
-            PIXELS_VERSION,
-            {"size": PIXELS_SIDE, "filter": "box", "mode": "RGB", "centre": "per-image mean"},
-        )
+        self.identity = pixels_identity()
 
     def _preprocess_image(self, image: Image.Image) -> np.ndarray:
         from PIL import Image as PILImage
@@ -112,19 +139,8 @@ class TextBaseline(Adapter):
         )
         self._words = HashingVectorizer(analyzer="word", ngram_range=(1, 2), **common)
         self._chars = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), **common)
-        self._matrix, digest = _text_projection()
-        self.identity = make_identity(
-            "baseline:text",
-            f"{TEXT_VERSION}:{digest}",
-            {
-                "word_ngrams": [1, 2],
-                "char_wb_ngrams": [3, 5],
-                "features": TEXT_FEATURES,
-                "tf": "1+log",
-                "lowercase": True,
-                "strip_accents": "unicode",
-            },
-        )
+        self._matrix, _ = _text_projection()
+        self.identity = text_identity()
 
     def _block(self, vectorizer: Any, texts: list[str]) -> Any:
         from sklearn.preprocessing import normalize

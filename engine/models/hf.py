@@ -21,7 +21,7 @@ import numpy as np
 
 from engine.errors import ModelUnavailable
 from engine.models import offline
-from engine.models.base import IMAGE, TEXT, Adapter, folder_digest, make_identity
+from engine.models.base import IMAGE, TEXT, Adapter, folder_digest, load_errors, make_identity
 from engine.models.device import batch_size_for, inference, is_cuda, to_device, to_numpy
 
 if TYPE_CHECKING:
@@ -37,19 +37,47 @@ def _fail(spec: ModelSpec, why: str) -> ModelUnavailable:
     return ModelUnavailable(f"model {spec.display}: {why}")
 
 
-def _resolve(spec: ModelSpec) -> tuple[Path, str]:
+# Distributions whose versions decide what the identity's preprocessing part resolves to.
+LIBRARIES = ("transformers", "tokenizers")
+
+
+def _folder(spec: ModelSpec, *, download: bool) -> Path | None:
+    """The model folder (local or a hub snapshot); with ``download=False`` only what is
+    already on disk (None when it is not)."""
     if spec.path is not None:
         folder = Path(spec.path)
-        if not folder.is_dir():
-            raise _fail(spec, f"{folder} is not a folder")
-        return folder, f"local:{folder_digest(folder)}"
+        if folder.is_dir():
+            return folder
+        if not download:
+            return None
+        raise _fail(spec, f"{folder} is not a folder")
+    if not download:
+        return offline.cached_snapshot(spec.name, HF_PATTERNS, ["config.json"])
     folder = offline.hub_snapshot(
         spec.name, spec=spec.display, patterns=HF_PATTERNS, required=["config.json"]
     )
     if not any(folder.glob("*.safetensors")):
         # Older repos only have pytorch_model.bin (transformers loads it with weights_only).
         offline.hub_file(spec.name, ["pytorch_model.bin"], spec=spec.display)
-    return folder, f"hub:{spec.name}@{offline.commit_of(folder) or folder_digest(folder)}"
+    return folder
+
+
+def _weights_id(spec: ModelSpec, folder: Path) -> str:
+    if spec.path is not None:
+        return f"local:{folder_digest(folder)}"
+    return f"hub:{spec.name}@{offline.commit_of(folder) or folder_digest(folder)}"
+
+
+def weights_source(spec: ModelSpec) -> str | None:
+    """The weights part of the identity, from files already on disk (None if they are not)."""
+    folder = _folder(spec, download=False)
+    return None if folder is None else _weights_id(spec, folder)
+
+
+def _resolve(spec: ModelSpec) -> tuple[Path, str]:
+    folder = _folder(spec, download=True)
+    assert folder is not None  # download=True raises instead
+    return folder, _weights_id(spec, folder)
 
 
 def _model_type(folder: Path, spec: ModelSpec) -> str:
@@ -57,7 +85,7 @@ def _model_type(folder: Path, spec: ModelSpec) -> str:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise _fail(spec, f"cannot read {path}: {offline.one_line(exc)}") from None
+        raise _fail(spec, f"cannot read {path}: {offline.one_line(exc)}") from exc
     return str(config.get("model_type", "")) if isinstance(config, dict) else ""
 
 
@@ -104,8 +132,8 @@ class HFDualEncoder(Adapter):
             processor = transformers.AutoImageProcessor.from_pretrained(
                 str(folder), local_files_only=True, trust_remote_code=trust
             )
-        except Exception as exc:
-            raise _fail(spec, f"cannot load from {folder}: {offline.one_line(exc)}") from None
+        except load_errors() as exc:
+            raise _fail(spec, f"cannot load from {folder}: {offline.one_line(exc)}") from exc
         model.eval().to(device)
         self._model = model
         self._tokenizer = tokenizer

@@ -173,6 +173,23 @@ def commit_of(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def cached_hub_file(repo: str, candidates: Sequence[str]) -> Path | None:
+    """The first of ``candidates`` of ``repo`` already in the local HF cache, or None.
+
+    Never touches the network (identity look-ups use it to answer without downloading).
+    """
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None
+    for name in candidates:
+        try:
+            return Path(hf_hub_download(repo, name, local_files_only=True))
+        except Exception:  # not cached (LocalEntryNotFoundError and friends): try the next one
+            continue
+    return None
+
+
 def hub_file(repo: str, candidates: Sequence[str], *, spec: str) -> Path:
     """The first of ``candidates`` in ``repo``: from the cache, else downloaded, else raises."""
     try:
@@ -181,11 +198,9 @@ def hub_file(repo: str, candidates: Sequence[str], *, spec: str) -> Path:
         raise ModelUnavailable(
             f"model {spec} needs huggingface_hub to fetch {repo}: pip install huggingface_hub"
         ) from None
-    for name in candidates:
-        try:
-            return Path(hf_hub_download(repo, name, local_files_only=True))
-        except Exception:  # not cached (LocalEntryNotFoundError and friends): try the next one
-            continue
+    cached = cached_hub_file(repo, candidates)
+    if cached is not None:
+        return cached
     _ensure_online(spec, repo)
     last: BaseException | None = None
     for name in candidates:
@@ -194,6 +209,21 @@ def hub_file(repo: str, candidates: Sequence[str], *, spec: str) -> Path:
         except Exception as exc:  # missing file in the repo, auth, network: try the next one
             last = exc
     raise unavailable(spec, repo, f"the download failed: {one_line(last or 'no file')}")
+
+
+def cached_snapshot(
+    repo: str, patterns: Iterable[str], required: Sequence[str] = ()
+) -> Path | None:
+    """The local snapshot folder of ``repo`` holding ``required``, or None (no network)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    try:
+        local = Path(snapshot_download(repo, allow_patterns=list(patterns), local_files_only=True))
+    except Exception:  # nothing cached for this repo
+        return None
+    return local if all((local / r).exists() for r in required) else None
 
 
 def hub_snapshot(
@@ -215,17 +245,14 @@ def hub_snapshot(
             f"model {spec} needs huggingface_hub to fetch {repo}: pip install huggingface_hub"
         ) from None
     patterns = list(patterns)
-    try:
-        local = Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
-        if all((local / r).exists() for r in required):
-            return local
-    except Exception:  # nothing cached for this repo
-        pass
+    local = cached_snapshot(repo, patterns, required)
+    if local is not None:
+        return local
     _ensure_online(spec, repo)
     try:
         return Path(snapshot_download(repo, allow_patterns=patterns))
     except Exception as exc:
-        raise unavailable(spec, repo, f"the download failed: {one_line(exc)}") from None
+        raise unavailable(spec, repo, f"the download failed: {one_line(exc)}") from exc
 
 
 def cached_file_exists(repo: str, candidates: Sequence[str]) -> bool:

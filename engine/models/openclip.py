@@ -31,6 +31,7 @@ from engine.models.base import (
     Adapter,
     file_digest,
     folder_digest,
+    load_errors,
     make_identity,
 )
 from engine.models.device import (
@@ -81,7 +82,7 @@ def _read_config(folder: Path, spec: ModelSpec) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise _fail(spec, f"cannot read {path}: {offline.one_line(exc)}") from None
+        raise _fail(spec, f"cannot read {path}: {offline.one_line(exc)}") from exc
     if not isinstance(config, dict) or "model_cfg" not in config:
         raise _fail(spec, f"{path} has no model_cfg")
     return config
@@ -144,10 +145,37 @@ def _tag_weights(spec: ModelSpec, arch: str, tag: str, cfg: dict[str, Any]) -> t
             from open_clip.pretrained import download_pretrained_from_url
 
             path = Path(download_pretrained_from_url(url))
-        except Exception as exc:
-            raise _fail(spec, f"download of {url} failed: {offline.one_line(exc)}") from None
+        except OSError as exc:  # URLError and friends, a full disk
+            raise _fail(spec, f"download of {url} failed: {offline.one_line(exc)}") from exc
+        except RuntimeError as exc:  # open_clip's checksum check
+            raise _fail(spec, f"download of {url} failed: {offline.one_line(exc)}") from exc
         return path, f"file:{file_digest(path)}"
     raise _fail(spec, f"the tag {tag} of {arch} names no weights")
+
+
+# Distributions whose versions decide what the identity's preprocessing part resolves to.
+LIBRARIES = ("open_clip_torch", "torch", "timm", "transformers", "tokenizers")
+
+
+def weights_source(spec: ModelSpec) -> str | None:
+    """The weights part of the identity from files already on disk, without importing
+    open_clip (None when that cannot be known so: a pretrained tag is resolved by open_clip's
+    own table, and hub files may not be downloaded yet)."""
+    if spec.name == "local-dir":
+        folder = Path(spec.path or "")
+        return f"local:{folder_digest(folder)}" if folder.is_dir() else None
+    if spec.path is None and spec.pretrained is None:  # open_clip:hf-hub:ORG/REPO
+        config = offline.cached_snapshot(spec.name, ["open_clip_config.json"])
+        weights = offline.cached_hub_file(spec.name, WEIGHT_NAMES[:3])
+        if config is None or weights is None:
+            return None
+        return f"hub:{spec.name}@{offline.commit_of(weights) or file_digest(weights)}"
+    if spec.pretrained == "random":
+        return f"random:seed{RANDOM_SEED}"
+    if spec.path is not None:
+        path = Path(spec.path)
+        return f"file:{file_digest(path)}" if path.is_file() else None
+    return None
 
 
 def _plan(spec: ModelSpec) -> _Plan:
@@ -227,10 +255,10 @@ def _tokenizer(spec: ModelSpec, plan: _Plan) -> tuple[Any, dict[str, Any]]:
                 tokenizer_mode=text_cfg.get("tokenizer_mode"),
                 **kwargs,
             )
-        except Exception as exc:
+        except load_errors() as exc:
             raise _fail(
                 spec, f"cannot build the tokenizer {hf_name} from {folder}: {offline.one_line(exc)}"
-            ) from None
+            ) from exc
         desc = {"tokenizer": f"hf:{hf_name}", "context_length": ctx, "kwargs": kwargs}
         return tok, desc
     if "siglip" in plan.model_name.lower() and not plan.model_name.startswith("local-dir:"):
@@ -290,11 +318,9 @@ class OpenClipModel(Adapter):
                 open_clip.load_checkpoint(
                     model, str(plan.checkpoint), strict=True, weights_only=True
                 )
-        except ModelUnavailable:
-            raise
-        except Exception as exc:
+        except load_errors() as exc:
             where = f" from {plan.checkpoint}" if plan.checkpoint else ""
-            raise _fail(spec, f"cannot build the model{where}: {offline.one_line(exc)}") from None
+            raise _fail(spec, f"cannot build the model{where}: {offline.one_line(exc)}") from exc
         model.eval().to(device)
         model.visual = prepare_module(model.visual, device)  # CUDA: channels_last (+ compile)
         self._model = model

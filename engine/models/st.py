@@ -14,8 +14,9 @@ import numpy as np
 
 from engine.errors import ModelUnavailable
 from engine.models import offline
-from engine.models.base import TEXT, Adapter, folder_digest, make_identity
+from engine.models.base import TEXT, Adapter, folder_digest, load_errors, make_identity
 from engine.models.device import batch_size_for, inference, is_cuda, l2_normalize
+from engine.models.spec import MINILM, minilm_package_dir
 
 if TYPE_CHECKING:
     from engine.models.spec import ModelSpec
@@ -23,26 +24,52 @@ if TYPE_CHECKING:
 ST_PATTERNS = [*offline.CONFIG_PATTERNS, "*.safetensors", "*/*.safetensors"]
 
 
-def _resolve(spec: ModelSpec) -> tuple[Path, str]:
-    """(folder, weights identity) for a spec: a local folder, the bundled MiniLM or the hub."""
-    from engine.models.spec import MINILM, minilm_package_dir
+# Distributions whose versions decide what the identity's preprocessing part resolves to.
+LIBRARIES = ("sentence-transformers", "transformers", "tokenizers")
 
+
+def _folder(spec: ModelSpec, *, download: bool) -> Path | None:
+    """The model folder: a local one, the bundled MiniLM or a hub snapshot. With
+    ``download=False`` only what is already on disk (None when it is not)."""
     if spec.path is not None:
         folder = Path(spec.path)
-        if not folder.is_dir():
-            raise ModelUnavailable(f"model {spec.display}: {folder} is not a folder")
-        return folder, f"local:{folder_digest(folder)}"
+        if folder.is_dir():
+            return folder
+        if not download:
+            return None
+        raise ModelUnavailable(f"model {spec.display}: {folder} is not a folder")
     if spec.name == f"sentence-transformers/{MINILM}":
         bundled = minilm_package_dir()
         if bundled is not None:
-            return bundled, f"local:{folder_digest(bundled)}"
+            return bundled
+    if not download:
+        return offline.cached_snapshot(spec.name, ST_PATTERNS, ["modules.json"])
     folder = offline.hub_snapshot(
         spec.name, spec=spec.display, patterns=ST_PATTERNS, required=["modules.json"]
     )
     if not any(folder.glob("*.safetensors")):
         # Older repos only have pytorch_model.bin (loaded by transformers with weights_only).
         offline.hub_file(spec.name, ["pytorch_model.bin"], spec=spec.display)
-    return folder, f"hub:{spec.name}@{offline.commit_of(folder) or folder_digest(folder)}"
+    return folder
+
+
+def _weights_id(spec: ModelSpec, folder: Path) -> str:
+    if spec.path is not None or folder == minilm_package_dir():
+        return f"local:{folder_digest(folder)}"
+    return f"hub:{spec.name}@{offline.commit_of(folder) or folder_digest(folder)}"
+
+
+def weights_source(spec: ModelSpec) -> str | None:
+    """The weights part of the identity, from files already on disk (None if they are not)."""
+    folder = _folder(spec, download=False)
+    return None if folder is None else _weights_id(spec, folder)
+
+
+def _resolve(spec: ModelSpec) -> tuple[Path, str]:
+    """(folder, weights identity) for a spec: a local folder, the bundled MiniLM or the hub."""
+    folder = _folder(spec, download=True)
+    assert folder is not None  # download=True raises instead
+    return folder, _weights_id(spec, folder)
 
 
 class SentenceTransformerModel(Adapter):
@@ -67,12 +94,10 @@ class SentenceTransformerModel(Adapter):
                 local_files_only=True,
                 trust_remote_code=spec.trust_remote_code,
             )
-        except ModelUnavailable:
-            raise
-        except Exception as exc:
+        except load_errors() as exc:
             raise ModelUnavailable(
                 f"model {spec.display} could not be loaded from {folder}: {offline.one_line(exc)}"
-            ) from None
+            ) from exc
         self._model.eval()
         self.spec = spec.display
         self.device = device
