@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.cli.common import StderrProgress, emit, open_cache
 from engine.errors import ParallaxError
+from engine.params import PROJECTION_METHODS
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
@@ -18,7 +19,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         args.dataset,
         args.model,
         args.out,
-        methods=tuple(args.method or ["umap", "pca"]),
+        methods=tuple(args.method or PROJECTION_METHODS),
         include_vectors=not args.no_vectors,
         cache=open_cache(args),
         progress=StderrProgress(args.quiet),
@@ -40,6 +41,6 @@ def register(
     p = sub.add_parser("bundle", parents=[common, embed_opts], help="write a portable bundle")
     p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
     p.add_argument("--out", required=True, help="bundle file to write (e.g. demo.parallax.zip)")
-    p.add_argument("--method", action="append", choices=["umap", "pca"], help="default: both")
+    p.add_argument("--method", action="append", choices=PROJECTION_METHODS, help="default: both")
     p.add_argument("--no-vectors", action="store_true", help="leave vectors out (no search)")
     p.set_defaults(func=cmd_bundle)
