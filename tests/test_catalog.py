@@ -29,7 +29,7 @@ SHAPES_CLIP = REPO / "models" / "shapes-clip"
 # -- identity without the model ---------------------------------------------------------------
 @pytest.mark.parametrize("spec", ["baseline:pixels", "baseline:text"])
 def test_baseline_identity_comes_from_parameters(spec: str, tmp_path: Path) -> None:
-    known = recall(spec, tmp_path)
+    known = recall(spec, Cache(tmp_path))
     model = load_model(spec)
     assert known is not None
     assert (known.identity, known.spec, known.modalities) == (
@@ -46,11 +46,12 @@ def test_a_built_model_identity_is_recalled_and_any_file_change_forgets_it(
     folder = tmp_path / "model"
     shutil.copytree(tiny_open_clip_dir, folder)
     spec = f"open_clip:local-dir:{folder}"
-    assert recall(spec, tmp_path / "cache") is None  # never built: unknown
+    cache = Cache(tmp_path / "cache")
+    assert recall(spec, cache) is None  # never built: unknown
     clear_cache()
     model = load_model(spec)
-    remember(spec, model, tmp_path / "cache")
-    known = recall(spec, tmp_path / "cache")
+    remember(spec, model, cache)
+    known = recall(spec, cache)
     assert known is not None
     assert (known.identity, known.spec, known.modalities, known.dim) == (
         model.identity,
@@ -60,15 +61,16 @@ def test_a_built_model_identity_is_recalled_and_any_file_change_forgets_it(
     )
     config = folder / "open_clip_config.json"
     config.write_text(config.read_text() + "\n")  # same model, but not the same files
-    assert recall(spec, tmp_path / "cache") is None
+    assert recall(spec, cache) is None
     clear_cache()
 
 
 def test_unknown_and_malformed_specs_are_not_known(tmp_path: Path) -> None:
-    assert recall("fake:meancolour/1", tmp_path) is None
+    cache = Cache(tmp_path)
+    assert recall("fake:meancolour/1", cache) is None
     tag = "open_clip:ViT-B-32/laion2b_s34b_b79k"
-    assert recall(tag, tmp_path) is None  # a pretrained tag is resolved by open_clip itself
-    assert recall(f"open_clip:local-dir:{tmp_path / 'missing'}", tmp_path) is None
+    assert recall(tag, cache) is None  # a pretrained tag is resolved by open_clip itself
+    assert recall(f"open_clip:local-dir:{tmp_path / 'missing'}", cache) is None
 
 
 # -- what the cache holds -----------------------------------------------------------------------
