@@ -179,6 +179,13 @@ def tree_size(path: Path) -> int:
     return total
 
 
+def _children(folder: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(folder))
+    except OSError:
+        return []
+
+
 def _newest_mtime(path: Path) -> float:
     newest = 0.0
     with contextlib.suppress(OSError):
@@ -349,15 +356,33 @@ class CacheSpace:
                     found.append(StoredEntry(k.name, (*prefix, name), path, tree_size(path), last))
         return found
 
-    def usage(self) -> list[KindUsage]:
-        """Per kind: entry count, bytes of finished entries, bytes of everything else there."""
+    def survey(self) -> tuple[list[StoredEntry], list[KindUsage]]:
+        """Every entry, and per kind: entry count, bytes of finished entries, bytes of
+        everything else there (unfinished jobs, temp files). One walk of the cache."""
+        entries = self.stored()
         out = []
         for k in KINDS.values():
-            entries = self.stored(k.name)
-            done = sum(e.bytes for e in entries)
-            total = tree_size(self.root / k.name)
-            out.append(KindUsage(k.name, k.holds, len(entries), done, max(0, total - done)))
-        return out
+            mine = [e for e in entries if e.kind == k.name]
+            loose = self._loose_bytes(k, {e.names for e in mine})
+            out.append(KindUsage(k.name, k.holds, len(mine), sum(e.bytes for e in mine), loose))
+        return entries, out
+
+    def _loose_bytes(self, k: Kind, entry_names: set[tuple[str, ...]]) -> int:
+        """Bytes in ``k``'s namespace that belong to no entry (unfinished jobs, temp files)."""
+        base = self.root / k.name
+        owners = self._owners(k, ()) if k.depth == 2 else []
+        total = 0
+        for prefix in [(), *owners]:
+            folder = base.joinpath(*prefix)
+            for name in _children(folder):
+                if (*prefix, name) in entry_names or (not prefix and (name,) in owners):
+                    continue  # an entry, or an owner's folder (looked into on its own)
+                total += tree_size(folder / name)
+        return total
+
+    def usage(self) -> list[KindUsage]:
+        """Per kind: entry count, bytes of finished entries, bytes of everything else there."""
+        return self.survey()[1]
 
     # -- removing ---------------------------------------------------------------------------
     def remove_unless_in_use(self, entry: StoredEntry) -> bool:
@@ -435,10 +460,11 @@ class CacheSpace:
         """Remove orphans, then least-recently-used entries of every kind until the cache fits
         in ``max_bytes``. Entries in use (leased, or being written) are skipped."""
         age = config.ORPHAN_AGE_S if orphan_age_s is None else orphan_age_s
-        before = sum(u.bytes + u.other_bytes for u in self.usage())
+        before = sum(u.bytes + u.other_bytes for u in self.survey()[1])
         orphans = self.remove_orphans(age)
-        entries = sorted(self.stored(), key=lambda e: e.last_used)
-        total = sum(e.bytes for e in entries) + sum(u.other_bytes for u in self.usage())
+        entries, usage = self.survey()
+        entries.sort(key=lambda e: e.last_used)
+        total = sum(u.bytes + u.other_bytes for u in usage)
         removed: list[StoredEntry] = []
         in_use: list[StoredEntry] = []
         for entry in entries:

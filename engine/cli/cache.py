@@ -24,11 +24,15 @@ def _entry_row(e: Any, manifests: dict[tuple[str, str], dict[str, Any]]) -> dict
 
 
 def _ls(args: argparse.Namespace) -> int:
-    from engine.cache_space import format_bytes
+    from engine.cache_space import format_bytes, kind_of
 
     cache = open_cache(args)
-    kinds = cache.usage()
-    stored = sorted(cache.stored(args.kind), key=lambda e: e.last_used, reverse=True)
+    every, kinds = cache.survey()
+    if args.kind:
+        kind_of(args.kind)  # an unknown kind is one clear line
+    stored = sorted(
+        (e for e in every if args.kind in (None, e.kind)), key=lambda e: e.last_used, reverse=True
+    )
     manifests = {(e.kind, e.key): e.manifest for e in cache.entries()}
     rows = [_entry_row(e, manifests) for e in stored]
     total = sum(k.bytes + k.other_bytes for k in kinds)
