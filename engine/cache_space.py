@@ -446,7 +446,11 @@ class CacheSpace:
                 continue
             for name in names:
                 if _is_temp(name) or name.endswith(".partial"):
-                    yield folder / name, ()
+                    # The entry it was meant to become: its lease is held while it is written
+                    # (an extraction, an upload being staged).
+                    key = _temp_key(name) if _is_temp(name) else name.removesuffix(".partial")
+                    meant = len(prefix) + 1 == k.depth and SAFE_KEY.match(key)
+                    yield folder / name, (*prefix, key + k.suffix) if meant else ()
                 elif not k.user_content and len(prefix) + 1 == k.depth and name[0] != ".":
                     entry = folder / name
                     if entry.is_dir() and not entry.is_symlink():

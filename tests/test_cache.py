@@ -205,22 +205,25 @@ def test_prune_removes_what_killed_jobs_left_and_nothing_alive(tmp_path: Path) -
     young.write_bytes(b"being written")
     busy = cache.kind_dir("extracted") / ".tmp-dddd-abc"
     busy.mkdir()
+    staging = cache.kind_dir("uploads") / "alice" / ".tmp-upload-abc-x1y2"  # a slow upload
+    staging.mkdir(parents=True)
     old = time.time() - 2 * config.ORPHAN_AGE_S
-    for path in (leftover, partial, partial / "shard-000000.npy", sheet_tmp, busy):
+    for path in (leftover, partial, partial / "shard-000000.npy", sheet_tmp, busy, staging):
         set_last_use(path, old)
     for f in leftover.rglob("*"):
         set_last_use(f, old)
 
-    with locked(cache.root, "dddd"):  # the writer of the busy temp folder is alive
+    # The writer of the busy temp folder is alive; the upload's stager holds its lease.
+    with locked(cache.root, "dddd"), cache.lease("uploads", "alice", "upload-abc"):
         report = cache.prune(10**12)
     assert sorted(p.name for p in report.orphans) == sorted(
         [leftover.name, partial.name, sheet_tmp.name]
     )
     assert not leftover.exists() and not partial.exists() and not sheet_tmp.exists()
-    assert young.exists() and busy.exists()
+    assert young.exists() and busy.exists() and staging.exists()
     assert report.removed == []  # under the limit: no finished entry touched
-    # Once the writer is gone, the next prune takes the old temp folder too.
-    assert [p.name for p in cache.prune(10**12).orphans] == [busy.name]
+    # Once the writers are gone, the next prune takes the old temp folders too.
+    assert sorted(p.name for p in cache.prune(10**12).orphans) == sorted([busy.name, staging.name])
 
 
 def test_extraction_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
