@@ -293,8 +293,8 @@ class CacheSpace:
         return Lease(use_lock_path(self.root, kind, _entry_names(kind, keys)))
 
     def lease_path(self, path: str | os.PathLike[str]) -> Lease | None:
-        """A lease on the entry that holds ``path``, or None when ``path`` is outside every
-        namespace of this cache (a server folder, say)."""
+        """A lease on the entry that holds ``path`` (and a recorded use of it), or None when
+        ``path`` is outside every namespace of this cache (a server folder, say)."""
         try:
             rel = Path(path).expanduser().resolve().relative_to(self.root)
         except (ValueError, OSError, RuntimeError):
@@ -305,7 +305,9 @@ class CacheSpace:
         names = rel.parts[1 : 1 + k.depth]
         if len(names) < k.depth or any(n.startswith(".") for n in names):
             return None
-        return Lease(use_lock_path(self.root, k.name, tuple(names)))
+        lease = Lease(use_lock_path(self.root, k.name, tuple(names)))
+        touch(self.root.joinpath(k.name, *names))
+        return lease
 
     def touch(self, path: Path) -> None:
         touch(path)

@@ -449,7 +449,7 @@ def download_url(
         raise ItemError("unsupported URL scheme (only http and https)")
     dest = folder / hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
     if dest.is_file() and dest.stat().st_size > 0:
-        touch(dest)
+        touch(folder)  # the entry (this manifest's downloads) was used
         return dest
     limit = config.MAX_IMAGE_FILE_BYTES
     timeout = DOWNLOAD_TIMEOUT_S if timeout_s is None else timeout_s
