@@ -241,6 +241,72 @@ def _embed_shard_texts(
     return out, failures
 
 
+def open_plan(cache: Cache, key: str, n: int, dim: int, batch_size: int) -> dict[str, Any]:
+    """The shard plan of an unfinished job: the stored one (so a resumed job, with either
+    backend, cuts the same shards), or a new one. Call with the key's lock held."""
+    plan = cache.read_partial_plan("vectors", key)
+    if plan is None or plan.get("n") != n or plan.get("dim") != dim:
+        cache.drop_partial("vectors", key)
+        bs = int(batch_size)
+        plan = {
+            "n": n,
+            "dim": dim,
+            "batch_size": bs,
+            "shard_size": max(bs, (SHARD_TARGET_ITEMS // bs) * bs),
+        }
+        cache.write_partial_plan("vectors", key, plan)
+    return plan
+
+
+def plan_shape(plan: dict[str, Any]) -> tuple[int, int, int]:
+    """(batch size, shard size, number of shards) of a plan."""
+    bs, shard_size = int(plan["batch_size"]), int(plan["shard_size"])
+    return bs, shard_size, (int(plan["n"]) + shard_size - 1) // shard_size
+
+
+def shard_failures(plan: dict[str, Any]) -> dict[int, str]:
+    """Items that failed in shards already written (recorded in the plan before the shard)."""
+    out: dict[int, str] = {}
+    for name, value in plan.items():
+        if name.startswith("failed_"):
+            out.update({int(k): v for k, v in value.items()})
+    return out
+
+
+def finish_entry(
+    cache: Cache,
+    key: str,
+    plan: dict[str, Any],
+    dataset: Dataset,
+    failures: dict[int, str],
+    fields: dict[str, Any],
+) -> Entry:
+    """Assemble every shard into the finished entry and write its manifest last (the entry
+    exists only once the manifest does). ``fields`` say what made the vectors. Lock held."""
+    _, _, n_shards = plan_shape(plan)
+    n, dim = int(plan["n"]), int(plan["dim"])
+    failures = {**shard_failures(plan), **failures}
+    _assemble(cache, key, n_shards, n, dim)
+    entry = cache.put_manifest_only(
+        "vectors",
+        key,
+        {
+            "dataset": dataset.spec,
+            "dataset_fingerprint": dataset.fingerprint(),
+            **fields,
+            "n": n,
+            "dim": dim,
+            "batch_size": int(plan["batch_size"]),
+            "failed": [{"id": dataset.ids[i], "reason": failures[i]} for i in sorted(failures)],
+            "dataset_skipped": [
+                {"source": s.source, "reason": s.reason} for s in dataset.skipped
+            ],
+        },
+    )
+    cache.drop_partial("vectors", key)
+    return entry
+
+
 def _assemble(cache: Cache, key: str, n_shards: int, n: int, dim: int) -> Path:
     """Concatenate the shards into one ``vectors.npy`` (streamed through a memmap, then renamed)."""
     final = cache.entry_dir("vectors", key) / "vectors.npy"
@@ -395,20 +461,8 @@ def embed_dataset(
         if entry is not None:
             return result(entry, cached=True)
 
-        plan = cache.read_partial_plan("vectors", key)
-        if plan is None or plan.get("n") != n or plan.get("dim") != dim:
-            cache.drop_partial("vectors", key)
-            bs = int(batch_size or model.default_batch_size)
-            plan = {
-                "n": n,
-                "dim": dim,
-                "batch_size": bs,
-                "shard_size": max(bs, (SHARD_TARGET_ITEMS // bs) * bs),
-            }
-            cache.write_partial_plan("vectors", key, plan)
-        # The stored plan wins over a new --batch-size so resumed shards match earlier ones.
-        bs, shard_size = int(plan["batch_size"]), int(plan["shard_size"])
-        n_shards = (n + shard_size - 1) // shard_size
+        plan = open_plan(cache, key, n, dim, int(batch_size or model.default_batch_size))
+        bs, shard_size, n_shards = plan_shape(plan)
         first = cache.completed_shards("vectors", key, n_shards)
         tracker = ProgressTracker(
             f"embed {modality}s with {model.spec}",
@@ -453,32 +507,19 @@ def embed_dataset(
             if stream is not None:
                 stream.close()  # stops the decode threads, also when a shard failed
 
-        # Failures of shards written by an earlier, interrupted run live in the plan.
-        for name, value in plan.items():
-            if name.startswith("failed_"):
-                failures.update({int(k): v for k, v in value.items()})
-        _assemble(cache, key, n_shards, n, dim)
-        failed_list = [{"id": dataset.ids[i], "reason": failures[i]} for i in sorted(failures)]
-        entry = cache.put_manifest_only(
-            "vectors",
+        entry = finish_entry(
+            cache,
             key,
+            plan,
+            dataset,
+            failures,
             {
-                "dataset": dataset.spec,
-                "dataset_fingerprint": dataset.fingerprint(),
                 "model": model.spec,
                 "model_identity": model.identity,
                 "modality": modality,
-                "n": n,
-                "dim": dim,
-                "batch_size": bs,
                 "device": model.device,
                 "decode": "device" if on_device else "pillow",
                 "seconds": round(time.perf_counter() - t0, 3),
-                "failed": failed_list,
-                "dataset_skipped": [
-                    {"source": s.source, "reason": s.reason} for s in dataset.skipped
-                ],
             },
         )
-        cache.drop_partial("vectors", key)
     return result(entry, cached=False)

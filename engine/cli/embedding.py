@@ -14,6 +14,20 @@ if TYPE_CHECKING:
 
 
 def embed_one(args: argparse.Namespace, model: str) -> EmbeddingResult:
+    if getattr(args, "backend", "local") == "ray":
+        from engine.embed_ray import RayOptions, embed_dataset_ray
+
+        if args.dataset is None:
+            raise ParallaxError("embed needs --dataset")
+        return embed_dataset_ray(
+            args.dataset,
+            model,
+            modality=args.modality,
+            cache=open_cache(args),
+            batch_size=args.batch_size,
+            options=RayOptions(address=args.ray_address, actors=args.ray_actors),
+            progress=StderrProgress(args.quiet),
+        )
     from engine.embed import embed_dataset
 
     return embed_dataset(
@@ -89,6 +103,20 @@ def register(
 ) -> None:
     p = sub.add_parser("embed", parents=[common, embed_opts], help="embed a dataset (cached)")
     p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    p.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local (this process) or ray (Ray Data over a cluster; docs/scale-out.md)",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="with --backend ray: auto (the cluster this machine joined) or ray://HOST:PORT "
+        "(default: a private local Ray)",
+    )
+    p.add_argument(
+        "--ray-actors", type=int, help="model replicas (default: one per GPU, else per CPU)"
+    )
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("project", parents=[common, embed_opts], help="2-D map (cached)")
