@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
     from PIL import Image
 
-    from engine.cache import Cache, Entry
+    from engine.cache import Cache
     from engine.compare import ComparisonReport
     from engine.datasets.base import Dataset
     from engine.fusion import HeadResult
@@ -178,39 +178,6 @@ def thumbnail_of(image: Image.Image, box: int = 160) -> Image.Image:
     small = image.copy()
     small.thumbnail((box, box))
     return small
-
-
-# -- what is embedded (dashboard.projections.embedded_models finds it) ----------------------
-def compare_modality(
-    dataset: Dataset, entries: Mapping[str, Entry], requested: str | None = None
-) -> str | None:
-    """The modality ``compare_models`` will use for a model with these cached entries.
-
-    Mirrors ``engine.embed.choose_modality``: images when the dataset has them and the model
-    embedded them, else texts. None when the needed entry is not cached.
-    """
-    if requested is not None:
-        return requested if requested in entries else None
-    if dataset.has_images and "image" in entries:
-        return "image"
-    if dataset.texts is not None and "text" in entries:
-        return "text"
-    return None
-
-
-def cached_report(cache: Cache, key: str) -> ComparisonReport | None:
-    """A finished comparison from the engine cache, or None (missing or unreadable)."""
-    import json
-
-    from engine.compare import ComparisonReport
-
-    path = cache.path("compare", key)
-    if not path.is_file():
-        return None
-    try:
-        return ComparisonReport.from_json(json.loads(path.read_text()), cached=True)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 # -- comparison tables --------------------------------------------------------------------------

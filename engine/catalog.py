@@ -19,6 +19,7 @@ from engine.models.identity import recall
 from engine.params import ProjectionParams
 
 if TYPE_CHECKING:
+    from engine.compare import ComparisonReport
     from engine.datasets.base import Dataset
     from engine.params import CompareParams
 
@@ -84,3 +85,49 @@ def cached_comparison(
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def comparison_modality(
+    dataset: Dataset, entries: Mapping[str, Entry], requested: str | None = None
+) -> str | None:
+    """The modality ``compare_models`` uses for a model whose cached entries are ``entries``
+    (``{modality: entry}``), from the cache alone: images when the dataset has them and the
+    model embedded them, else texts (as ``engine.embed.choose_modality``). None when the
+    entry it needs is not cached."""
+    if requested is not None:
+        return requested if requested in entries else None
+    if dataset.has_images and "image" in entries:
+        return "image"
+    if dataset.texts is not None and "text" in entries:
+        return "text"
+    return None
+
+
+def cached_report(
+    dataset: Dataset,
+    embedded: Mapping[str, Mapping[str, Entry]],
+    model_specs: Sequence[str],
+    params: CompareParams,
+    cache: Cache | None = None,
+) -> ComparisonReport | None:
+    """The report ``compare_models(dataset, model_specs, **params)`` would return from the
+    cache, found without loading a model: each model's vectors from ``embedded`` (what
+    ``embeddings`` returned), then the comparison of exactly those vectors and settings.
+    None when a model's vectors or the comparison are not cached (or the entry is unreadable).
+    """
+    from engine.compare import ComparisonReport
+
+    keys = []
+    for spec in model_specs:
+        entries = embedded.get(spec, {})
+        modality = comparison_modality(dataset, entries)
+        if modality is None:
+            return None
+        keys.append(entries[modality].key)
+    data = cached_comparison(dataset, keys, params, cache)
+    if data is None:
+        return None
+    try:
+        return ComparisonReport.from_json(data, cached=True)
+    except (KeyError, TypeError, ValueError):
+        return None  # an entry of an older layout: compared afresh and overwritten

@@ -21,7 +21,7 @@ import streamlit as st
 from dashboard import compare_results as cr
 from dashboard import compare_view as cv
 from dashboard import keys, projections, resources, state, ui
-from engine.compare import comparison_key
+from engine import catalog
 from engine.datasets.images import IMAGE_EXTENSIONS
 from engine.errors import ParallaxError
 from engine.params import COMPARE, HEADS, PREDICT, CompareParams, PredictParams
@@ -226,17 +226,13 @@ def dataset_tab() -> None:
         return
 
     params = CompareParams(k=k, ensemble=ensemble, max_items=max_items or None)
-    modalities = [cv.compare_modality(ds, embedded[s]) for s in chosen]
-    key = None
-    if all(modalities):
-        vectors_keys = [embedded[s][m].key for s, m in zip(chosen, modalities, strict=True)]
-        key = comparison_key(ds, vectors_keys, params)
     stored = st.session_state.get(K_REPORT)
-    want = (spec, tuple(chosen), k, max_items, ensemble, key)
+    vectors = tuple(e.key for s in chosen for e in embedded.get(s, {}).values())
+    want = (spec, ds.fingerprint(), tuple(chosen), params, vectors)
     report = stored[1] if stored and stored[0] == want else None
     load_errors: list[str] = list(stored[2]) if report is not None else []
-    if report is None and key is not None:
-        report = cv.cached_report(cache, key)
+    if report is None:
+        report = catalog.cached_report(ds, embedded, chosen, params, cache)
     if report is None:
         n = len(ds) if not max_items else min(max_items, len(ds))
         st.caption(

@@ -15,6 +15,7 @@ import pytest
 
 from dashboard import compare_view as cv
 from dashboard import keys, projections
+from engine import catalog
 from engine.compare import comparison_key
 from engine.zeroshot import ModelPrediction
 from tests.fakes import ArrayImageDataset, MeanColourModel
@@ -130,26 +131,28 @@ def test_embedded_models_and_comparison_key_match_the_engine(compared):
     assert all(set(v) == {"image"} for v in found.values())
     assert projections.embedded_models(ArrayImageDataset(60, seed=4), cache) == {}  # another
 
-    keys = [found[m.spec][cv.compare_modality(ds, found[m.spec])].key for m in models]
+    keys = [found[m.spec][catalog.comparison_modality(ds, found[m.spec])].key for m in models]
     assert keys == [m["vectors_key"] for m in report.models]
     key = comparison_key(ds, keys, CompareParams(k=5))
     assert key == report.key
     assert comparison_key(ds, keys, CompareParams(k=6)) != key
-    loaded = cv.cached_report(cache, key)
-    assert loaded is not None and loaded.cached
+    specs = [m.spec for m in models]
+    loaded = catalog.cached_report(ds, found, specs, CompareParams(k=5), cache)
+    assert loaded is not None and loaded.cached and loaded.key == report.key
     assert cv.metrics_frame(loaded).equals(cv.metrics_frame(report))
-    assert cv.cached_report(cache, "0" * 64) is None
+    assert catalog.cached_report(ds, found, specs, CompareParams(k=6), cache) is None
+    assert catalog.cached_report(ds, found, [*specs, "missing:model"], CompareParams(k=5)) is None
     # the engine reads the same entry back
     assert compare_models(ds, models, cache=cache, k=5).cached
 
 
-def test_compare_modality_mirrors_the_engine_choice():
+def test_comparison_modality_mirrors_the_engine_choice():
     ds = ArrayImageDataset(10)
-    assert cv.compare_modality(ds, {"image": 1, "text": 2}) == "image"
-    assert cv.compare_modality(ds, {"text": 2}) == "text"
-    assert cv.compare_modality(ds, {}) is None
-    assert cv.compare_modality(ds, {"image": 1}, "text") is None
-    assert cv.compare_modality(ArrayImageDataset(10, texts=False), {"text": 2}) is None
+    assert catalog.comparison_modality(ds, {"image": 1, "text": 2}) == "image"
+    assert catalog.comparison_modality(ds, {"text": 2}) == "text"
+    assert catalog.comparison_modality(ds, {}) is None
+    assert catalog.comparison_modality(ds, {"image": 1}, "text") is None
+    assert catalog.comparison_modality(ArrayImageDataset(10, texts=False), {"text": 2}) is None
 
 
 def test_metrics_and_per_class_frames(compared):
