@@ -35,7 +35,6 @@ from engine.params import COMPARE, CompareParams
 from engine.params import COMPARE_VERSION as COMPARE_VERSION  # re-exported
 
 if TYPE_CHECKING:
-
     import pandas as pd
 
     from engine.cache import Cache

@@ -8,6 +8,7 @@ model exactly the same batches as an uninterrupted one and so produces identical
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -31,6 +32,8 @@ from engine.models.identity import recall as recall_identity
 from engine.models.identity import remember as remember_identity
 from engine.params import EmbedParams
 from engine.progress import ProgressCallback, ProgressTracker
+
+log = logging.getLogger(__name__)
 
 SHARD_TARGET_ITEMS = 2048  # rows per resumable shard (rounded to whole batches)
 
@@ -434,6 +437,7 @@ def embed_dataset(
             key = vectors_key(dataset, known, chosen)
             entry = cache.get("vectors", key)
             if entry is not None:
+                log.debug("%s: cached vectors found by the recorded identity", known.spec)
                 return finished(entry, known.spec, chosen, key, cached=True)
         from engine.models import load_model
 

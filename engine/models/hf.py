@@ -21,7 +21,7 @@ import numpy as np
 
 from engine.errors import ModelUnavailable
 from engine.models import offline
-from engine.models.base import IMAGE, TEXT, Adapter, folder_digest, load_errors, make_identity
+from engine.models.base import IMAGE, TEXT, Adapter, load_errors, make_identity
 from engine.models.device import batch_size_for, inference, is_cuda, to_device, to_numpy
 
 if TYPE_CHECKING:
@@ -42,30 +42,11 @@ LIBRARIES = ("transformers", "tokenizers")
 
 
 def _folder(spec: ModelSpec, *, download: bool) -> Path | None:
-    """The model folder (local or a hub snapshot); with ``download=False`` only what is
-    already on disk (None when it is not)."""
-    if spec.path is not None:
-        folder = Path(spec.path)
-        if folder.is_dir():
-            return folder
-        if not download:
-            return None
-        raise _fail(spec, f"{folder} is not a folder")
-    if not download:
-        return offline.cached_snapshot(spec.name, HF_PATTERNS, ["config.json"])
-    folder = offline.hub_snapshot(
-        spec.name, spec=spec.display, patterns=HF_PATTERNS, required=["config.json"]
-    )
-    if not any(folder.glob("*.safetensors")):
-        # Older repos only have pytorch_model.bin (transformers loads it with weights_only).
-        offline.hub_file(spec.name, ["pytorch_model.bin"], spec=spec.display)
-    return folder
+    return offline.model_folder(spec, HF_PATTERNS, ["config.json"], download=download)
 
 
 def _weights_id(spec: ModelSpec, folder: Path) -> str:
-    if spec.path is not None:
-        return f"local:{folder_digest(folder)}"
-    return f"hub:{spec.name}@{offline.commit_of(folder) or folder_digest(folder)}"
+    return offline.folder_weights_id(spec, folder, local=spec.path is not None)
 
 
 def weights_source(spec: ModelSpec) -> str | None:

@@ -96,8 +96,6 @@ def source_key(spec: ModelSpec) -> str | None:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-
-
 def _parse(spec: str | ModelSpec) -> ModelSpec | None:
     if isinstance(spec, ModelSpec):
         return spec
@@ -156,6 +154,7 @@ def remember(spec: str | ModelSpec, model: EmbeddingModel, cache: Cache) -> None
     path = cache.path(IDENTITIES, key)
     if path.is_file():
         return
+    log.info("recorded the identity of %s (source %s)", parsed.display, key[:12])
     atomic_write_json(
         path,
         {

@@ -18,9 +18,13 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from engine.errors import ModelUnavailable
+
+if TYPE_CHECKING:
+    from engine.models.spec import ModelSpec
 
 PROBE_TIMEOUT_S = 2.0
 _PROBE_TTL_S = 60.0  # remember the probe's answer for a minute: loading N models pays once
@@ -269,3 +273,35 @@ def cached_file_exists(repo: str, candidates: Sequence[str]) -> bool:
         if isinstance(hit, str) and os.path.isfile(hit):
             return True
     return False
+
+
+def model_folder(
+    spec: ModelSpec, patterns: Sequence[str], required: Sequence[str], *, download: bool
+) -> Path | None:
+    """The folder of a ``hf:`` / ``st:`` model: its local path, else a hub snapshot holding
+    ``required``. With ``download=False`` only what is already on disk (None when it is not);
+    with ``download=True`` a missing model raises ``ModelUnavailable`` (one line)."""
+    if spec.path is not None:
+        folder = Path(spec.path)
+        if folder.is_dir():
+            return folder
+        if not download:
+            return None
+        raise ModelUnavailable(f"model {spec.display}: {folder} is not a folder")
+    if not download:
+        return cached_snapshot(spec.name, patterns, required)
+    folder = hub_snapshot(spec.name, spec=spec.display, patterns=patterns, required=required)
+    if not any(folder.glob("*.safetensors")):
+        # Older repos only have pytorch_model.bin (transformers loads it with weights_only).
+        hub_file(spec.name, ["pytorch_model.bin"], spec=spec.display)
+    return folder
+
+
+def folder_weights_id(spec: ModelSpec, folder: Path, *, local: bool) -> str:
+    """The weights part of an identity for a model folder: the digest of a local folder's
+    files, or the hub snapshot's commit."""
+    from engine.models.base import folder_digest
+
+    if local:
+        return f"local:{folder_digest(folder)}"
+    return f"hub:{spec.name}@{commit_of(folder) or folder_digest(folder)}"

@@ -9,8 +9,10 @@ parsed in ``engine.models.spec``. This module imports neither torch nor any mode
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,8 @@ from engine.models.spec import MINILM, ModelSpec, aliases, minilm_package_dir, p
 
 if TYPE_CHECKING:
     from engine.models.base import EmbeddingModel
+
+log = logging.getLogger(__name__)
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -106,7 +110,9 @@ def load_model(spec: str, *, device: str | None = None) -> EmbeddingModel:
             hit = _loaded.get(key)
         if hit is not None:
             return hit
+        t0 = time.perf_counter()
         model = importlib.import_module(adapter.module).load(parsed, dev)
+        log.info("loaded %s on %s in %.1f s", parsed.display, dev, time.perf_counter() - t0)
         with _cache_lock:
             _loaded[key] = model
         return model

@@ -14,7 +14,7 @@ import numpy as np
 
 from engine.errors import ModelUnavailable
 from engine.models import offline
-from engine.models.base import TEXT, Adapter, folder_digest, load_errors, make_identity
+from engine.models.base import TEXT, Adapter, load_errors, make_identity
 from engine.models.device import batch_size_for, inference, is_cuda, l2_normalize
 from engine.models.spec import MINILM, minilm_package_dir
 
@@ -29,34 +29,18 @@ LIBRARIES = ("sentence-transformers", "transformers", "tokenizers")
 
 
 def _folder(spec: ModelSpec, *, download: bool) -> Path | None:
-    """The model folder: a local one, the bundled MiniLM or a hub snapshot. With
-    ``download=False`` only what is already on disk (None when it is not)."""
-    if spec.path is not None:
-        folder = Path(spec.path)
-        if folder.is_dir():
-            return folder
-        if not download:
-            return None
-        raise ModelUnavailable(f"model {spec.display}: {folder} is not a folder")
-    if spec.name == f"sentence-transformers/{MINILM}":
+    """The model folder: a local one, the bundled MiniLM or a hub snapshot (see
+    ``offline.model_folder``)."""
+    if spec.path is None and spec.name == f"sentence-transformers/{MINILM}":
         bundled = minilm_package_dir()
         if bundled is not None:
             return bundled
-    if not download:
-        return offline.cached_snapshot(spec.name, ST_PATTERNS, ["modules.json"])
-    folder = offline.hub_snapshot(
-        spec.name, spec=spec.display, patterns=ST_PATTERNS, required=["modules.json"]
-    )
-    if not any(folder.glob("*.safetensors")):
-        # Older repos only have pytorch_model.bin (loaded by transformers with weights_only).
-        offline.hub_file(spec.name, ["pytorch_model.bin"], spec=spec.display)
-    return folder
+    return offline.model_folder(spec, ST_PATTERNS, ["modules.json"], download=download)
 
 
 def _weights_id(spec: ModelSpec, folder: Path) -> str:
-    if spec.path is not None or folder == minilm_package_dir():
-        return f"local:{folder_digest(folder)}"
-    return f"hub:{spec.name}@{offline.commit_of(folder) or folder_digest(folder)}"
+    local = spec.path is not None or folder == minilm_package_dir()
+    return offline.folder_weights_id(spec, folder, local=local)
 
 
 def weights_source(spec: ModelSpec) -> str | None:
