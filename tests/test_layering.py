@@ -190,3 +190,19 @@ def test_public_api_resolves_and_import_engine_stays_light() -> None:
         check=True,
     ).stdout.split("\n")[0]
     assert out == "[] []"
+
+
+@pytest.mark.parametrize("front", ["dashboard", "pages", "training", "benchmarks", "scripts"])
+def test_front_ends_import_no_private_engine_name(front: str) -> None:
+    modules = engine_modules()
+    offenders = []
+    for path in sorted((ENGINE.parent / front).rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in modules:
+                offenders += [
+                    f"{path.name}: {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and a.name != "__version__"
+                ]
+    assert offenders == []
