@@ -1,13 +1,7 @@
-"""Entry point for ``python -m engine``."""
+"""Entry point for ``python -m engine`` (the same as the installed ``parallax`` command)."""
 
 import sys
 
-from engine.errors import ParallaxError
+from engine.console import run
 
-try:  # the commands' modules read engine defaults, and with them the environment's limits
-    from engine.cli import main
-except ParallaxError as exc:  # e.g. PARALLAX_MAX_ITEMS=lots: one line, exit 2, no traceback
-    print(f"error: {exc}", file=sys.stderr)
-    sys.exit(2)
-
-sys.exit(main())
+sys.exit(run())

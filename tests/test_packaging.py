@@ -61,6 +61,17 @@ def test_pip_install_gives_the_parallax_command(tmp_path: Path) -> None:
     assert [m["spec"] for m in installed] == [m["spec"] for m in checkout]
     shipped = {m["spec"]: m for m in installed if m["spec"].startswith("demo:")}
     assert shipped and all(m["available_offline"] for m in shipped.values())
+    # A bad limit in the environment is one line and exit 2, as with ``python -m engine``.
+    bad = subprocess.run(
+        [str(env_dir / "bin" / "parallax"), "datasets"],
+        cwd=work,
+        env={**env, "PARALLAX_MAX_ITEMS": "lots"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().startswith("error:") and "PARALLAX_MAX_ITEMS" in bad.stderr
     where = subprocess.run(
         [py, "-c", "import engine; print(engine.__file__)"],
         cwd=work,

@@ -1,0 +1,21 @@
+"""The command line's front door: ``python -m engine`` and the installed ``parallax`` command.
+
+Importing the commands reads the engine's defaults, and with them the environment's limits, so a
+bad limit (``PARALLAX_MAX_ITEMS=lots``) fails at import: it becomes one line and exit status 2
+here, for both ways in, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from engine.errors import ParallaxError
+
+
+def run() -> int:
+    try:
+        from engine.cli import main
+    except ParallaxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return main()
