@@ -118,6 +118,36 @@ def selection_section(
             gallery(ds, nn, [f"{scores[i]:.3f}" for i in nn])
 
 
+# -- export -------------------------------------------------------------------------------------
+def export_maps_button(ds: Any, drawn: list[DrawnMap]) -> None:
+    """Every drawn map in one Parquet file (``engine.export``): one row per item with its id,
+    label, metadata and an x/y pair per model, for Embedding Atlas, pandas, Polars or DuckDB."""
+    from engine import export
+
+    maps = [
+        export.ModelMap(
+            d.source.label,
+            d.coords,
+            d.source.entry,
+            d.source.modality,
+            {"vectors_key": d.source.entry.key, "map_key": d.projection_key, "method": d.method},
+        )
+        for d in drawn
+    ]
+    slugs = export.unique_slugs([m.spec for m in maps])
+    st.download_button(
+        "Download these maps (Parquet)",
+        data=lambda: export.parquet_bytes(export.build_table(ds, maps)),
+        file_name="parallax-maps.parquet",
+        mime="application/vnd.apache.parquet",
+        icon=":material/download:",
+        key="map_export_all",
+        help="One row per item: id, label, metadata and an x/y pair per model "
+        f"({', '.join(f'{s}_x/{s}_y' for s in slugs)}). Embedding Atlas opens it with "
+        f"`embedding-atlas parallax-maps.parquet --x {slugs[0]}_x --y {slugs[0]}_y`.",
+    )
+
+
 # -- agreement ----------------------------------------------------------------------------------
 def agreement_section(ds: Any, sources: list[MapSource], pair: tuple[str, str], k: int) -> None:
     """Per-item neighbourhood agreement of two models, lowest first."""

@@ -33,7 +33,9 @@ from engine.params import PROJECTION
 from engine.progress import ProgressCallback
 
 if TYPE_CHECKING:
-    from engine.cache import Cache
+    import pyarrow as pa
+
+    from engine.cache import Cache, Entry
     from engine.datasets import Dataset
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,17 @@ class ExportResult:
         }
 
 
+@dataclass
+class ModelMap:
+    """One model's map of the dataset, as it goes into the file."""
+
+    spec: str
+    coords: np.ndarray  # N x 2
+    vectors: Entry | None = None  # the cached vectors (for --vectors / --neighbours)
+    modality: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # keys and map parameters, for metadata
+
+
 def _thumbnail_png(dataset: Dataset, index: int) -> bytes | None:
     from engine.datasets import dataset_thumbnail
     from engine.errors import ItemError
@@ -103,6 +116,71 @@ def _metadata_columns(dataset: Dataset) -> dict[str, Any]:
     return out
 
 
+def build_table(
+    dataset: Dataset,
+    maps: Sequence[ModelMap],
+    *,
+    vectors: bool = False,
+    neighbours: int = 0,
+    thumbnails: bool = False,
+) -> pa.Table:
+    """The export as an Arrow table (the file's schema metadata included)."""
+    import pyarrow as pa
+
+    if not maps:
+        raise ParallaxError("export needs at least one model")
+    if neighbours < 0:
+        raise ParallaxError("--neighbours must be 0 or more")
+    n = len(dataset)
+    columns: dict[str, Any] = {
+        "id": pa.array(dataset.ids, pa.string()),
+        "label": pa.array(dataset.labels, pa.string()),
+    }
+    if dataset.texts is not None:
+        columns["text"] = pa.array(dataset.texts, pa.string())
+    for key, values in _metadata_columns(dataset).items():
+        try:
+            columns[key] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them readable as text
+            columns[key] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    slugs = unique_slugs([m.spec for m in maps])
+    info_models: dict[str, Any] = {}
+    for m, slug in zip(maps, slugs, strict=True):
+        xy = np.asarray(m.coords, dtype=np.float32)
+        if xy.shape != (n, 2):
+            raise ParallaxError(f"{m.spec}: a map of {xy.shape[0]} points for {n} items")
+        columns[f"{slug}_x"] = pa.array(xy[:, 0])
+        columns[f"{slug}_y"] = pa.array(xy[:, 1])
+        if (vectors or neighbours) and m.vectors is None:
+            raise ParallaxError(f"{m.spec}: no cached vectors to export")
+        if vectors or neighbours:
+            array = np.asarray(m.vectors.load(), dtype=np.float32)  # type: ignore[union-attr]
+            if vectors:
+                flat = pa.array(array.reshape(-1))
+                columns[f"{slug}_vector"] = pa.FixedSizeListArray.from_arrays(flat, array.shape[1])
+            if neighbours:
+                from engine.neighbors import exact_knn
+
+                unit = array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
+                idx, _ = exact_knn(unit, min(neighbours, max(n - 1, 1)))
+                columns[f"{slug}_neighbors"] = pa.array(list(idx.astype(np.int32)))
+        info_models[slug] = {"spec": m.spec, "modality": m.modality, **m.info}
+    if thumbnails and dataset.has_images:
+        columns["image"] = pa.array([_thumbnail_png(dataset, i) for i in range(n)], pa.binary())
+    table = pa.table(columns)
+    info = {"dataset": dataset.spec, "fingerprint": dataset.fingerprint(), "models": info_models}
+    return table.replace_schema_metadata({"parallax": json.dumps(info)})
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue().to_pybytes()
+
+
 def export_parquet(
     dataset: Dataset,
     model_specs: Sequence[str],
@@ -116,86 +194,50 @@ def export_parquet(
     progress: ProgressCallback | None = None,
 ) -> ExportResult:
     """Write ``dataset`` with one x/y pair per model (and optionally vectors, k-NN row lists and
-    thumbnails) to ``out`` as Parquet, atomically. Maps are the engine's cached ones."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from engine.cache import Cache, atomic_write_bytes
+    thumbnails) to ``out`` as Parquet, atomically. Vectors and maps come from the cache
+    (embedded and projected first when missing)."""
+    from engine.atomic import atomic_write_bytes
+    from engine.cache import Cache
     from engine.embed import embed_dataset
     from engine.project import project
 
     if not model_specs:
         raise ParallaxError("export needs at least one --model")
-    if neighbours < 0:
-        raise ParallaxError("--neighbours must be 0 or more")
     cache = cache or Cache()
-    n = len(dataset)
-    columns: dict[str, Any] = {
-        "id": pa.array(dataset.ids, pa.string()),
-        "label": pa.array(dataset.labels, pa.string()),
-    }
-    if dataset.texts is not None:
-        columns["text"] = pa.array(dataset.texts, pa.string())
-    for key, values in _metadata_columns(dataset).items():
-        try:
-            columns[key] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them readable as text
-            columns[key] = pa.array([None if v is None else str(v) for v in values], pa.string())
-
-    slugs = unique_slugs(model_specs)
-    info_models: dict[str, Any] = {}
-    map_columns: dict[str, tuple[str, str]] = {}
-    for spec, slug in zip(model_specs, slugs, strict=True):
+    maps = []
+    for spec in model_specs:
         embedded = embed_dataset(dataset, spec, cache=cache, progress=progress)
-        array = np.asarray(embedded.vectors(), dtype=np.float32)
-        if len(array) != n:
-            raise ParallaxError(f"{spec}: {len(array)} vectors for {n} items")
         coords = project(embedded.path, method, cache=cache, progress=progress)
-        xy = np.asarray(coords.coords(), dtype=np.float32)
-        columns[f"{slug}_x"] = pa.array(xy[:, 0])
-        columns[f"{slug}_y"] = pa.array(xy[:, 1])
-        map_columns[spec] = (f"{slug}_x", f"{slug}_y")
-        if vectors:
-            flat = pa.array(array.reshape(-1))
-            columns[f"{slug}_vector"] = pa.FixedSizeListArray.from_arrays(flat, array.shape[1])
-        if neighbours:
-            from engine.neighbors import exact_knn
-
-            unit = array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
-            idx, _ = exact_knn(unit, min(neighbours, max(n - 1, 1)))
-            columns[f"{slug}_neighbors"] = pa.array(list(idx.astype(np.int32)))
-        info_models[slug] = {
-            "spec": spec,
-            "modality": embedded.modality,
-            "vectors_key": embedded.key,
-            "map_key": coords.key,
-            "map": {"method": method, **coords.params},
-        }
-    if thumbnails and dataset.has_images:
-        columns["image"] = pa.array([_thumbnail_png(dataset, i) for i in range(n)], pa.binary())
-
-    table = pa.table(columns)
-    info = {
-        "dataset": dataset.spec,
-        "fingerprint": dataset.fingerprint(),
-        "models": info_models,
-    }
-    table = table.replace_schema_metadata({"parallax": json.dumps(info)})
-    buf = pa.BufferOutputStream()
-    pq.write_table(table, buf, compression="zstd")
-    data = buf.getvalue().to_pybytes()
+        maps.append(
+            ModelMap(
+                spec,
+                coords.coords(),
+                cache.get("vectors", embedded.key),
+                embedded.modality,
+                {
+                    "vectors_key": embedded.key,
+                    "map_key": coords.key,
+                    "map": {"method": method, **coords.params},
+                },
+            )
+        )
+    table = build_table(
+        dataset, maps, vectors=vectors, neighbours=neighbours, thumbnails=thumbnails
+    )
+    data = parquet_bytes(table)
     path = Path(out).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ParallaxError(f"cannot write {path}: {exc.strerror or exc}") from exc
     atomic_write_bytes(path, data)
-    log.info("exported %d rows x %d columns to %s", n, len(table.columns), path)
+    log.info("exported %d rows x %d columns to %s", len(dataset), len(table.columns), path)
+    slugs = unique_slugs(list(model_specs))
     return ExportResult(
         path=path,
-        rows=n,
+        rows=len(dataset),
         columns=list(table.column_names),
-        models={slug: spec for slug, spec in zip(slugs, model_specs, strict=True)},
+        models=dict(zip(slugs, model_specs, strict=True)),
         bytes=len(data),
-        map_columns=map_columns,
+        map_columns={s: (f"{g}_x", f"{g}_y") for s, g in zip(model_specs, slugs, strict=True)},
     )

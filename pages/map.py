@@ -167,6 +167,8 @@ st.caption(
     "highlighted in every map. Click a legend entry to hide or show that class."
 )
 hover.hover_preview(spec)
+if drawn:
+    sections.export_maps_button(ds, drawn)
 
 sections.selection_section(ds, rows_selected, drawn, by_label)
 sections.agreement_section(ds, sources, (agree_a, agree_b), agree_k)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -100,3 +101,31 @@ def test_cli_export_bad_model_is_one_line(tmp_path, cache_root, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_build_table_from_drawn_maps(cache_root):
+    """What the Map page's button writes: the maps as drawn, one x/y pair each."""
+    from engine.export import ModelMap, build_table, parquet_bytes
+
+    cache = Cache(cache_root)
+    ds = open_dataset("demo:digits", cache_root=cache_root)
+    vectors = embed_dataset(ds, "baseline:pixels", cache=cache)
+    coords = project(vectors.path, "pca", cache=cache).coords()
+    entry = cache.get("vectors", vectors.key)
+    table = build_table(
+        ds,
+        [
+            ModelMap("baseline:pixels", coords, entry, "image"),
+            ModelMap("baseline:pixels", coords * 2, entry, "image"),
+        ],
+    )
+    frame = pd.read_parquet(io.BytesIO(parquet_bytes(table)))
+    assert [c for c in frame.columns if c.endswith(("_x", "_y"))] == [
+        "baseline_pixels_x",
+        "baseline_pixels_y",
+        "baseline_pixels_2_x",
+        "baseline_pixels_2_y",
+    ]
+    np.testing.assert_array_equal(
+        frame["baseline_pixels_2_y"].to_numpy(), (coords[:, 1] * 2).astype(np.float32)
+    )

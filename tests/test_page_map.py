@@ -142,6 +142,13 @@ def test_side_by_side_aligned_with_agreement_table(embedded):
     assert maps[0]["colours"]["key"] == maps[1]["colours"]["key"]
 
 
+def test_every_drawn_map_exports_to_one_parquet(embedded):
+    at = open_page([PIXELS, SECOND])
+    buttons = [b for b in at.get("download_button") if b.label == "Download these maps (Parquet)"]
+    assert len(buttons) == 1
+    assert "baseline_pixels_x" in buttons[0].proto.help  # the column names are told
+
+
 def test_selection_highlights_every_map_and_fills_gallery(embedded):
     rows = np.array([3, 10, 42, 1000])
     at = open_page([PIXELS, SECOND], map_selected_rows=rows)
