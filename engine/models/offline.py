@@ -177,6 +177,14 @@ def commit_of(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def not_cached_errors() -> tuple[type[BaseException], ...]:
+    """What the hub library raises when a cache-only look-up finds nothing (or the repo id is
+    not a valid one); any other error is a bug and propagates."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    return (OSError, ValueError, EntryNotFoundError)
+
+
 def cached_hub_file(repo: str, candidates: Sequence[str]) -> Path | None:
     """The first of ``candidates`` of ``repo`` already in the local HF cache, or None.
 
@@ -189,7 +197,7 @@ def cached_hub_file(repo: str, candidates: Sequence[str]) -> Path | None:
     for name in candidates:
         try:
             return Path(hf_hub_download(repo, name, local_files_only=True))
-        except Exception:  # not cached (LocalEntryNotFoundError and friends): try the next one
+        except not_cached_errors():  # this file is not in the cache: try the next one
             continue
     return None
 
@@ -225,7 +233,7 @@ def cached_snapshot(
         return None
     try:
         local = Path(snapshot_download(repo, allow_patterns=list(patterns), local_files_only=True))
-    except Exception:  # nothing cached for this repo
+    except not_cached_errors():  # nothing cached for this repo
         return None
     return local if all((local / r).exists() for r in required) else None
 
@@ -268,7 +276,7 @@ def cached_file_exists(repo: str, candidates: Sequence[str]) -> bool:
     for name in candidates:
         try:
             hit = try_to_load_from_cache(repo, name)
-        except Exception:
+        except not_cached_errors():
             continue
         if isinstance(hit, str) and os.path.isfile(hit):
             return True
