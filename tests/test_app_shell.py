@@ -71,6 +71,8 @@ def test_home_opens_on_two_linked_models_without_interaction():
     assert len(set(titles)) == 2, titles
     assert all("UMAP" in m["title"] for m in maps)  # the bundle's cached maps
     assert [x["label"] for x in maps[0]["colours"]["legend"]]  # coloured by label
+    # Home keeps no selection: the maps link it in the browser and never rerun the page for it
+    assert all(m["selection"] is None and not m["report_selection"] for m in maps)
     hovers = [
         e for e in at.get("bidi_component") if e.proto.component_name.endswith("hover_preview")
     ]

@@ -90,7 +90,7 @@ def test_map_renders_all_points_coloured_by_label(embedded):
     assert any("trustworthiness" in c.value for c in at.caption)
     # nothing selected yet
     assert any("Nothing selected yet" in c.value for c in at.caption)
-    assert selected(m) == []
+    assert selected(m) == [] and m["report_selection"]
 
 
 def test_switch_colour_by(embedded):

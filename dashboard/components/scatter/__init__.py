@@ -186,8 +186,9 @@ def scatter_map(
     on_select: Callable[[np.ndarray, str], None] | None = None,
 ) -> None:
     """Draw one map. ``selection`` = (rows, nonce): the browser reapplies it only when the nonce
-    changes. ``on_select(rows, nonce)`` runs when a person selects in this map (click, lasso or
-    box); every map of the same ``group`` highlights the same rows at once, in the browser."""
+    changes (None: the page does not manage the selection, the browser keeps its own).
+    ``on_select(rows, nonce)`` runs when a person selects in this map (click, lasso or box);
+    every map of the same ``group`` highlights the same rows at once, in the browser."""
     rows, nonce = selection if selection is not None else (np.zeros(0, np.int64), None)
 
     def _changed() -> None:
@@ -220,6 +221,7 @@ def scatter_map(
             "scale": colours.scale,
         },
         "selection": selection_payload(rows, nonce, map_id),
+        "report_selection": on_select is not None,
     }
     _component(key=map_id, data=data, height="content", on_selection_change=_changed)
 

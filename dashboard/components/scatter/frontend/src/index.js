@@ -252,7 +252,10 @@ class MapInstance {
     this.appliedNonce = nonce;
     this.ui.root.dataset.selected = String(rows.length);
     for (const m of this.peers()) m.applySelection(nonce, rows);
-    if (this.setStateValue) this.setStateValue('selection', packRows(rows, this.n, nonce));
+    // Only a page that keeps the selection hears of it (each report reruns the page).
+    if (this.setStateValue && this.reportSelection) {
+      this.setStateValue('selection', packRows(rows, this.n, nonce));
+    }
   }
 
   applySelection(nonce, rows) {
@@ -265,6 +268,7 @@ class MapInstance {
   }
 
   async syncSelection(sel) {
+    if (!sel) return undefined; // the page does not manage the selection: the browser keeps it
     const g = groupState(this.group);
     const nonce = sel ? sel.nonce : null;
     if (nonce === this.appliedNonce) return;
@@ -348,6 +352,7 @@ class MapInstance {
   async update(data, setStateValue) {
     const version = ++this.version;
     this.setStateValue = setStateValue;
+    this.reportSelection = !!data.report_selection;
     this.group = data.group || 'default';
     const g = groupState(this.group);
     if (data.link_zoom != null && this.lastLinkDefault !== data.link_zoom) {
