@@ -13,10 +13,9 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import keys, urlstate, viewonly
+from dashboard import keys, ui, urlstate, viewonly
 from dashboard.keys import URL_ERROR, URL_RESTORED, URL_SELECTION
 from dashboard.resources import engine_cache, get_dataset, load_model_shared
-from dashboard.ui import error_line
 from engine.config import REPO_ROOT
 from engine.errors import DatasetError, ParallaxError
 
@@ -50,7 +49,7 @@ def get_models(specs: list[str]) -> tuple[list[Any], list[str]]:
         try:
             models.append(get_model(spec))
         except Exception as exc:  # one broken spec must not stop the others
-            errors.append(error_line(exc, f"Loading {spec}"))
+            errors.append(ui.error_line(exc, f"Loading {spec}"))
     return models, errors
 
 
@@ -114,6 +113,18 @@ def preferred_order(names: list[str]) -> list[str]:
     """``names`` (model specs) with this session's models first, in the order it picked them."""
     pref = model_specs()
     return sorted(names, key=lambda s: (s not in pref, pref.index(s) if s in pref else 0, s))
+
+
+def open_current_dataset():  # -> Dataset | None
+    """The session's dataset, or None after showing why it cannot be opened (one line) and a
+    link to the Data page."""
+    spec = dataset_spec()
+    ds = None
+    with ui.guard(f"Opening {spec}"):
+        ds = get_dataset(spec)
+    if ds is None:
+        ui.page_link("data.py", "Choose another dataset", ":material/dataset:")
+    return ds
 
 
 def current_dataset():  # -> Dataset

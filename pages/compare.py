@@ -49,16 +49,6 @@ def registry() -> list[dict[str, Any]]:
         return []
 
 
-def open_current_dataset() -> Any:
-    spec = state.dataset_spec()
-    ds = None
-    with ui.guard(f"Opening {spec}"):
-        ds = resources.get_dataset(spec)
-    if ds is None:
-        ui.page_link("data.py", "Choose another dataset", ":material/dataset:")
-    return ds
-
-
 # ================================================================ 1. predictions on uploads
 def predictions_tab() -> None:
     if state.view_only():
@@ -84,7 +74,7 @@ def predictions_tab() -> None:
             st.text_input("Labels (comma-separated)", key="cmp_labels", placeholder="cat, dog")
         )
     else:
-        ds = open_current_dataset()
+        ds = state.open_current_dataset()
         if ds is not None:
             labels = cv.dataset_label_names(ds.labels)
             if labels:
@@ -167,7 +157,7 @@ def predictions_tab() -> None:
 def dataset_tab() -> None:
     from engine.compare import compare_models
 
-    ds = open_current_dataset()
+    ds = state.open_current_dataset()
     if ds is None:
         return
     spec = state.dataset_spec()
@@ -270,7 +260,7 @@ def dataset_tab() -> None:
 def fusion_tab() -> None:
     from engine.fusion import VARIANTS, train_heads_for_dataset
 
-    ds = open_current_dataset()
+    ds = state.open_current_dataset()
     if ds is None:
         return
     spec = state.dataset_spec()

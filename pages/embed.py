@@ -20,11 +20,8 @@ from engine.errors import ParallaxError
 st.title("Embed")
 
 spec = state.dataset_spec()
-ds = None
-with ui.guard(f"Opening {spec}"):
-    ds = resources.get_dataset(spec)
+ds = state.open_current_dataset()
 if ds is None:
-    ui.page_link("data.py", "Choose another dataset", ":material/dataset:")
     st.stop()
 
 st.markdown(f"Dataset **{spec}** · {ui.dataset_caption(ds)}")

@@ -18,7 +18,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import hover, keys, maps, resources, state, ui, urlstate
+from dashboard import hover, keys, maps, state, ui, urlstate
 from dashboard import map_sections as sections
 from dashboard import map_view as mv
 from engine.params import COMPARE
@@ -31,11 +31,8 @@ if (link_error := state.url_error()) is not None:
     st.warning(link_error, icon=":material/link_off:")
 
 spec = state.dataset_spec()
-ds = None
-with ui.guard(f"Opening {spec}"):
-    ds = resources.get_dataset(spec)
+ds = state.open_current_dataset()
 if ds is None:
-    ui.page_link("data.py", "Choose another dataset", ":material/dataset:")
     st.stop()
 
 sources: list[mv.MapSource] = []
