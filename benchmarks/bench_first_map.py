@@ -67,7 +67,7 @@ for module in (umap.umap_, umap.layouts, umap.utils, umap.spectral):
                 obj.enable_caching()
 x = np.load({vectors!r})
 x = x / np.linalg.norm(x, axis=1, keepdims=True)
-idx, d = knn_graph(x, 15, 0)
+idx, d = knn_graph(x, 15)
 coords = umap.UMAP(n_neighbors=15, metric="cosine", n_epochs=200, random_state=0,
                    precomputed_knn=(idx, d, None)).fit_transform(x)
 np.save({out!r}, coords.astype(np.float32))

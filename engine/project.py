@@ -75,11 +75,18 @@ def pca_2d(vectors: np.ndarray, seed: int = 0, dims: int = 2) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def knn_graph(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """k-NN graph in UMAP's precomputed format: self first, cosine distances."""
+def knn_graph(
+    x: np.ndarray, k: int, space: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-NN graph in UMAP's precomputed format: self first, cosine distances.
+
+    Searched in ``space`` when given (rows matching ``x``), else in ``x`` itself up to
+    ``EXACT_FULL_DIM_LIMIT`` points and in a PCA of it above."""
     from engine.neighbors import exact_knn
 
-    space = x if len(x) <= EXACT_FULL_DIM_LIMIT else pca_2d(x, seed, dims=PCA_DIMS_FOR_KNN)
+    if space is None:
+        big = len(x) > EXACT_FULL_DIM_LIMIT
+        space = PcaSpace.fit(x, PCA_DIMS_FOR_KNN).transform(x) if big else x
     space = _normalise(space)
     idx, sims = exact_knn(space, k - 1, exclude_self=True)
     n = len(x)
@@ -119,9 +126,11 @@ def umap_2d(
     seed: int = PROJECTION.seed,
     n_neighbors: int = PROJECTION.n_neighbors,
     min_dist: float = PROJECTION.min_dist,
+    knn_space: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Seeded UMAP of (normalised) vectors: exact k-NN graph (faiss), then UMAP's fuzzy graph
-    and layout in NumPy (``engine.umap_layout``: no JIT, so no compile on a new machine)."""
+    """Seeded UMAP of (normalised) vectors: exact k-NN graph (faiss; searched in ``knn_space``
+    when given), then UMAP's fuzzy graph and layout in NumPy (``engine.umap_layout``: no JIT,
+    so no compile on a new machine)."""
     from engine.umap_layout import LayoutParams, umap_layout
 
     x = _normalise(vectors)
@@ -132,7 +141,7 @@ def umap_2d(
     params = LayoutParams(min_dist=min_dist)
     if gpu_umap.enabled():  # cuML installed and a GPU here: the same fit, on the GPU
         return gpu_umap.umap_2d(x, seed, k, min_dist, params.epochs_for(n))
-    indices, dists = knn_graph(x, k, seed)
+    indices, dists = knn_graph(x, k, space=knn_space)
     return umap_layout(indices, dists, x, params, seed=seed)
 
 
@@ -193,19 +202,46 @@ def compute_projection(
     sample = np.sort(rng.choice(n, size=fit_sample, replace=False))
     rest = np.setdiff1d(np.arange(n), sample, assume_unique=True)
     out = np.empty((n, 2), dtype=np.float32)
-    out[sample] = umap_2d(x[sample], seed, n_neighbors, min_dist)
+    # One PCA space, fitted on the sample, serves both neighbour searches: the sample's k-NN
+    # graph and the placement of every other point.
+    fitted = _normalise(x[sample])
+    space = PcaSpace.fit(fitted, PCA_DIMS_FOR_KNN)
+    sample_space = space.transform(fitted)
+    out[sample] = umap_2d(fitted, seed, n_neighbors, min_dist, knn_space=sample_space)
     tracker.advance(len(sample))
-    # PCA space keeps the 1M-point neighbour search cheap; fitted on the sample only.
-    from sklearn.decomposition import PCA
-
-    dims = min(PCA_DIMS_FOR_KNN, x.shape[1])
-    pca = PCA(n_components=dims, svd_solver="randomized", random_state=seed).fit(x[sample])
-    sample_space = pca.transform(x[sample]).astype(np.float32)
-    rest_space = np.empty((len(rest), dims), dtype=np.float32)
+    rest_space = np.empty((len(rest), space.dims), dtype=np.float32)
     for start in range(0, len(rest), 131_072):
-        rest_space[start : start + 131_072] = pca.transform(x[rest[start : start + 131_072]])
+        chunk = rest[start : start + 131_072]
+        rest_space[start : start + len(chunk)] = space.transform(_normalise(x[chunk]))
     out[rest] = place_by_neighbours(sample_space, out[sample], rest_space, progress=tracker)
     return out
+
+
+@dataclass(frozen=True)
+class PcaSpace:
+    """A PCA basis (eigenvectors of the covariance, signs fixed): plain NumPy, deterministic,
+    and cheaper than a randomised SVD for a few hundred input dimensions."""
+
+    mean: np.ndarray
+    basis: np.ndarray  # D x dims
+
+    @property
+    def dims(self) -> int:
+        return int(self.basis.shape[1])
+
+    @classmethod
+    def fit(cls, x: np.ndarray, dims: int) -> PcaSpace:
+        x = np.asarray(x, dtype=np.float32)
+        mean = x.mean(axis=0)
+        centred = x - mean
+        cov = (centred.T @ centred).astype(np.float64) / max(len(x) - 1, 1)
+        values, vectors = np.linalg.eigh(cov)
+        top = vectors[:, np.argsort(values)[::-1][: min(dims, x.shape[1])]]
+        top *= np.where(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])] < 0, -1.0, 1.0)
+        return cls(mean=mean, basis=top.astype(np.float32))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float32) - self.mean) @ self.basis
 
 
 def projection_key(source_key: str, method: str, params: dict[str, Any]) -> str:

@@ -304,4 +304,4 @@ def test_cuml_takes_the_fit_and_the_sample_path_stays(monkeypatch):
     with pytest.raises(ParallaxError, match=r"requirements-gpu\.txt"):
         gpu_umap.enabled()
     monkeypatch.setenv(gpu_umap.ENV, "auto")
-    assert not gpu_umap.enabled()  # no cuML: umap-learn, the default everywhere
+    assert not gpu_umap.enabled()  # no cuML: the CPU layout, the default everywhere

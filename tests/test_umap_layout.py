@@ -35,7 +35,7 @@ def blobs(n: int = 600, d: int = 16, k: int = 3, seed: int = 0) -> tuple[np.ndar
 
 def test_bandwidths_hit_umaps_target_membership_sum():
     x, _ = blobs(300)
-    _, dists = knn_graph(x, 15, 0)
+    _, dists = knn_graph(x, 15)
     sigma, rho = smooth_knn_dist(dists, 15)
     # each point's memberships to its neighbours sum to log2(k), as UMAP's bisection aims for
     psum = np.exp(-np.maximum(dists[:, 1:] - rho[:, None], 0.0) / sigma[:, None]).sum(axis=1)
@@ -45,7 +45,7 @@ def test_bandwidths_hit_umaps_target_membership_sum():
 
 def test_fuzzy_graph_is_a_symmetric_fuzzy_union():
     x, _ = blobs(200)
-    idx, dists = knn_graph(x, 10, 0)
+    idx, dists = knn_graph(x, 10)
     g = fuzzy_graph(idx, dists).tocsr()
     assert abs(g - g.T).max() < 1e-6
     assert g.data.min() > 0 and g.data.max() <= 1.0 + 1e-6
@@ -61,7 +61,7 @@ def test_ab_params_match_umaps_published_values():
 
 def test_layout_is_deterministic_under_a_seed():
     x, _ = blobs(400)
-    idx, dists = knn_graph(x, 15, 0)
+    idx, dists = knn_graph(x, 15)
     a = umap_layout(idx, dists, x, LayoutParams(n_epochs=60), seed=3)
     b = umap_layout(idx, dists, x, LayoutParams(n_epochs=60), seed=3)
     c = umap_layout(idx, dists, x, LayoutParams(n_epochs=60), seed=4)
@@ -73,7 +73,7 @@ def test_layout_is_deterministic_under_a_seed():
 def test_disconnected_clusters_stay_apart():
     # three far-apart clusters give a k-NN graph with three connected components
     x, labels = blobs(450, k=3)
-    idx, dists = knn_graph(x, 10, 0)
+    idx, dists = knn_graph(x, 10)
     y = umap_layout(idx, dists, x, LayoutParams(n_epochs=100), seed=0)
     assert np.isfinite(y).all()
     centroids = np.stack([y[labels == c].mean(axis=0) for c in range(3)])
@@ -89,7 +89,7 @@ def test_map_quality_matches_umap_learn_on_digits():
     import warnings
 
     x = digits()
-    idx, dists = knn_graph(x, 15, 0)
+    idx, dists = knn_graph(x, 15)
     ours = [map_quality(x, umap_layout(idx, dists, x, seed=s)) for s in (0, 1)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
