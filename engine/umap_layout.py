@@ -24,6 +24,7 @@ import numpy as np
 SMOOTH_K_TOLERANCE = 1e-5
 MIN_K_DIST_SCALE = 1e-3
 GRADIENT_CLIP = 4.0
+CHUNK_EDGES = 16_384  # edges per vectorised block: its temporaries fit in a core's cache
 
 
 SMALL_GRAPH = 10_000  # umap-learn runs more epochs up to this many points
@@ -305,6 +306,32 @@ def _squared_norm(diffs: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+@dataclass
+class _Schedule:
+    """umap-learn's sampling schedule for a block of edges: an edge is due once its next
+    positive sample's epoch is reached, and then owes the negative samples accrued since its
+    last visit (about ``negative_sample_rate`` per visit)."""
+
+    head: np.ndarray
+    tail: np.ndarray
+    eps: np.ndarray  # epochs per positive sample
+    eps_neg: np.ndarray  # epochs per negative sample
+    next_pos: np.ndarray
+    next_neg: np.ndarray
+
+    def due(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(heads, tails, negatives owed) of the edges due at ``epoch``; advances the schedule."""
+        due = np.flatnonzero(self.next_pos <= epoch)
+        if len(due) == 0:
+            return None
+        self.next_pos[due] += self.eps[due]
+        step = self.eps_neg[due]
+        owed = ((epoch - self.next_neg[due]) / step).astype(np.int64)
+        np.maximum(owed, 0, out=owed)
+        self.next_neg[due] += owed * step
+        return self.head[due], self.tail[due], owed
+
+
 def optimise(
     embedding: np.ndarray,
     head: np.ndarray,
@@ -320,9 +347,11 @@ def optimise(
     the negative samples of the edges due in an epoch form one (draws x edges) block whose rows
     sum contiguously; a point's random partners are offsets 1..N-1 from it, read from a doubled
     copy of each column, so no modulo is needed and the point itself is never drawn (umap-learn
-    skips such a draw too); the offsets come from one seeded pool drawn up front, read from a
-    random start each epoch; and the edges are split across ``threads`` (NumPy releases the GIL
-    in its loops). The result does not depend on the number of threads.
+    skips such a draw too); the offsets are read from one seeded pool drawn up front, at a
+    seeded random start per block and epoch; and the edges are cut into fixed blocks of
+    ``CHUNK_EDGES`` (temporaries that stay in the CPU cache), each scheduled and evaluated by
+    one of ``threads`` workers (NumPy releases the GIL in its loops). The blocks are fixed, so
+    the result does not depend on the number of threads.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -334,53 +363,54 @@ def optimise(
     keep = eps > 0
     head, tail, eps = head[keep].astype(np.intp), tail[keep].astype(np.intp), eps[keep]
     eps_neg = eps / params.negative_sample_rate
-    next_pos = eps.copy()
-    next_neg = eps_neg.copy()
+    blocks = [
+        _Schedule(
+            head[lo:hi],
+            tail[lo:hi],
+            eps[lo:hi],
+            eps_neg[lo:hi],
+            eps[lo:hi].copy(),
+            eps_neg[lo:hi].copy(),
+        )
+        for lo, hi in itertools.pairwise([*range(0, len(head), CHUNK_EDGES), len(head)])
+    ]
     rng = np.random.default_rng(seed)
-    # Draws per edge per epoch never exceed rate + 1 (the schedule owes at most that many).
-    max_draws = (params.negative_sample_rate + 1) * len(head)
-    pool = rng.integers(1, max(n, 2), 2 * max_draws, dtype=np.int32)
+    # An edge owes at most 2 * rate + 1 draws per visit (a visit can come a little late).
+    window = (2 * params.negative_sample_rate + 1) * CHUNK_EDGES
+    pool = rng.integers(1, max(n, 2), 4 * window, dtype=np.int32)
     threads = max(1, min(threads or _default_threads(), 8))
-    pool_exec = ThreadPoolExecutor(threads) if threads > 1 else None
+    pool_exec = ThreadPoolExecutor(threads) if threads > 1 and len(blocks) > 1 else None
+
+    def step(block: _Schedule, epoch: int, start: int, doubled: list[np.ndarray]) -> tuple | None:
+        visit = block.due(epoch)
+        if visit is None:
+            return None
+        h, t, owed = visit
+        width = max(1, int(owed.max()))
+        draws = pool[start : start + width * len(h)].reshape(width, len(h))
+        live = None
+        if int(owed.min()) < width:
+            live = (np.arange(width)[:, None] < owed[None, :]).astype(np.float32)
+        pulls, pushes = _edge_gradients(kernel, cols, doubled, h, t, draws + h[None, :], live)
+        return h, t, pulls, pushes
+
     try:
         for epoch in range(1, n_epochs):
-            due = np.flatnonzero(next_pos <= epoch)
-            if len(due) == 0:
-                continue
-            h, t = head[due], tail[due]
-            next_pos[due] += eps[due]
-            n_neg = ((epoch - next_neg[due]) / eps_neg[due]).astype(np.int64)
-            np.maximum(n_neg, 0, out=n_neg)
-            next_neg[due] += n_neg * eps_neg[due]
-            width = max(1, int(n_neg.max()))
-            m = len(due)
-            start = int(rng.integers(0, len(pool) - width * m + 1))
-            partner = pool[start : start + width * m].reshape(width, m) + h[None, :]
-            live = None
-            if int(n_neg.min()) < width:
-                live = (np.arange(width)[:, None] < n_neg[None, :]).astype(np.float32)
+            starts = rng.integers(0, len(pool) - window + 1, len(blocks)).tolist()
             doubled = [np.concatenate([c, c]) for c in cols]
-            bounds = np.linspace(0, m, threads + 1).astype(int) if pool_exec else [0, m]
-            tasks = [
-                (
-                    kernel,
-                    cols,
-                    doubled,
-                    h[lo:hi],
-                    t[lo:hi],
-                    partner[:, lo:hi],
-                    None if live is None else live[:, lo:hi],
-                )
-                for lo, hi in itertools.pairwise(bounds)
-            ]
+            jobs = zip(blocks, [epoch] * len(blocks), starts, [doubled] * len(blocks), strict=True)
             if pool_exec is not None:
-                parts = list(pool_exec.map(lambda task: _edge_gradients(*task), tasks))
+                parts = [p for p in pool_exec.map(lambda job: step(*job), jobs) if p is not None]
             else:
-                parts = [_edge_gradients(*tasks[0])]
+                parts = [p for p in (step(*job) for job in jobs) if p is not None]
+            if not parts:
+                continue
+            h = np.concatenate([p[0] for p in parts])
+            t = np.concatenate([p[1] for p in parts])
             alpha = params.learning_rate * (1.0 - (epoch - 1) / n_epochs)
             for j, c in enumerate(cols):
-                pull = np.concatenate([p[0][j] for p in parts])
-                push = np.concatenate([p[1][j] for p in parts])
+                pull = np.concatenate([p[2][j] for p in parts])
+                push = np.concatenate([p[3][j] for p in parts])
                 move = np.bincount(h, pull + push, minlength=n) - np.bincount(t, pull, minlength=n)
                 move *= alpha
                 c += move.astype(np.float32)

@@ -70,6 +70,21 @@ def test_layout_is_deterministic_under_a_seed():
     assert not np.array_equal(a, c)
 
 
+def test_layout_does_not_depend_on_the_number_of_threads(monkeypatch):
+    import engine.umap_layout as layout
+
+    monkeypatch.setattr(layout, "CHUNK_EDGES", 500)  # several edge blocks at this size
+    x, _ = blobs(400)
+    idx, dists = knn_graph(x, 15)
+    graph = fuzzy_graph(idx, dists)
+    init = np.random.default_rng(0).uniform(0, 10, (400, 2)).astype(np.float32)
+    params = LayoutParams(n_epochs=40)
+    one = layout.optimise(init, graph.row, graph.col, graph.data, params, seed=1, threads=1)
+    two = layout.optimise(init, graph.row, graph.col, graph.data, params, seed=1, threads=2)
+    np.testing.assert_array_equal(one, two)
+    assert not np.array_equal(one, init)
+
+
 def test_disconnected_clusters_stay_apart():
     # three far-apart clusters give a k-NN graph with three connected components
     x, labels = blobs(450, k=3)
