@@ -172,12 +172,17 @@ def child(code: str, env: dict[str, str]) -> tuple[float, dict]:
 
 
 def new_machine(root: Path, name: str, vectors_entry: Path | None) -> dict[str, str]:
-    """An environment as on a machine that never ran Parallax: empty cache and numba cache
-    (plus the vectors entry, when given, as if embedded earlier)."""
+    """An environment as on a machine that never ran Parallax: a new cache folder and an empty
+    numba cache. With ``vectors_entry``, the cache holds those vectors and the model identity
+    records written when they were embedded (a cache folder carried to a new machine), nothing
+    else: no map, no compiled code."""
     cache = root / name / "cache"
     cache.mkdir(parents=True)
     if vectors_entry is not None:
         shutil.copytree(vectors_entry, cache / "vectors" / vectors_entry.name)
+        identities = vectors_entry.parent.parent / "identities"
+        if identities.is_dir():
+            shutil.copytree(identities, cache / "identities")
     env = {**os.environ, "PARALLAX_CACHE": str(cache)}
     env["NUMBA_CACHE_DIR"] = str(root / name / "numba")
     env.pop("PYTHONPYCACHEPREFIX", None)

@@ -209,10 +209,16 @@ def compute_projection(
     sample_space = space.transform(fitted)
     out[sample] = umap_2d(fitted, seed, n_neighbors, min_dist, knn_space=sample_space)
     tracker.advance(len(sample))
+    # Contiguous chunks of all rows (no gather of 1M rows); the sample's rows are dropped after.
     rest_space = np.empty((len(rest), space.dims), dtype=np.float32)
-    for start in range(0, len(rest), 131_072):
-        chunk = rest[start : start + 131_072]
-        rest_space[start : start + len(chunk)] = space.transform(_normalise(x[chunk]))
+    is_rest = np.ones(n, dtype=bool)
+    is_rest[sample] = False
+    done = 0
+    for start in range(0, n, 131_072):
+        keep = is_rest[start : start + 131_072]
+        part = space.transform_unit(x[start : start + 131_072])[keep]
+        rest_space[done : done + len(part)] = part
+        done += len(part)
     out[rest] = place_by_neighbours(sample_space, out[sample], rest_space, progress=tracker)
     return out
 
@@ -242,6 +248,15 @@ class PcaSpace:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return (np.asarray(x, dtype=np.float32) - self.mean) @ self.basis
+
+    def transform_unit(self, x: np.ndarray) -> np.ndarray:
+        """``transform`` of the L2-normalised rows of ``x``, without a normalised copy of them."""
+        x = np.asarray(x, dtype=np.float32)
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+        out = x @ self.basis
+        out /= np.maximum(norms, 1e-12)[:, None]
+        out -= self.mean @ self.basis
+        return out
 
 
 def projection_key(source_key: str, method: str, params: dict[str, Any]) -> str:
