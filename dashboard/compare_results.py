@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import compare_view as cv
-from dashboard import keys, resources, state, ui
+from dashboard import honesty, keys, resources, state, ui
 from engine.params import PredictParams
 
 TAB_PREDICT = "Predictions on uploads"
@@ -97,6 +97,7 @@ def show_predictions(result: dict[str, Any]) -> None:
         + " | ".join(f"`{t}`" for t in result["templates"][:6])
         + (" …" if len(result["templates"]) > 6 else "")
     )
+    honesty.warnings_banner(f"{p.model}: {w}" for p in preds for w in getattr(p, "warnings", []))
     widths = [1.2] + [2] * len(preds)
     head = st.columns(widths)
     head[0].markdown("**Input**")
@@ -161,6 +162,7 @@ def show_report(report: Any, ds: Any) -> None:
         f"{report.n_used:,} of {report.n_total:,} items compared ({report.n_labelled:,} "
         f"labelled), {how} · `compare/{report.key[:12]}…json`"
     )
+    honesty.warnings_banner(report.warnings())
     for m in report.models:
         if m.get("error"):
             st.error(f"{m['model']}: {m['error']}", icon=":material/error:")

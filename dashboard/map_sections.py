@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import keys, maps, state, ui, viewonly
+from dashboard import honesty, keys, maps, state, ui, viewonly
 from dashboard.map_view import (
     AGREEMENT,
     AGREEMENT_AUTO_LIMIT,
@@ -25,6 +25,7 @@ from dashboard.map_view import (
     model_modalities,
 )
 from dashboard.resources import engine_cache
+from engine.answerable import query_warnings
 from engine.errors import ParallaxError
 
 GALLERY_CAP = 60
@@ -249,10 +250,13 @@ def search_section(ds: Any, sources: list[MapSource], search: dict[str, Any] | N
                 "query": query.strip(),
                 "model": source.label,
                 "scores": scores,
+                "warnings": query_warnings(model, query.strip()),
             }
         if st.session_state.get(keys.MAP_SEARCH) is not search:
             st.rerun()  # the colour control above now offers the search score
+    honesty.domain_captions([source.model])
     if search is not None:
+        honesty.warnings_banner(search.get("warnings") or [])
         top = maps.top_k(search["scores"], SEARCH_RESULTS)
         st.markdown(
             f"Best matches for **{search['query']}** in {search['model']} (cosine); colour the "

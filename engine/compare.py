@@ -88,6 +88,12 @@ class ComparisonReport:
             self._table = table
         return table
 
+    def warnings(self) -> list[str]:
+        """Zero-shot results a model could not give honestly, one line each (model first)."""
+        from engine.answerable import comparison_warnings
+
+        return comparison_warnings(self.models, self.predictions, self.labels)
+
     def metric(self, model: str) -> dict[str, Any]:
         for m in self.models:
             if m["model"] == model:
@@ -119,6 +125,7 @@ class ComparisonReport:
             "models": self.models,
             "pairwise": self.pairwise,
             "n_disagreements": len(self.disagreements()) if self.predictions else 0,
+            "warnings": self.warnings(),
             "cached": self.cached,
             "seconds": round(self.seconds, 3),
         }

@@ -191,15 +191,19 @@ def zero_shot_accuracy(
     Returns accuracy, per-class accuracy, the confusion matrix (rows true, columns predicted,
     in ``label_names`` order) and the predicted label of every row.
     """
+    from engine.answerable import collapse_warnings, label_warnings, score_warnings
     from engine.metrics import confusion_matrix, per_class_accuracy
 
     if not is_clip_like(model):
         raise ParallaxError(NOT_CLIP_LIKE)
     names = check_labels(label_names)
     class_vectors = class_text_embeddings(model, names, templates, ensemble)
+    warnings = label_warnings(model, names, class_vectors)
     scores = model_scores(model, image_vectors, class_vectors)
     predicted = np.asarray(names, dtype=object)[scores.predicted()]
     truth = np.asarray([str(x) for x in labels], dtype=object)
+    warnings += score_warnings(names, scores.probs, "item")
+    warnings += collapse_warnings(predicted.tolist(), truth.tolist())
     return {
         "accuracy": float(np.mean(predicted == truth)) if len(truth) else 0.0,
         "per_class": per_class_accuracy(truth, predicted, names),
@@ -208,6 +212,7 @@ def zero_shot_accuracy(
         "predictions": predicted.tolist(),
         "templates": list(check_templates(templates)),
         "ensemble": bool(ensemble),
+        "warnings": warnings,  # engine.answerable: labels this model cannot tell apart
     }
 
 
@@ -230,6 +235,7 @@ class ModelPrediction:
     latency_ms: float | None = None  # embedding + scoring of the inputs and label prompts
     load_ms: float | None = None  # model loading, reported apart (0 for a passed-in object)
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)  # engine.answerable, one line each
     probabilities: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -252,6 +258,7 @@ class ModelPrediction:
             "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 2),
             "load_ms": None if self.load_ms is None else round(self.load_ms, 2),
             "error": self.error,
+            "warnings": list(self.warnings),
         }
 
 
@@ -297,15 +304,20 @@ def _predict_one(
     if not (want_images or want_texts):
         out.error = "; ".join(problems) or None
         return
+    from engine.answerable import label_warnings, score_warnings
+
     class_vectors = class_text_embeddings(model, labels, templates, ensemble)
+    out.warnings = label_warnings(model, labels, class_vectors)  # said before any scoring
     if want_images:
         scores = model_scores(model, model.embed_images(list(images or [])), class_vectors)
         out.images = [scores.top_k(i, labels, top_k) for i in range(len(images or []))]
         out.probabilities[IMAGE] = scores.probs
+        out.warnings += score_warnings(labels, scores.probs, "image")
     if want_texts:
         scores = model_scores(model, model.embed_texts(list(texts or [])), class_vectors)
         out.texts = [scores.top_k(i, labels, top_k) for i in range(len(texts or []))]
         out.probabilities[TEXT] = scores.probs
+        out.warnings += score_warnings(labels, scores.probs, "text")
     out.latency_ms = (time.perf_counter() - t0) * 1000.0
     out.error = "; ".join(problems) or None
 

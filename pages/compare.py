@@ -20,7 +20,7 @@ import streamlit as st
 
 from dashboard import compare_results as cr
 from dashboard import compare_view as cv
-from dashboard import keys, projections, resources, state, ui
+from dashboard import honesty, keys, projections, resources, state, ui
 from engine import catalog
 from engine.datasets.images import IMAGE_EXTENSIONS
 from engine.errors import ParallaxError
@@ -110,6 +110,7 @@ def predictions_tab() -> None:
         )
     )
     specs = list(dict.fromkeys([*chosen, *typed]))
+    honesty.domain_captions(specs)
 
     with st.expander("Prompt templates and top-k"):
         st.session_state.setdefault(keys.CMP_TEMPLATES, "\n".join(PREDICT.templates))
@@ -214,6 +215,7 @@ def dataset_tab() -> None:
     if not chosen:
         st.info("Pick at least one model above.")
         return
+    honesty.domain_captions(chosen)
 
     params = CompareParams(k=k, ensemble=ensemble, max_items=max_items or None)
     stored = st.session_state.get(K_REPORT)

@@ -73,12 +73,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "ensemble": args.ensemble,
         "inputs": inputs,
         "models": [r.to_json() for r in results],
+        # every model's warnings, one line each, prefixed with its name (engine.answerable)
+        "warnings": [f"{r.model}: {w}" for r in results for w in r.warnings],
     }
 
     def human() -> None:
         for r in results:
             timing = "" if r.latency_ms is None else f" ({r.latency_ms:.0f} ms)"
             print(f"{r.model}{timing}" + (f"  error: {r.error}" if r.error else ""))
+            for w in r.warnings:
+                print(f"  warning: {w}")
             rows = list(zip(args.files, r.images or [], strict=False))
             rows += list(zip(texts, r.texts or [], strict=False))
             for name, top in rows:
@@ -136,6 +140,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             )
         if table is not None:
             print(f"  {len(table)} items where the models' kNN predictions disagree")
+        for w in payload["warnings"]:
+            print(f"  warning: {w}")
 
     emit(args, payload, human)
     return 0

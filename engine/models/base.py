@@ -109,6 +109,20 @@ class Adapter:
         with self._lock:
             return self._embed_texts(texts)
 
+    def unknown_words(self, text: str) -> list[str] | None:
+        """Words of ``text`` the text tokenizer maps to its unknown token (``[]``: none); None
+        when that cannot be told (no text tower, or a tokenizer without an unknown token)."""
+        if TEXT not in self.modalities:
+            return None
+        from engine.models.vocab import unknown_words
+
+        tokenizer = self._vocabulary_tokenizer()
+        return None if tokenizer is None else unknown_words(tokenizer, text)
+
+    def _vocabulary_tokenizer(self) -> Any:
+        """The Hugging Face tokenizer of the text tower, where there is one (else None)."""
+        return None
+
     # -- filled in by subclasses --------------------------------------------------------------
     def _preprocess_image(self, image: Image.Image) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -145,6 +145,9 @@ class HFDualEncoder(Adapter):
             },
         )
 
+    def _vocabulary_tokenizer(self) -> Any:
+        return self._tokenizer
+
     def _preprocess_image(self, image: Image.Image) -> Any:
         return self._processor(images=[image], return_tensors="pt")["pixel_values"][0]
 

@@ -359,6 +359,9 @@ class OpenClipModel(Adapter):
         with self._lock, inference(self.device):
             return to_numpy(self._model.encode_image(pixels))
 
+    def _vocabulary_tokenizer(self) -> Any:
+        return getattr(self._tokenizer, "tokenizer", None)  # open_clip's HFTokenizer wraps one
+
     def _embed_texts(self, texts: list[str]) -> np.ndarray:
         out = []
         bs = self.default_batch_size * 4  # text towers are cheaper than image towers

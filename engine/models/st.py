@@ -8,7 +8,7 @@ no network. Hub names go through ``engine.models.offline`` (cache, probe, downlo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -102,6 +102,9 @@ class SentenceTransformerModel(Adapter):
                 "normalize": True,
             },
         )
+
+    def _vocabulary_tokenizer(self) -> Any:
+        return getattr(self._model, "tokenizer", None)
 
     def _embed_texts(self, texts: list[str]) -> np.ndarray:
         with inference(self.device):
