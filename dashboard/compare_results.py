@@ -277,6 +277,8 @@ def show_report(report: Any, ds: Any) -> None:
     config: dict[str, Any] = {"row": st.column_config.NumberColumn("row", format="%d")}
     if "thumbnail" in table.columns:
         config["thumbnail"] = st.column_config.ImageColumn("item", width="small")
+    if "text" in table.columns:
+        config["text"] = st.column_config.TextColumn("text", width="large")
     event = st.dataframe(
         table,
         hide_index=True,

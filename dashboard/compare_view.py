@@ -418,9 +418,9 @@ def disagreement_frame(
     if getattr(dataset, "has_images", False):
         urls = thumbnail_urls(dataset, rows[:max_thumbs].tolist(), cache)
         table.insert(2, "thumbnail", urls + [None] * (len(table) - len(urls)))
-    if dataset.texts is not None:
-        texts = dataset.texts
-        table.insert(len(table.columns) - 1, "text", [texts[int(r)] for r in rows])
+    if dataset.texts is not None:  # the item itself, beside its id (not past the last column)
+        where = 3 if "thumbnail" in table.columns else 2
+        table.insert(where, "text", [dataset.texts[int(r)] for r in rows])
     return table
 
 

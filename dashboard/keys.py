@@ -56,3 +56,6 @@ CMP_DISAGREE_CACHE = "_cmp_disagree_frames"
 
 # -- Data ---------------------------------------------------------------------------------------
 DATA_UPLOAD = "data_upload"
+
+# -- Embed --------------------------------------------------------------------------------------
+EMBED_DATASET = "embed_dataset"  # the dataset the Embed page's choices were made for

@@ -24,6 +24,7 @@ from dashboard import honesty, keys, projections, resources, state, ui
 from engine import catalog
 from engine.datasets.images import IMAGE_EXTENSIONS
 from engine.errors import ParallaxError
+from engine.model_choice import default_prediction_models
 from engine.params import COMPARE, HEADS, PREDICT, CompareParams, PredictParams
 from engine.predict import check_request, decode_images
 
@@ -89,10 +90,8 @@ def predictions_tab() -> None:
     if clip:
         extra_specs.append(clip)
     options = cv.prediction_model_options(known, extra_specs)
-    if keys.CMP_MODELS not in st.session_state:
-        st.session_state[keys.CMP_MODELS] = [
-            s for s in [*state.model_specs(), *([clip] if clip else [])] if s in options
-        ][:3]
+    if keys.CMP_MODELS not in st.session_state:  # two different models to compare
+        st.session_state[keys.CMP_MODELS] = default_prediction_models(options, state.model_specs())
     st.session_state[keys.CMP_MODELS] = [
         m for m in st.session_state[keys.CMP_MODELS] if m in options
     ]

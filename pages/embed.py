@@ -13,9 +13,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import resources, state, ui
+from dashboard import honesty, keys, resources, state, ui
 from engine.catalog import embeddings_by
 from engine.errors import ParallaxError
+from engine.model_choice import models_for
 
 st.title("Embed")
 
@@ -25,6 +26,7 @@ if ds is None:
     st.stop()
 
 st.markdown(f"Dataset **{spec}** · {ui.dataset_caption(ds)}")
+progress_area = st.container()  # a run's progress shows here, at the top, not below the fold
 
 if state.view_only():
     state.view_only_notice("Embedding needs models")
@@ -40,8 +42,13 @@ registry: list[dict[str, Any]] = []
 with ui.guard("Listing the models"):
     registry = resources.known_models()
 by_spec = {m["spec"]: m for m in registry}
+fit = models_for(ds, [*by_spec, *state.model_specs()])  # modalities vs the dataset's
 
 WIDGET = "embed_models"
+if st.session_state.get(keys.EMBED_DATASET) != spec:  # a new dataset: no stale choices
+    st.session_state[keys.EMBED_DATASET] = spec
+    st.session_state.pop("embed_results", None)
+    state.set_model_specs([s for s in state.model_specs() if s in fit.fit])
 PENDING = "embed_models_add"  # a typed spec, added before the widget exists (Streamlit rule)
 # The widget mirrors state.model_specs(): its state is dropped when the page is left, and
 # another page may have changed the models meanwhile. The shared list wins.
@@ -51,7 +58,7 @@ if st.session_state.get(PENDING):
     st.session_state[WIDGET] = list(
         dict.fromkeys([*st.session_state[WIDGET], st.session_state.pop(PENDING)])
     )
-options = list(dict.fromkeys([*by_spec, *state.model_specs(), *st.session_state[WIDGET]]))
+options = list(dict.fromkeys([*fit.fit, *state.model_specs(), *st.session_state[WIDGET]]))
 
 
 def _label(s: str) -> str:
@@ -85,9 +92,22 @@ with st.form("embed_add_spec", clear_on_submit=True, border=False):
         "st:all-MiniLM-L6-v2",
     )
     if c2.form_submit_button("Add", icon=":material/add:") and typed.strip():
-        st.session_state[PENDING] = typed.strip()
-        state.set_model_specs([*st.session_state[WIDGET], typed.strip()])
-        st.rerun()
+        why = models_for(ds, [typed.strip()]).unfit.get(typed.strip())
+        if why:
+            st.error(f"{typed.strip()} is not for this data: {why}", icon=":material/block:")
+        else:
+            st.session_state[PENDING] = typed.strip()
+            state.set_model_specs([*st.session_state[WIDGET], typed.strip()])
+            st.rerun()
+if fit.unfit:
+    with st.expander(f"Not for this data ({len(fit.unfit)})", icon=":material/block:"):
+        st.dataframe(
+            pd.DataFrame({"model": list(fit.unfit), "why": list(fit.unfit.values())}),
+            hide_index=True,
+            width="stretch",
+            key="embed_unfit",
+        )
+honesty.domain_captions(st.session_state[WIDGET])
 
 modality_choice = st.segmented_control(
     "Modality",
@@ -173,7 +193,8 @@ st.caption(
 )
 if st.button("Embed", type="primary", icon=":material/play_arrow:", disabled=not selected):
     outcome: list[dict[str, Any]] = []
-    with st.status(f"Embedding {spec} with {len(selected)} model(s)…", expanded=True) as box:
+    box = progress_area.status(f"Embedding {spec} with {len(selected)} model(s)…", expanded=True)
+    with box:
         for s in selected:
             st.write(f"**{s}**")
             outcome.append(run_one(s, st.container()))
@@ -184,6 +205,8 @@ if st.button("Embed", type="primary", icon=":material/play_arrow:", disabled=not
             expanded=False,
         )
     st.session_state[RESULTS] = {"dataset": spec, "rows": outcome}
+    failed_specs = {r["model"] for r in outcome if "error" in r}  # the sidebar lists what works
+    state.set_model_specs([s for s in selected if s not in failed_specs])
     st.rerun()  # redraw the status table above with what is cached now
 
 # -- results ------------------------------------------------------------------------------------

@@ -214,7 +214,7 @@ def test_disagreement_frame_thumbnails_texts_and_csv(compared):
     engine_table = report.disagreements("knn")
     assert table["id"].tolist() == engine_table["id"].tolist()
     assert [ds.ids[r] for r in table["row"]] == table["id"].tolist()
-    assert table.columns[:3].tolist() == ["row", "id", "thumbnail"]
+    assert table.columns[:4].tolist() == ["row", "id", "thumbnail", "text"]  # the item first
     assert table["text"].tolist() == [ds.texts[r] for r in table["row"]]
     assert table.columns[-1] == "n_correct"
     if len(table) > 3:
@@ -225,9 +225,9 @@ def test_disagreement_frame_thumbnails_texts_and_csv(compared):
     assert list(csv.columns) == [
         "row",
         "id",
+        "text",
         "label",
         *[m.spec for m in models],
-        "text",
         "n_correct",
     ]
     assert len(csv) == len(table)

@@ -450,7 +450,7 @@ def test_hub_models_fail_with_one_line_when_offline(spec, repo, empty_hf_cache, 
     assert repo in message
     assert str(empty_hf_cache) in message
     assert "HF_HOME" in message
-    assert f"huggingface-cli download {repo}" in message
+    assert f"`hf download {repo}`" in message  # huggingface_hub 2.x ships `hf` only
     assert "PARALLAX_OFFLINE=1" in message
     catalogue = {m["spec"]: m for m in known_models()}
     if parse_spec(spec).display in catalogue:
@@ -472,7 +472,7 @@ def test_hub_failure_without_offline_flag_returns(spec, empty_hf_cache, monkeypa
 
 
 def _fake_hub_snapshot(cache: Path, repo: str, source: Path, commit: str) -> Path:
-    """Lay ``source``'s files out as the HF cache does after ``huggingface-cli download``."""
+    """Lay ``source``'s files out as the HF cache does after ``hf download``."""
     base = cache / f"models--{repo.replace('/', '--')}"
     snapshot = base / "snapshots" / commit
     shutil.copytree(source, snapshot)

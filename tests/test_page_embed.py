@@ -102,14 +102,15 @@ def test_a_failing_model_does_not_stop_the_others():
 
 
 def test_typed_spec_and_incompatible_model():
-    # baseline:text cannot embed an image-only dataset: one clear line, nothing else breaks.
+    # baseline:text cannot embed an image-only dataset: refused with one line, not added.
     at = open_page("demo:digits", ["baseline:pixels"])
     form_input = next(t for t in at.text_input if t.label == "Any other model spec")
     form_input.set_value("baseline:text")
     next(b for b in at.button if b.label == "Add").click().run()
     assert not at.exception, at.exception
-    assert at.session_state["model_specs"] == ["baseline:pixels", "baseline:text"]
+    (err,) = errors(at)
+    assert err.startswith("baseline:text is not for this data: embeds texts only")
+    assert at.session_state["model_specs"] == ["baseline:pixels"]
     embed(at)
-    errs = errors(at)
-    assert len(errs) == 1 and "baseline:text" in errs[0], errs
+    assert not errors(at)
     assert list(results(at).index) == ["baseline:pixels"]

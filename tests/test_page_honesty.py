@@ -63,3 +63,58 @@ def test_compare_warns_when_the_labels_are_outside_the_models_vocabulary() -> No
 def test_compare_shows_no_warning_for_labels_the_model_knows() -> None:
     at = predictions_page("circle, square, star")
     assert [w.value for w in at.warning] == []
+
+
+# -- Embed: models that fit the data, fresh choices per dataset, failures out of the sidebar ----
+EMBED = str(REPO / "pages" / "embed.py")
+OFFLINE_FAILS = "hf:openai/clip-vit-base-patch32"  # weights not on disk, no network
+
+
+def embed_page(dataset: str, models: list[str]) -> AppTest:
+    at = AppTest.from_file(EMBED, default_timeout=TIMEOUT)
+    at.session_state["dataset_spec"] = dataset
+    at.session_state["model_specs"] = models
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_embed_offers_only_models_for_the_data_and_says_why_of_the_others() -> None:
+    at = embed_page("demo:digits", ["baseline:pixels", "baseline:text"])
+    (widget,) = [m for m in at.multiselect if m.label == "Models"]
+    assert "baseline:pixels" in widget.options[0] and not any(
+        o.startswith("baseline:text") for o in widget.options
+    )
+    assert at.session_state["model_specs"] == ["baseline:pixels"]  # the stale text model left
+    unfit = next(d.value for d in at.dataframe if "why" in d.value.columns).set_index("model")
+    assert unfit.loc["baseline:text", "why"] == "embeds texts only; this dataset has images"
+    assert "st:all-MiniLM-L6-v2" in unfit.index
+
+
+def test_embed_resets_choices_when_the_dataset_changes() -> None:
+    at = embed_page("demo:digits", ["baseline:pixels"])
+    at.session_state["dataset_spec"] = "demo:sentences"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["model_specs"] == []  # pixels cannot embed sentences
+    assert any("Choose at least one model" in i.value for i in at.info)
+
+
+def test_a_model_that_failed_leaves_the_session_models() -> None:
+    at = embed_page("demo:digits", [OFFLINE_FAILS, "baseline:pixels"])
+    next(b for b in at.button if b.label == "Embed").click().run()
+    assert not at.exception, at.exception
+    assert any(OFFLINE_FAILS in e.value for e in at.error)  # the reason is still shown
+    assert at.session_state["model_specs"] == ["baseline:pixels"]  # the sidebar lists these
+
+
+def test_compare_opens_with_two_different_models() -> None:
+    at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT)
+    at.session_state["dataset_spec"] = "demo:digits"
+    at.session_state["model_specs"] = ["baseline:pixels", SHAPES_CLIP]
+    at.session_state["compare_tab"] = "Predictions on uploads"
+    at.run()
+    assert not at.exception, at.exception
+    chosen = at.session_state["cmp_models"]
+    assert len(chosen) == 2 and len(set(chosen)) == 2, chosen
+    assert chosen == [SHAPES_CLIP, "demo:shapes-clip-small"]

@@ -45,7 +45,9 @@ def embed_one(args: argparse.Namespace, model: str) -> EmbeddingResult:
 def cmd_embed(args: argparse.Namespace) -> int:
     results = [embed_one(args, m) for m in args.model]
     payloads = [r.to_json() for r in results]
-    payload = payloads[0] if len(payloads) == 1 else {"results": payloads}
+    # One shape for any number of models: always a ``results`` list; one model's fields stay at
+    # the top level too, as before, so scripts written against one model keep working.
+    payload = {**(payloads[0] if len(payloads) == 1 else {}), "results": payloads}
 
     def human() -> None:
         for r in results:

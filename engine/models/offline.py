@@ -149,7 +149,7 @@ def unavailable(spec: str, repo: str, reason: str) -> ModelUnavailable:
         f"model {spec} is not available: the weights of {repo} are not in the Hugging Face "
         f"cache ({hf_cache_dir()}, HF_HOME={hf_home()}) and {reason}. Pass a local path "
         f"({_local_hint(spec)}), or pre-populate the Hugging Face cache on a machine with "
-        f"internet with `huggingface-cli download {repo}` and copy it here / set HF_HOME"
+        f"internet with `hf download {repo}` and copy it here / set HF_HOME"
     )
 
 
