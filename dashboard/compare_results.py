@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import compare_view as cv
-from dashboard import honesty, keys, resources, state, ui
+from dashboard import honesty, item_view, keys, resources, state, ui
 from engine.params import PredictParams
 
 TAB_PREDICT = "Predictions on uploads"
@@ -299,6 +299,9 @@ def show_report(report: Any, ds: Any) -> None:
         for k, v in cv.map_selection_state(rows, ds.fingerprint()).items():
             st.session_state[k] = v
         switch_to_map(len(rows))
+    if len(picked) == 1:  # one ticked row: that item in detail, under every compared model
+        entries = item_view.report_entries(report, ds)
+        item_view.show_item(ds, int(rows[0]), entries, key="cmp_item")
 
 
 def switch_to_map(n: int) -> None:

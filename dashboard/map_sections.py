@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import honesty, keys, maps, state, ui, viewonly
+from dashboard import honesty, item_view, keys, maps, state, ui, viewonly
 from dashboard.map_view import (
     AGREEMENT,
     AGREEMENT_AUTO_LIMIT,
@@ -30,7 +30,6 @@ from engine.errors import ParallaxError
 
 GALLERY_CAP = 60
 GALLERY_COLUMNS = 10
-NEIGHBOURS = 12
 SEARCH_RESULTS = 12
 AGREEMENT_TABLE_ROWS = 2_000
 
@@ -108,15 +107,12 @@ def selection_section(
         mime="application/vnd.apache.parquet",
         icon=":material/download:",
     )
-    if len(rows) == 1:
-        row = int(rows[0])
-        st.markdown(f"**Nearest neighbours of {ds.ids[row]}**")
-        nn_label = st.selectbox("In the space of", [d.source.label for d in drawn], key="map_nn")
-        with ui.guard("Finding neighbours"):
-            vectors = by_label[nn_label].entry.load()
-            scores = maps.cosine_scores(vectors, np.asarray(vectors[row]))
-            nn = maps.top_k(scores, NEIGHBOURS, exclude=[row])
-            gallery(ds, nn, [f"{scores[i]:.3f}" for i in nn])
+    # one item: its detail and its neighbours under every embedded model (engine.item_neighbours)
+    one = len(rows) == 1
+    row = int(rows[0]) if one else item_view.pick_item(ds, rows[:GALLERY_CAP], "map_pick")
+    if row is not None:
+        entries = {label: s.entry for label, s in by_label.items()}
+        item_view.show_item(ds, row, entries, key="map_item")
 
 
 # -- export -------------------------------------------------------------------------------------

@@ -195,7 +195,12 @@ def test_map_hover_click_lasso_linked_and_csv(app_cache: Path, shots: Path) -> N
             f"() => ({MAP_INFO_JS})().every(m => m.selected === 1)", timeout=TIMEOUT_MS
         )
         assert _listed_count(page) == 1
-        assert page.get_by_text("Nearest neighbours of").count() == 1
+        # one item: its detail, with its neighbours under both models and their overlap
+        page.get_by_text("Shared neighbours").wait_for(timeout=TIMEOUT_MS)
+        assert page.locator("h4", has_text="Item digits-").count() == 1
+        for spec in (PIXELS, SECOND):
+            assert page.locator("strong", has_text=spec).count() >= 1
+        page.screenshot(path=str(shots / "item.png"), full_page=True)
 
         # lasso on the first map: the same rows highlighted in both maps, listed below
         _lasso(page, 0)

@@ -170,10 +170,11 @@ def test_selection_highlights_every_map_and_fills_gallery(embedded):
 
 
 def test_single_item_lists_its_neighbours(embedded):
+    # the item view (tests/test_page_items.py): neighbours under every embedded model
     at = open_page([PIXELS], map_selected_rows=np.array([0]))
     assert not errors(at), errors(at)
-    assert any("Nearest neighbours of" in m.value for m in at.markdown)
-    assert at.selectbox(key="map_nn").value == PIXELS
+    assert any(m.value.startswith("#### Item ") for m in at.markdown)
+    assert any(m.value == f"**{PIXELS}**" for m in at.markdown)
 
 
 def test_text_search_says_when_a_model_has_no_text_tower(embedded):
