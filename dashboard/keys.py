@@ -38,6 +38,8 @@ MAP_AGREE_A = "map_agree_a"
 MAP_AGREE_B = "map_agree_b"
 MAP_AGREE_K = "map_agree_k"
 MAP_AGREE_GO = "agree_go"  # prefix: agreement asked for on a large dataset
+MAP_FILTER = "map_filter_state"  # the Map page's filter: {"dataset": fingerprint, "clauses": [...]}
+MAP_SUBSET_APPLIED = "_map_subset_applied"  # (fingerprint, name) of the link's subset, once
 
 
 def agreement_go(key_a: str, key_b: str, k: int) -> str:

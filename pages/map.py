@@ -18,7 +18,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import hover, keys, maps, state, ui, urlstate
+from dashboard import filter_panel, hover, keys, maps, state, ui, urlstate
 from dashboard import map_sections as sections
 from dashboard import map_view as mv
 from engine.params import COMPARE
@@ -54,6 +54,7 @@ if not sources:
 fingerprint = ds.fingerprint()
 n_items = len(ds)
 mv.sync_selection(fingerprint, n_items)
+filter_panel.apply_subset_link(ds)  # ?subset=NAME: before the URL is rewritten below
 by_label = {s.label: s for s in sources}
 labels = list(by_label)
 
@@ -125,6 +126,9 @@ with ui.guard("Preparing the colours"):
     else:
         colouring = mv.colouring_cached(spec, fingerprint, colour_by)
 
+filter_mask = filter_panel.filter_controls(ds)  # items outside it are greyed on every map
+colouring = filter_panel.dim_outside(colouring, filter_mask)
+
 # -- the maps -------------------------------------------------------------------------------------
 v1, v2, v3 = st.columns(3)
 aligned = v1.toggle(
@@ -168,5 +172,6 @@ if drawn:
     sections.export_maps_button(ds, drawn)
 
 sections.selection_section(ds, rows_selected, drawn, by_label)
+filter_panel.subsets_section(ds, rows_selected)
 sections.agreement_section(ds, sources, (agree_a, agree_b), agree_k)
 sections.search_section(ds, sources, search)

@@ -1,0 +1,177 @@
+"""Filter the maps by label and metadata, and keep selections as named subsets.
+
+The filter is a list of clauses (``engine.filters``): the items outside it are greyed on every
+map (their colour becomes "missing"), and one click selects the items inside it. A selection
+can be kept under a name with the dataset (``engine.subsets``, in the cache), downloaded, and
+reopened from a link (``?subset=NAME``) on this deployment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import keys, maps, ui
+from dashboard.map_view import set_selection
+from dashboard.resources import engine_cache
+from engine.errors import ParallaxError
+from engine.filters import Clause, column_kinds, filter_json, row_mask
+from engine.subsets import get_subset, list_subsets, save_subset, subset_frame
+
+MAX_COLUMNS = 8  # metadata columns offered as filter controls
+MAX_OPTIONS = 200  # values listed in a value filter
+LINK_PARAM = "subset"
+IN_FILTER = "in the filter"
+
+
+def _values(series: pd.Series) -> list[str]:
+    counts = series.dropna().astype(str).value_counts()
+    return sorted(counts.index[:MAX_OPTIONS].tolist())
+
+
+def _column_values(ds: Any, column: str) -> pd.Series:
+    if column == "label":
+        return pd.Series(list(ds.labels), dtype=object)
+    return ds.metadata()[column]
+
+
+def _control(ds: Any, column: str, kind: str, key: str) -> Clause | None:
+    """One column's control; its clause, or None while it filters nothing."""
+    if kind == "values":
+        picked = st.multiselect(column, _values(_column_values(ds, column)), key=key)
+        return Clause(column, "in", values=tuple(picked)) if picked else None
+    if kind == "number":
+        nums = pd.to_numeric(ds.metadata()[column], errors="coerce").dropna()
+        if nums.empty or float(nums.min()) == float(nums.max()):
+            return None
+        lo, hi = float(nums.min()), float(nums.max())
+        chosen = st.slider(column, lo, hi, (lo, hi), key=key)
+        if chosen == (lo, hi):
+            return None
+        return Clause(column, "range", low=float(chosen[0]), high=float(chosen[1]))
+    text = st.text_input(f"{column} contains", key=key).strip()
+    return Clause(column, "contains", text=text) if text else None
+
+
+def filter_controls(ds: Any, key: str = "map_filter") -> np.ndarray | None:
+    """The filter expander; the mask of matching rows, or None when nothing is filtered."""
+    kinds = column_kinds(ds)
+    shown = ["label", *[c for c in kinds if c != "label"][:MAX_COLUMNS]]
+    fingerprint = ds.fingerprint()
+    clauses: list[Clause] = []
+    active = st.session_state.get(keys.MAP_FILTER) or {}
+    title = "Filter by label and metadata"
+    if active.get("dataset") == fingerprint and active.get("clauses"):
+        title += f" ({len(active['clauses'])} active)"
+    with st.expander(title, icon=":material/filter_alt:"):
+        cols = st.columns(3)
+        for i, column in enumerate(shown):
+            with cols[i % 3]:
+                clause = _control(ds, column, kinds[column], f"{key}_{fingerprint[:8]}_{column}")
+            if clause is not None:
+                clauses.append(clause)
+        mask = None
+        if clauses:
+            with ui.guard("Filtering"):
+                mask = row_mask(ds, clauses)
+        st.session_state[keys.MAP_FILTER] = {
+            "dataset": fingerprint,
+            "clauses": filter_json(clauses),
+        }
+        if mask is None:
+            st.caption("No filter: every item is drawn in colour.")
+            return None
+        n = int(mask.sum())
+        st.markdown(
+            f"**{n:,} of {len(ds):,} items** match: "
+            + " · ".join(f"`{c.describe()}`" for c in clauses)
+            + "; the others are greyed on every map."
+        )
+        if st.button(f"Select the {n:,} matching items", key=f"{key}_select", disabled=n == 0):
+            set_selection(np.flatnonzero(mask), "filter")
+            st.rerun()
+    return mask
+
+
+def dim_outside(colouring: maps.Colouring, mask: np.ndarray | None) -> maps.Colouring:
+    """The colouring with every item outside ``mask`` made "missing" (grey on the maps)."""
+    if mask is None:
+        return colouring
+    if colouring.kind == "categorical" and colouring.codes is not None:
+        codes = np.where(mask, colouring.codes, -1).astype(np.int32)
+        return dataclasses.replace(colouring, codes=codes)
+    if colouring.kind == "numeric" and colouring.values is not None:
+        values = np.where(mask, colouring.values, np.nan).astype(np.float32)
+        return dataclasses.replace(colouring, values=values)
+    codes = np.where(mask, 0, -1).astype(np.int32)
+    return maps.Colouring("categorical", "filter", codes=codes, categories=(IN_FILTER,))
+
+
+# -- named subsets ------------------------------------------------------------------------------
+def apply_subset_link(ds: Any) -> None:
+    """A link's ``?subset=NAME``: select that subset once (before the URL is rewritten)."""
+    name = st.query_params.get(LINK_PARAM)
+    done = (ds.fingerprint(), name)
+    if not name or st.session_state.get(keys.MAP_SUBSET_APPLIED) == done:
+        return
+    st.session_state[keys.MAP_SUBSET_APPLIED] = done
+    try:
+        subset = get_subset(ds, name, engine_cache())
+    except ParallaxError as exc:
+        st.warning(f"The link's subset was not opened: {exc}", icon=":material/link_off:")
+        return
+    set_selection(subset.rows, "subset")
+
+
+def subset_link(name: str) -> str:
+    """The query string that reopens this view with subset ``name`` selected."""
+    params = {k: v for k, v in st.query_params.to_dict().items() if k not in (LINK_PARAM, "sel")}
+    return "?" + urlencode({**params, LINK_PARAM: name})
+
+
+def subsets_section(ds: Any, rows: np.ndarray) -> None:
+    """Keep the selection under a name; open, download or share the subsets kept."""
+    st.subheader("Named subsets")
+    cache = engine_cache()
+    with st.form("map_subset_form", border=False, clear_on_submit=True):
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        name = c1.text_input(
+            f"Keep the {len(rows):,} selected item(s) as", placeholder="e.g. blurry cats"
+        )
+        if c2.form_submit_button("Keep", icon=":material/bookmark_add:", disabled=not len(rows)):
+            with ui.guard("Keeping the subset"):
+                active = st.session_state.get(keys.MAP_FILTER) or {}
+                spec = active.get("clauses") if active.get("dataset") == ds.fingerprint() else None
+                kept = save_subset(ds, name, rows, cache, filter_spec=spec or None)
+                st.success(f"Kept {len(kept.rows):,} item(s) as **{kept.name}**.")
+    kept = list_subsets(ds, cache)
+    if not kept:
+        st.caption("No subset kept with this dataset yet.")
+        return
+    by_name = {s.name: s for s in kept}
+    s1, s2, s3 = st.columns([3, 1, 1], vertical_alignment="bottom")
+    chosen = s1.selectbox(
+        "Subsets kept with this dataset",
+        list(by_name),
+        key="map_subset_pick",
+        format_func=lambda n: f"{n} ({len(by_name[n].rows):,} items)",
+    )
+    subset = by_name[chosen]
+    if s2.button("Select it", icon=":material/select_all:", key="map_subset_open"):
+        set_selection(subset.rows, "subset")
+        st.rerun()
+    s3.download_button(
+        "Download CSV",
+        data=lambda: subset_frame(ds, subset).to_csv(index=False).encode("utf-8"),
+        file_name=f"parallax-subset-{chosen}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        key="map_subset_csv",
+    )
+    st.caption("Link to reopen it on this deployment (append to the app's Map page address):")
+    st.code(subset_link(chosen), language=None)
