@@ -22,6 +22,13 @@ HOME_METHOD = "home_method"  # "UMAP" / "PCA"; also restored from a link
 HOME_AUTO_UMAP = "home_auto_umap"
 HOME_BUNDLE_MODEL = "home_bundle_model"
 
+# -- Embed --------------------------------------------------------------------------------------
+EMBED_MODELS = "embed_models"  # the model picker
+EMBED_MODELS_ADD = (
+    "embed_models_add"  # a typed spec, added before the widget exists (Streamlit rule)
+)
+EMBED_RESULTS = "embed_results"  # the last run's outcome per model
+
 # -- Map ----------------------------------------------------------------------------------------
 MAP_MODELS = "map_models"  # the map labels drawn side by side
 MAP_METHOD = "map_method"

@@ -44,12 +44,12 @@ with ui.guard("Listing the models"):
 by_spec = {m["spec"]: m for m in registry}
 fit = models_for(ds, [*by_spec, *state.model_specs()])  # modalities vs the dataset's
 
-WIDGET = "embed_models"
+WIDGET = keys.EMBED_MODELS
 if st.session_state.get(keys.EMBED_DATASET) != spec:  # a new dataset: no stale choices
     st.session_state[keys.EMBED_DATASET] = spec
-    st.session_state.pop("embed_results", None)
+    st.session_state.pop(keys.EMBED_RESULTS, None)
     state.set_model_specs([s for s in state.model_specs() if s in fit.fit])
-PENDING = "embed_models_add"  # a typed spec, added before the widget exists (Streamlit rule)
+PENDING = keys.EMBED_MODELS_ADD
 # The widget mirrors state.model_specs(): its state is dropped when the page is left, and
 # another page may have changed the models meanwhile. The shared list wins.
 if st.session_state.get(WIDGET) != state.model_specs():
@@ -154,7 +154,7 @@ else:
     st.info("Choose at least one model.", icon=":material/info:")
 
 # -- running ------------------------------------------------------------------------------------
-RESULTS = "embed_results"
+RESULTS = keys.EMBED_RESULTS
 
 
 def run_one(model_spec: str, container) -> dict[str, Any]:
