@@ -109,8 +109,12 @@ def test_map_quality_matches_umap_learn_on_digits():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import umap
+        from umap.umap_ import find_ab_params
 
         theirs = [map_quality(x, umap.UMAP(random_state=s).fit_transform(x)) for s in (0, 1)]
+    for min_dist, spread in ((0.0, 1.0), (0.1, 1.0), (0.5, 1.0), (0.25, 2.0), (0.99, 1.0)):
+        want = find_ab_params(spread, min_dist)
+        np.testing.assert_allclose(ab_params(min_dist, spread), want, rtol=1e-4)
     for metric in ("trustworthiness", "knn_recall"):
         mine = np.mean([q[metric] for q in ours])
         ref = np.mean([q[metric] for q in theirs])
