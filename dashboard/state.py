@@ -17,7 +17,7 @@ from dashboard import keys, ui, urlstate, viewonly
 from dashboard.keys import URL_ERROR, URL_RESTORED, URL_SELECTION
 from dashboard.resources import engine_cache, get_dataset, load_model_shared
 from engine.config import REPO_ROOT
-from engine.errors import DatasetError, ParallaxError
+from engine.errors import ParallaxError
 
 DEFAULT_DATASET = "demo:digits"
 DEFAULT_MODELS = ["baseline:pixels"]
@@ -39,6 +39,7 @@ def get_model(spec: str):  # -> EmbeddingModel
     ``viewonly.ViewOnlyError`` (a one-line ``ParallaxError``) without importing torch.
     """
     viewonly.require_model(spec, f"{spec} cannot be loaded here")
+    check_model_allowed(spec)  # a visitor's or a link's spec: never a server path or remote code
     return load_model_shared(spec)
 
 
@@ -132,58 +133,24 @@ def current_dataset():  # -> Dataset
     return get_dataset(dataset_spec())
 
 
-# -- server paths (security) --------------------------------------------------------------------
-SERVER_PATHS_ENV = "PARALLAX_SERVER_PATHS"
-PATH_KINDS = ("folder", "manifest", "zip", "tar", "bundle")
+# -- the visitor policy (security) ---------------------------------------------------------------
+def visitor_policy():  # -> engine.policy.VisitorPolicy
+    """What this session's visitor may name (``engine.policy``): deny by default, their own
+    uploads, the operator's ``PARALLAX_SERVER_PATHS`` roots and configured bundle."""
+    from engine.policy import VisitorPolicy
 
-
-def _resolved(path: Path) -> Path:
-    try:
-        return path.expanduser().resolve()
-    except (OSError, RuntimeError):
-        return path.expanduser().absolute()
-
-
-def server_path_roots() -> list[Path] | None:
-    """``PARALLAX_SERVER_PATHS`` (``os.pathsep``-separated roots) resolved, or None if unset:
-    then any path the server can read may be opened (local use)."""
-    import os
-
-    raw = os.environ.get(SERVER_PATHS_ENV, "").strip()
-    if not raw:
-        return None
-    return [_resolved(Path(p)) for p in raw.split(os.pathsep) if p.strip()]
+    configured = [viewonly.configured_bundle(), viewonly.DEMO_BUNDLE]
+    return VisitorPolicy.for_visitor(engine_cache().root, session_id(), configured)
 
 
 def check_spec_allowed(spec: str) -> None:
-    """Refuse a user-given path spec that reaches into another session's uploads, or (with
-    ``PARALLAX_SERVER_PATHS`` set) lies outside the allowed roots. Raises ``DatasetError``.
+    """Refuse a dataset spec this session's visitor may not open (``DatasetError``)."""
+    visitor_policy().check_dataset_spec(spec)
 
-    This session's own upload folder and the configured bundle are always allowed; demo specs
-    carry no path. Paths are resolved first, so ``..`` and symlinks cannot sneak past.
-    """
-    from engine.datasets import parse_spec
 
-    kind, rest, _ = parse_spec(spec)
-    if kind not in PATH_KINDS:
-        return
-    path = _resolved(Path(rest.strip()))
-    own = _resolved(session_upload_dir())
-    if path.is_relative_to(own):
-        return
-    if path.is_relative_to(_resolved(engine_cache().kind_dir("uploads"))):
-        raise DatasetError(
-            f"{kind}:{rest.strip()} is refused: it is inside another session's uploads"
-        )
-    bundle = viewonly.configured_bundle()
-    if bundle is not None and path == _resolved(bundle):
-        return
-    roots = server_path_roots()
-    if roots is not None and not any(path.is_relative_to(r) for r in roots):
-        raise DatasetError(
-            f"{kind}:{rest.strip()} is refused: this deployment only opens server paths under "
-            f"{SERVER_PATHS_ENV} ({', '.join(str(r) for r in roots)})"
-        )
+def check_model_allowed(spec: str) -> None:
+    """Refuse a model spec this session's visitor may not load (``ModelUnavailable``)."""
+    visitor_policy().check_model_spec(spec)
 
 
 # -- shareable URLs -------------------------------------------------------------------------------
@@ -196,8 +163,8 @@ def url_params() -> dict[str, list[str]]:
 def restore_from_url() -> None:
     """Once per session: apply the view in the page URL (``urlstate``) to the session state.
 
-    A dataset spec from a link goes through ``check_spec_allowed`` like a typed one; a refused
-    one leaves the default dataset and is reported by ``url_error``.
+    A link is visitor input: its dataset spec goes through ``check_spec_allowed`` and its model
+    specs through the same policy; a refused one is left out and reported by ``url_error``.
     """
     if st.session_state.get(URL_RESTORED):
         return
@@ -211,9 +178,17 @@ def restore_from_url() -> None:
         else:
             set_dataset_spec(view.dataset)
     if view.models:
-        st.session_state["map_models"] = list(view.models)
-        specs = [m.split(" · ")[0] for m in view.models]
-        set_model_specs([*specs, *[s for s in model_specs() if s not in specs]])
+        # A link's model list is visitor input too: refused specs never reach the session.
+        allowed, refused = visitor_policy().allowed_model_specs(
+            dict.fromkeys(m.split(" · ")[0] for m in view.models)
+        )
+        if refused:
+            st.session_state.setdefault(URL_ERROR, f"The link's model was not used: {refused[0]}")
+        models = [m for m in view.models if m.split(" · ")[0] in allowed]
+        if models:
+            st.session_state["map_models"] = models
+            specs = [m.split(" · ")[0] for m in models]
+            set_model_specs([*specs, *[s for s in model_specs() if s not in specs]])
     if view.colour:
         st.session_state["map_colour"] = view.colour
     if view.method:

@@ -1,12 +1,14 @@
 """UI helpers shared by every page: error display, progress bars, dataset summaries, a map.
 
-Errors are always shown as one ``st.error`` line. A ``ParallaxError`` is a user-facing message
-and is shown as is; anything else is a bug, shown as a short line with the traceback folded
-into an expander (never a raw traceback on the page).
+Errors are always shown as one ``st.error`` line, as text (never Markdown). A ``ParallaxError``
+is a user-facing message and is shown as is; anything else is a bug, shown as a short line with
+its traceback in the server log (and, for the operator only, in an expander).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 import traceback
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ try:  # Streamlit's own control flow (st.rerun, st.stop) must pass through untou
 except ImportError:  # pragma: no cover - older/newer layout
     ScriptControlException = ()  # type: ignore[assignment,misc]
 
+_LOG = logging.getLogger("parallax.dashboard")
 MAX_LABEL_TRACES = 30  # above this many labels the map uses one trace with a colour scale
 
 
@@ -42,13 +45,37 @@ def error_line(exc: BaseException, action: str | None = None) -> str:
     )
 
 
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def plain(text: object) -> str:
+    """``text`` escaped so that Streamlit's Markdown shows it literally: an untrusted string
+    (a link's spec, a file name, an error line quoting either) can never become an image,
+    a link or HTML. Use it wherever visitor input goes into ``st.markdown`` / ``st.error``."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+
+
+def operator_details() -> bool:
+    """Whether tracebacks may be shown on the page: only when the operator configured
+    ``client.showErrorDetails`` to show them (the committed config says ``type``)."""
+    try:
+        value = st.get_option("client.showErrorDetails")
+    except Exception:  # an unknown option in another Streamlit version: the safe answer
+        return False
+    return value is True or str(value).lower() in ("full", "stacktrace", "true")
+
+
 def show_error(exc: BaseException, action: str | None = None, container: Any = None) -> None:
-    """``st.error`` one-liner; unexpected exceptions add a collapsed "Details" expander."""
+    """``st.error`` one-liner, shown as text. An unexpected exception's traceback goes to the
+    server log; the page adds a "Details" expander only for the operator (see
+    ``operator_details``), never for a visitor of a shared deployment."""
     target = container if container is not None else st
-    target.error(error_line(exc, action), icon=":material/error:")
+    target.error(plain(error_line(exc, action)), icon=":material/error:")
     if not isinstance(exc, ParallaxError):
-        with target.expander("Details (for a bug report)"):
-            st.code("".join(traceback.format_exception(exc)), language="text")
+        _LOG.error("%s", error_line(exc, action), exc_info=exc)
+        if operator_details():
+            with target.expander("Details (for a bug report)"):
+                st.code("".join(traceback.format_exception(exc)), language="text")
 
 
 class guard:  # lower case: reads like a statement, ``with guard("Opening the dataset"):``

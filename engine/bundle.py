@@ -39,6 +39,15 @@ def _thumbnail_bytes(image: Any, size: int = THUMB_SIZE) -> bytes:
     return buf.getvalue()
 
 
+def _quality_or_none(vectors: np.ndarray, coords: np.ndarray) -> dict[str, Any] | None:
+    from engine.project import map_quality
+
+    try:
+        return map_quality(vectors, coords)
+    except ParallaxError:  # too few items to measure: the bundle is still fine
+        return None
+
+
 # -- writing ---------------------------------------------------------------------------------
 @dataclass
 class BundleResult:
@@ -76,7 +85,7 @@ def write_bundle(
 
     from engine.embed import embed_dataset
     from engine.neighbors import exact_knn
-    from engine.project import map_quality, project
+    from engine.project import project
 
     t0 = time.perf_counter()
     cache = cache or Cache()
@@ -125,7 +134,7 @@ def write_bundle(
                     "path": name,
                     "key": proj.key,
                     "params": proj.params,
-                    "quality": map_quality(vectors, coords),
+                    "quality": _quality_or_none(vectors, coords),
                 }
             )
 

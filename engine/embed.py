@@ -311,19 +311,21 @@ def finish_entry(
 
 
 def _assemble(cache: Cache, key: str, n_shards: int, n: int, dim: int) -> Path:
-    """Concatenate the shards into one ``vectors.npy`` (streamed through a memmap, then renamed)."""
+    """Concatenate the shards into one ``vectors.npy``: the header, then each shard's rows
+    with ordinary ``write`` calls (``atomic_file`` fsyncs and renames). Never through a
+    writable memory map: on a full disk a store into a mapped page kills the whole process
+    with SIGBUS, where ``write`` returns ENOSPC, which becomes one ``CacheError`` line."""
     final = cache.entry_dir("vectors", key) / "vectors.npy"
-    with atomic_file(final) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+    with atomic_file(final) as tmp, open(tmp, "wb") as f:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (n, dim)}
+        np.lib.format.write_array_header_1_0(f, header)
         row = 0
         for s in range(n_shards):
             shard = np.load(cache.shard_path("vectors", key, s), allow_pickle=False)
-            out[row : row + len(shard)] = shard
+            f.write(np.ascontiguousarray(shard, dtype="<f4").tobytes())
             row += len(shard)
         if row != n:
             raise ParallaxError(f"internal error: shards hold {row} rows, expected {n}")
-        out.flush()
-        del out
     return final
 
 

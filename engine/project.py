@@ -358,6 +358,8 @@ def map_quality(
     from engine.neighbors import exact_knn
 
     n = len(vectors)
+    if n < 3:  # trustworthiness needs k < n / 2 with k >= 1
+        raise ParallaxError(f"map quality needs at least 3 items; this map has {n}")
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, size=min(n, sample), replace=False))
     x = _normalise(np.asarray(vectors)[rows])

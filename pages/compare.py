@@ -80,9 +80,9 @@ def predictions_tab() -> None:
             labels = cv.dataset_label_names(ds.labels)
             if labels:
                 shown = ", ".join(labels[:12]) + (" …" if len(labels) > 12 else "")
-                st.caption(f"{len(labels)} labels of {state.dataset_spec()}: {shown}")
+                st.caption(f"{len(labels)} labels of {ui.plain(state.dataset_spec())}: {shown}")
             else:
-                st.warning(f"{state.dataset_spec()} has no labels: type them instead.")
+                st.warning(f"{ui.plain(state.dataset_spec())} has no labels: type them instead.")
 
     extra_specs = list(state.model_specs())
     # the shipped demo CLIP answers offline: offered whenever it is registered
@@ -269,7 +269,8 @@ def fusion_tab() -> None:
     if not (ds.has_images and ds.texts is not None and has_labels):
         st.info(
             f"Fusion heads need a dataset with images, texts and labels (e.g. demo:shapes); "
-            f"**{spec}** has {ui.dataset_caption(ds)}{'' if has_labels else ' and no labels'}.",
+            f"**{ui.plain(spec)}** has {ui.dataset_caption(ds)}"
+            f"{'' if has_labels else ' and no labels'}.",
             icon=":material/merge:",
         )
         ui.page_link("data.py", "Choose another dataset", ":material/dataset:")
@@ -345,7 +346,7 @@ def fusion_tab() -> None:
 
 # ================================================================ the page
 st.title("Compare")
-st.caption(f"Dataset **{state.dataset_spec()}**")
+st.caption(f"Dataset **{ui.plain(state.dataset_spec())}**")
 tabs = st.tabs(TABS, key="compare_tab", on_change="rerun")
 for tab, body in zip(tabs, (predictions_tab, dataset_tab, fusion_tab), strict=True):
     if tab.open is False:  # lazy tabs: only the open one runs

@@ -24,7 +24,7 @@ from engine.params import SHAPES
 st.title("Data")
 state.restore_from_url()
 if (link_error := state.url_error()) is not None:
-    st.warning(link_error, icon=":material/link_off:")
+    st.warning(ui.plain(link_error), icon=":material/link_off:")
 
 
 # -- opening ----------------------------------------------------------------------------------
@@ -146,9 +146,9 @@ with tab_upload:
         outcome = st.session_state.get(keys.DATA_UPLOAD)
         if outcome and outcome["error"] is not None:
             ui.show_error(outcome["error"], "This upload cannot be used")
-            st.caption(f"The current dataset is still {state.dataset_spec()}.")
+            st.caption(f"The current dataset is still {ui.plain(state.dataset_spec())}.")
         elif outcome and outcome["spec"]:
-            st.success(f"Opened the upload as {outcome['spec']}", icon=":material/check:")
+            st.success(f"Opened the upload as {ui.plain(outcome['spec'])}", icon=":material/check:")
             if state.view_only() and not outcome["spec"].startswith("bundle:"):
                 state.view_only_notice("This upload cannot be embedded here")
 

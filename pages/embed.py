@@ -25,7 +25,7 @@ ds = state.open_current_dataset()
 if ds is None:
     st.stop()
 
-st.markdown(f"Dataset **{spec}** · {ui.dataset_caption(ds)}")
+st.markdown(f"Dataset **{ui.plain(spec)}** · {ui.dataset_caption(ds)}")
 progress_area = st.container()  # a run's progress shows here, at the top, not below the fold
 
 if state.view_only():
@@ -92,10 +92,14 @@ with st.form("embed_add_spec", clear_on_submit=True, border=False):
         "st:all-MiniLM-L6-v2",
     )
     if c2.form_submit_button("Add", icon=":material/add:") and typed.strip():
-        why = models_for(ds, [typed.strip()]).unfit.get(typed.strip())
+        with ui.guard("Adding the model") as added:
+            state.check_model_allowed(typed.strip())  # visitor input: the policy decides first
+        why = None if added.failed else models_for(ds, [typed.strip()]).unfit.get(typed.strip())
         if why:
-            st.error(f"{typed.strip()} is not for this data: {why}", icon=":material/block:")
-        else:
+            st.error(
+                f"{ui.plain(typed.strip())} is not for this data: {why}", icon=":material/block:"
+            )
+        elif not added.failed:
             st.session_state[PENDING] = typed.strip()
             state.set_model_specs([*st.session_state[WIDGET], typed.strip()])
             st.rerun()
@@ -196,7 +200,7 @@ if st.button("Embed", type="primary", icon=":material/play_arrow:", disabled=not
     box = progress_area.status(f"Embedding {spec} with {len(selected)} model(s)…", expanded=True)
     with box:
         for s in selected:
-            st.write(f"**{s}**")
+            st.write(f"**{ui.plain(s)}**")
             outcome.append(run_one(s, st.container()))
         failed = [r for r in outcome if "error" in r]
         box.update(

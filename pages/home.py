@@ -44,7 +44,7 @@ for col, (name, label, icon) in zip(
     ui.page_link(name, label, icon, container=col)
 
 if (link_error := state.url_error()) is not None:
-    st.warning(link_error, icon=":material/link_off:")
+    st.warning(ui.plain(link_error), icon=":material/link_off:")
 
 
 def _bundle_home(bundle) -> None:

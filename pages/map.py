@@ -28,7 +28,7 @@ MAX_MAPS = 4
 st.title("Map")
 state.restore_from_url()
 if (link_error := state.url_error()) is not None:
-    st.warning(link_error, icon=":material/link_off:")
+    st.warning(ui.plain(link_error), icon=":material/link_off:")
 
 spec = state.dataset_spec()
 ds = state.open_current_dataset()

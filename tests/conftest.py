@@ -39,15 +39,19 @@ def make_image() -> Callable[..., Path]:
 
 def private_app_env(tmp_path_factory: pytest.TempPathFactory):
     """Generator for a module-scoped autouse fixture of the page tests: a private
-    ``PARALLAX_CACHE`` and ``HF_HUB_OFFLINE=1`` for the module, the old values restored after.
+    ``PARALLAX_CACHE``, ``HF_HUB_OFFLINE=1`` and the test's temp folders as the operator's
+    ``PARALLAX_SERVER_PATHS`` for the module, the old values restored after.
 
     Page modules use it as ``yield from private_app_env(tmp_path_factory)``.
     """
     import os
 
-    saved = {k: os.environ.get(k) for k in ("PARALLAX_CACHE", "HF_HUB_OFFLINE")}
+    keys = ("PARALLAX_CACHE", "HF_HUB_OFFLINE", "PARALLAX_SERVER_PATHS")
+    saved = {k: os.environ.get(k) for k in keys}
     os.environ["PARALLAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     os.environ["HF_HUB_OFFLINE"] = "1"
+    # The tests play the operator who lists their temp folders (visitors get nothing else).
+    os.environ["PARALLAX_SERVER_PATHS"] = str(tmp_path_factory.getbasetemp())
     try:
         yield Path(os.environ["PARALLAX_CACHE"])
     finally:

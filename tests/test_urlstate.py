@@ -166,6 +166,6 @@ def test_a_link_into_another_sessions_uploads_is_refused(embedded):
     at.query_params["ds"] = f"folder:{other}"
     at.run()
     assert not at.exception, at.exception
-    assert any("another session's uploads" in w.value for w in at.warning), at.warning
+    assert any("another visitor's uploads" in w.value for w in at.warning), at.warning
     shown = [c.value for c in at.code]
     assert "demo:digits" in shown and not any(v.startswith("folder:") for v in shown), shown

@@ -300,7 +300,7 @@ def test_typed_paths_into_another_sessions_uploads_are_refused(private_cache, tm
     ):
         _open_spec(at, spec)
         errors = [e.value for e in at.error]
-        assert any("another session's uploads" in e for e in errors), (spec, errors)
+        assert any("another visitor's uploads" in e for e in errors), (spec, errors)
         assert at.session_state["dataset_spec"] == "demo:digits"
     # this session's own upload folder is fine
     mine = _png_folder(own / "upload-y" / "images")
@@ -322,5 +322,6 @@ def test_server_paths_allow_list(private_cache, tmp_path, monkeypatch):
     _open_spec(at, f"folder:{allowed}")
     assert at.session_state["dataset_spec"] == f"folder:{allowed}"
     monkeypatch.delenv("PARALLAX_SERVER_PATHS")
-    _open_spec(at, f"folder:{outside}")  # unset: any path (local use)
-    assert at.session_state["dataset_spec"] == f"folder:{outside}"
+    _open_spec(at, f"folder:{outside}")  # unset: no server path at all (deny by default)
+    assert any("opens no server paths" in e.value for e in at.error), at.error
+    assert at.session_state["dataset_spec"] == f"folder:{allowed}"

@@ -83,9 +83,40 @@ def find_column(columns: list[str], candidates: tuple[str, ...]) -> str | None:
     return None
 
 
+# No single cell of a table may be longer than this while it is read (texts are cut to
+# MAX_TEXT_CHARS afterwards anyway): a 1 GB cell is refused before it costs gigabytes.
+MAX_CELL_CHARS = max(config.MAX_TEXT_CHARS * 50, 1_000_000)
+
+
+def _scan_csv(path: Path, encoding: str) -> int:
+    """Stream the file once through the csv module: refuse a cell longer than
+    ``MAX_CELL_CHARS`` before pandas holds it (memory stays one row). Returns the row count."""
+    import csv
+
+    old = csv.field_size_limit()
+    csv.field_size_limit(MAX_CELL_CHARS)
+    try:
+        with open(path, encoding=encoding, newline="") as f:
+            return sum(1 for _ in csv.reader(f))
+    except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise DatasetError(
+                f"manifest {path.name} has a cell longer than {MAX_CELL_CHARS:,} characters"
+            ) from None
+        raise DatasetError(f"cannot read manifest {path.name}: {exc}") from None
+    finally:
+        csv.field_size_limit(old)
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     import pandas as pd
 
+    try:
+        rows = _scan_csv(path, "utf-8-sig")
+    except UnicodeDecodeError:
+        rows = _scan_csv(path, "latin-1")
+    if rows == 0:
+        raise DatasetError(f"manifest {path.name} is empty")
     text = _decode(path.read_bytes())
     header = pd.read_csv(io.StringIO(text), nrows=0).columns.tolist()
     # Key columns stay strings: an id like "007" or a file called "1.png" must not become a number.
@@ -96,11 +127,79 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(text), dtype={k: str for k in keys if k is not None})
 
 
+def read_parquet_capped(source: Any, budget: int | None = None) -> pd.DataFrame:
+    """A Parquet table read batch by batch with every text cell cut to ``MAX_TEXT_CHARS``
+    (dictionary columns cut in their dictionary, so repeated long texts never expand), and
+    refused once the decoded batches pass ``budget`` bytes (default MAX_MANIFEST_BYTES)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    budget = config.MAX_MANIFEST_BYTES if budget is None else budget
+    pf = pq.ParquetFile(source)
+    schema = pf.schema_arrow
+    is_text = (pa.types.is_string, pa.types.is_large_string)
+    texts = [f.name for f in schema if any(t(f.type) for t in is_text)]
+    pf = pq.ParquetFile(source, read_dictionary=texts) if texts else pf
+    batches = []
+    used = 0
+    for batch in pf.iter_batches(batch_size=256):
+        arrays = []
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+            if name in texts:
+                if pa.types.is_dictionary(column.type):
+                    cut = pc.utf8_slice_codeunits(column.dictionary, 0, config.MAX_TEXT_CHARS)
+                    column = pa.DictionaryArray.from_arrays(column.indices, cut)
+                    column = column.cast(pa.string())
+                else:
+                    column = pc.utf8_slice_codeunits(column, 0, config.MAX_TEXT_CHARS)
+            arrays.append(column)
+        batch = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+        used += batch.nbytes
+        if used > budget:
+            raise DatasetError(
+                f"the table decodes to more than {budget / 1024**2:,.0f} MB "
+                "(PARALLAX_MAX_MANIFEST_BYTES): refused"
+            )
+        batches.append(batch)
+    table = pa.Table.from_batches(batches) if batches else schema.empty_table()
+    return table.to_pandas()
+
+
+def _json_lines(path: Path, skipped: list[SkippedItem]) -> list[dict]:
+    records = []
+    with open(path, "rb") as f:
+        number = 0
+        while True:
+            line = f.readline(MAX_CELL_CHARS + 1)
+            if not line:
+                break
+            number += 1
+            if len(line) > MAX_CELL_CHARS and not line.endswith(b"\n"):
+                raise DatasetError(
+                    f"manifest {path.name} line {number} is longer than {MAX_CELL_CHARS:,} bytes"
+                )
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(_decode(line))
+            except ValueError:
+                skipped.append(SkippedItem(f"{path.name} line {number}", "invalid JSON"))
+                continue
+            if not isinstance(record, dict):
+                skipped.append(SkippedItem(f"{path.name} line {number}", "not a JSON object"))
+                continue
+            records.append(record)
+    return records
+
+
 def _read_json_records(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
     import pandas as pd
 
-    text = _decode(path.read_bytes())
-    if text.lstrip().startswith("["):  # a plain JSON array of objects
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"["):  # a plain JSON array of objects (one document: size-capped file)
+        text = _decode(path.read_bytes())
         try:
             records = json.loads(text)
         except ValueError as exc:
@@ -108,20 +207,7 @@ def _read_json_records(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise DatasetError(f"cannot read manifest {path.name}: expected a list of objects")
         return pd.DataFrame.from_records(records)
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            skipped.append(SkippedItem(f"{path.name} line {number}", "invalid JSON"))
-            continue
-        if not isinstance(record, dict):
-            skipped.append(SkippedItem(f"{path.name} line {number}", "not a JSON object"))
-            continue
-        records.append(record)
-    return pd.DataFrame.from_records(records)
+    return pd.DataFrame.from_records(_json_lines(path, skipped))
 
 
 def read_table(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
@@ -140,19 +226,28 @@ def read_table(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
         )
     try:
         if suffix == ".csv":
-            return _read_csv(path)
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            return _read_json_records(path, skipped)
+            table = _read_csv(path)
+        elif suffix == ".parquet":
+            table = read_parquet_capped(path)
+        elif suffix in (".jsonl", ".ndjson", ".json"):
+            table = _read_json_records(path, skipped)
+        else:
+            kinds = ", ".join(sorted(MANIFEST_SUFFIXES))
+            raise DatasetError(
+                f"unsupported manifest type {suffix!r} for {path.name} (use {kinds})"
+            )
     except DatasetError:
         raise
     except pd.errors.EmptyDataError as exc:
         raise DatasetError(f"manifest {path.name} is empty") from exc
+    except MemoryError as exc:
+        raise DatasetError(f"manifest {path.name} is too large to read in memory") from exc
     except Exception as exc:  # parser errors of three libraries: one line for the user
-        raise DatasetError(f"cannot read manifest {path.name}: {exc}") from exc
-    kinds = ", ".join(sorted(MANIFEST_SUFFIXES))
-    raise DatasetError(f"unsupported manifest type {suffix!r} for {path.name} (use {kinds})")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DatasetError(f"cannot read manifest {path.name}: {first}") from exc
+    if len(table) == 0:
+        raise DatasetError(f"manifest {path.name} has no rows (a header alone, or an empty file)")
+    return table
 
 
 # -- cleaning values --------------------------------------------------------------------------
@@ -426,7 +521,8 @@ def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
     while exc is not None and seen < 5:
         if isinstance(exc, BlockedAddress):
             return exc
-        exc = getattr(exc, "reason", None) or exc.__cause__ or exc.__context__  # type: ignore
+        reason = getattr(exc, "reason", None)  # URLError.reason may be a plain string
+        exc = reason if isinstance(reason, BaseException) else (exc.__cause__ or exc.__context__)
         seen += 1
     return None
 

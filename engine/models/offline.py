@@ -291,10 +291,17 @@ def model_folder(
     with ``download=True`` a missing model raises ``ModelUnavailable`` (one line)."""
     if spec.path is not None:
         folder = Path(spec.path)
-        if folder.is_dir():
+        # A model folder has its config at the top: checked before anything hashes every file
+        # below it (``hf:/`` once walked the whole file system first).
+        markers = dict.fromkeys([*required, "config.json"])
+        if folder.is_dir() and any((folder / name).is_file() for name in markers):
             return folder
         if not download:
             return None
+        if folder.is_dir():
+            raise ModelUnavailable(
+                f"model {spec.display}: {folder} has no {' or '.join(markers)}: not a model folder"
+            )
         raise ModelUnavailable(f"model {spec.display}: {folder} is not a folder")
     if not download:
         return cached_snapshot(spec.name, patterns, required)

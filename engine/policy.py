@@ -1,0 +1,229 @@
+"""The visitor policy: what someone using a shared deployment may name.
+
+Trust model (docs/security.md): the **operator** (the environment, the command line, the files
+in the repository) is trusted; a **visitor** (anything typed on a page, uploaded, or arriving
+in a link) is not. Every surface a visitor reaches (the dashboard's pages, a shared-mode CLI,
+the HTTP service) asks one ``VisitorPolicy`` before it opens a dataset spec or loads a model
+spec. Deny by default:
+
+- server paths only under the roots the operator lists in ``PARALLAX_SERVER_PATHS``
+  (unset = none at all), plus the exact files the operator configured (``PARALLAX_BUNDLE``,
+  the committed demo bundle);
+- never the cache's own folders (anyone's uploads, extractions, downloads, vectors), nor a
+  folder that contains the cache (``folder:<repo>`` would list ``<repo>/cache/uploads``),
+  whatever the roots say; the visitor's own namespace (``uploads/<owner>/``) is the exception;
+- model specs: hub names, pretrained tags, baselines and the shipped ``demo:`` aliases; a
+  local path (``hf:PATH``, ``st:PATH``, ``open_clip:local-dir:PATH``, a checkpoint file) only
+  under the operator's roots; ``trust_remote_code`` never.
+
+Paths are resolved (``..``, symlinks) before any comparison. The policy does no I/O beyond
+``resolve``: it decides, the caller opens. No Streamlit import here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import DatasetError, ModelUnavailable, ParallaxError
+
+SERVER_PATHS_ENV = "PARALLAX_SERVER_PATHS"
+UPLOADS_DIR = "uploads"  # cache/uploads/<owner>/: each visitor's private namespace
+PATH_KINDS = ("folder", "manifest", "zip", "tar", "bundle")
+_OWNER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_REMOTE_CODE_RE = re.compile(r"trust_remote_code\s*=\s*(?!0\b|false\b|no\b|off\b)", re.I)
+
+
+class PolicyError(ParallaxError):
+    """A visitor asked for something this deployment does not let visitors name."""
+
+
+class DatasetRefused(PolicyError, DatasetError):
+    """A dataset spec refused by the visitor policy (a ``DatasetError`` for existing callers)."""
+
+
+class ModelRefused(PolicyError, ModelUnavailable):
+    """A model spec refused by the visitor policy (a ``ModelUnavailable`` for callers)."""
+
+
+def resolved(path: str | os.PathLike[str]) -> Path:
+    """``path`` made absolute with ``~``, ``..`` and symlinks resolved (never raises)."""
+    p = Path(path).expanduser()
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(p))
+
+
+def server_roots_from_env() -> tuple[Path, ...]:
+    """``PARALLAX_SERVER_PATHS`` (``os.pathsep``-separated), resolved; empty when unset."""
+    raw = os.environ.get(SERVER_PATHS_ENV, "").strip()
+    return tuple(resolved(p.strip()) for p in raw.split(os.pathsep) if p.strip())
+
+
+def check_owner(owner: str) -> str:
+    """``owner`` if it is safe as one folder name (a session id), else ``PolicyError``."""
+    if not isinstance(owner, str) or not _OWNER_RE.match(owner):
+        raise PolicyError(f"invalid visitor id {str(owner)[:40]!r}")
+    return owner
+
+
+def owner_dir(cache_root: str | os.PathLike[str], owner: str) -> Path:
+    """A visitor's upload namespace, ``<cache>/uploads/<owner>`` (not created)."""
+    return Path(cache_root) / UPLOADS_DIR / check_owner(owner)
+
+
+@dataclass(frozen=True)
+class VisitorPolicy:
+    """What one visitor may name. Build it with ``for_visitor``; it is cheap and immutable.
+
+    ``server_roots``: folders under which typed paths may lie (the operator's list).
+    ``operator_files``: exact files the operator configured for everyone (the bundle).
+    ``owner``: the visitor's namespace id; their own uploads are always theirs to open.
+    """
+
+    cache_root: Path
+    owner: str | None = None
+    server_roots: tuple[Path, ...] = ()
+    operator_files: tuple[Path, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def for_visitor(
+        cls,
+        cache_root: str | os.PathLike[str],
+        owner: str | None = None,
+        operator_files: Iterable[str | os.PathLike[str] | None] = (),
+    ) -> VisitorPolicy:
+        """The policy for ``owner`` with the operator's roots read from the environment now."""
+        return cls(
+            cache_root=resolved(cache_root),
+            owner=check_owner(owner) if owner is not None else None,
+            server_roots=server_roots_from_env(),
+            operator_files=tuple(resolved(p) for p in operator_files if p),
+        )
+
+    # -- paths -----------------------------------------------------------------------------
+    @property
+    def own_dir(self) -> Path | None:
+        return None if self.owner is None else owner_dir(self.cache_root, self.owner)
+
+    def path_refusal(self, path: str | os.PathLike[str], *, own_ok: bool = True) -> str | None:
+        """Why a visitor may not open ``path`` (None when they may). ``own_ok=False`` for
+        model paths: an upload is data, never code or weights to load."""
+        p = resolved(path)
+        own = self.own_dir
+        if own_ok and own is not None and p.is_relative_to(resolved(own)):
+            return None
+        if p in self.operator_files:
+            return None
+        cache = self.cache_root
+        if p.is_relative_to(cache / UPLOADS_DIR):
+            return (
+                "it is inside the visitors' uploads"
+                if not own_ok
+                else ("it is inside another visitor's uploads")
+            )
+        if p.is_relative_to(cache):
+            return "it is inside the server's cache"
+        if cache.is_relative_to(p):
+            return "it contains the server's cache (other visitors' uploads)"
+        if not self.server_roots:
+            return (
+                f"this deployment opens no server paths (the operator can list folders in "
+                f"{SERVER_PATHS_ENV})"
+            )
+        if not any(p.is_relative_to(r) for r in self.server_roots):
+            roots = ", ".join(str(r) for r in self.server_roots)
+            return f"this deployment only opens server paths under {SERVER_PATHS_ENV} ({roots})"
+        return None
+
+    # -- dataset specs ---------------------------------------------------------------------
+    def check_dataset_spec(self, spec: str) -> None:
+        """Raise ``DatasetRefused`` (one line) if a visitor may not open ``spec``."""
+        from engine.datasets import parse_spec
+
+        kind, rest, _ = parse_spec(spec)
+        if kind not in PATH_KINDS:
+            return  # demo:* carries no path
+        why = self.path_refusal(rest.strip())
+        if why is not None:
+            raise DatasetRefused(f"{kind}:{_short(rest.strip())} is refused: {why}")
+
+    # -- model specs -----------------------------------------------------------------------
+    def check_model_spec(self, spec: str) -> None:
+        """Raise ``ModelRefused`` (one line) if a visitor may not load ``spec``.
+
+        Checked on the text first (so ``hf:/`` is refused before anything touches the disk),
+        then on the parsed spec. A ``demo:`` alias is the operator's: its target may be local.
+        """
+        text = str(spec).strip()
+        if _REMOTE_CODE_RE.search(text):
+            raise ModelRefused(
+                f"{_short(text)} is refused: a visitor may never enable trust_remote_code"
+            )
+        kind = text.partition(":")[0].lower()
+        if kind in ("demo", "baseline"):
+            from engine.models.registry import parse_spec as parse_model
+
+            parse_model(text)  # unknown aliases fail here with the registry's own line
+            return
+        local = _local_model_path(text)
+        if local is not None:
+            why = self.path_refusal(local, own_ok=False)
+            if why is not None:
+                raise ModelRefused(f"{_short(text)} is refused: a local model path, and {why}")
+        from engine.models.registry import parse_spec as parse_model
+
+        parsed = parse_model(text)
+        if parsed.trust_remote_code:
+            raise ModelRefused(
+                f"{_short(text)} is refused: a visitor may never enable trust_remote_code"
+            )
+        if parsed.path is not None:
+            why = self.path_refusal(parsed.path, own_ok=False)
+            if why is not None:
+                raise ModelRefused(f"{_short(text)} is refused: a local model path, and {why}")
+
+    def allowed_model_specs(self, specs: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Split ``specs`` into (allowed, refusal lines): for a link's model list. A spec
+        that does not parse is not refused here (it may name cached vectors; the loader
+        refuses it with its own line if anyone tries to load it)."""
+        ok: list[str] = []
+        refused: list[str] = []
+        for spec in specs:
+            try:
+                self.check_model_spec(spec)
+            except PolicyError as exc:
+                refused.append(str(exc))
+            except ParallaxError:
+                ok.append(spec)
+            else:
+                ok.append(spec)
+        return ok, refused
+
+
+def _local_model_path(text: str) -> str | None:
+    """The local path a model spec names, read from the text alone (no parsing, no I/O)."""
+    kind, _, rest = text.partition(":")
+    body = rest.split("?", 1)[0].strip() if kind in ("hf", "st") else rest.strip()
+    if kind == "open_clip":
+        if body.startswith("local-dir:"):
+            return body[len("local-dir:") :].strip() or "."
+        tail = body.partition("/")[2].strip()
+        if tail.startswith(("/", "~", ".")) or "/" in tail:
+            return tail
+        from engine.models.registry import CHECKPOINT_SUFFIXES
+
+        return tail if tail.lower().endswith(CHECKPOINT_SUFFIXES) else None
+    windows_drive = len(body) > 1 and body[1] == ":"
+    if kind in ("hf", "st") and (body.startswith(("/", "~", ".", "\\")) or windows_drive):
+        return body
+    return None
+
+
+def _short(text: str, width: int = 120) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"

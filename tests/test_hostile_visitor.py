@@ -1,0 +1,573 @@
+"""A hostile visitor of a shared deployment (issue 21): one test per finding.
+
+Each test plays the attacker through the surface a visitor has (a page, a link, an upload, a
+bundle) and checks the server, the other visitors and the cache come out untouched. The
+attacks are generated inside the tests; nothing hostile is committed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_PAGE = str(REPO / "pages" / "data.py")
+EMBED_PAGE = str(REPO / "pages" / "embed.py")
+ENV_KEYS = ("PARALLAX_CACHE", "HF_HUB_OFFLINE", "PARALLAX_SERVER_PATHS", "PARALLAX_VIEW_ONLY")
+
+
+@pytest.fixture
+def deployment(tmp_path, monkeypatch):
+    """A shared deployment as documented for Community Cloud: a private cache, no
+    ``PARALLAX_SERVER_PATHS`` (it is optional there), the full app."""
+    cache = tmp_path / "repo" / "cache"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("PARALLAX_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PARALLAX_VIEW_ONLY", "0")
+    monkeypatch.delenv("PARALLAX_SERVER_PATHS", raising=False)
+    monkeypatch.delenv("PARALLAX_BUNDLE", raising=False)
+    return cache
+
+
+def _png(colour: tuple[int, int, int], size: int = 16) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _image_folder(folder: Path, n: int = 3) -> Path:
+    for label, colour in (("red", (200, 20, 20)), ("blue", (20, 20, 200))):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (folder / label / f"{i}.png").write_bytes(_png((colour[0], i * 30, colour[2])))
+    return folder
+
+
+def _session(page: str = DATA_PAGE, owner: str | None = None, **state) -> AppTest:
+    at = AppTest.from_file(page, default_timeout=180)
+    at.session_state["dataset_spec"] = "demo:digits"
+    if owner is not None:
+        at.session_state["_parallax_session"] = owner
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _open_spec(at: AppTest, spec: str) -> list[str]:
+    at.text_input(key="data_any_spec").set_value(spec).run()
+    at.button(key="data_open_spec").click().run()
+    assert not at.exception, at.exception
+    return [e.value for e in at.error]
+
+
+def _shown(at: AppTest) -> str:
+    parts = [*at.code, *at.markdown, *at.caption, *at.success, *at.error, *at.warning]
+    frames = [df.value.to_csv() for df in at.dataframe]
+    return " ".join(str(p.value) for p in parts) + " ".join(frames)
+
+
+# -- critical: code execution from the page -----------------------------------------------------
+def _remote_code_folder(folder: Path, marker: Path) -> Path:
+    """A transformers folder whose config asks for remote code that writes ``marker``."""
+    folder.mkdir(parents=True)
+    payload = f"open({str(marker)!r}, 'w').write('pwned')\n"
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "evil",
+                "auto_map": {
+                    "AutoConfig": "configuration_evil.EvilConfig",
+                    "AutoModel": "modeling_evil.EvilModel",
+                },
+            }
+        )
+    )
+    config_src = (
+        payload + "from transformers import PretrainedConfig\n"
+        "class EvilConfig(PretrainedConfig):\n    model_type = 'evil'\n"
+    )
+    (folder / "configuration_evil.py").write_text(config_src)
+    (folder / "modeling_evil.py").write_text(payload)
+    return folder
+
+
+def test_remote_code_from_a_link_or_a_typed_spec_never_runs(deployment, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "hf-modules"))
+    marker = tmp_path / "pwned.txt"
+    # The visitor's own upload folder: the one place on the server a visitor can write.
+    owner = "a" * 32
+    upload = deployment / "uploads" / owner / "upload-1"
+    folder = _remote_code_folder(upload / "evil-model", marker)
+    spec = f"hf:{folder}?trust_remote_code=1"
+    # 1. a link preselects it for a victim (the app restores links), who presses Embed
+    app = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=180)
+    app.query_params["ds"] = "demo:sentences"
+    app.query_params["m"] = [spec]
+    app.run()
+    assert not app.exception, app.exception
+    app.switch_page("../pages/embed.py").run()
+    assert not app.exception, app.exception
+    for button in [b for b in app.button if b.label == "Embed"]:
+        button.click().run()
+    assert not marker.exists(), "a link made the server run the visitor's Python"
+    assert spec not in app.session_state["model_specs"]
+    # 2. the attacker types it (and the other local-path spellings) on the Embed page
+    at = _session(EMBED_PAGE, owner=owner, dataset_spec="demo:sentences")
+    for typed in (
+        spec,
+        f"hf:{folder}",
+        f"st:{folder}",
+        f"open_clip:local-dir:{folder}",
+        f"open_clip:ViT-B-32/{folder}/weights.safetensors",
+        "hf:/",
+    ):
+        at.session_state["model_specs"] = ["baseline:text"]
+        at.text_input(key=at.text_input[0].key).set_value(typed)
+        next(b for b in at.button if b.label == "Add").click().run()
+        assert not at.exception, at.exception
+        refusals = [e.value for e in at.error if "refused" in e.value]
+        if typed == spec:
+            for button in [b for b in at.button if b.label == "Embed"]:
+                button.click().run()
+            assert not marker.exists(), "a typed spec made the server run the visitor's Python"
+        assert typed not in at.session_state["model_specs"], typed
+        assert refusals, (typed, [e.value for e in at.error])
+
+
+def test_shipped_aliases_and_hub_names_stay_allowed(deployment):
+    from engine.policy import VisitorPolicy
+
+    policy = VisitorPolicy.for_visitor(deployment, "b" * 32)
+    for spec in (
+        "demo:shapes-clip",
+        "baseline:pixels",
+        "st:all-MiniLM-L6-v2",
+        "hf:openai/clip-vit-base-patch32",
+        "open_clip:ViT-B-32/laion2b_s34b_b79k",
+        "open_clip:hf-hub:timm/ViT-B-16-SigLIP",
+    ):
+        policy.check_model_spec(spec)  # raises if refused
+    for spec in ("hf:openai/clip-vit-base-patch32?trust_remote_code=1", "hf:/etc", "st:~"):
+        with pytest.raises(Exception, match="refused"):
+            policy.check_model_spec(spec)
+
+
+# -- critical: server files readable by any visitor ---------------------------------------------
+def test_server_paths_are_denied_by_default(deployment, tmp_path):
+    server = _image_folder(tmp_path / "server-data")
+    secrets = tmp_path / "server-data" / "users.csv"
+    secrets.write_text("text,password\nhello,hunter2\nworld,swordfish\n")
+    at = _session()
+    for spec in (f"folder:{server}", f"manifest:{secrets}", "folder:/etc", "folder:/proc/self"):
+        errors = _open_spec(at, spec)
+        assert any("refused" in e for e in errors), (spec, errors)
+        assert at.session_state["dataset_spec"] == "demo:digits"
+    at.text_input(key="data_folder_path").set_value("/").run()
+    at.button(key="data_open_folder").click().run()
+    assert any("refused" in e.value for e in at.error)
+    assert at.session_state["dataset_spec"] == "demo:digits"
+    assert "hunter2" not in _shown(at)
+    # a link opening a server folder on visit
+    link = AppTest.from_file(DATA_PAGE, default_timeout=120)
+    link.query_params["ds"] = f"folder:{server}"
+    link.run()
+    assert not link.exception
+    assert "dataset_spec" not in link.session_state  # the default dataset stays
+    assert any("refused" in w.value for w in link.warning)
+
+
+def test_operator_roots_open_and_nothing_else(deployment, tmp_path, monkeypatch):
+    allowed = _image_folder(tmp_path / "shared" / "pets")
+    elsewhere = _image_folder(tmp_path / "private" / "pets")
+    monkeypatch.setenv("PARALLAX_SERVER_PATHS", str(tmp_path / "shared"))
+    at = _session()
+    assert any("refused" in e for e in _open_spec(at, f"folder:{elsewhere}"))
+    assert any("refused" in e for e in _open_spec(at, f"folder:{allowed}/../../private/pets"))
+    assert not _open_spec(at, f"folder:{allowed}")
+    assert at.session_state["dataset_spec"] == f"folder:{allowed}"
+
+
+# -- critical: other visitors' uploads through a parent folder ----------------------------------
+def test_other_visitors_uploads_are_unreachable_even_through_a_parent(
+    deployment, tmp_path, monkeypatch
+):
+    # The operator lists the repository as the docs suggest; the cache lives inside it.
+    monkeypatch.setenv("PARALLAX_SERVER_PATHS", str(deployment.parent))
+    victim = _session()
+    victim.file_uploader(key="data_upload_files").set_value(
+        [("secret-face.png", _png((1, 2, 3)), "image/png")]
+    )
+    victim.run()
+    assert not victim.exception
+    assert victim.session_state["dataset_spec"].startswith("folder:")
+    attacker = _session()
+    for spec in (
+        f"folder:{deployment.parent}",
+        f"folder:{deployment}",
+        f"folder:{deployment / 'uploads'}",
+        f"folder:{deployment / 'extracted'}",
+        f"folder:{deployment / 'uploads' / '..' / 'uploads'}",
+    ):
+        errors = _open_spec(attacker, spec)
+        assert any("refused" in e for e in errors), (spec, errors)
+        assert attacker.session_state["dataset_spec"] == "demo:digits"
+    assert "secret-face" not in _shown(attacker)
+
+
+# -- critical: one visitor changes what every visitor sees ---------------------------------------
+def _rezip(bundle: Path, out: Path, edit) -> Path:
+    """Copy ``bundle`` to ``out`` with its manifest changed by ``edit(manifest)``."""
+    with zipfile.ZipFile(bundle) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "manifest.json":
+                manifest = json.loads(data)
+                edit(manifest)
+                data = json.dumps(manifest).encode()
+            zout.writestr(info.filename, data)
+    return out
+
+
+@pytest.fixture(scope="module")
+def digits_lookalike_bundle(tmp_path_factory) -> Path:
+    """A 1,797-item bundle of random images (baseline:pixels), built once."""
+    from engine.bundle import write_bundle
+    from engine.cache import Cache
+    from tests.fakes import ArrayImageDataset
+
+    root = tmp_path_factory.mktemp("lookalike")
+    ds = ArrayImageDataset(1797, seed=7, texts=False)
+    out = root / "lookalike.parallax.zip"
+    write_bundle(ds, ["baseline:pixels"], out, methods=("pca",), cache=Cache(root / "c"))
+    return out
+
+
+def test_a_bundle_cannot_replace_the_demo_for_everyone(deployment, digits_lookalike_bundle):
+    from engine.cache import Cache
+    from engine.datasets import open_dataset
+    from engine.datasets.bundle import open_bundle
+    from engine.embed import embed_dataset, vectors_key
+    from engine.models import load_model
+    from engine.project import project, projection_key
+    from engine.thumbnails import thumbs_dir
+
+    demo = open_dataset("demo:digits")
+    pixels = load_model("baseline:pixels")
+    home_key = vectors_key(demo, pixels, "image")
+    pca_key = projection_key(home_key, "pca", {"seed": 0})
+
+    def claim_the_demo(manifest: dict) -> None:
+        manifest["dataset"]["fingerprint"] = demo.fingerprint()
+        model = manifest["models"][0]
+        model["vectors_key"] = home_key
+        model["vectors_manifest"]["dataset_fingerprint"] = demo.fingerprint()
+        for proj in manifest["projections"]:
+            proj["key"] = pca_key
+            proj["params"] = {"seed": 0}
+
+    hostile = _rezip(digits_lookalike_bundle, deployment / "hostile.parallax.zip", claim_the_demo)
+    cache = Cache(deployment)
+    bundle = open_bundle(hostile, cache=cache)  # the attacker's session opens it
+    assert bundle.dataset.fingerprint() != demo.fingerprint()
+    assert thumbs_dir(bundle.dataset, cache) != thumbs_dir(demo, cache)
+    # a victim's Home map afterwards: the demo's own vectors and map, not the attacker's
+    clean = Cache(deployment.parent / "clean-cache")
+    truth = embed_dataset(demo, pixels, cache=clean)
+    seen = embed_dataset(demo, pixels, cache=cache)
+    assert np.array_equal(np.load(seen.path), np.load(truth.path))
+    victim_map = project(cache.get("vectors", seen.key), "pca", cache=cache).coords()
+    true_map = project(clean.get("vectors", truth.key), "pca", cache=clean).coords()
+    assert np.allclose(victim_map, true_map)
+
+
+# -- critical: writes outside the cache -----------------------------------------------------------
+@pytest.mark.parametrize("fingerprint", ["../../escaped", "/tmp/parallax-h4-escaped-thumbs"])
+def test_a_bundle_fingerprint_never_becomes_a_path(
+    deployment, digits_lookalike_bundle, fingerprint, tmp_path
+):
+    from engine.cache import Cache
+    from engine.datasets.bundle import open_bundle
+    from engine.thumbnails import get_sheet
+
+    def lie(manifest: dict) -> None:
+        manifest["dataset"]["fingerprint"] = fingerprint
+
+    hostile = _rezip(digits_lookalike_bundle, tmp_path / "fp.parallax.zip", lie)
+    cache = Cache(deployment)
+    outside = {p for p in deployment.parent.parent.rglob("*") if "cache" not in p.parts}
+    try:
+        bundle = open_bundle(hostile, cache=cache)
+        get_sheet(bundle.dataset, 0, cache)
+    except Exception as exc:  # refusing the bundle is fine too, if it says so in one line
+        from engine.errors import ParallaxError
+
+        assert isinstance(exc, ParallaxError), exc
+    after = {p for p in deployment.parent.parent.rglob("*") if "cache" not in p.parts}
+    assert after - outside <= {hostile}, after - outside
+    assert not Path("/tmp/parallax-h4-escaped-thumbs").exists()
+
+
+def test_bundle_cache_keys_must_be_digests(deployment, digits_lookalike_bundle, tmp_path):
+    from engine.cache import Cache
+    from engine.datasets.bundle import open_bundle
+
+    def lie(manifest: dict) -> None:
+        manifest["models"][0]["vectors_key"] = "not-a-digest"
+        manifest["projections"][0]["key"] = "x"
+
+    hostile = _rezip(digits_lookalike_bundle, tmp_path / "keys.parallax.zip", lie)
+    cache = Cache(deployment)
+    open_bundle(hostile, cache=cache)
+    names = {e.key for e in cache.entries()}
+    assert "not-a-digest" not in names and "x" not in names
+    assert all(len(k) == 64 and int(k, 16) >= 0 for k in names), names
+
+
+# -- critical: a full disk kills the server -------------------------------------------------------
+_FULL_DISK_CHILD = """
+import sys
+sys.path.insert(0, {repo!r})
+from tests.fakes import ArrayImageDataset, MeanColourModel
+from engine.cache import Cache
+from engine.embed import embed_dataset
+from engine.errors import ParallaxError
+
+try:
+    embed_dataset(
+        ArrayImageDataset(1200, texts=False), MeanColourModel(dim=1024), cache=Cache({cache!r})
+    )
+except ParallaxError as exc:
+    print("ERROR:", exc)
+    sys.exit(2)
+print("OK")
+"""
+
+
+def test_a_full_disk_while_writing_vectors_is_one_error_not_a_crash(tmp_path):
+    """Shards (4.9 MB) fit on a 7 MB disk, the final 4.9 MB file does not."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=7m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("needs a small tmpfs (root): " + mounted.stderr.decode()[:200])
+    try:
+        code = _FULL_DISK_CHILD.format(repo=str(REPO), cache=str(disk / "cache"))
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr[-2000:])
+    assert "disk is full" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+# -- high: tracebacks shown to visitors -----------------------------------------------------------
+def _bundle_with(tmp_path: Path, source: Path, name: str, edit_members) -> Path:
+    """``source`` with members replaced by ``edit_members(members, manifest)`` (checksums
+    recomputed, so only the content is hostile)."""
+    import hashlib
+
+    with zipfile.ZipFile(source) as zin:
+        members = {i.filename: zin.read(i) for i in zin.infolist()}
+    manifest = json.loads(members.pop("manifest.json"))
+    edit_members(members, manifest)
+    manifest["files"] = {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}
+    out = tmp_path / name
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        zout.writestr("manifest.json", json.dumps(manifest))
+        for k, v in members.items():
+            zout.writestr(k, v)
+    return out
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _malformed_bundles(tmp_path: Path, good: Path) -> dict[str, Path]:
+    def nan_vectors(members, manifest):
+        v = np.load(io.BytesIO(members["vectors/0.npy"])).copy()
+        v[3, :] = np.nan
+        v[4, 0] = np.inf
+        members["vectors/0.npy"] = _npy(v)
+
+    def no_models(members, manifest):
+        manifest["models"] = "none"
+
+    def dataset_not_a_dict(members, manifest):
+        manifest["dataset"] = ["x"]
+
+    def missing_n(members, manifest):
+        del manifest["dataset"]["n"]
+
+    def projection_of_model_9(members, manifest):
+        manifest["projections"][0]["model"] = 9
+
+    def dim_is_text(members, manifest):
+        manifest["models"][0]["dim"] = "wide"
+
+    return {
+        name: _bundle_with(tmp_path, good, f"{name}.parallax.zip", fn)
+        for name, fn in {
+            "nan_vectors": nan_vectors,
+            "no_models": no_models,
+            "dataset_not_a_dict": dataset_not_a_dict,
+            "missing_n": missing_n,
+            "projection_of_model_9": projection_of_model_9,
+            "dim_is_text": dim_is_text,
+        }.items()
+    }
+
+
+def test_malformed_bundles_are_one_line(deployment, digits_lookalike_bundle, tmp_path):
+    from engine.cache import Cache
+    from engine.datasets.bundle import BundleError, open_bundle
+
+    for name, path in _malformed_bundles(tmp_path, digits_lookalike_bundle).items():
+        with pytest.raises(BundleError) as info:
+            open_bundle(path, cache=Cache(deployment))
+        assert "\n" not in str(info.value), name
+
+
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("header-only.csv", b"image,text,label\n"),
+        ("empty.csv", b""),
+        ("empty.jsonl", b"\n\n"),
+        ("no-rows.parquet", None),
+    ],
+)
+def test_empty_tables_are_one_line(deployment, tmp_path, name, content):
+    from engine.datasets import open_dataset
+    from engine.errors import DatasetError
+
+    path = tmp_path / name
+    if content is None:
+        import pandas as pd
+
+        pd.DataFrame({"text": pd.Series([], dtype=str)}).to_parquet(path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DatasetError) as info:
+        open_dataset(f"manifest:{path}", cache_root=deployment)
+    assert "\n" not in str(info.value)
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_tiny_datasets_are_one_line_in_the_cli(deployment, tmp_path, n):
+    manifest = tmp_path / "tiny.csv"
+    manifest.write_text("text\n" + "".join(f"sentence number {i}\n" for i in range(n)))
+    spec = f"manifest:{manifest}"
+    env = {"PARALLAX_CACHE": str(deployment)}
+    for args in (
+        ("project", "--dataset", spec, "--model", "baseline:text", "--method", "pca", "--quality"),
+        ("bundle", "--dataset", spec, "--model", "baseline:text", "--out", str(tmp_path / "b.zip")),
+    ):
+        done = _cli(*args, env=env)
+        assert "Traceback" not in done.stderr, (args, done.stderr[-3000:])
+        assert done.returncode in (0, 2), (args, done.returncode, done.stderr[-1000:])
+
+
+def test_hf_root_is_one_quick_line_in_the_cli(deployment):
+    done = _cli(
+        "embed", "--dataset", "demo:sentences", "--model", "hf:/",
+        env={"PARALLAX_CACHE": str(deployment)},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+
+
+def test_a_redirect_to_ftp_is_a_per_item_reason(deployment, tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", "ftp://example.com/x.png")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("PARALLAX_ALLOW_PRIVATE_URLS", "1")
+    manifest = tmp_path / "urls.csv"
+    url = f"http://127.0.0.1:{server.server_address[1]}/a.png"
+    manifest.write_text(f"image,text\n{url},one\n{url},two\n")
+    try:
+        from engine.datasets import open_dataset
+
+        ds = open_dataset(f"manifest:{manifest}", cache_root=deployment)
+    finally:
+        server.shutdown()
+    reasons = [s.reason for s in ds.skipped] + list(getattr(ds, "image_errors", {}).values())
+    assert reasons and all("\n" not in r for r in reasons), reasons
+    assert any("non-HTTP" in r for r in reasons), reasons
+
+
+def test_unexpected_errors_keep_the_traceback_off_the_page(deployment, monkeypatch, tmp_path):
+    """With the repository's config (``client.showErrorDetails = "type"``), a bug shows one
+    line and no traceback; the traceback goes to the server log."""
+
+    def page():
+        import streamlit as st
+
+        from dashboard import ui
+
+        st.set_option("client.showErrorDetails", "type")
+        with ui.guard("Opening the dataset"):
+            [][0]  # a bug: IndexError
+
+    at = AppTest.from_function(page, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.error and "IndexError" in at.error[0].value
+    assert not at.expander, "no Details expander for visitors"
+    assert "Traceback" not in _shown(at)
+
+
+def test_untrusted_strings_are_never_markdown(deployment):
+    """A link's dataset spec and error lines are shown as text: no image is fetched."""
+    evil = "manifest:![x](http://attacker.invalid/pixel.png)"
+    at = AppTest.from_file(EMBED_PAGE, default_timeout=120)
+    at.query_params["ds"] = evil
+    at.run()
+    assert not at.exception
+    at = _session(EMBED_PAGE, dataset_spec="demo:sentences")
+    at.session_state["dataset_spec"] = evil
+    at.run()
+    for el in [*at.markdown, *at.error, *at.warning, *at.caption, *at.info]:
+        assert "![x](" not in el.value, el.value
