@@ -19,6 +19,7 @@ import streamlit as st
 
 from engine.cache import Cache
 from engine.config import cache_dir
+from engine.datasets.base import approx_nbytes
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -32,17 +33,23 @@ def engine_cache() -> Cache:
 
 
 class DatasetRegistry:
-    """Opened datasets shared by every session: a small LRU keyed by (spec, cache root).
+    """Opened datasets shared by every session: an LRU keyed by (spec, cache root), bounded by
+    count and by ``config.DATASET_CACHE_BYTES`` (approximate bytes held; the newest dataset is
+    always kept), so one visitor's large upload is released instead of held for everyone.
 
     Not ``st.cache_resource`` itself, because opening reports progress into the calling page
     (a cached function must not draw). One lock per key: two sessions asking for the same new
     folder wait for one scan instead of running two. Failures are not remembered.
     """
 
-    def __init__(self, max_entries: int = 16) -> None:
+    def __init__(self, max_entries: int = 16, max_bytes: int | None = None) -> None:
+        from engine.config import DATASET_CACHE_BYTES
+
         self.max_entries = max_entries
+        self.max_bytes = DATASET_CACHE_BYTES if max_bytes is None else max_bytes
         self._lock = threading.Lock()
         self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._sizes: dict[tuple[str, str], int] = {}
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
 
     def get(self, spec: str, root: Path, progress=None):  # -> Dataset
@@ -59,12 +66,22 @@ class DatasetRegistry:
             from engine.datasets import open_dataset
 
             ds = open_dataset(spec, cache_root=root, progress=progress)
+            size = approx_nbytes(ds)
             with self._lock:
                 self._items[key] = ds
-                while len(self._items) > self.max_entries:
-                    self._items.popitem(last=False)
+                self._sizes[key] = size
+                while len(self._items) > 1 and (
+                    len(self._items) > self.max_entries or self.nbytes > self.max_bytes
+                ):
+                    old, _ = self._items.popitem(last=False)
+                    self._sizes.pop(old, None)
                 self._key_locks.pop(key, None)
             return ds
+
+    @property
+    def nbytes(self) -> int:
+        """Approximate bytes held by the datasets kept now."""
+        return sum(self._sizes.values())
 
 
 @st.cache_resource(show_spinner=False)

@@ -45,7 +45,10 @@ def error_line(exc: BaseException, action: str | None = None) -> str:
     )
 
 
-_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+# What turns text into a link, an image (fetched by the viewer's browser) or HTML in
+# Streamlit's Markdown: brackets (links, images, references), angle brackets (autolinks,
+# tags) and the backslash that could undo an escape. Emphasis is left alone (harmless).
+_MARKDOWN_SPECIALS = re.compile(r"([\\\[\]<>])")
 
 
 def plain(text: object) -> str:

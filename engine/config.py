@@ -100,6 +100,8 @@ MAX_ARCHIVE_BYTES = _int_env("PARALLAX_MAX_ARCHIVE_BYTES", 4 * 1024**3)  # total
 MAX_ARCHIVE_RATIO = _int_env(
     "PARALLAX_MAX_ARCHIVE_RATIO", 200
 )  # per member, uncompressed/compressed
+# Opened datasets a long-lived server keeps for every session, in (approximate) bytes.
+DATASET_CACHE_BYTES = _int_env("PARALLAX_DATASET_CACHE_BYTES", 1024**3)
 DOWNLOAD_TIMEOUT_S = _float_env("PARALLAX_DOWNLOAD_TIMEOUT_S", 5.0)  # connect, and each read
 DOWNLOAD_DEADLINE_S = _float_env("PARALLAX_DOWNLOAD_DEADLINE_S", 60.0)  # one whole download
 

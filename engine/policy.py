@@ -166,7 +166,7 @@ class VisitorPolicy:
             )
         kind = text.partition(":")[0].lower()
         if kind in ("demo", "baseline"):
-            from engine.models.registry import parse_spec as parse_model
+            from engine.models.spec import parse_spec as parse_model
 
             parse_model(text)  # unknown aliases fail here with the registry's own line
             return
@@ -175,7 +175,7 @@ class VisitorPolicy:
             why = self.path_refusal(local, own_ok=False)
             if why is not None:
                 raise ModelRefused(f"{_short(text)} is refused: a local model path, and {why}")
-        from engine.models.registry import parse_spec as parse_model
+        from engine.models.spec import parse_spec as parse_model
 
         parsed = parse_model(text)
         if parsed.trust_remote_code:
@@ -215,7 +215,7 @@ def _local_model_path(text: str) -> str | None:
         tail = body.partition("/")[2].strip()
         if tail.startswith(("/", "~", ".")) or "/" in tail:
             return tail
-        from engine.models.registry import CHECKPOINT_SUFFIXES
+        from engine.models.spec import CHECKPOINT_SUFFIXES
 
         return tail if tail.lower().endswith(CHECKPOINT_SUFFIXES) else None
     windows_drive = len(body) > 1 and body[1] == ":"

@@ -12,13 +12,14 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+
+from tests.hostile_bundles import FAR, demo_impostor, lookalike_bundle, rebundle
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_PAGE = str(REPO / "pages" / "data.py")
@@ -229,30 +230,14 @@ def test_other_visitors_uploads_are_unreachable_even_through_a_parent(
 
 # -- critical: one visitor changes what every visitor sees ---------------------------------------
 def _rezip(bundle: Path, out: Path, edit) -> Path:
-    """Copy ``bundle`` to ``out`` with its manifest changed by ``edit(manifest)``."""
-    with zipfile.ZipFile(bundle) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
-        for info in zin.infolist():
-            data = zin.read(info)
-            if info.filename == "manifest.json":
-                manifest = json.loads(data)
-                edit(manifest)
-                data = json.dumps(manifest).encode()
-            zout.writestr(info.filename, data)
-    return out
+    """``bundle`` with only its manifest changed by ``edit(manifest)``."""
+    return rebundle(bundle, out, lambda members, manifest: edit(manifest))
 
 
 @pytest.fixture(scope="module")
 def digits_lookalike_bundle(tmp_path_factory) -> Path:
     """A 1,797-item bundle of random images (baseline:pixels), built once."""
-    from engine.bundle import write_bundle
-    from engine.cache import Cache
-    from tests.fakes import ArrayImageDataset
-
-    root = tmp_path_factory.mktemp("lookalike")
-    ds = ArrayImageDataset(1797, seed=7, texts=False)
-    out = root / "lookalike.parallax.zip"
-    write_bundle(ds, ["baseline:pixels"], out, methods=("pca",), cache=Cache(root / "c"))
-    return out
+    return lookalike_bundle(tmp_path_factory.mktemp("lookalike"))
 
 
 def test_a_bundle_cannot_replace_the_demo_for_everyone(deployment, digits_lookalike_bundle):
@@ -291,6 +276,37 @@ def test_a_bundle_cannot_replace_the_demo_for_everyone(deployment, digits_lookal
     victim_map = project(cache.get("vectors", seen.key), "pca", cache=cache).coords()
     true_map = project(clean.get("vectors", truth.key), "pca", cache=clean).coords()
     assert np.allclose(victim_map, true_map)
+
+
+def _map_x(at: AppTest) -> list[float]:
+    xs: list[float] = []
+    for chart in at.get("plotly_chart"):
+        for trace in json.loads(chart.proto.spec).get("data", []):
+            xs += [float(x) for x in trace.get("x", []) if isinstance(x, int | float)]
+    return xs
+
+
+def test_an_uploaded_impostor_bundle_changes_nothing_for_another_session(
+    deployment, digits_lookalike_bundle, tmp_path
+):
+    """Two AppTest sessions: the attacker uploads a bundle claiming the Home demo before
+    anyone opened Home; the victim's Home then shows the demo's own map."""
+    impostor = demo_impostor(tmp_path, digits_lookalike_bundle)
+    attacker = _session()
+    attacker.file_uploader(key="data_upload_files").set_value(
+        [(impostor.name, impostor.read_bytes(), "application/zip")]
+    )
+    attacker.run()
+    assert not attacker.exception, attacker.exception
+    assert attacker.session_state["dataset_spec"].startswith("bundle:")
+    victim = AppTest.from_file(str(REPO / "pages" / "home.py"), default_timeout=300)
+    victim.session_state["home_auto_umap"] = False  # dashboard.keys.HOME_AUTO_UMAP
+    victim.run()
+    assert not victim.exception, victim.exception
+    xs = _map_x(victim)
+    assert len(xs) == 1797, len(xs)
+    assert max(abs(x) for x in xs) < FAR / 2  # the impostor's map lies around x = 1000
+    assert impostor.name not in _shown(victim)
 
 
 # -- critical: writes outside the cache -----------------------------------------------------------
@@ -381,19 +397,7 @@ def test_a_full_disk_while_writing_vectors_is_one_error_not_a_crash(tmp_path):
 def _bundle_with(tmp_path: Path, source: Path, name: str, edit_members) -> Path:
     """``source`` with members replaced by ``edit_members(members, manifest)`` (checksums
     recomputed, so only the content is hostile)."""
-    import hashlib
-
-    with zipfile.ZipFile(source) as zin:
-        members = {i.filename: zin.read(i) for i in zin.infolist()}
-    manifest = json.loads(members.pop("manifest.json"))
-    edit_members(members, manifest)
-    manifest["files"] = {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}
-    out = tmp_path / name
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
-        zout.writestr("manifest.json", json.dumps(manifest))
-        for k, v in members.items():
-            zout.writestr(k, v)
-    return out
+    return rebundle(source, tmp_path / name, edit_members)
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -538,25 +542,30 @@ def test_a_redirect_to_ftp_is_a_per_item_reason(deployment, tmp_path, monkeypatc
     assert any("non-HTTP" in r for r in reasons), reasons
 
 
-def test_unexpected_errors_keep_the_traceback_off_the_page(deployment, monkeypatch, tmp_path):
+def test_unexpected_errors_keep_the_traceback_off_the_page(deployment, caplog):
     """With the repository's config (``client.showErrorDetails = "type"``), a bug shows one
     line and no traceback; the traceback goes to the server log."""
+    from streamlit import config as st_config
 
     def page():
-        import streamlit as st
-
         from dashboard import ui
 
-        st.set_option("client.showErrorDetails", "type")
         with ui.guard("Opening the dataset"):
             [][0]  # a bug: IndexError
 
-    at = AppTest.from_function(page, default_timeout=60)
-    at.run()
+    saved = st_config.get_option("client.showErrorDetails")
+    st_config.set_option("client.showErrorDetails", "type")
+    try:
+        at = AppTest.from_function(page, default_timeout=60)
+        with caplog.at_level("ERROR", logger="parallax.dashboard"):
+            at.run()
+    finally:
+        st_config.set_option("client.showErrorDetails", saved)
     assert not at.exception, at.exception
     assert at.error and "IndexError" in at.error[0].value
     assert not at.expander, "no Details expander for visitors"
     assert "Traceback" not in _shown(at)
+    assert any(r.exc_info for r in caplog.records), "the traceback goes to the server log"
 
 
 def test_untrusted_strings_are_never_markdown(deployment):

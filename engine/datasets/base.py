@@ -11,6 +11,7 @@ as methods, and ``ContentHasher`` for full-content fingerprints.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -106,6 +107,25 @@ def dataset_thumbnail(dataset: Dataset, index: int, size: int = 64) -> Image.Ima
     upscale = image.width < size and image.height < size
     method = Image.Resampling.NEAREST if upscale else Image.Resampling.BICUBIC
     return ImageOps.contain(image, (size, size), method=method)
+
+
+def approx_nbytes(dataset: Any) -> int:
+    """Roughly what an opened dataset holds in memory: its ids, labels and texts (with
+    CPython's per-string overhead), its metadata table, and any image bytes it keeps (a
+    bundle's thumbnails). For budgets (``PARALLAX_DATASET_CACHE_BYTES``), not accounting."""
+    per_string = 56  # sys.getsizeof("") on CPython 3.11 (compact ASCII)
+
+    def strings(values: Any) -> int:
+        return sum(per_string + len(v) for v in values or () if isinstance(v, str))
+
+    total = strings(getattr(dataset, "ids", ())) + strings(getattr(dataset, "labels", ()))
+    total += strings(getattr(dataset, "texts", None) or ())
+    # A dataset without a table, or one that cannot say, counts nothing for it.
+    with contextlib.suppress(Exception):
+        total += int(dataset.metadata().memory_usage(deep=True).sum())
+    thumbs = getattr(dataset, "_thumbs", None) or ()
+    total += sum(len(t) for t in thumbs if t is not None)
+    return total
 
 
 class DatasetBase:

@@ -297,6 +297,12 @@ def open_bundle(path: str | Path, *, cache: Cache | None = None) -> Bundle:
         plan = _plan(manifest, names, path.name)
         files, n = plan["files"], plan["n"]
         fingerprint = bundle_fingerprint(files)
+        for model in plan["models"]:  # compact and ratio-checked: a lie about n shows here first
+            nbr = _load_npy(_read_member(zf, model["neighbors"], files), model["neighbors"])
+            if nbr.ndim != 2 or len(nbr) != n:
+                raise BundleError(
+                    f"{path.name}: neighbour lists do not have the {n:,} rows claimed"
+                )
 
         items = _read_table(_read_member(zf, "items.parquet", files), "items.parquet", n)
         missing = {"id", "label", "text"} - set(items.columns)

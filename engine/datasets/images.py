@@ -76,9 +76,36 @@ def read_limited(path: Path) -> bytes:
     return data
 
 
+# Decoded images larger than this on their longer side are reduced (box filter, integer
+# factor) before any colour conversion: every consumer (models at ~224 px, thumbnails, the
+# gallery) wants far less, and a small file must not cost gigabytes in conversions (an
+# 8000 x 8000 16-bit PNG of 128 KB once cost 2.3 GB here).
+WORKING_SIDE = 4096
+
+
+def _reduce_factor(image: Image.Image) -> int:
+    return max(1, -(-max(image.size) // WORKING_SIDE))
+
+
+def _shrink(image: Image.Image) -> Image.Image:
+    """``image`` reduced to at most ``WORKING_SIDE`` per side where Pillow can (8-bit modes);
+    16/32-bit greyscale is strided in ``_sixteen_bit_to_l`` instead."""
+    factor = _reduce_factor(image)
+    if factor == 1 or image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        return image
+    try:
+        return image.reduce(factor)
+    except ValueError:  # a mode reduce() does not take (P, 1, ...): converted first, then reduced
+        return image
+
+
 def _sixteen_bit_to_l(image: Image.Image) -> Image.Image:
     """Scale 16/32-bit greyscale to 8 bits by value range, not by clipping at 255."""
-    pixels = np.asarray(image)
+    factor = _reduce_factor(image)
+    pixels = np.asarray(image)[::factor, ::factor]  # a view: the reduction costs no copy
+    if image.mode.startswith("I;16"):  # float32 is exact enough for x / 257 (no .5 ties)
+        scaled32 = pixels.astype(np.float32) / np.float32(257.0)
+        return Image.fromarray(np.clip(np.rint(scaled32), 0, 255).astype(np.uint8), "L")
     if image.mode == "F":
         pixels = pixels.astype(np.float64)
         finite = np.isfinite(pixels)
@@ -141,12 +168,18 @@ def open_image_safely(source: Path | bytes, *, name: str) -> Image.Image:
                     f"image too large ({width}x{height} = {width * height / 1e6:.1f} M pixels "
                     f"> limit {limit / 1e6:.1f} M; possible decompression bomb)"
                 )
+            if image.format == "JPEG" and max(width, height) > WORKING_SIDE:
+                # DCT scaling: a large JPEG decodes at 1/2, 1/4 or 1/8 of its size.
+                side = max(width, height)
+                image.draft(None, (width * WORKING_SIDE // side, height * WORKING_SIDE // side))
             image.load()  # the full decode of the first frame: truncation shows up here
             try:
                 upright = ImageOps.exif_transpose(image)
             except Exception:  # a corrupt EXIF block should not cost the whole image
                 upright = image
-            rgb = to_rgb(upright if upright is not None else image)
+            rgb = to_rgb(_shrink(upright if upright is not None else image))
+            if max(rgb.size) > WORKING_SIDE:  # a mode reduce() could not take before
+                rgb = rgb.reduce(_reduce_factor(rgb))
             # Detach from the source file object (convert may return the same object for RGB).
             return rgb.copy() if rgb is image else rgb
     except ItemError:

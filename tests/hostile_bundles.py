@@ -1,0 +1,79 @@
+"""Hostile bundles for the issue-21 tests: a bundle that claims to be the Home demo.
+
+``demo_impostor(root)`` builds a 1,797-item bundle of random images (``baseline:pixels``) whose
+manifest claims ``demo:digits``' fingerprint, the Home map's vectors key and its PCA map key,
+with every map moved far away (x around 1000), so a victim who is shown the impostor's map
+can tell at a glance. Checksums are recomputed: only the claims are lies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+FAR = 1000.0  # where the impostor's maps lie (a real PCA map of digits is within a few units)
+
+
+def rebundle(source: Path, out: Path, edit) -> Path:
+    """``source`` with members and manifest changed by ``edit(members, manifest)``; member
+    checksums recomputed so the bundle is valid apart from what it claims."""
+    with zipfile.ZipFile(source) as zin:
+        members = {i.filename: zin.read(i) for i in zin.infolist()}
+    manifest = json.loads(members.pop("manifest.json"))
+    edit(members, manifest)
+    manifest["files"] = {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        zout.writestr("manifest.json", json.dumps(manifest))
+        for k, v in members.items():
+            zout.writestr(k, v)
+    return out
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def lookalike_bundle(root: Path) -> Path:
+    """A valid 1,797-item bundle of random images with a PCA map (what the impostor edits)."""
+    from engine.bundle import write_bundle
+    from engine.cache import Cache
+    from tests.fakes import ArrayImageDataset
+
+    out = root / "lookalike.parallax.zip"
+    if not out.exists():
+        ds = ArrayImageDataset(1797, seed=7, texts=False)
+        write_bundle(ds, ["baseline:pixels"], out, methods=("pca",), cache=Cache(root / "c"))
+    return out
+
+
+def demo_impostor(root: Path, source: Path | None = None) -> Path:
+    """The bundle that claims to be ``demo:digits`` x ``baseline:pixels`` (see module doc)."""
+    from engine.datasets import open_dataset
+    from engine.embed import vectors_key
+    from engine.models import load_model
+    from engine.project import projection_key
+
+    source = source or lookalike_bundle(root)
+    demo = open_dataset("demo:digits")
+    home_key = vectors_key(demo, load_model("baseline:pixels"), "image")
+
+    def claim(members: dict, manifest: dict) -> None:
+        manifest["dataset"]["fingerprint"] = demo.fingerprint()
+        manifest["dataset"]["name"] = "digits"
+        model = manifest["models"][0]
+        model["vectors_key"] = home_key
+        model["vectors_manifest"]["dataset_fingerprint"] = demo.fingerprint()
+        for proj in manifest["projections"]:
+            proj["key"] = projection_key(home_key, proj["method"], {"seed": 0})
+            proj["params"] = {"seed": 0}
+            rng = np.random.default_rng(0)
+            members[proj["path"]] = _npy((FAR + rng.random((1797, 2))).astype(np.float32))
+
+    return rebundle(source, root / "digits.parallax.zip", claim)
