@@ -23,10 +23,10 @@ pytestmark = [
 ]
 TIMEOUT_MS = 180_000
 
-# x extent of every point of every Parallax map on the page (None while none is drawn).
+# x extent of every point of every Plotly chart on the page (None while none is drawn).
 X_EXTENT_JS = """() => {
   const maps = Array.from(document.querySelectorAll('.js-plotly-plot'))
-    .filter(gd => gd.layout && gd.layout.meta && gd.layout.meta.parallax_map && gd._fullData);
+    .filter(gd => gd._fullData);
   let lo = Infinity, hi = -Infinity, n = 0;
   maps.forEach(gd => gd._fullData.forEach(t => {
     if (!t.x) return;

@@ -279,10 +279,17 @@ def test_a_bundle_cannot_replace_the_demo_for_everyone(deployment, digits_lookal
 
 
 def _map_x(at: AppTest) -> list[float]:
+    """Every x of every trace of the page's Plotly maps (plain lists or Plotly's typed
+    arrays, ``{"dtype": "f4", "bdata": base64}``)."""
+    import base64
+
     xs: list[float] = []
     for chart in at.get("plotly_chart"):
         for trace in json.loads(chart.proto.spec).get("data", []):
-            xs += [float(x) for x in trace.get("x", []) if isinstance(x, int | float)]
+            x = trace.get("x", [])
+            if isinstance(x, dict) and "bdata" in x:
+                x = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]).tolist()
+            xs += [float(v) for v in x if isinstance(v, int | float)]
     return xs
 
 

@@ -104,8 +104,13 @@ def _sixteen_bit_to_l(image: Image.Image) -> Image.Image:
     factor = _reduce_factor(image)
     pixels = np.asarray(image)[::factor, ::factor]  # a view: the reduction costs no copy
     if image.mode.startswith("I;16"):  # float32 is exact enough for x / 257 (no .5 ties)
-        scaled32 = pixels.astype(np.float32) / np.float32(257.0)
-        return Image.fromarray(np.clip(np.rint(scaled32), 0, 255).astype(np.uint8), "L")
+        out = np.empty(pixels.shape, dtype=np.uint8)
+        for row in range(0, pixels.shape[0], 512):  # in blocks: no full-size temporaries
+            block = pixels[row : row + 512].astype(np.float32)
+            block /= np.float32(257.0)
+            np.rint(block, out=block)
+            out[row : row + 512] = np.clip(block, 0, 255)
+        return Image.fromarray(out, "L")
     if image.mode == "F":
         pixels = pixels.astype(np.float64)
         finite = np.isfinite(pixels)
@@ -173,11 +178,13 @@ def open_image_safely(source: Path | bytes, *, name: str) -> Image.Image:
                 side = max(width, height)
                 image.draft(None, (width * WORKING_SIDE // side, height * WORKING_SIDE // side))
             image.load()  # the full decode of the first frame: truncation shows up here
-            try:
-                upright = ImageOps.exif_transpose(image)
+            small = _shrink(image)
+            try:  # exif_transpose copies even an upright image: only call it when it turns
+                turned = small.getexif().get(0x0112, 1) not in (1, None)
+                upright = ImageOps.exif_transpose(small) if turned else small
             except Exception:  # a corrupt EXIF block should not cost the whole image
-                upright = image
-            rgb = to_rgb(_shrink(upright if upright is not None else image))
+                upright = small
+            rgb = to_rgb(upright if upright is not None else small)
             if max(rgb.size) > WORKING_SIDE:  # a mode reduce() could not take before
                 rgb = rgb.reduce(_reduce_factor(rgb))
             # Detach from the source file object (convert may return the same object for RGB).

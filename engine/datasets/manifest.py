@@ -88,6 +88,19 @@ def find_column(columns: list[str], candidates: tuple[str, ...]) -> str | None:
 MAX_CELL_CHARS = max(config.MAX_TEXT_CHARS * 50, 1_000_000)
 
 
+def _check_line_lengths(path: Path) -> None:
+    """Refuse a physical line longer than any sane row before a text reader holds it whole
+    (reads at most ``4 * MAX_CELL_CHARS`` bytes at a time)."""
+    limit = 4 * MAX_CELL_CHARS  # bytes: a cell of MAX_CELL_CHARS characters in UTF-8, at worst
+    with open(path, "rb") as f:
+        while line := f.readline(limit + 1):
+            if len(line) > limit:
+                raise DatasetError(
+                    f"manifest {path.name} has a line longer than {limit:,} bytes (a cell "
+                    f"may hold at most {MAX_CELL_CHARS:,} characters)"
+                )
+
+
 def _scan_csv(path: Path, encoding: str) -> int:
     """Stream the file once through the csv module: refuse a cell longer than
     ``MAX_CELL_CHARS`` before pandas holds it (memory stays one row). Returns the row count."""
@@ -111,6 +124,7 @@ def _scan_csv(path: Path, encoding: str) -> int:
 def _read_csv(path: Path) -> pd.DataFrame:
     import pandas as pd
 
+    _check_line_lengths(path)
     try:
         rows = _scan_csv(path, "utf-8-sig")
     except UnicodeDecodeError:
