@@ -1,4 +1,8 @@
-"""Hostile bundles for the issue-21 tests: a bundle that claims to be the Home demo.
+"""Hostile bundles for the issue-21 tests: bundles that claim to be what Home shows.
+
+``home_bundle_impostor(root)`` copies the committed demo bundle (what Home opens on) keeping
+every claim of its manifest (fingerprint, vectors and map keys) but with scrambled maps, so a
+victim shown the impostor's maps would see noise. ``genuine_map(model, method)`` is the real one.
 
 ``demo_impostor(root)`` builds a 1,797-item bundle of random images (``baseline:pixels``) whose
 manifest claims ``demo:digits``' fingerprint, the Home map's vectors key and its PCA map key,
@@ -77,3 +81,29 @@ def demo_impostor(root: Path, source: Path | None = None) -> Path:
             members[proj["path"]] = _npy((FAR + rng.random((1797, 2))).astype(np.float32))
 
     return rebundle(source, root / "digits.parallax.zip", claim)
+
+
+DEMO_BUNDLE = Path(__file__).resolve().parent.parent / "bundles" / "demo-shapes.parallax.zip"
+
+
+def genuine_map(model: int = 0, method: str = "umap") -> np.ndarray:
+    """The committed demo bundle's own map of its ``model``-th model."""
+    with zipfile.ZipFile(DEMO_BUNDLE) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        (proj,) = [
+            p for p in manifest["projections"] if p["model"] == model and p["method"] == method
+        ]
+        return np.load(io.BytesIO(zf.read(proj["path"])), allow_pickle=False)
+
+
+def home_bundle_impostor(root: Path) -> Path:
+    """The demo bundle with every map replaced by noise and every claim left as it was."""
+
+    def scramble(members: dict, manifest: dict) -> None:
+        rng = np.random.default_rng(1)
+        for proj in manifest["projections"]:
+            coords = np.load(io.BytesIO(members[proj["path"]]), allow_pickle=False)
+            members[proj["path"]] = _npy(rng.random(coords.shape).astype(np.float32))
+
+    root.mkdir(parents=True, exist_ok=True)
+    return rebundle(DEMO_BUNDLE, root / "demo-shapes.parallax.zip", scramble)

@@ -1,9 +1,10 @@
 """Two visitors, two browsers, one server (issue 21): what one does changes nothing for the other.
 
-The attacker opens the Data page first (so the Home map of the shared demo is not computed
-yet), uploads a bundle that claims to be that demo (``tests.hostile_bundles.demo_impostor``:
-its map lies around x = 1000), types server paths and follows a link to one. The victim then
-opens Home in another browser: the demo's real map, no trace of the attacker, and the server
+The attacker opens the Data page first (so nobody has opened Home's demo bundle yet), uploads
+a copy of that bundle which keeps all its claims (fingerprint, vectors and map keys) but
+scrambles its maps (``tests.hostile_bundles.home_bundle_impostor``), types server paths and
+follows a link to one. The victim then opens Home in another browser: the real demo maps (the
+points on screen follow the bundle's own coordinates), no trace of the attacker, and the server
 wrote nothing outside its cache. Run with ``pytest -m browser``; skipped without Chromium.
 """
 
@@ -12,10 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.browser_util import chromium_available, chromium_page, running_app, wait_for_app_idle
-from tests.hostile_bundles import FAR, demo_impostor
+from tests.hostile_bundles import DEMO_BUNDLE, genuine_map, home_bundle_impostor
 
 pytestmark = [
     pytest.mark.browser,
@@ -23,18 +25,15 @@ pytestmark = [
 ]
 TIMEOUT_MS = 180_000
 
-# x extent of every point of every Plotly chart on the page (None while none is drawn).
-X_EXTENT_JS = """() => {
-  const maps = Array.from(document.querySelectorAll('.js-plotly-plot'))
-    .filter(gd => gd._fullData);
-  let lo = Infinity, hi = -Infinity, n = 0;
-  maps.forEach(gd => gd._fullData.forEach(t => {
-    if (!t.x) return;
-    for (let i = 0; i < t._length; i++) {
-      lo = Math.min(lo, t.x[i]); hi = Math.max(hi, t.x[i]); n++;
-    }
-  }));
-  return n ? [lo, hi, n] : null;
+# Screen positions of every row of WebGL map ``m`` (rows in dataset order), once it is drawn.
+ROWS_JS = """(m) => {
+  const root = document.querySelectorAll('.parallax-scatter')[m];
+  if (!root || !window.__parallaxMaps) return null;
+  const inst = window.__parallaxMaps.maps.get(root.dataset.mapId);
+  if (!inst || !inst.n) return null;
+  const out = [];
+  for (let i = 0; i < inst.n; i++) out.push(inst.sp.getScreenPosition(i));
+  return out;
 }"""
 
 
@@ -47,8 +46,15 @@ def _open_any_spec(page: Any, spec: str) -> None:
     wait_for_app_idle(page)
 
 
+def _follows(screen: np.ndarray, coords: np.ndarray) -> float:
+    """How well on-screen positions follow map coordinates: the smaller |correlation| of x
+    with x and y with y (1 = the same picture, up to scale and a flipped axis)."""
+    return min(abs(float(np.corrcoef(screen[:, k], coords[:, k])[0, 1])) for k in (0, 1))
+
+
+@pytest.mark.skipif(not DEMO_BUNDLE.is_file(), reason="bundles/demo-shapes.parallax.zip not built")
 def test_two_visitors_in_two_browsers(tmp_path: Path) -> None:
-    impostor = demo_impostor(tmp_path / "attack")
+    impostor = home_bundle_impostor(tmp_path / "attack")
     server = tmp_path / "server"
     cache = server / "cache"
     cache.mkdir(parents=True)
@@ -74,13 +80,14 @@ def test_two_visitors_in_two_browsers(tmp_path: Path) -> None:
             errors: list[str] = []
             victim.on("pageerror", lambda exc: errors.append(str(exc)))
             victim.goto(url)
-            victim.wait_for_function(f"() => ({X_EXTENT_JS})() !== null", timeout=TIMEOUT_MS)
+            victim.wait_for_function(f"() => ({ROWS_JS})(0) !== null", timeout=TIMEOUT_MS)
             wait_for_app_idle(victim)
-            lo, hi, n = victim.evaluate(X_EXTENT_JS)
-            assert n == 1797, n
-            assert hi < FAR / 2 and lo > -FAR / 2, (lo, hi)  # the demo's own map
+            screen = np.asarray(victim.evaluate(ROWS_JS, 0), dtype=np.float64)
+            assert screen.shape == (2000, 2), screen.shape
+            # The first map is the bundle's first model, as the bundle's own UMAP drew it.
+            assert _follows(screen, genuine_map(0, "umap")) > 0.98
             text = victim.inner_text("body")
-            assert "digits.parallax.zip" not in text and "hunter2" not in text
+            assert str(tmp_path / "attack") not in text and "hunter2" not in text
             assert not errors, errors
     after = {p for p in tmp_path.rglob("*") if cache not in p.parents and p != cache}
     assert after - before <= {tmp_path / "app.log"}, sorted(map(str, after - before))

@@ -19,7 +19,13 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.hostile_bundles import FAR, demo_impostor, lookalike_bundle, rebundle
+from tests.hostile_bundles import (
+    DEMO_BUNDLE,
+    genuine_map,
+    home_bundle_impostor,
+    lookalike_bundle,
+    rebundle,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_PAGE = str(REPO / "pages" / "data.py")
@@ -278,27 +284,18 @@ def test_a_bundle_cannot_replace_the_demo_for_everyone(deployment, digits_lookal
     assert np.allclose(victim_map, true_map)
 
 
-def _map_x(at: AppTest) -> list[float]:
-    """Every x of every trace of the page's Plotly maps (plain lists or Plotly's typed
-    arrays, ``{"dtype": "f4", "bdata": base64}``)."""
-    import base64
+def test_an_uploaded_impostor_bundle_changes_nothing_for_another_session(deployment, tmp_path):
+    """Two AppTest sessions: before anyone opened Home, the attacker uploads a copy of the demo
+    bundle that keeps all its claims (fingerprint, keys) but scrambles its maps; the victim's
+    Home then opens the real demo bundle, whose maps must be the real ones."""
+    from engine.cache import Cache
+    from engine.datasets.bundle import open_bundle
+    from engine.embed import find_cached
+    from engine.project import project
 
-    xs: list[float] = []
-    for chart in at.get("plotly_chart"):
-        for trace in json.loads(chart.proto.spec).get("data", []):
-            x = trace.get("x", [])
-            if isinstance(x, dict) and "bdata" in x:
-                x = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]).tolist()
-            xs += [float(v) for v in x if isinstance(v, int | float)]
-    return xs
-
-
-def test_an_uploaded_impostor_bundle_changes_nothing_for_another_session(
-    deployment, digits_lookalike_bundle, tmp_path
-):
-    """Two AppTest sessions: the attacker uploads a bundle claiming the Home demo before
-    anyone opened Home; the victim's Home then shows the demo's own map."""
-    impostor = demo_impostor(tmp_path, digits_lookalike_bundle)
+    if not DEMO_BUNDLE.is_file():
+        pytest.skip("bundles/demo-shapes.parallax.zip not built")
+    impostor = home_bundle_impostor(tmp_path / "attack")
     attacker = _session()
     attacker.file_uploader(key="data_upload_files").set_value(
         [(impostor.name, impostor.read_bytes(), "application/zip")]
@@ -307,13 +304,18 @@ def test_an_uploaded_impostor_bundle_changes_nothing_for_another_session(
     assert not attacker.exception, attacker.exception
     assert attacker.session_state["dataset_spec"].startswith("bundle:")
     victim = AppTest.from_file(str(REPO / "pages" / "home.py"), default_timeout=300)
-    victim.session_state["home_auto_umap"] = False  # dashboard.keys.HOME_AUTO_UMAP
     victim.run()
     assert not victim.exception, victim.exception
-    xs = _map_x(victim)
-    assert len(xs) == 1797, len(xs)
-    assert max(abs(x) for x in xs) < FAR / 2  # the impostor's map lies around x = 1000
-    assert impostor.name not in _shown(victim)
+    assert not victim.error, [e.value for e in victim.error]
+    # What the victim's Home drew: the demo bundle's first model's cached UMAP map.
+    cache = Cache(deployment)
+    real = open_bundle(DEMO_BUNDLE, cache=cache)
+    (entry,) = find_cached(real.dataset, real.model_specs[0], cache)
+    shown = project(entry, "umap", cache=cache)
+    assert shown.cached
+    np.testing.assert_allclose(shown.coords(), genuine_map(0, "umap"), atol=1e-5)
+    attackers_upload = attacker.session_state["dataset_spec"].removeprefix("bundle:")
+    assert attackers_upload not in _shown(victim)
 
 
 # -- critical: writes outside the cache -----------------------------------------------------------
