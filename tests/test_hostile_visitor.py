@@ -289,8 +289,8 @@ def test_an_uploaded_impostor_bundle_changes_nothing_for_another_session(deploym
     bundle that keeps all its claims (fingerprint, keys) but scrambles its maps; the victim's
     Home then opens the real demo bundle, whose maps must be the real ones."""
     from engine.cache import Cache
+    from engine.catalog import embeddings_by
     from engine.datasets.bundle import open_bundle
-    from engine.embed import find_cached
     from engine.project import project
 
     if not DEMO_BUNDLE.is_file():
@@ -310,7 +310,7 @@ def test_an_uploaded_impostor_bundle_changes_nothing_for_another_session(deploym
     # What the victim's Home drew: the demo bundle's first model's cached UMAP map.
     cache = Cache(deployment)
     real = open_bundle(DEMO_BUNDLE, cache=cache)
-    (entry,) = find_cached(real.dataset, real.model_specs[0], cache)
+    (entry,) = embeddings_by(real.dataset, real.model_specs[0], cache)
     shown = project(entry, "umap", cache=cache)
     assert shown.cached
     np.testing.assert_allclose(shown.coords(), genuine_map(0, "umap"), atol=1e-5)
