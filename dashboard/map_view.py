@@ -178,7 +178,9 @@ def coords_for(source: MapSource, method: str) -> tuple[np.ndarray, str, str, An
     """
     pending = None
     if method == "UMAP" and not projections.umap_allowed(source.entry):
-        st.caption(f"No UMAP map of {source.label} in the cache, so PCA; {viewonly.MESSAGE}")
+        st.caption(
+            f"No UMAP map of {ui.plain(source.label)} in the cache, so PCA; {viewonly.MESSAGE}"
+        )
     elif method == "UMAP":
         job = projections.projection_job(source.entry, "umap")
         wait([job.future], timeout=0.2)  # a map already in the cache comes back at once

@@ -40,12 +40,12 @@ with ui.guard("Reading the cache"):
     sources = mv.embedded_sources(ds, state.model_specs())
 if not sources:
     if state.view_only():
-        state.view_only_notice(f"Nothing is embedded for {spec}")
+        state.view_only_notice(f"Nothing is embedded for {ui.plain(spec)}")
         ui.page_link("data.py", "Open a bundle (.parallax.zip)", ":material/dataset:")
         st.stop()
     st.info(
-        f"Nothing is embedded yet for **{spec}**. Embed it with one or more models first; "
-        "its maps appear here as soon as the vectors are in the cache.",
+        f"Nothing is embedded yet for **{ui.plain(spec)}**. Embed it with one or more models "
+        "first; its maps appear here as soon as the vectors are in the cache.",
         icon=":material/scatter_plot:",
     )
     ui.page_link("embed.py", "Go to the Embed page", ":material/memory:")

@@ -83,9 +83,10 @@ def find_column(columns: list[str], candidates: tuple[str, ...]) -> str | None:
     return None
 
 
-# No single cell of a table may be longer than this while it is read (texts are cut to
-# MAX_TEXT_CHARS afterwards anyway): a 1 GB cell is refused before it costs gigabytes.
-MAX_CELL_CHARS = max(config.MAX_TEXT_CHARS * 50, 1_000_000)
+# No single CSV / JSONL cell may be longer than this while it is read (texts are cut to
+# MAX_TEXT_CHARS afterwards; a few MB still load and are cut): a 1 GB cell is refused before
+# it costs gigabytes.
+MAX_CELL_CHARS = max(config.MAX_TEXT_CHARS * 50, 8_000_000)
 
 
 def _check_line_lengths(path: Path) -> None:
