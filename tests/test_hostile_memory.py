@@ -107,7 +107,7 @@ def test_a_giant_text_cell_is_refused_before_it_is_held(tmp_path):
         tmp_path,
     )
     assert outcome.startswith("DatasetError") and "longer than" in outcome, outcome
-    assert cost < 60 * MB, cost / MB
+    assert cost < 80 * MB, cost / MB  # a 100 MB cell; lines are read 32 MB at most
 
 
 def _rebundle(out: Path, edit) -> Path:
