@@ -127,7 +127,7 @@ def test_remote_code_from_a_link_or_a_typed_spec_never_runs(deployment, tmp_path
     assert not app.exception, app.exception
     app.switch_page("../pages/embed.py").run()
     assert not app.exception, app.exception
-    for button in [b for b in app.button if b.label == "Embed"]:
+    for button in [b for b in app.button if b.label == "Embed" and not b.disabled]:
         button.click().run()
     assert not marker.exists(), "a link made the server run the visitor's Python"
     assert spec not in app.session_state["model_specs"]
@@ -147,7 +147,7 @@ def test_remote_code_from_a_link_or_a_typed_spec_never_runs(deployment, tmp_path
         assert not at.exception, at.exception
         refusals = [e.value for e in at.error if "refused" in e.value]
         if typed == spec:
-            for button in [b for b in at.button if b.label == "Embed"]:
+            for button in [b for b in at.button if b.label == "Embed" and not b.disabled]:
                 button.click().run()
             assert not marker.exists(), "a typed spec made the server run the visitor's Python"
         assert typed not in at.session_state["model_specs"], typed
