@@ -160,7 +160,7 @@ out["map"] = {"charts": len(maps(m)), "errors": [e.value for e in m.error],
               "titles": [mp["title"] for mp in maps(m)]}
 m.session_state["map_selected_rows"] = __import__("numpy").array([7])
 m.run()
-out["map"]["neighbours"] = any("Nearest neighbours of" in x.value for x in m.markdown)
+out["map"]["neighbours"] = any(x.value.startswith("#### Item ") for x in m.markdown)
 m.selectbox(key="map_query_model").set_value("baseline:text").run()
 m.text_input(key="map_query").input("a red circle")
 next(b for b in m.button if b.label == "Search").click().run()
