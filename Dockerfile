@@ -1,6 +1,8 @@
-# Parallax, self-hosted: the full dashboard (models on CPU) on port 8501.
+# Parallax, self-hosted: the full dashboard (models on CPU) on port 8501, or the HTTP service.
 #   docker build -t parallax .
 #   docker run --rm -p 8501:8501 -v parallax-cache:/app/cache parallax
+#   docker run --rm -p 8000:8000 -v parallax-cache:/app/cache -e PARALLAX_API_KEYS=KEY parallax \
+#       python -m engine serve --host 0.0.0.0 --port 8000          (docs/api.md)
 # View-only on a bundle: add -e PARALLAX_VIEW_ONLY=1 -e PARALLAX_BUNDLE=/path/x.parallax.zip.
 # See docs/deploy.md. (Written without a Docker engine at hand: not built by its author.)
 FROM python:3.12-slim
@@ -18,7 +20,8 @@ WORKDIR /app
 # PyTorch CPU index): a small image. For a GPU image install requirements.txt (CUDA torch).
 COPY requirements.txt .
 COPY dashboard/requirements.txt dashboard/requirements.txt
-RUN pip install -r dashboard/requirements.txt
+COPY requirements-serve.txt .
+RUN pip install -r dashboard/requirements.txt -r requirements-serve.txt
 
 # The app, its .streamlit/config.toml and the committed demo bundle (.dockerignore trims the rest).
 COPY . .
@@ -28,9 +31,10 @@ RUN useradd --create-home --uid 10001 parallax \
     && chown -R parallax:parallax /app/cache
 USER parallax
 
-EXPOSE 8501
+EXPOSE 8501 8000
+# Healthy when whichever of the two it runs answers: the dashboard or the HTTP service.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4)"
+    CMD ["python", "scripts/healthcheck.py"]
 
 # Run from the repository root so Streamlit reads ./.streamlit/config.toml.
 CMD ["streamlit", "run", "dashboard/app.py", "--server.address=0.0.0.0", "--server.port=8501"]

@@ -239,9 +239,22 @@ class HeadParams:
         )
 
 
+# -- search -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SearchParams:
+    """Nearest items to a query: how many, and when an inverted-file index replaces exact search
+    (exact faiss search is a full pass over the vectors; IVF visits ``nprobe`` of its lists)."""
+
+    k: int = 10
+    max_k: int = 1000
+    ivf_above: int = 50_000
+    nprobe: int = 16
+
+
 # The defaults, as objects: ``PROJECTION.fit_sample`` reads better at a call site than a literal.
 SHAPES = ShapesParams()
 EMBED = EmbedParams()
+SEARCH = SearchParams()
 PROJECTION = ProjectionParams()
 PCA = ProjectionParams(method="pca")
 PREDICT = PredictParams()

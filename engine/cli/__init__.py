@@ -14,14 +14,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from engine.cli import bundle, cache, compare, embedding, export, listing
+from engine.cli import bundle, cache, compare, embedding, export, listing, serve
 from engine.cli.common import EXIT_USER_ERROR, StderrProgress
 from engine.errors import ParallaxError
 
 __all__ = ["COMMAND_GROUPS", "EXIT_USER_ERROR", "StderrProgress", "build_parser", "main"]
 
 # In the order ``--help`` lists them.
-COMMAND_GROUPS = (listing, embedding, export, bundle, cache, compare)
+COMMAND_GROUPS = (listing, embedding, export, bundle, cache, compare, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
