@@ -73,6 +73,7 @@ KINDS: dict[str, Kind] = {
         Kind("bundles", "neighbour lists installed from bundles"),
         Kind("identities", "a built model's identity, by the hash of its files", suffix=".json"),
         Kind("subsets", "named subsets of rows, per dataset fingerprint", suffix=".json"),
+        Kind("jobs", "the HTTP service's embed-job records (engine.service.jobs)", suffix=".json"),
         Kind(
             "uploads", "staged uploads, per owner (session / visitor)", depth=2, user_content=True
         ),

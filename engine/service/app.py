@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine import __version__
+import engine as parallax_engine
 from engine.cache import Cache
 from engine.errors import DatasetError, ItemError, ModelUnavailable, ParallaxError
 from engine.params import PREDICT, SEARCH, ProjectionParams
@@ -262,7 +262,7 @@ def create_app(settings: ServiceSettings | None = None, cache: Cache | None = No
 
     app = FastAPI(
         title="Parallax API",
-        version=__version__,
+        version=parallax_engine.__version__,
         description="Embeddings, zero-shot predictions, search and maps from the Parallax engine.",
         lifespan=lifespan,
     )
@@ -337,7 +337,7 @@ def create_app(settings: ServiceSettings | None = None, cache: Cache | None = No
         active = [j for j in eng.jobs.list() if j["status"] in ("queued", "running")]
         return {
             "status": "ok",
-            "version": __version__,
+            "version": parallax_engine.__version__,
             "uptime_s": round(time.time() - eng.started, 1),
             "auth": bool(settings.api_keys),
             "jobs_active": len(active),

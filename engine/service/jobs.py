@@ -25,7 +25,7 @@ from engine.progress import Progress
 
 log = logging.getLogger(__name__)
 
-JOBS_DIR = "jobs"
+JOBS = "jobs"  # the cache kind (engine.cache_space.KINDS)
 ACTIVE = ("queued", "running")
 _SAVE_EVERY_S = 1.0  # progress is persisted at most this often (it is served from memory)
 
@@ -51,7 +51,7 @@ class JobStore:
 
     def __init__(self, cache: Cache, runner: Runner = _default_runner) -> None:
         self.cache = cache
-        self.folder = Path(cache.root) / JOBS_DIR
+        self.folder = cache.kind_dir(JOBS)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._runner = runner
         self._lock = threading.Lock()
@@ -61,7 +61,7 @@ class JobStore:
 
     # -- persistence ------------------------------------------------------------------------
     def _path(self, job_id: str) -> Path:
-        return self.folder / f"{job_id}.json"
+        return self.cache.path(JOBS, job_id)
 
     def _save(self, job: dict[str, Any]) -> None:
         atomic_write_json(self._path(job["id"]), job)
@@ -122,7 +122,7 @@ class JobStore:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
-                raise UnknownJob(f"no job {job_id[:40]!r}")
+                raise UnknownJob(f"no job {str(job_id)[:40]!r}")
             return json.loads(json.dumps(job))  # a copy the caller may keep
 
     def list(self) -> list[dict[str, Any]]:
