@@ -154,6 +154,11 @@ def test_predict_shapes_with_the_shipped_clip(client):
     probs = [sum(a["prob"] for a in answer) for answer in clip["images"]]
     assert all(0 < p <= 1.0001 for p in probs) and clip["latency_ms"] > 0
     assert pixels["error"] and "CLIP" in pixels["error"]  # pixels has no text tower: one line
+    assert clip["warnings"] == []  # shapes it knows: nothing to warn about
+    # Labels outside the shipped CLIP's vocabulary: it says it cannot answer.
+    odd = {"labels": "astronaut,cat,coffee", "models": "demo:shapes-clip"}
+    warned = client.post("/v1/predict", data=odd, files=files[:1]).json()["predictions"][0]
+    assert warned["warnings"] and any("astronaut" in w for w in warned["warnings"])
     bad = [("files", ("x.jpg", b"\xff\xd8\xff\xe0 truncated", "image/jpeg"))]
     _error(client.post("/v1/predict", data=data, files=bad), 400, "bad_image")
     _error(client.post("/v1/predict", data={"models": "demo:shapes-clip"}, files=files[:1]), 400)

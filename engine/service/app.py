@@ -535,17 +535,22 @@ def _predict_one(
     if "text" not in model.modalities:
         pred.error = NOT_CLIP_LIKE if images else NO_TEXT_TOWER
         return pred.to_json()
+    from engine.answerable import label_warnings, score_warnings
+
     classes = eng.class_vectors(model, labels, templates, PREDICT.ensemble)
+    pred.warnings = label_warnings(model, labels, classes)  # labels it cannot tell apart
     problems = []
     if images:
         if is_clip_like(model):
             scores = model_scores(model, eng.embed(model, "image", images), classes)
             pred.images = [scores.top_k(i, labels, PREDICT.top_k) for i in range(len(images))]
+            pred.warnings += score_warnings(labels, scores.probs, "image")
         else:
             problems.append(NOT_CLIP_LIKE)
     if texts:
         scores = model_scores(model, eng.embed(model, "text", texts), classes)
         pred.texts = [scores.top_k(i, labels, PREDICT.top_k) for i in range(len(texts))]
+        pred.warnings += score_warnings(labels, scores.probs, "text")
     pred.latency_ms = (time.perf_counter() - t1) * 1000.0
     pred.error = "; ".join(problems) or None
     return {**pred.to_json(), "score": score_rule(model)}
@@ -564,6 +569,9 @@ def _search(eng: Engine, dataset_spec: str, model_spec: str, query: Any, k: int)
         raise ApiError(422, "wrong_modality", f"{model_spec} cannot embed a {modality} query")
     vector = eng.embed(model, modality, [query])
     idx, scores = index.search(vector, k)
+    from engine.answerable import query_warnings
+
+    warnings = query_warnings(model, query) if modality == "text" else []
     hits = [
         {
             "index": int(i),
@@ -581,6 +589,7 @@ def _search(eng: Engine, dataset_spec: str, model_spec: str, query: Any, k: int)
         "index": index.kind,
         "n": index.n,
         "results": hits,
+        "warnings": warnings,  # query words the model does not know (engine.answerable)
         "ms": round((time.perf_counter() - t0) * 1000.0, 2),
     }
 
