@@ -16,7 +16,7 @@ if str(REPO_ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only
 
 import streamlit as st  # noqa: E402
 
-from dashboard import state, ui  # noqa: E402
+from dashboard import links, state, ui  # noqa: E402
 from engine.project import start_warm_up  # noqa: E402
 
 # (file, title, icon); the first is the default page.
@@ -59,6 +59,6 @@ def sidebar() -> None:
 st.set_page_config(page_title="Parallax", page_icon=":material/scatter_plot:", layout="wide")
 start_warm_up()  # the map path's imports run in a background thread while the first page draws
 page = st.navigation(build_pages())
-state.restore_from_url()  # a shared link reopens the same view (before any page reads state)
+links.restore_from_url()  # a shared link reopens the same view (before any page reads state)
 sidebar()
 page.run()

@@ -1,8 +1,9 @@
-"""This session: its dataset and models, what it may open and load, its uploads, its URL.
+"""This session: its dataset and models, and what it may open and load.
 
 Anything a user uploads lives under ``cache/uploads/<session id>/`` so one session never sees
 another's files. Resources shared by every session (the cache, datasets, models) are
-``dashboard.resources``'; cached vectors, maps and UMAP jobs are ``dashboard.projections``'.
+``dashboard.resources``'; cached vectors, maps and UMAP jobs are ``dashboard.projections``';
+the shareable URL is ``dashboard.links``'.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import keys, ui, urlstate, viewonly
-from dashboard.keys import URL_ERROR, URL_RESTORED, URL_SELECTION
+from dashboard import keys, ui, viewonly
 from dashboard.resources import engine_cache, get_dataset, load_model_shared
 from engine.config import REPO_ROOT
-from engine.errors import ParallaxError
 
 DEFAULT_DATASET = "demo:digits"
 DEFAULT_MODELS = ["baseline:pixels"]
@@ -151,59 +150,3 @@ def check_spec_allowed(spec: str) -> None:
 def check_model_allowed(spec: str) -> None:
     """Refuse a model spec this session's visitor may not load (``ModelUnavailable``)."""
     visitor_policy().check_model_spec(spec)
-
-
-# -- shareable URLs -------------------------------------------------------------------------------
-
-
-def url_params() -> dict[str, list[str]]:
-    return {k: st.query_params.get_all(k) for k in st.query_params}
-
-
-def restore_from_url() -> None:
-    """Once per session: apply the view in the page URL (``urlstate``) to the session state.
-
-    A link is visitor input: its dataset spec goes through ``check_spec_allowed`` and its model
-    specs through the same policy; a refused one is left out and reported by ``url_error``.
-    """
-    if st.session_state.get(URL_RESTORED):
-        return
-    st.session_state[URL_RESTORED] = True
-    view = urlstate.decode_view(url_params())
-    if view.dataset:
-        try:
-            check_spec_allowed(view.dataset)
-        except ParallaxError as exc:
-            st.session_state[URL_ERROR] = f"The link's dataset was not opened: {exc}"
-        else:
-            set_dataset_spec(view.dataset)
-    if view.models:
-        # A link's model list is visitor input too: refused specs never reach the session.
-        allowed, refused = visitor_policy().allowed_model_specs(
-            dict.fromkeys(m.split(" · ")[0] for m in view.models)
-        )
-        if refused:
-            st.session_state.setdefault(URL_ERROR, f"The link's model was not used: {refused[0]}")
-        models = [m for m in view.models if m.split(" · ")[0] in allowed]
-        if models:
-            st.session_state["map_models"] = models
-            specs = [m.split(" · ")[0] for m in models]
-            set_model_specs([*specs, *[s for s in model_specs() if s not in specs]])
-    if view.colour:
-        st.session_state["map_colour"] = view.colour
-    if view.method:
-        st.session_state["map_method"] = view.method
-        st.session_state["home_method"] = view.method
-    if view.selection is not None:
-        st.session_state[URL_SELECTION] = view.selection
-
-
-def url_error() -> str | None:
-    return st.session_state.pop(URL_ERROR, None)
-
-
-def sync_url(view: urlstate.View) -> None:
-    """Make the page URL describe ``view`` (only when it differs: no needless URL churn)."""
-    params = urlstate.encode_view(view)
-    if params != url_params():
-        st.query_params.from_dict(params)

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import keys, resources, state, ui, urlstate, viewonly
+from dashboard import keys, links, resources, state, ui, urlstate, viewonly
 from engine import uploads
 from engine.datasets import shapes
 from engine.errors import DatasetError
 from engine.params import SHAPES
 
 st.title("Data")
-state.restore_from_url()
-if (link_error := state.url_error()) is not None:
+links.restore_from_url()
+if (link_error := links.url_error()) is not None:
     st.warning(ui.plain(link_error), icon=":material/link_off:")
 
 
@@ -188,4 +188,4 @@ with ui.guard(f"Opening {current}"):
         ui.page_link("map.py", "Next: explore its maps", ":material/arrow_forward:")
     else:
         ui.page_link("embed.py", "Next: embed this dataset", ":material/arrow_forward:")
-state.sync_url(urlstate.View(dataset=current))
+links.sync_url(urlstate.View(dataset=current))

@@ -18,11 +18,21 @@ from concurrent.futures import wait
 
 import streamlit as st
 
-from dashboard import keys, linked_maps, projections, resources, state, ui, urlstate, viewonly
+from dashboard import (
+    keys,
+    linked_maps,
+    links,
+    projections,
+    resources,
+    state,
+    ui,
+    urlstate,
+    viewonly,
+)
 
 POLL_S = 1.0
 
-state.restore_from_url()
+links.restore_from_url()
 
 st.title("Parallax")
 st.markdown(
@@ -30,9 +40,9 @@ st.markdown(
     "with each model (cached on disk, resumable), look at 2-D maps of the vectors, and compare "
     "how the models arrange the same items."
 )
-links = st.columns(4)
+page_links = st.columns(4)
 for col, (name, label, icon) in zip(
-    links,
+    page_links,
     [
         ("data.py", "Choose or upload a dataset", ":material/dataset:"),
         ("embed.py", "Embed it with models", ":material/memory:"),
@@ -43,7 +53,7 @@ for col, (name, label, icon) in zip(
 ):
     ui.page_link(name, label, icon, container=col)
 
-if (link_error := state.url_error()) is not None:
+if (link_error := links.url_error()) is not None:
     st.warning(ui.plain(link_error), icon=":material/link_off:")
 
 
@@ -80,7 +90,7 @@ def _bundle_home(bundle) -> None:
     if st.button("Explore these maps", icon=":material/scatter_plot:"):
         state.set_dataset_spec(spec)
         st.switch_page(state.page_file("map.py"))
-    state.sync_url(urlstate.View(method=method))
+    links.sync_url(urlstate.View(method=method))
 
 
 # A configured bundle, else the committed demo bundle (three models of demo:shapes): Home opens
@@ -149,7 +159,7 @@ if demo is not None and demo[1] is not None:
 
     with ui.guard(f"Drawing the {method} map"):
         linked_maps.draw_cached_maps(ds, state.HOME_DATASET, [state.HOME_MODEL], method, "home_map")
-    state.sync_url(urlstate.View(method=method))
+    links.sync_url(urlstate.View(method=method))
 
     if job is None:
         if st.button("Compute the UMAP map", icon=":material/play_arrow:"):

@@ -18,7 +18,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import filter_panel, hover, keys, maps, state, ui, urlstate
+from dashboard import filter_panel, hover, keys, links, maps, state, ui, urlstate
 from dashboard import map_sections as sections
 from dashboard import map_view as mv
 from engine.params import COMPARE
@@ -26,8 +26,8 @@ from engine.params import COMPARE
 MAX_MAPS = 4
 
 st.title("Map")
-state.restore_from_url()
-if (link_error := state.url_error()) is not None:
+links.restore_from_url()
+if (link_error := links.url_error()) is not None:
     st.warning(ui.plain(link_error), icon=":material/link_off:")
 
 spec = state.dataset_spec()
@@ -88,7 +88,7 @@ method = c2.segmented_control("Projection", ["UMAP", "PCA"], key=keys.MAP_METHOD
 colour_by = c3.selectbox("Colour by", colour_options, key=keys.MAP_COLOUR)
 rows_selected = mv.selected_rows()
 
-state.sync_url(
+links.sync_url(
     urlstate.View(
         dataset=spec,
         models=list(chosen),
