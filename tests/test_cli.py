@@ -123,3 +123,45 @@ def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
     lines = [ln for ln in out.stderr.strip().splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and message in lines[0]
     assert "Traceback" not in out.stderr
+
+
+def test_common_options_work_before_and_after_the_command(tmp_path, capsys):
+    """``--cache-dir`` / ``--json`` before the command are not reset by the command's own copy."""
+    from engine.cli import main
+
+    before, after = tmp_path / "before", tmp_path / "after"
+    assert (
+        main(
+            [
+                "--cache-dir",
+                str(before),
+                "--json",
+                "embed",
+                "--dataset",
+                "demo:digits",
+                "--model",
+                "baseline:pixels",
+            ]
+        )
+        == 0
+    )
+    first = json.loads(capsys.readouterr().out)
+    assert str(before) in first["results"][0]["path"] if "results" in first else first["path"]
+    assert (
+        main(
+            [
+                "embed",
+                "--dataset",
+                "demo:digits",
+                "--model",
+                "baseline:pixels",
+                "--cache-dir",
+                str(after),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    second = json.loads(capsys.readouterr().out)
+    path = second["results"][0]["path"] if "results" in second else second["path"]
+    assert str(after) in path and not (tmp_path / "cache").exists()

@@ -24,16 +24,25 @@ __all__ = ["COMMAND_GROUPS", "EXIT_USER_ERROR", "StderrProgress", "build_parser"
 COMMAND_GROUPS = (listing, embedding, export, bundle, cache, compare, serve)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common_options(defaults: bool) -> argparse.ArgumentParser:
+    """``--json``, ``--cache-dir``, ``--quiet``. Given before or after the command alike: the
+    command's copies have no defaults (``SUPPRESS``), so they never overwrite a value given
+    before the command with their own default."""
+    common = argparse.ArgumentParser(
+        add_help=False, argument_default=None if defaults else argparse.SUPPRESS
+    )
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     common.add_argument("--cache-dir", help="cache root (default: $PARALLAX_CACHE or ./cache)")
     common.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return common
 
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options(defaults=False)
     parser = argparse.ArgumentParser(
         prog="python -m engine",
         description="Parallax engine: datasets, models, cached embeddings and 2-D maps.",
-        parents=[common],
+        parents=[_common_options(defaults=True)],
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
