@@ -6,6 +6,8 @@ keeps the address bar in step with what a page shows.
 
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
 from dashboard import keys, state, urlstate
@@ -31,6 +33,7 @@ def restore_from_url() -> None:
             state.check_spec_allowed(view.dataset)
         except ParallaxError as exc:
             st.session_state[keys.URL_ERROR] = f"The link's dataset was not opened: {exc}"
+            view = dataclasses.replace(view, selection=None)  # its rows are not this dataset's
         else:
             state.set_dataset_spec(view.dataset)
     if view.models:

@@ -74,6 +74,7 @@ KINDS: dict[str, Kind] = {
         Kind("identities", "a built model's identity, by the hash of its files", suffix=".json"),
         Kind("subsets", "named subsets of rows, per dataset fingerprint", suffix=".json"),
         Kind("jobs", "the HTTP service's embed-job records (engine.service.jobs)", suffix=".json"),
+        Kind("links", "upload links: a random token -> an upload and its name", suffix=".json"),
         Kind(
             "uploads", "staged uploads, per owner (session / visitor)", depth=2, user_content=True
         ),

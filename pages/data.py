@@ -20,6 +20,7 @@ from engine import uploads
 from engine.datasets import shapes
 from engine.errors import DatasetError
 from engine.params import SHAPES
+from engine.upload_links import link_upload
 
 st.title("Data")
 links.restore_from_url()
@@ -52,11 +53,14 @@ def handle_upload(files: list) -> None:
         return
     outcome = {"signature": signature, "spec": None, "error": None}
     try:
-        spec = uploads.stage_upload(
+        staged = uploads.stage_upload(
             [uploads.UploadFile(f.name, f.getbuffer()) for f in files],
             owner=state.session_id(),
             cache=resources.engine_cache(),
         )
+        # shown and linked as upload:<token>/<file name>: never the server path
+        name = files[0].name + (f" +{len(files) - 1}" if len(files) > 1 else "")
+        spec = link_upload(staged, name, resources.engine_cache())
         bar = ui.ProgressBar("Checking the uploaded items")
         try:
             ds = resources.get_dataset(spec, progress=bar)

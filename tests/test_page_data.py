@@ -98,6 +98,17 @@ def test_each_demo_can_be_selected():
             assert metric(at, "Items") == "300"
 
 
+def staged_spec(at: AppTest) -> str:
+    """The staged upload behind the session's dataset: the page holds it as a link
+    (``upload:<token>/<file name>``), never as a server path."""
+    from engine.cache import Cache
+    from engine.upload_links import resolve_link
+
+    public = at.session_state["dataset_spec"]
+    assert public.startswith("upload:") and os.environ["PARALLAX_CACHE"] not in public
+    return resolve_link(public, Cache(os.environ["PARALLAX_CACHE"]))[0]
+
+
 def test_zip_of_an_image_folder_with_a_corrupt_image():
     members = {
         f"pets/{label}/{label}_{i}.png": png(rgb, seed=i)
@@ -108,7 +119,8 @@ def test_zip_of_an_image_folder_with_a_corrupt_image():
     at = open_page()
     upload(at, [("My Pets (2024).zip", zip_bytes(members), "application/zip")])
     assert not errors(at), errors(at)
-    spec = at.session_state["dataset_spec"]
+    assert at.session_state["dataset_spec"].endswith("/My Pets (2024).zip")
+    spec = staged_spec(at)
     assert spec.startswith("zip:")
     # Saved under this session's upload folder, with a sanitised name.
     session = at.session_state["_parallax_session"]
@@ -136,7 +148,7 @@ def test_csv_manifest_with_a_zip_of_its_images():
         ],
     )
     assert not errors(at), errors(at)
-    assert at.session_state["dataset_spec"].startswith("manifest:")
+    assert staged_spec(at).startswith("manifest:")
     assert metric(at, "Items") == "6"
     assert metric(at, "Modalities") == "images + texts"
     assert at.image
@@ -152,7 +164,7 @@ def test_jsonl_manifest_with_texts_only():
     at = open_page()
     upload(at, [("notes.jsonl", "\n".join(lines).encode(), "application/json")])
     assert not errors(at), errors(at)
-    assert at.session_state["dataset_spec"].startswith("manifest:")
+    assert staged_spec(at).startswith("manifest:")
     assert metric(at, "Items") == "12"
     assert metric(at, "Modalities") == "texts"
 
@@ -163,7 +175,7 @@ def test_loose_images_become_a_folder():
     at = open_page()
     upload(at, files)
     assert not errors(at), errors(at)
-    spec = at.session_state["dataset_spec"]
+    spec = staged_spec(at)
     assert spec.startswith("folder:")
     folder = Path(spec.removeprefix("folder:"))
     assert folder.is_relative_to(Path(os.environ["PARALLAX_CACHE"]).resolve() / "uploads")

@@ -12,6 +12,7 @@ with single items never fail the dataset, they land in ``dataset.skipped`` with 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -40,7 +41,7 @@ __all__ = [
     "parse_spec",
 ]
 
-KINDS = ("demo", "folder", "manifest", "zip", "tar", "bundle", "hfds")
+KINDS = ("demo", "folder", "manifest", "zip", "tar", "bundle", "hfds", "upload")
 DEMOS = ("digits", "shapes", "sentences")
 _SHAPES_DEFAULTS = {"n": SHAPES.n, "seed": SHAPES.seed}
 
@@ -125,6 +126,14 @@ def open_dataset(
 
     root = Path(cache_root) if cache_root is not None else config.cache_dir()
     spec = spec.strip()
+    if kind == "upload":  # upload:<token>/<name>: a staged upload by link (engine.upload_links)
+        from engine.upload_links import resolve_link
+
+        inner, _ = resolve_link(spec, Cache(root))
+        dataset = open_dataset(inner, cache_root=root, progress=progress)
+        with contextlib.suppress(AttributeError):
+            dataset.spec = spec  # messages and reports name the link, never the server path
+        return dataset
     # A dataset read from inside the cache (an upload, say) keeps that entry from being pruned
     # while it is open (the lease is taken first: prune cannot remove it while it is scanned).
     lease = Cache(root).lease_path(Path(rest.strip()).expanduser()) if kind != "hfds" else None
