@@ -122,3 +122,21 @@ def test_a_link_to_a_missing_subset_says_so_and_selects_nothing(ds):
     assert "map_selected_rows" not in at.session_state or not len(
         at.session_state["map_selected_rows"]
     )
+
+
+def test_text_search_names_the_words_the_model_does_not_know(ds, monkeypatch):
+    from dashboard import state
+
+    class KnowsThreeWords(MeanColourModel):
+        def unknown_words(self, text: str) -> list[str]:
+            return [w for w in text.split() if w not in {"a", "round", "zero"}]
+
+    monkeypatch.setattr(state, "get_model", lambda spec: KnowsThreeWords(dim=16))
+    at = open_map()
+    at.selectbox(key="map_query_model").set_value(SECOND)
+    run(at)
+    at.text_input(key="map_query").input("a round astronaut")
+    next(b for b in at.button if b.label == "Search").click()
+    run(at)
+    (banner,) = [w.value for w in at.warning]
+    assert "does not know 'astronaut'" in banner and "'a round'" in banner
