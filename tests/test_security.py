@@ -965,13 +965,20 @@ def test_uploads_are_private_to_their_session(
     alice.file_uploader(key="data_upload_files").set_value(files)
     alice.run()
     assert not alice.exception, alice.exception
+    from engine.cache import Cache
+    from engine.upload_links import resolve_link
+
+    def staged(public: str) -> str:  # pages hold upload:<token>/<name>, never the path
+        assert public.startswith("upload:") and str(tmp_path) not in public
+        return resolve_link(public, Cache(tmp_path / "cache"))[0]
+
     spec = alice.session_state["dataset_spec"]
-    assert spec.startswith("folder:")
+    assert staged(spec).startswith("folder:")
     items = next(m.value for m in alice.metric if m.label == "Items")
     assert items == str(len(files) - 1)  # the bomb is skipped, the rest loads
     uploads = (tmp_path / "cache").resolve() / "uploads"
     a_id = alice.session_state["_parallax_session"]
-    assert Path(spec.removeprefix("folder:")).is_relative_to(uploads / a_id)
+    assert Path(staged(spec).removeprefix("folder:")).is_relative_to(uploads / a_id)
     # Bob uploads his own file: his own folder, and nothing of Alice's shows on his page.
     bob.file_uploader(key="data_upload_files").set_value([("mine.png", _png((9, 9)), "image/png")])
     bob.run()
@@ -979,9 +986,10 @@ def test_uploads_are_private_to_their_session(
     b_id = bob.session_state["_parallax_session"]
     bob_spec = bob.session_state["dataset_spec"]
     assert a_id != b_id and bob_spec != spec
-    assert Path(bob_spec.removeprefix("folder:")).is_relative_to(uploads / b_id)
+    assert Path(staged(bob_spec).removeprefix("folder:")).is_relative_to(uploads / b_id)
     assert next(m.value for m in bob.metric if m.label == "Items") == "1"
     shown = " ".join(str(e.value) for e in [*bob.code, *bob.markdown, *bob.caption, *bob.success])
-    assert a_id not in shown and spec not in shown and b_id in shown
+    assert a_id not in shown and spec not in shown and "mine.png" in shown
+    assert b_id not in shown and str(uploads) not in shown  # no server path, not even his own
     alice.run()  # and Alice still has her own dataset
     assert alice.session_state["dataset_spec"] == spec
