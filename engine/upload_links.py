@@ -86,3 +86,14 @@ def resolve_link(spec: str, cache: Cache | None = None) -> tuple[str, str]:
             "elsewhere): upload the file again"
         )
     return data["spec"], str(data.get("name") or shown)
+
+
+def source_kind(spec: str, cache: Cache | None = None) -> str:
+    """The kind of dataset behind ``spec`` (``bundle``, ``zip``, ...): for an upload link the
+    staged upload's, else the spec's own; ``""`` for a link that no longer resolves."""
+    if is_upload_link(spec):
+        try:
+            spec = resolve_link(spec, cache)[0]
+        except DatasetError:
+            return ""
+    return spec.strip().partition(":")[0].lower()

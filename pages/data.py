@@ -20,7 +20,7 @@ from engine import uploads
 from engine.datasets import shapes
 from engine.errors import DatasetError
 from engine.params import SHAPES
-from engine.upload_links import link_upload
+from engine.upload_links import link_upload, source_kind
 
 st.title("Data")
 links.restore_from_url()
@@ -153,7 +153,8 @@ with tab_upload:
             st.caption(f"The current dataset is still {ui.plain(state.dataset_spec())}.")
         elif outcome and outcome["spec"]:
             st.success(f"Opened the upload as {ui.plain(outcome['spec'])}", icon=":material/check:")
-            if state.view_only() and not outcome["spec"].startswith("bundle:"):
+            kind = source_kind(outcome["spec"], resources.engine_cache())
+            if state.view_only() and kind != "bundle":
                 state.view_only_notice("This upload cannot be embedded here")
 
 with tab_spec:
@@ -188,7 +189,7 @@ with ui.guard(f"Opening {current}"):
         ui.metadata_preview(ds)
     with t_skipped:
         ui.skipped_table(ds)
-    if current.startswith("bundle:"):
+    if source_kind(current, resources.engine_cache()) == "bundle":
         ui.page_link("map.py", "Next: explore its maps", ":material/arrow_forward:")
     else:
         ui.page_link("embed.py", "Next: embed this dataset", ":material/arrow_forward:")

@@ -234,7 +234,12 @@ def test_uploaded_bundle_opens_and_its_map_renders(private_cache, view_only, sma
     at.switch_page(DATA_PAGE).run()
     assert not at.exception, at.exception
     _upload(at, "my-set.parallax.zip", small_bundle.read_bytes())
-    spec = at.session_state["dataset_spec"]
+    from engine.cache import Cache
+    from engine.upload_links import resolve_link
+
+    public = at.session_state["dataset_spec"]  # upload:<token>/<name>: no server path
+    assert public.startswith("upload:") and public.endswith("/my-set.parallax.zip")
+    spec = resolve_link(public, Cache(private_cache))[0]
     assert spec.startswith("bundle:") and spec.endswith("my-set.parallax.zip")
     assert Path(spec[len("bundle:") :]).is_relative_to(private_cache / "uploads")
     assert not [e.value for e in at.error]
