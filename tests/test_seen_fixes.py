@@ -65,3 +65,22 @@ def test_disagreements_of_a_text_dataset_show_the_texts_beside_the_ids() -> None
     assert table.columns[:3].tolist() == ["row", "id", "text"]
     assert table["text"].tolist() == [texts[r] for r in table["row"]]
     assert set(table["text"]) == {"stocks fell", "rain tomorrow", "a goal!"}
+
+
+def test_models_that_fit_a_dataset_include_its_vector_columns(tmp_path) -> None:
+    from engine.datasets import open_dataset
+    from engine.model_choice import default_prediction_models, models_for
+    from tests.test_column_vectors import _vectors, write_manifest
+
+    x, labels = _vectors()
+    path = write_manifest(tmp_path / "m", "jsonl", x, labels)  # texts + an "emb" vector column
+    ds = open_dataset(f"manifest:{path}", cache_root=tmp_path / "cache")
+    fit = models_for(ds, ["baseline:pixels", "baseline:text", "column:other"])
+    assert fit.fit == ["baseline:text", "column:emb"]
+    assert fit.unfit == {
+        "baseline:pixels": "embeds images only; this dataset has texts",
+        "column:other": "this dataset has no such vector column",
+    }
+    options = ["demo:shapes-clip", "demo:shapes-clip-small", "st:x"]
+    assert default_prediction_models(options, ["demo:shapes-clip"]) == options[:2]
+    assert default_prediction_models(options, ["st:x", "st:x"]) == ["st:x", "demo:shapes-clip"]
