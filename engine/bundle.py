@@ -89,10 +89,9 @@ def write_bundle(
 
     t0 = time.perf_counter()
     cache = cache or Cache()
-    if isinstance(dataset, str):
-        from engine.datasets import open_dataset
+    from engine.datasets import as_dataset
 
-        dataset = open_dataset(dataset, cache_root=cache.root)
+    dataset = as_dataset(dataset, cache.root)
     if not model_specs:
         raise ParallaxError("a bundle needs at least one --model")
     n = len(dataset)

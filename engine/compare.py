@@ -348,10 +348,9 @@ def compare_models(
 
     t0 = time.perf_counter()
     cache = cache or Cache()
-    if isinstance(dataset, str):
-        from engine.datasets import open_dataset
+    from engine.datasets import as_dataset
 
-        dataset = open_dataset(dataset, cache_root=cache.root)
+    dataset = as_dataset(dataset, cache.root)
     if not model_specs:
         raise ParallaxError("compare needs at least one model")
     settings = CompareParams(

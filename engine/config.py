@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from engine.errors import CacheError, ParallaxError
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # A checkout has dashboard/ beside engine/; ``pip install .`` puts engine/ alone in site-packages,
@@ -65,24 +69,23 @@ def parse_size(text: str) -> int:
     return value
 
 
-def _int_env(name: str, default: int) -> int:
+def _number_env(name: str, default: T, parse: Callable[[str], T], example: str) -> T:
+    """``$name`` read by ``parse`` (``default`` when unset); one line naming it when unreadable."""
     value = os.environ.get(name, "").strip()
     if not value:
         return default
     try:
-        return parse_size(value)
-    except ParallaxError:
-        raise ParallaxError(f"{name}={value!r} is not a number (e.g. 1000 or 500M)") from None
+        return parse(value)
+    except (ValueError, ParallaxError):
+        raise ParallaxError(f"{name}={value!r} is not a number {example}") from None
+
+
+def _int_env(name: str, default: int) -> int:
+    return _number_env(name, default, parse_size, "(e.g. 1000 or 500M)")
 
 
 def _float_env(name: str, default: float) -> float:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ParallaxError(f"{name}={value!r} is not a number of seconds") from None
+    return _number_env(name, default, float, "of seconds")
 
 
 def _flag_env(name: str) -> bool:

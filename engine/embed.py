@@ -54,6 +54,26 @@ class EmbeddingResult:
     skipped: int  # items the dataset skipped + items that failed while embedding
     failed: list[dict[str, str]] = field(default_factory=list)  # rows left as zero vectors
 
+    @classmethod
+    def from_entry(
+        cls, dataset: Dataset, model: str, modality: str, entry: Entry, cached: bool, t0: float
+    ) -> EmbeddingResult:
+        """The result a finished cache entry stands for (the local and the Ray path alike)."""
+        failed = entry.manifest.get("failed", [])
+        return cls(
+            dataset=dataset.spec,
+            model=model,
+            modality=modality,
+            n=int(entry.manifest["n"]),
+            dim=int(entry.manifest["dim"]),
+            cached=cached,
+            seconds=time.perf_counter() - t0,
+            path=entry.array_path,
+            key=entry.key,
+            skipped=len(dataset.skipped) + len(failed),
+            failed=failed,
+        )
+
     def vectors(self) -> np.ndarray:
         return np.load(self.path, mmap_mode="r", allow_pickle=False)
 
@@ -373,19 +393,7 @@ def _embed_column(
                     ],
                 },
             )
-    return EmbeddingResult(
-        dataset=dataset.spec,
-        model=spec.strip(),
-        modality=modality,
-        n=int(entry.manifest["n"]),
-        dim=int(entry.manifest["dim"]),
-        cached=cached,
-        seconds=time.perf_counter() - t0,
-        path=entry.array_path,
-        key=key,
-        skipped=len(dataset.skipped),
-        failed=[],
-    )
+    return EmbeddingResult.from_entry(dataset, spec.strip(), modality, entry, cached, t0)
 
 
 def embed_dataset(
@@ -406,28 +414,11 @@ def embed_dataset(
     """
     t0 = time.perf_counter()
     cache = cache or Cache()
-    if isinstance(dataset, str):
-        from engine.datasets import open_dataset
+    from engine.datasets import as_dataset
 
-        dataset = open_dataset(dataset, cache_root=cache.root)
+    dataset = as_dataset(dataset, cache.root)
     if isinstance(model, str) and is_column_spec(model):
         return _embed_column(dataset, model, modality, cache, t0)
-
-    def finished(entry: Entry, spec: str, chosen: str, key: str, cached: bool) -> EmbeddingResult:
-        failed = entry.manifest.get("failed", [])
-        return EmbeddingResult(
-            dataset=dataset.spec,
-            model=spec,
-            modality=chosen,
-            n=int(entry.manifest["n"]),
-            dim=int(entry.manifest["dim"]),
-            cached=cached,
-            seconds=time.perf_counter() - t0,
-            path=entry.array_path,
-            key=key,
-            skipped=len(dataset.skipped) + len(failed),
-            failed=failed,
-        )
 
     if isinstance(model, str):
         # Finished CPU vectors are found from the model's identity alone: no model is built and
@@ -440,7 +431,7 @@ def embed_dataset(
             entry = cache.get("vectors", key)
             if entry is not None:
                 log.debug("%s: cached vectors found by the recorded identity", known.spec)
-                return finished(entry, known.spec, chosen, key, cached=True)
+                return EmbeddingResult.from_entry(dataset, known.spec, chosen, entry, True, t0)
         from engine.models import load_model
 
         model = load_model(model, device=device)
@@ -453,7 +444,7 @@ def embed_dataset(
     dim = int(model.dim)
 
     def result(entry: Entry, cached: bool) -> EmbeddingResult:
-        return finished(entry, model.spec, modality, key, cached)
+        return EmbeddingResult.from_entry(dataset, model.spec, modality, entry, cached, t0)
 
     entry = cache.get("vectors", key)
     if entry is not None:

@@ -196,10 +196,9 @@ def embed_dataset_ray(
     ray = require_ray()
     options = options or RayOptions()
     cache = cache or Cache()
-    if isinstance(dataset, str):
-        from engine.datasets import open_dataset
+    from engine.datasets import as_dataset
 
-        dataset = open_dataset(dataset, cache_root=cache.root)
+    dataset = as_dataset(dataset, cache.root)
     from engine.column_vectors import is_column_spec
 
     if is_column_spec(model_spec):  # nothing to compute: the local path caches it
@@ -259,19 +258,8 @@ def _run(
     n, dim = len(dataset), int(driver_model.dim)
 
     def result(entry: Entry, cached: bool) -> EmbeddingResult:
-        failed = entry.manifest.get("failed", [])
-        return EmbeddingResult(
-            dataset=dataset.spec,
-            model=str(driver_model.spec),
-            modality=modality,
-            n=int(entry.manifest["n"]),
-            dim=int(entry.manifest["dim"]),
-            cached=cached,
-            seconds=time.perf_counter() - t0,
-            path=entry.array_path,
-            key=key,
-            skipped=len(dataset.skipped) + len(failed),
-            failed=failed,
+        return EmbeddingResult.from_entry(
+            dataset, str(driver_model.spec), modality, entry, cached, t0
         )
 
     entry = cache.get("vectors", key)

@@ -460,10 +460,9 @@ def train_heads_for_dataset(
 
     cfg = config or TrainConfig()
     cache = cache or Cache()
-    if isinstance(dataset, str):
-        from engine.datasets import open_dataset
+    from engine.datasets import as_dataset
 
-        dataset = open_dataset(dataset, cache_root=cache.root)
+    dataset = as_dataset(dataset, cache.root)
     if not dataset.has_images or dataset.texts is None:
         raise ParallaxError(f"{dataset.spec} needs both images and texts to train fusion heads")
     opts = dict(embed_options or {})

@@ -189,20 +189,17 @@ def fusion_prediction(
     t0 = time.perf_counter()
     problems = []
     try:
-        if images:
-            if "image" in heads:
-                head = heads["image"].head
-                vecs = load(image_model).embed_images(images)
-                pred.images = head_topk(predict_with_head(head, vecs, None), head.classes, top_k)
-            else:
-                problems.append("no image head trained")
-        if texts:
-            if "text" in heads:
-                head = heads["text"].head
-                vecs = load(text_model).embed_texts(texts)
-                pred.texts = head_topk(predict_with_head(head, None, vecs), head.classes, top_k)
-            else:
-                problems.append("no text head trained")
+        for side, items, model in (("image", images, image_model), ("text", texts, text_model)):
+            if not items:
+                continue
+            if side not in heads:
+                problems.append(f"no {side} head trained")
+                continue
+            head = heads[side].head
+            vecs = getattr(load(model), f"embed_{side}s")(items)
+            sides_vecs = (vecs, None) if side == "image" else (None, vecs)
+            probs = predict_with_head(head, *sides_vecs)
+            setattr(pred, f"{side}s", head_topk(probs, head.classes, top_k))
         pred.latency_ms = (time.perf_counter() - t0) * 1000.0
         pred.load_ms = 0.0
     except Exception as exc:  # reported in the heads' column; the models' answers still show

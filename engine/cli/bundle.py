@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from engine.cli.common import StderrProgress, emit, open_cache
-from engine.errors import ParallaxError
+from engine.cli.common import (
+    StderrProgress,
+    add_models_option,
+    emit,
+    open_cache,
+    require_dataset,
+)
 from engine.params import PROJECTION_METHODS
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     from engine.bundle import write_bundle
 
-    if not args.dataset:
-        raise ParallaxError("bundle needs --dataset")
     result = write_bundle(
-        args.dataset,
+        require_dataset(args, "bundle"),
         args.model,
         args.out,
         methods=tuple(args.method or PROJECTION_METHODS),
@@ -39,7 +42,7 @@ def register(
     sub: Any, common: argparse.ArgumentParser, embed_opts: argparse.ArgumentParser
 ) -> None:
     p = sub.add_parser("bundle", parents=[common, embed_opts], help="write a portable bundle")
-    p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    add_models_option(p)
     p.add_argument("--out", required=True, help="bundle file to write (e.g. demo.parallax.zip)")
     p.add_argument("--method", action="append", choices=PROJECTION_METHODS, help="default: both")
     p.add_argument("--no-vectors", action="store_true", help="leave vectors out (no search)")

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from engine.errors import ParallaxError
 from engine.progress import Progress
 
 if TYPE_CHECKING:
@@ -52,6 +53,20 @@ def emit(args: argparse.Namespace, payload: dict[str, Any], human: Callable[[], 
 
 def progress_for(args: argparse.Namespace) -> StderrProgress:
     return StderrProgress(args.quiet)
+
+
+def require_dataset(args: argparse.Namespace, command: str) -> str:
+    """The ``--dataset`` a command cannot run without (one line naming the command if absent)."""
+    if not args.dataset:
+        raise ParallaxError(f"{command} needs --dataset")
+    return str(args.dataset)
+
+
+def add_models_option(
+    p: argparse.ArgumentParser, required: bool = True, help: str = "model spec (repeatable)"
+) -> None:
+    """``--model``, given once per model, for every command that runs over models."""
+    p.add_argument("--model", action="append", required=required, help=help)
 
 
 def open_cache(args: argparse.Namespace) -> Cache:

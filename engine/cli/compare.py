@@ -14,7 +14,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import EXIT_USER_ERROR, embed_options, emit, open_cache, progress_for
+from engine.cli.common import (
+    EXIT_USER_ERROR,
+    add_models_option,
+    embed_options,
+    emit,
+    open_cache,
+    progress_for,
+    require_dataset,
+)
 from engine.errors import ParallaxError
 from engine.params import COMPARE, HEADS, PREDICT
 
@@ -97,10 +105,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from engine.compare import compare_models
 
-    if not args.dataset:
-        raise ParallaxError("compare needs --dataset")
     report = compare_models(
-        args.dataset,
+        require_dataset(args, "compare"),
         args.model,
         cache=open_cache(args),
         k=args.k,
@@ -151,8 +157,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_train_head(args: argparse.Namespace) -> int:
     from engine.fusion import TrainConfig, train_heads_for_dataset
 
-    if not args.dataset:
-        raise ParallaxError("train-head needs --dataset")
+    dataset = require_dataset(args, "train-head")
     if args.modality:
         raise ParallaxError(
             "train-head embeds images with --image-model and texts with --text-model; "
@@ -161,7 +166,7 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     variants = [v.strip() for chunk in args.variants for v in chunk.split(",") if v.strip()]
     config = TrainConfig(max_epochs=args.epochs, hidden=args.hidden)
     results = train_heads_for_dataset(
-        args.dataset,
+        dataset,
         args.image_model,
         args.text_model,
         cache=open_cache(args),
@@ -198,7 +203,7 @@ def register(
         "predict", parents=[common], help="zero-shot classify image files and texts, per model"
     )
     p.add_argument("files", nargs="*", metavar="FILE", help="image files to classify")
-    p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    add_models_option(p)
     p.add_argument("--labels", required=True, help="comma-separated class names, e.g. cat,dog")
     p.add_argument(
         "--template",
@@ -214,7 +219,7 @@ def register(
     p = sub.add_parser(
         "compare", parents=[common, embed_opts], help="compare models on a dataset (cached)"
     )
-    p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    add_models_option(p)
     p.add_argument(
         "--k", type=int, default=COMPARE.k, help="neighbours for kNN accuracy and overlap"
     )

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from engine.cli.common import StderrProgress, emit, open_cache
+from engine.cli.common import (
+    StderrProgress,
+    add_models_option,
+    emit,
+    open_cache,
+    require_dataset,
+)
 from engine.errors import ParallaxError
 from engine.params import PROJECTION, PROJECTION_METHODS
 
@@ -14,32 +20,20 @@ if TYPE_CHECKING:
 
 
 def embed_one(args: argparse.Namespace, model: str) -> EmbeddingResult:
+    both = {
+        "modality": args.modality,
+        "cache": open_cache(args),
+        "batch_size": args.batch_size,
+        "progress": StderrProgress(args.quiet),
+    }
     if getattr(args, "backend", "local") == "ray":
         from engine.embed_ray import RayOptions, embed_dataset_ray
 
-        if args.dataset is None:
-            raise ParallaxError("embed needs --dataset")
-        return embed_dataset_ray(
-            args.dataset,
-            model,
-            modality=args.modality,
-            cache=open_cache(args),
-            batch_size=args.batch_size,
-            options=RayOptions(address=args.ray_address, actors=args.ray_actors),
-            progress=StderrProgress(args.quiet),
-        )
+        options = RayOptions(address=args.ray_address, actors=args.ray_actors)
+        return embed_dataset_ray(require_dataset(args, "embed"), model, options=options, **both)
     from engine.embed import embed_dataset
 
-    return embed_dataset(
-        args.dataset,
-        model,
-        modality=args.modality,
-        cache=open_cache(args),
-        batch_size=args.batch_size,
-        workers=args.workers,
-        device=args.device,
-        progress=StderrProgress(args.quiet),
-    )
+    return embed_dataset(args.dataset, model, workers=args.workers, device=args.device, **both)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -104,7 +98,7 @@ def register(
     sub: Any, common: argparse.ArgumentParser, embed_opts: argparse.ArgumentParser
 ) -> None:
     p = sub.add_parser("embed", parents=[common, embed_opts], help="embed a dataset (cached)")
-    p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    add_models_option(p)
     p.add_argument(
         "--backend",
         choices=["local", "ray"],
@@ -122,7 +116,7 @@ def register(
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("project", parents=[common, embed_opts], help="2-D map (cached)")
-    p.add_argument("--model", action="append", help="model spec (embeds first if needed)")
+    add_models_option(p, required=False, help="model spec (embeds first if needed)")
     p.add_argument("--vectors", help="an N x D .npy file instead of --dataset/--model")
     p.add_argument("--method", choices=list(PROJECTION_METHODS), default=PROJECTION.method)
     p.add_argument("--seed", type=int, default=PROJECTION.seed)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from engine.cli.common import StderrProgress, emit, open_cache
-from engine.errors import ParallaxError
+from engine.cli.common import (
+    StderrProgress,
+    add_models_option,
+    emit,
+    open_cache,
+    require_dataset,
+)
 from engine.params import PROJECTION, PROJECTION_METHODS
 
 
@@ -14,10 +19,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from engine.datasets import open_dataset
     from engine.export import export_parquet
 
-    if not args.dataset:
-        raise ParallaxError("export needs --dataset")
     cache = open_cache(args)
-    dataset = open_dataset(args.dataset, cache_root=cache.root)
+    dataset = open_dataset(require_dataset(args, "export"), cache_root=cache.root)
     result = export_parquet(
         dataset,
         args.model,
@@ -48,7 +51,7 @@ def register(
         help="one Parquet: ids, labels, metadata, every model's x/y (Embedding Atlas, pandas)",
     )
     p.add_argument("--dataset", required=True, help="dataset spec")
-    p.add_argument("--model", action="append", required=True, help="model spec (repeatable)")
+    add_models_option(p)
     p.add_argument("--out", required=True, help="the .parquet file to write")
     p.add_argument("--method", choices=PROJECTION_METHODS, default=PROJECTION.method)
     p.add_argument("--vectors", action="store_true", help="also write each model's vectors")

@@ -148,6 +148,12 @@ def open_dataset(
     return dataset
 
 
+def as_dataset(dataset: Dataset | str, cache_root: Path) -> Dataset:
+    """``dataset`` itself, or the dataset its spec names: what every pipeline that takes
+    either (embed, compare, fusion, bundle) starts with."""
+    return open_dataset(dataset, cache_root=cache_root) if isinstance(dataset, str) else dataset
+
+
 def _open_path(
     kind: str, spec: str, rest: str, root: Path, progress: ProgressCallback | None
 ) -> Dataset:

@@ -51,14 +51,11 @@ def _weights_id(spec: ModelSpec, folder: Path) -> str:
 
 def weights_source(spec: ModelSpec) -> str | None:
     """The weights part of the identity, from files already on disk (None if they are not)."""
-    folder = _folder(spec, download=False)
-    return None if folder is None else _weights_id(spec, folder)
+    return offline.present_weights_id(spec, _folder, _weights_id)
 
 
 def _resolve(spec: ModelSpec) -> tuple[Path, str]:
-    folder = _folder(spec, download=True)
-    assert folder is not None  # download=True raises instead
-    return folder, _weights_id(spec, folder)
+    return offline.resolve_folder(spec, _folder, _weights_id)
 
 
 def _model_type(folder: Path, spec: ModelSpec) -> str:

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -320,3 +320,22 @@ def folder_weights_id(spec: ModelSpec, folder: Path, *, local: bool) -> str:
     if local:
         return f"local:{folder_digest(folder)}"
     return f"hub:{spec.name}@{commit_of(folder) or folder_digest(folder)}"
+
+
+# How an ``hf:`` / ``st:`` adapter finds its folder (``download`` or only what is on disk) and
+# names the weights in it: the two differ only in these, so they share what follows.
+FolderFinder = Callable[..., "Path | None"]
+WeightsNamer = Callable[["ModelSpec", Path], str]
+
+
+def present_weights_id(spec: ModelSpec, find: FolderFinder, name: WeightsNamer) -> str | None:
+    """The weights part of the identity, from files already on disk (None if they are not)."""
+    folder = find(spec, download=False)
+    return None if folder is None else name(spec, folder)
+
+
+def resolve_folder(spec: ModelSpec, find: FolderFinder, name: WeightsNamer) -> tuple[Path, str]:
+    """(folder, weights identity), bringing a hub model onto disk first."""
+    folder = find(spec, download=True)
+    assert folder is not None  # download=True raises instead
+    return folder, name(spec, folder)
