@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -130,6 +131,8 @@ def build_map_figure(
     if hl is not None:
         hl = hl[(hl >= 0) & (hl < n)].astype(np.int32)
     base_opacity = FADED_OPACITY if hl is not None else (0.55 if plan.aggregated else 0.8)
+    # Every trace of the map shares its points, size and opacity.
+    trace = partial(_scatter, xy, size=point_size, opacity=base_opacity)
     traces: list[Any] = []
     if plan.aggregated:
         traces.append(density_trace(xy))
@@ -142,13 +145,10 @@ def build_map_figure(
                 continue
             colour = OTHER_COLOUR if cat in (OTHER, MISSING) else PALETTE[ci % len(PALETTE)]
             traces.append(
-                _scatter(
-                    xy,
+                trace(
                     sub,
                     name=cat,
                     colour=colour,
-                    size=point_size,
-                    opacity=base_opacity,
                     showlegend=True,
                     hovertemplate=f"{colouring.title}: %{{fullData.name}}<extra></extra>",
                 )
@@ -158,13 +158,10 @@ def build_map_figure(
         ok = np.isfinite(vals)
         if (~ok).any():
             traces.append(
-                _scatter(
-                    xy,
+                trace(
                     rows[~ok],
                     name=MISSING,
                     colour=OTHER_COLOUR,
-                    size=point_size,
-                    opacity=base_opacity,
                     showlegend=True,
                     hovertemplate=f"{colouring.title}: n/a<extra></extra>",
                 )
@@ -173,13 +170,10 @@ def build_map_figure(
         cmin = float(finite.min()) if len(finite) else 0.0
         cmax = float(finite.max()) if len(finite) else 1.0
         traces.append(
-            _scatter(
-                xy,
+            trace(
                 rows[ok],
                 name=colouring.title or "value",
                 colour=vals[ok].astype(np.float32),
-                size=point_size,
-                opacity=base_opacity,
                 showlegend=False,
                 hovertemplate=f"{colouring.title}: %{{marker.color:.3f}}<extra></extra>",
                 marker_extra={
@@ -193,13 +187,10 @@ def build_map_figure(
         )
     else:
         traces.append(
-            _scatter(
-                xy,
+            trace(
                 rows,
                 name="items",
                 colour=PALETTE[0],
-                size=point_size,
-                opacity=base_opacity,
                 showlegend=False,
                 hovertemplate="<extra></extra>",
             )

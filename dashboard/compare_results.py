@@ -31,6 +31,11 @@ def download(frame: pd.DataFrame, name: str, key: str, index: bool = False) -> N
     )
 
 
+def show_table(frame: pd.DataFrame, key: str, columns: dict[str, Any]) -> None:
+    """A result table as every section draws it: full width, no index, named columns."""
+    st.dataframe(frame, hide_index=True, width="stretch", key=key, column_config=columns)
+
+
 def predict_with_status(
     specs: list[str],
     images: list[Any],
@@ -138,12 +143,10 @@ def show_predictions(result: dict[str, Any]) -> None:
     with c1:
         st.markdown("**Timing per model**")
         timing = cv.timing_frame(preds)
-        st.dataframe(
+        show_table(
             timing,
-            hide_index=True,
-            width="stretch",
-            key="cmp_timing",
-            column_config={
+            "cmp_timing",
+            {
                 "model": st.column_config.TextColumn("model", width="medium"),
                 "load_ms": st.column_config.NumberColumn("load (ms)", format="%.1f"),
                 "latency_ms": st.column_config.NumberColumn("inference (ms)", format="%.1f"),
@@ -171,12 +174,10 @@ def show_report(report: Any, ds: Any) -> None:
 
     st.subheader("Accuracy per model")
     metrics = cv.metrics_frame(report)
-    st.dataframe(
+    show_table(
         metrics,
-        hide_index=True,
-        width="stretch",
-        key="cmp_metrics",
-        column_config={
+        "cmp_metrics",
+        {
             "knn_accuracy": st.column_config.NumberColumn(
                 f"kNN (k={report.params['k']})", format="percent"
             ),
@@ -201,12 +202,10 @@ def show_report(report: Any, ds: Any) -> None:
     if len(per_class.columns) > 1:
         st.plotly_chart(cv.per_class_figure(per_class), key="cmp_per_class_chart")
         with st.expander("As a table"):
-            st.dataframe(
+            show_table(
                 per_class,
-                hide_index=True,
-                width="stretch",
-                key="cmp_per_class",
-                column_config={m: PERCENT for m in per_class.columns if m != "class"},
+                "cmp_per_class",
+                {m: PERCENT for m in per_class.columns if m != "class"},
             )
         download(per_class, "parallax-per-class.csv", "cmp_dl_per_class")
     else:
@@ -321,12 +320,10 @@ def show_heads(fusion: dict[str, Any]) -> None:
         f"`{fusion['text_model']}`"
     )
     heads = cv.heads_frame(fusion["results"])
-    st.dataframe(
+    show_table(
         heads,
-        hide_index=True,
-        width="stretch",
-        key="cmp_heads",
-        column_config={
+        "cmp_heads",
+        {
             "accuracy": st.column_config.NumberColumn("held-out accuracy", format="percent"),
             "val_accuracy": st.column_config.NumberColumn("validation", format="percent"),
             "mean_gate": st.column_config.NumberColumn("mean gate (image share)", format="%.3f"),

@@ -92,21 +92,19 @@ def selection_section(
             texts=ds.texts,
         )
 
-    d1, d2, _ = st.columns([1, 1, 3])
-    d1.download_button(
-        "Download CSV",
-        data=lambda: maps.to_csv_bytes(export_frame()),
-        file_name="parallax-selection.csv",
-        mime="text/csv",
-        icon=":material/download:",
+    formats = (
+        ("CSV", maps.to_csv_bytes, "csv", "text/csv"),
+        ("Parquet", maps.to_parquet_bytes, "parquet", "application/vnd.apache.parquet"),
     )
-    d2.download_button(
-        "Download Parquet",
-        data=lambda: maps.to_parquet_bytes(export_frame()),
-        file_name="parallax-selection.parquet",
-        mime="application/vnd.apache.parquet",
-        icon=":material/download:",
-    )
+    places = st.columns([1, 1, 3])[:2]
+    for place, (name, encode, suffix, mime) in zip(places, formats, strict=True):
+        place.download_button(
+            f"Download {name}",
+            data=lambda encode=encode: encode(export_frame()),  # built only when clicked
+            file_name=f"parallax-selection.{suffix}",
+            mime=mime,
+            icon=":material/download:",
+        )
     # one item: its detail and its neighbours under every embedded model (engine.item_neighbours)
     one = len(rows) == 1
     row = int(rows[0]) if one else item_view.pick_item(ds, rows[:GALLERY_CAP], "map_pick")

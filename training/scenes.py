@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from engine.datasets.shapes import COLOURS, SHAPES, SIZES
+from engine.datasets.shapes import COLOURS, SHAPES, SIZES, heart_outline, polygon, rotate
 
 OUT_SIZE = 64
 # Bump whenever a change alters any scene: it names cached scene pools.
@@ -172,28 +172,6 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(arr, 0, 255)
 
 
-def _polygon(cx: float, cy: float, radii: np.ndarray, rot: float) -> list[tuple[float, float]]:
-    k = len(radii)
-    ang = np.deg2rad(rot) + np.arange(k) * (2 * np.pi / k) - np.pi / 2
-    return list(
-        zip((cx + radii * np.cos(ang)).tolist(), (cy + radii * np.sin(ang)).tolist(), strict=True)
-    )
-
-
-def _rotated(points: np.ndarray, cx: float, cy: float, rot: float) -> list[tuple[float, float]]:
-    a = np.deg2rad(rot)
-    m = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    p = points @ m.T + np.array([cx, cy])
-    return [(float(x), float(y)) for x, y in p]
-
-
-def _heart(r: float) -> np.ndarray:
-    t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
-    x = 16 * np.sin(t) ** 3
-    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
-    return np.stack([x, y + 2.5], axis=1) * (r / 17.0)
-
-
 def _draw_filled(
     draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, rot: float
 ) -> None:
@@ -202,9 +180,9 @@ def _draw_filled(
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
     elif shape in ("square", "triangle", "hexagon"):
         k = {"square": 4, "triangle": 3, "hexagon": 6}[shape]
-        draw.polygon(_polygon(cx, cy, np.full(k, r), rot), fill=255)
+        draw.polygon(polygon(cx, cy, np.full(k, r), rot), fill=255)
     elif shape == "star":
-        draw.polygon(_polygon(cx, cy, np.tile([r, 0.42 * r], 5), rot), fill=255)
+        draw.polygon(polygon(cx, cy, np.tile([r, 0.42 * r], 5), rot), fill=255)
     elif shape == "cross":
         w = 0.36 * r
         pts = np.array(
@@ -223,9 +201,9 @@ def _draw_filled(
                 [-w, -w],
             ]
         )
-        draw.polygon(_rotated(pts, cx, cy, rot), fill=255)
+        draw.polygon(rotate(pts, cx, cy, rot), fill=255)
     elif shape == "heart":
-        draw.polygon(_rotated(_heart(r), cx, cy, (rot % 60.0) - 30.0), fill=255)
+        draw.polygon(rotate(heart_outline(r, points=40), cx, cy, (rot % 60.0) - 30.0), fill=255)
     elif shape == "crescent":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
         a = np.deg2rad(rot)

@@ -217,7 +217,7 @@ def _draw_columns(n: int, seed: int) -> dict[str, np.ndarray]:
 # --- rendering -------------------------------------------------------------------------------
 
 
-def _polygon(cx: float, cy: float, radii: np.ndarray, rotation: float) -> list[tuple[float, float]]:
+def polygon(cx: float, cy: float, radii: np.ndarray, rotation: float) -> list[tuple[float, float]]:
     """Vertices at equal angles with the given radii, rotated by ``rotation`` degrees."""
     k = len(radii)
     angles = np.deg2rad(rotation) + np.arange(k) * (2 * np.pi / k) - np.pi / 2
@@ -226,15 +226,17 @@ def _polygon(cx: float, cy: float, radii: np.ndarray, rotation: float) -> list[t
     return list(zip(xs.tolist(), ys.tolist(), strict=True))
 
 
-def _rotate(points: np.ndarray, cx: float, cy: float, rotation: float) -> list[tuple[float, float]]:
+def rotate(points: np.ndarray, cx: float, cy: float, rotation: float) -> list[tuple[float, float]]:
+    """``points`` rotated by ``rotation`` degrees about the origin, then moved to (cx, cy)."""
     a = np.deg2rad(rotation)
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
     p = points @ rot.T + np.array([cx, cy])
     return [(float(x), float(y)) for x, y in p]
 
 
-def _heart_outline(r: float) -> np.ndarray:
-    t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+def heart_outline(r: float, points: int = 48) -> np.ndarray:
+    """A heart of ``points`` vertices around the origin, ``r`` from its centre to its tip."""
+    t = np.linspace(0, 2 * np.pi, points, endpoint=False)
     x = 16 * np.sin(t) ** 3
     y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
     pts = np.stack([x, y + 2.5], axis=1)  # the curve spans y in [-12, 17]: re-centre it
@@ -251,23 +253,23 @@ def _shape_mask(shape: str, cx: float, cy: float, r: float, rotation: float) -> 
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
     elif shape == "square":
         # Circumradius r: the square's half side is r / sqrt(2).
-        draw.polygon(_polygon(cx, cy, np.full(4, r), rotation), fill=255)
+        draw.polygon(polygon(cx, cy, np.full(4, r), rotation), fill=255)
     elif shape == "triangle":
-        draw.polygon(_polygon(cx, cy, np.full(3, r), rotation), fill=255)
+        draw.polygon(polygon(cx, cy, np.full(3, r), rotation), fill=255)
     elif shape == "hexagon":
-        draw.polygon(_polygon(cx, cy, np.full(6, r), rotation), fill=255)
+        draw.polygon(polygon(cx, cy, np.full(6, r), rotation), fill=255)
     elif shape == "star":
         radii = np.tile([r, 0.42 * r], 5)
-        draw.polygon(_polygon(cx, cy, radii, rotation), fill=255)
+        draw.polygon(polygon(cx, cy, radii, rotation), fill=255)
     elif shape == "cross":
         w = 0.36 * r
         bar = np.array([[-r, -w], [r, -w], [r, w], [-r, w]])
-        draw.polygon(_rotate(bar, cx, cy, rotation), fill=255)
-        draw.polygon(_rotate(bar[:, ::-1], cx, cy, rotation), fill=255)
+        draw.polygon(rotate(bar, cx, cy, rotation), fill=255)
+        draw.polygon(rotate(bar[:, ::-1], cx, cy, rotation), fill=255)
     elif shape == "heart":
         # Hearts keep roughly upright (+-30 degrees): upside down they read as something else.
         tilt = (rotation % 60.0) - 30.0
-        draw.polygon(_rotate(_heart_outline(r), cx, cy, tilt), fill=255)
+        draw.polygon(rotate(heart_outline(r), cx, cy, tilt), fill=255)
     elif shape == "crescent":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
         a = np.deg2rad(rotation)
