@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -396,6 +397,21 @@ def _embed_column(
     return EmbeddingResult.from_entry(dataset, spec.strip(), modality, entry, cached, t0)
 
 
+@contextmanager
+def claim_vectors(cache: Cache, key: str) -> Iterator[Entry | None]:
+    """The finished vectors under ``key``, or None while this process holds the key's lock to
+    compute them (looked up again under the lock: another process may have finished the same
+    job while this one waited). Every embedding backend starts its job with this."""
+    entry = cache.get("vectors", key)
+    if entry is not None:
+        if cache.partial_dir("vectors", key).exists():  # a kill between manifest and cleanup
+            cache.drop_partial("vectors", key)
+        yield entry
+        return
+    with locked(cache.root, key):
+        yield cache.get("vectors", key)
+
+
 def embed_dataset(
     dataset: Dataset | str,
     model: EmbeddingModel | str,
@@ -446,18 +462,9 @@ def embed_dataset(
     def result(entry: Entry, cached: bool) -> EmbeddingResult:
         return EmbeddingResult.from_entry(dataset, model.spec, modality, entry, cached, t0)
 
-    entry = cache.get("vectors", key)
-    if entry is not None:
-        if cache.partial_dir("vectors", key).exists():  # a kill between manifest and cleanup
-            cache.drop_partial("vectors", key)
-        return result(entry, cached=True)
-
-    with locked(cache.root, key):
-        # Another process may have finished the same job while we waited for the lock.
-        entry = cache.get("vectors", key)
+    with claim_vectors(cache, key) as entry:
         if entry is not None:
             return result(entry, cached=True)
-
         plan = open_plan(cache, key, n, dim, int(batch_size or model.default_batch_size))
         bs, shard_size, n_shards = plan_shape(plan)
         first = cache.completed_shards("vectors", key, n_shards)

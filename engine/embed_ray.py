@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.cache import Cache, Entry, atomic_save_npy, locked
+from engine.cache import Cache, Entry, atomic_save_npy
 from engine.datasets.base import Dataset
 from engine.embed import (
     EmbeddingResult,
     choose_modality,
+    claim_vectors,
     finish_entry,
     open_plan,
     plan_shape,
@@ -262,12 +263,8 @@ def _run(
             dataset, str(driver_model.spec), modality, entry, cached, t0
         )
 
-    entry = cache.get("vectors", key)
-    if entry is not None:
-        return result(entry, cached=True)
     actors, gpus, cpus, device = pool
-    with locked(cache.root, key):
-        entry = cache.get("vectors", key)
+    with claim_vectors(cache, key) as entry:
         if entry is not None:
             return result(entry, cached=True)
         plan = open_plan(cache, key, n, dim, int(batch_size or driver_model.default_batch_size))
