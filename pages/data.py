@@ -44,6 +44,19 @@ def try_select(spec: str, action: str) -> None:
         st.rerun()  # redraw everything (sidebar included) for the new dataset
 
 
+def typed_and_opened(
+    box: tuple[str, str], placeholder: str, button: tuple[str, str], missing: str
+) -> str | None:
+    """A text box (label, key) and its Open button (label, key): the typed text once the
+    button is pressed; None before, or with the ``missing`` warning while the box is empty."""
+    typed = st.text_input(box[0], key=box[1], placeholder=placeholder).strip()
+    if not st.button(button[0], key=button[1]):
+        return None
+    if not typed:
+        st.warning(missing, icon=":material/warning:")
+    return typed or None
+
+
 # -- uploads ----------------------------------------------------------------------------------
 def handle_upload(files: list) -> None:
     """Save + open an upload once per distinct set of files; remember the outcome."""
@@ -114,17 +127,15 @@ with tab_demo:
             try_select(spec, f"Opening {spec}")
 
 with tab_folder:
-    folder = st.text_input(
-        "Folder path on the server",
-        key="data_folder_path",
-        placeholder="/data/pets (first-level sub-folders are labels)",
+    folder = typed_and_opened(
+        ("Folder path on the server", "data_folder_path"),
+        "/data/pets (first-level sub-folders are labels)",
+        ("Open folder", "data_open_folder"),
+        "Type a folder path first.",
     )
-    if st.button("Open folder", key="data_open_folder"):
-        if folder.strip():
-            path = Path(folder.strip()).expanduser()
-            try_select(f"folder:{path}", f"Opening folder {path}")
-        else:
-            st.warning("Type a folder path first.", icon=":material/warning:")
+    if folder:
+        path = Path(folder).expanduser()
+        try_select(f"folder:{path}", f"Opening folder {path}")
 
 with tab_upload:
     st.caption(
@@ -158,16 +169,14 @@ with tab_upload:
                 state.view_only_notice("This upload cannot be embedded here")
 
 with tab_spec:
-    any_spec = st.text_input(
-        "Dataset spec",
-        key="data_any_spec",
-        placeholder="manifest:/data/captions.parquet · zip:/data/set.zip · folder:/data/pets",
+    any_spec = typed_and_opened(
+        ("Dataset spec", "data_any_spec"),
+        "manifest:/data/captions.parquet · zip:/data/set.zip · folder:/data/pets",
+        ("Open spec", "data_open_spec"),
+        "Type a dataset spec first.",
     )
-    if st.button("Open spec", key="data_open_spec"):
-        if any_spec.strip():
-            try_select(any_spec.strip(), f"Opening {any_spec.strip()}")
-        else:
-            st.warning("Type a dataset spec first.", icon=":material/warning:")
+    if any_spec:
+        try_select(any_spec, f"Opening {any_spec}")
 
 
 # -- the current dataset ----------------------------------------------------------------------
