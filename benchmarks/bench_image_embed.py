@@ -11,11 +11,10 @@ compute by the engine's thread pool. Random weights: speed does not depend on th
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from common import Reporter, parser
+from common import Reporter, interleaved, parser, throughput_ratio
 
 from engine.cache import Cache
 from engine.datasets import open_dataset
@@ -66,14 +65,7 @@ def main() -> None:
             embed_dataset(dataset, model, cache=Cache(Path(tmp) / f"c{run}"), batch_size=batch)
 
         raw()  # warm-up: first-call allocations and kernel selection
-        raw_s, engine_s = [], []
-        for run in range(1 if args.quick else 3):  # interleaved, so drift hits both alike
-            t = time.perf_counter()
-            raw()
-            raw_s.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            engine(run + 1)
-            engine_s.append(time.perf_counter() - t)
+        raw_s, engine_s = interleaved(raw, lambda run: engine(run + 1), 1 if args.quick else 3)
         rep.log(
             f"raw forward: {n / min(raw_s):.1f} img/s; engine from JPEG: {n / min(engine_s):.1f}"
         )
@@ -83,10 +75,7 @@ def main() -> None:
             "n": n,
             "batch_size": batch,
             "threads": torch.get_num_threads(),
-            "raw_images_per_s": round(n / min(raw_s), 2),
-            "engine_images_per_s": round(n / min(engine_s), 2),
-            "ratio": round(min(raw_s) / min(engine_s), 3),
-            "target_ratio": 0.9,
+            **throughput_ratio(n, raw_s, engine_s, ("raw", "images"), 2),
         }
     )
 

@@ -9,10 +9,9 @@ compared). The engine side includes its cache writes, progress and normalisation
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
-from common import Reporter, parser
+from common import Reporter, interleaved, parser, throughput_ratio
 
 from engine.cache import Cache
 from engine.datasets import open_dataset
@@ -40,25 +39,19 @@ def main() -> None:
         st_model.encode(texts, batch_size=batch, convert_to_numpy=True, show_progress_bar=False)
 
     plain()  # warm-up
-    plain_s, engine_s = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for run in range(1 if args.quick else 3):
-            t = time.perf_counter()
-            plain()
-            plain_s.append(time.perf_counter() - t)
-            t = time.perf_counter()
+
+        def engine(run: int) -> None:
             embed_dataset(dataset, model, cache=Cache(Path(tmp) / f"c{run}"))
-            engine_s.append(time.perf_counter() - t)
+
+        plain_s, engine_s = interleaved(plain, engine, 1 if args.quick else 3)
     rep.log(f"plain encode: {n / min(plain_s):.1f} texts/s; engine: {n / min(engine_s):.1f}")
     rep.done(
         {
             "model": "st:all-MiniLM-L6-v2",
             "n": n,
             "batch_size": batch,
-            "plain_texts_per_s": round(n / min(plain_s), 1),
-            "engine_texts_per_s": round(n / min(engine_s), 1),
-            "ratio": round(min(plain_s) / min(engine_s), 3),
-            "target_ratio": 0.9,
+            **throughput_ratio(n, plain_s, engine_s, ("plain", "texts"), 1),
         }
     )
 

@@ -79,6 +79,36 @@ def best_of(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
     return best, result
 
 
+def interleaved(
+    baseline: Callable[[], Any], engine: Callable[[int], Any], runs: int
+) -> tuple[list[float], list[float]]:
+    """Seconds of each run of ``baseline`` and of ``engine`` (given the run's index), taken in
+    turn so that drift on a shared machine hits both alike."""
+    baseline_s, engine_s = [], []
+    for run in range(runs):
+        t = time.perf_counter()
+        baseline()
+        baseline_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        engine(run)
+        engine_s.append(time.perf_counter() - t)
+    return baseline_s, engine_s
+
+
+def throughput_ratio(
+    n: int, baseline_s: list[float], engine_s: list[float], names: tuple[str, str], digits: int
+) -> dict[str, float]:
+    """Best items/s of the baseline and the engine (``names``: baseline label, item unit) and
+    their ratio (1.0: the engine costs nothing over the baseline; the target is 0.9)."""
+    baseline, unit = names
+    return {
+        f"{baseline}_{unit}_per_s": round(n / min(baseline_s), digits),
+        f"engine_{unit}_per_s": round(n / min(engine_s), digits),
+        "ratio": round(min(baseline_s) / min(engine_s), 3),
+        "target_ratio": 0.9,
+    }
+
+
 def clustered_vectors(n: int, d: int, clusters: int, seed: int = 0, noise: float = 0.35):
     """L2-normalised float32 vectors around ``clusters`` random centres (like real embeddings,
     which are far from uniform noise), generated in chunks to keep peak memory low."""
