@@ -8,20 +8,19 @@ the issue's scale (the numbers in docs/security.md).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.hostile_bundles import DEMO_BUNDLE, rebundle
+
 REPO = Path(__file__).resolve().parent.parent
-DEMO_BUNDLE = REPO / "bundles" / "demo-shapes.parallax.zip"
 MB = 1024**2
 
 CHILD = """
@@ -111,16 +110,7 @@ def test_a_giant_text_cell_is_refused_before_it_is_held(tmp_path):
 
 
 def _rebundle(out: Path, edit) -> Path:
-    with zipfile.ZipFile(DEMO_BUNDLE) as zin:
-        members = {i.filename: zin.read(i) for i in zin.infolist()}
-    manifest = json.loads(members.pop("manifest.json"))
-    edit(members, manifest)
-    manifest["files"] = {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
-        zout.writestr("manifest.json", json.dumps(manifest))
-        for k, v in members.items():
-            zout.writestr(k, v)
-    return out
+    return rebundle(DEMO_BUNDLE, out, edit)
 
 
 OPEN_BUNDLE = "from engine.datasets.bundle import open_bundle\nfrom engine.cache import Cache"
