@@ -70,8 +70,8 @@ def projection_job(entry: Entry, method: str = "umap", seed: int = 0) -> jobs.Jo
 
 def umap_in_cache(entry: Entry, seed: int = 0) -> bool:
     """Whether the UMAP map of ``entry`` (engine defaults) is in the cache; loads nothing."""
-    key = ProjectionParams(method="umap", seed=seed).cache_key(entry.key)
-    return engine_cache().get("projections", key) is not None
+    umap = ProjectionParams(method="umap", seed=seed)
+    return catalog.cached_map(entry, umap, engine_cache()) is not None
 
 
 def umap_allowed(entry: Entry, seed: int = 0) -> bool:

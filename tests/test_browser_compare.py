@@ -54,7 +54,9 @@ def test_upload_and_predict_with_two_models(clip_specs: list[str], tmp_path: Pat
     Image.new("RGB", (48, 48), (230, 20, 20)).save(image)
     cache = tmp_path / "cache"
     cache.mkdir()
-    with running_app(cache) as url, chromium_page() as page:
+    # the models are local folders: a visitor may name them only under the operator's roots
+    roots = {"PARALLAX_SERVER_PATHS": str(Path(clip_specs[0].split("local-dir:", 1)[1]).parent)}
+    with running_app(cache, env=roots) as url, chromium_page() as page:
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(f"{url}/compare")
