@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from argparse import ArgumentParser
 from typing import Any
 
 from engine.cli.common import (
@@ -38,9 +39,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(
-    sub: Any, common: argparse.ArgumentParser, embed_opts: argparse.ArgumentParser
-) -> None:
+def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> None:
     p = sub.add_parser("bundle", parents=[common, embed_opts], help="write a portable bundle")
     add_models_option(p)
     p.add_argument("--out", required=True, help="bundle file to write (e.g. demo.parallax.zip)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from argparse import ArgumentParser
 from typing import Any
 
 from engine.cli.common import emit, open_cache
@@ -113,9 +114,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return _prune(args) if args.action == "prune" else _ls(args)
 
 
-def register(
-    sub: Any, common: argparse.ArgumentParser, embed_opts: argparse.ArgumentParser
-) -> None:
+def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> None:
     p = sub.add_parser(
         "cache",
         parents=[common],

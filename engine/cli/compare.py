@@ -11,6 +11,7 @@ Registered through ``engine.cli.COMMAND_GROUPS``; heavy imports stay inside the 
 from __future__ import annotations
 
 import argparse
+from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
@@ -194,9 +195,7 @@ def cmd_train_head(args: argparse.Namespace) -> int:
 
 
 # -- registration ----------------------------------------------------------------------------
-def register(
-    sub: Any, common: argparse.ArgumentParser, embed_opts: argparse.ArgumentParser
-) -> None:
+def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> None:
     from engine.fusion import VARIANTS
 
     p = sub.add_parser(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from argparse import ArgumentParser
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import (
@@ -94,9 +95,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(
-    sub: Any, common: argparse.ArgumentParser, embed_opts: argparse.ArgumentParser
-) -> None:
+def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> None:
     p = sub.add_parser("embed", parents=[common, embed_opts], help="embed a dataset (cached)")
     add_models_option(p)
     p.add_argument(

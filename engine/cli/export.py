@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from argparse import ArgumentParser
 from typing import Any
 
 from engine.cli.common import (
@@ -42,9 +43,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(
-    sub: Any, common: argparse.ArgumentParser, embed_opts: argparse.ArgumentParser
-) -> None:
+def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> None:
     p = sub.add_parser(
         "export",
         parents=[common],

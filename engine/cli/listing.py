@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from argparse import ArgumentParser
 from typing import Any
 
 from engine.cli.common import emit, open_cache
@@ -63,9 +64,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(
-    sub: Any, common: argparse.ArgumentParser, embed_opts: argparse.ArgumentParser
-) -> None:
+def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> None:
     p = sub.add_parser("datasets", parents=[common], help="list built-in datasets or inspect one")
     p.add_argument("--inspect", metavar="SPEC", help="open a dataset and summarise it")
     p.set_defaults(func=cmd_datasets)
