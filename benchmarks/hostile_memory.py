@@ -1,6 +1,6 @@
 """Peak memory of opening small hostile inputs (issue 21), each in a fresh child process.
 
-    python benchmarks/hostile_memory.py [--repo PATH] [--only NAME ...]
+    python benchmarks/hostile_memory.py [--repo PATH] [--only NAME ...] [--upload-mb N]
 
 Each case is generated once under ``--work`` (default: a temp folder), then opened by a child
 Python whose ``PYTHONPATH`` is ``--repo`` (default: this checkout), so the same inputs can be
@@ -8,6 +8,11 @@ measured against another checkout (e.g. the code before the fix). The child repo
 RSS (``ru_maxrss``) after opening, and the peak of a child that only imports the same modules;
 the difference is what the input cost. Cases are scaled down from the issue's (noted below) so
 that the unfixed code does not take the shared machine down.
+
+``upload_at_size_limit`` stages a zip of JPEGs of ``--upload-mb`` MiB (default 490: under the
+dashboard's ``server.maxUploadSize`` of 500 MB) the way the Data page does, and reports the
+peak while staging and opening it and the memory still held (``VmRSS``) once the upload's
+bytes are dropped and a second, small upload has been opened through the same registry.
 """
 
 from __future__ import annotations
@@ -78,6 +83,136 @@ CASES = {
         "        open_dataset('manifest:' + arg, cache_root=Path(arg).parent / 'c')",
     ),
 }
+
+
+# The upload at the size limit, staged and opened the way the Data page does it, in whichever
+# checkout is on PYTHONPATH: ``engine.uploads.stage_upload`` + ``dashboard.resources``'s
+# registry, or (before either existed, e.g. 1e7a72d) ``pages/data.py``'s ``save_upload`` for a
+# zip, replicated line for line (a page script runs Streamlit on import), + ``dashboard.state``'s
+# ``DatasetRegistry``. Streamlit hands a page the upload's bytes in memory (``UploadedFile`` is
+# a ``BytesIO``; the page passes ``getbuffer()``).
+CHILD_UPLOAD = """
+import ctypes, gc, hashlib, io, json, sys, time, zipfile
+from pathlib import Path
+big, small, root = (Path(p) for p in {args!r})
+import pandas, pyarrow.parquet, PIL.Image  # loaded lazily by the code: not the input's cost
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+def rss():  # what is still referenced: freed heap handed back first, in both checkouts
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return status("VmRSS")
+try:
+    from engine.uploads import UploadFile, stage_upload
+    from engine.cache import Cache
+    from dashboard.resources import DatasetRegistry
+
+    def stage(name, buf, root):
+        return stage_upload([UploadFile(name, buf)], owner="visitor", cache=Cache(root))
+except ImportError:  # the code before engine.uploads: pages/data.py save_upload, kind "zip"
+    from dashboard import viewonly
+    from dashboard.state import DatasetRegistry, safe_filename
+    from engine.errors import DatasetError
+
+    def stage(name, buf, root):
+        digest = hashlib.sha256()
+        digest.update(name.encode() + b"\\0")
+        digest.update(buf)
+        folder = root / "uploads" / "visitor" / f"upload-{{digest.hexdigest()[:16]}}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / safe_filename(name, "upload.zip")
+        with open(path, "wb") as out:
+            out.write(buf)
+        if viewonly.looks_like_bundle(path, name):
+            return viewonly.bundle_spec(path)
+        if not zipfile.is_zipfile(path):
+            raise DatasetError(f"{{name}} is not a zip archive")
+        return f"zip:{{path}}"
+def warm_up():  # the modules that opening imports lazily: not the input's cost either
+    buf = io.BytesIO(small.read_bytes())
+    DatasetRegistry().get(stage(small.name, buf.getbuffer(), root / "w"), root / "w")
+warm_up()
+registry = DatasetRegistry()
+base_rss = rss()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets VmHWM to the current RSS
+base_peak = status("VmHWM")
+t0 = time.perf_counter()
+upload = io.BytesIO(big.read_bytes())  # as Streamlit holds it
+ds = registry.get(stage(big.name, upload.getbuffer(), root), root)
+n = len(ds)
+peak = status("VmHWM")
+del ds, upload  # the page's references end with its run; the visitor's file is gone
+second = io.BytesIO(small.read_bytes())
+registry.get(stage(small.name, second.getbuffer(), root), root)
+del second
+held = rss() - base_rss
+registry = DatasetRegistry()  # what stays is not the registry's (e.g. the allocator's)
+print(json.dumps({{"peak_mb": peak - base_peak, "held_mb": held, "items": n,
+                  "held_without_registry_mb": rss() - base_rss,
+                  "base_mb": base_peak, "s": time.perf_counter() - t0}}))
+"""
+
+
+def make_upload_zips(work: Path, megabytes: int, distinct: int = 0) -> tuple[Path, Path]:
+    """A zip of noise JPEGs (~3.7 MB each, stored: JPEGs do not deflate) of about ``megabytes``
+    MiB, and a small one (8 images) to open after it. ``distinct``: encode only that many
+    different images and repeat them (quicker to make; 0 = every image different)."""
+    from PIL import Image
+
+    work.mkdir(parents=True, exist_ok=True)
+    noise = np.random.default_rng(0).integers(0, 256, (1536, 2048, 3), dtype=np.uint8)
+
+    encoded: dict[int, bytes] = {}
+
+    def jpeg(k: int) -> bytes:
+        k = k % distinct if distinct else k
+        if k not in encoded:
+            buf = io.BytesIO()
+            Image.fromarray(np.roll(noise, 7 * k, axis=1)).save(buf, "JPEG", quality=95)
+            encoded[k] = buf.getvalue()
+        return encoded[k]
+
+    def write(path: Path, limit: int, count: int | None = None) -> Path:
+        if path.exists():
+            return path
+        part = path.with_suffix(".part")
+        with zipfile.ZipFile(part, "w", zipfile.ZIP_STORED) as zf:
+            k, total = 0, 0
+            while (count is None or k < count) and total < limit:
+                data = jpeg(k)
+                if count is None and total + len(data) > limit:
+                    break
+                zf.writestr(f"photos/img{k:04d}.jpg", data)
+                total += len(data)
+                k += 1
+        part.rename(path)
+        return path
+
+    big = write(work / f"upload-{megabytes}MiB.zip", megabytes * 1024**2 - 64 * 1024)
+    small = write(work / "upload-small.zip", 10**9, count=8)
+    return big, small
+
+
+def measure_upload(repo: Path, big: Path, small: Path, work: Path) -> dict:
+    """Stage and open ``big`` then ``small`` in a fresh child with a fresh cache root."""
+    import shutil
+
+    root = Path(tempfile.mkdtemp(prefix="upload-cache-", dir=work))
+    try:
+        code = CHILD_UPLOAD.format(args=(str(big), str(small), str(root)))
+        env = {**os.environ, "PYTHONPATH": str(repo), "PARALLAX_CACHE": str(root)}
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=repo
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or [""]
+        return {"peak_mb": float("nan"), "held_mb": float("nan"), "outcome": tail[0][:120]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def make_inputs(work: Path) -> dict[str, Path]:
@@ -160,9 +295,22 @@ def main() -> None:
     ap.add_argument("--repo", type=Path, default=REPO)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "parallax-hostile")
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--upload-mb", type=int, default=490)
     args = ap.parse_args()
-    inputs = make_inputs(args.work)
     print(f"repo {args.repo}")
+    if not args.only or "upload_at_size_limit" in args.only:
+        big, small = make_upload_zips(args.work, args.upload_mb)
+        got = measure_upload(args.repo, big, small, args.work)
+        size = big.stat().st_size / 1024**2
+        print(
+            f"upload_at_size_limit: {size:.0f} MiB zip, {got.get('items', '?')} images; "
+            f"peak staging+opening {got['peak_mb']:.0f} MB, held after a second dataset "
+            f"{got['held_mb']:.0f} MB ({got.get('held_without_registry_mb', float('nan')):.0f} "
+            f"MB once the registry is dropped) {got.get('outcome', '')}"
+        )
+        if args.only == ["upload_at_size_limit"]:
+            return
+    inputs = make_inputs(args.work)
     print(f"{'case':26} {'file':>9} {'input cost':>11} {'peak':>8}  outcome")
     for name, path in inputs.items():
         if args.only and name not in args.only:

@@ -135,10 +135,39 @@ def plan_upload(files: Sequence[UploadFile]) -> UploadPlan:
     raise DatasetError("nothing usable was uploaded")
 
 
+class _BufferReader(io.RawIOBase):
+    """A seekable binary file over ``data`` without copying it (``io.BytesIO`` copies a
+    memoryview: one more upload-sized allocation, for an upload near the size limit)."""
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        chunk = self._view[self._pos : self._pos + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        start = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, start + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
 def is_bundle(data: bytes | memoryview, name: str) -> bool:
     """A ``.parallax.zip`` by name, or a zip whose ``manifest.json`` says it is a bundle (only
     that member is read; ``open_bundle`` validates the rest)."""
-    return name.lower().endswith(BUNDLE_SUFFIX) or peek_manifest(io.BytesIO(data)) is not None
+    return name.lower().endswith(BUNDLE_SUFFIX) or peek_manifest(_BufferReader(data)) is not None
 
 
 def owner_dir(owner: str, cache: Cache | None = None) -> Path:
@@ -174,10 +203,10 @@ def _check_archive(upload: UploadFile) -> str:
     """``"zip"`` or ``"tar"`` for an archive's bytes, else ``DatasetError``."""
     import tarfile
 
-    if zipfile.is_zipfile(io.BytesIO(upload.data)):
+    if zipfile.is_zipfile(_BufferReader(upload.data)):
         return "zip"
     try:
-        with tarfile.open(fileobj=io.BytesIO(upload.data), mode="r:*"):
+        with tarfile.open(fileobj=_BufferReader(upload.data), mode="r:*"):
             return "tar"
     except (tarfile.TarError, OSError, EOFError):
         raise DatasetError(f"{upload.name} is not a readable zip or tar archive") from None
