@@ -78,8 +78,17 @@ def write_model_card(
         f"transformer, context {t['context_length']}, width {t['width']}, "
         f"{t['layers']} layers, pooled at `[EOS]`"
     )
+    aux = float(summary.get("aux_weight") or 0.0)
+    aux_text = (
+        f", plus {aux:g} × the mean cross-entropy of three linear heads reading shape, colour "
+        "and size from the image embedding (a direct signal so the image tower separates "
+        "shapes within a short CPU budget; the heads are not saved, zero-shot goes through the "
+        "text tower)"
+        if aux
+        else ""
+    )
     recipe = (
-        f"Symmetric InfoNCE (open_clip `ClipLoss`) with a learnable temperature; AdamW "
+        f"Symmetric InfoNCE (open_clip `ClipLoss`) with a learnable temperature{aux_text}; AdamW "
         f"(lr {summary['lr']}, betas 0.9/0.98, weight decay {summary['weight_decay']} on "
         f"matrices only), linear warm-up {summary['warmup']} steps then cosine decay; "
         f"{summary['steps']} steps × batch {summary['batch_size']}, half of each batch "

@@ -151,7 +151,9 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "captions": "varied",
     "partial_p": 0.0,
     "n_scenes": 0,
+    "aux_weight": 0.0,
 }
+AUX_COLUMNS = ("shape", "colour", "size")
 
 # Presets: a model config plus the recipe that goes with it (flags override the recipe).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -163,11 +165,12 @@ PRESETS: dict[str, dict[str, Any]] = {
             "text_cfg": _text_cfg(width=128, layers=2, context_length=16),
         },
         "train": {
-            "steps": 1000,
+            "steps": 700,
             "captions": "varied",
             "partial_p": 0.2,
             "n_train": 20_000,
             "n_scenes": 40_000,
+            "aux_weight": 1.0,
         },
     },
     # ViT tower: 8×8 patches, global attention from the first layer.
@@ -178,11 +181,12 @@ PRESETS: dict[str, dict[str, Any]] = {
             "text_cfg": _text_cfg(width=96, layers=2, context_length=16),
         },
         "train": {
-            "steps": 2000,
+            "steps": 700,
             "captions": "varied",
             "partial_p": 0.2,
             "n_train": 20_000,
             "n_scenes": 40_000,
+            "aux_weight": 1.0,
         },
     },
     # For tests: a fraction of a second per step.
@@ -407,6 +411,21 @@ def _photo_names() -> list[str]:
     return photo_names()
 
 
+def _load_init(model: Any, folder: Path, staging: Path) -> None:
+    """Start from the weights in ``folder`` (same architecture and vocabulary, else exit)."""
+    from safetensors.torch import load_file
+
+    old = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    new = json.loads((staging / "tokenizer.json").read_text())["model"]["vocab"]
+    if old != new:
+        raise SystemExit(f"--init-from {folder}: its vocabulary differs from this run's")
+    try:
+        model.load_state_dict(load_file(folder / WEIGHTS_FILE), strict=True)
+    except RuntimeError as exc:
+        raise SystemExit(f"--init-from {folder}: not this architecture ({exc})") from None
+    log(f"init: weights from {folder}")
+
+
 def _probe(model: Any, staging: Path, device: str, step: int) -> None:
     """Log the current weights' zero-shot accuracy (held-out demo:shapes and the other
     renderer) while training runs. Measurement only: it reads a copy of the weights, draws
@@ -495,6 +514,8 @@ def train(
     device: str = "auto",
     evaluate: bool = True,
     probe_every: int = 0,
+    init_from: Path | None = None,
+    aux_weight: float | None = None,
     eval_n: int = 2000,
     command: str | None = None,
 ) -> dict[str, Any]:
@@ -517,6 +538,7 @@ def train(
     lr = recipe["lr"] if lr is None else lr
     n_train = recipe["n_train"] if n_train is None else n_train
     n_scenes = recipe["n_scenes"] if n_scenes is None else n_scenes
+    aux_weight = recipe["aux_weight"] if aux_weight is None else aux_weight
     weight_decay = recipe["weight_decay"] if weight_decay is None else weight_decay
     captions = recipe["captions"] if captions is None else captions
     partial_p = recipe["partial_p"] if partial_p is None else partial_p
@@ -555,9 +577,19 @@ def train(
         n_pool = len(pool)
 
         model = CLIP(**model_cfg).to(device)
+        if init_from is not None:
+            _load_init(model, Path(init_from), staging)
         n_params = sum(p.numel() for p in model.parameters())
+        # Auxiliary attribute heads on the image embedding (shape, colour, size): a direct
+        # signal that makes the image tower separate shapes within a short CPU budget. They are
+        # dropped at save time; zero-shot still goes through the text tower.
+        named = list(model.named_parameters())
+        if aux_weight > 0:
+            n_out = len(SHAPES) + len(COLOURS) + len(SIZES)
+            heads = torch.nn.Linear(model_cfg["embed_dim"], n_out).to(device)
+            named += [(f"aux_heads.{n}", q) for n, q in heads.named_parameters()]
         decay, no_decay = [], []
-        for name, p in model.named_parameters():
+        for name, p in named:
             # As in open_clip's training code: no weight decay on gains, biases, temperature.
             skip = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name
             (no_decay if skip or "logit_scale" in name else decay).append(p)
@@ -592,6 +624,7 @@ def train(
             idx = np.sort(order[cursor : cursor + batch_size])
             cursor += batch_size
             text = torch.from_numpy(sampler(cols, idx, rng)).to(device)
+            batch_cols = {k: torch.from_numpy(cols[k][idx]).to(device) for k in AUX_COLUMNS}
             images = pool_t[torch.from_numpy(idx)].to(device).float().div_(255.0)
             # Mirror half the batch: no shape or colour word changes under a left-right flip.
             flip = torch.from_numpy(rng.random(len(idx)) < 0.5).to(device)
@@ -602,6 +635,18 @@ def train(
                 group["lr"] = _lr_at(step, steps, lr, warmup)
             image_f, text_f, scale = model(images, text)
             loss = loss_fn(image_f, text_f, scale)
+            if aux_weight > 0:
+                logits = heads(image_f * 10.0)  # unit vectors scaled to a usable logit range
+                n_s, n_c = len(SHAPES), len(COLOURS)
+                aux = sum(
+                    torch.nn.functional.cross_entropy(part, target)
+                    for part, target in (
+                        (logits[:, :n_s], batch_cols["shape"]),
+                        (logits[:, n_s : n_s + n_c], batch_cols["colour"]),
+                        (logits[:, n_s + n_c :], batch_cols["size"]),
+                    )
+                )
+                loss = loss + aux_weight * aux / 3
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -637,6 +682,8 @@ def train(
             "data_seed": data_seed,
             "n_train": n_train,
             "n_scenes": n_scenes,
+            "aux_weight": aux_weight,
+            "init_from": None if init_from is None else _display_path(Path(init_from).resolve()),
             "photos": _photo_names() if n_scenes else [],
             "lr": lr,
             "weight_decay": weight_decay,
@@ -723,6 +770,18 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="folder to keep rendered scenes in (same pixels, saves minutes on a re-run)",
     )
+    p.add_argument(
+        "--aux-weight",
+        type=float,
+        default=None,
+        help="weight of the shape/colour/size heads' loss (default: the preset's)",
+    )
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from this model folder's weights (same preset architecture and vocabulary)",
+    )
     p.add_argument("--data-seed", type=int, default=None, help="shapes seed (default 1000+seed)")
     p.add_argument("--captions", choices=["fixed", "varied"], default=None)
     p.add_argument("--partial-p", type=float, default=None, help="share of partial prompts")
@@ -768,6 +827,8 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         evaluate=not args.no_eval,
         probe_every=args.probe_every,
+        init_from=args.init_from,
+        aux_weight=args.aux_weight,
         eval_n=args.eval_n,
         command=command,
     )
