@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.cache import atomic_write_bytes
 from engine.datasets.shapes import (
     BACKGROUNDS,
     COLOURS,
@@ -224,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     holdout = evaluate_holdout(args.model, device=args.device)
     if args.write_card:
         summary = json.loads((args.model / "training.json").read_text())
+        # The card and training.json carry the same measured numbers.
+        summary["eval_holdout"] = holdout
+        atomic_write_bytes(
+            args.model / "training.json", (json.dumps(summary, indent=2) + "\n").encode()
+        )
         write_model_card(args.model, summary, metrics, holdout)
     if args.json:
         print(json.dumps({**metrics, "holdout": holdout}, indent=2))

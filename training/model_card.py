@@ -91,8 +91,9 @@ def write_model_card(
         f"Symmetric InfoNCE (open_clip `ClipLoss`) with a learnable temperature{aux_text}; AdamW "
         f"(lr {summary['lr']}, betas 0.9/0.98, weight decay {summary['weight_decay']} on "
         f"matrices only), linear warm-up {summary['warmup']} steps then cosine decay; "
-        f"{summary['steps']} steps × batch {summary['batch_size']}, half of each batch "
-        f"mirrored left-right; seed {summary['seed']}; "
+        f"{summary['steps']} steps × batch {summary['batch_size']}"
+        f"{', half of each batch mirrored left-right' if summary.get('hflip') else ''}; "
+        f"seed {summary['seed']}; "
         f"deterministic torch algorithms, torch threads: {summary['threads']}, device "
         f"{summary['device']}. Training took {summary['train_seconds']:.0f} s "
         f"({summary['total_seconds']:.0f} s with rendering and evaluation) on the shared "
@@ -116,11 +117,34 @@ another shape and colour (the caption names the largest); blur, pixel noise and 
         else ""
     )
     holdout_text = "" if holdout is None else _holdout_section(holdout)
+    if n_scenes:
+        intro = (
+            "A small CLIP (open_clip format) trained on Parallax's generated `demo:shapes` images "
+            "and\naugmented drawings of the same shapes, so the dashboard has a real image–text "
+            "model that\nworks offline. It knows 8 shapes, 8 colours and 3 sizes of drawn shapes, "
+            "and nothing else."
+        )
+        scope = (
+            "- Only for drawn shapes from its vocabulary, seen at 64×64. Photographs without such "
+            "a shape\n  and other datasets embed to meaningless points."
+        )
+    else:
+        intro = (
+            "A small CLIP (open_clip format) trained from scratch on Parallax's generated "
+            "`demo:shapes`\nimages only, so the dashboard has a real image–text model that works "
+            "offline. It knows shapes,\ncolours, sizes and background textures of 64×64 "
+            "synthetic images, and nothing else: it has\nnot been retrained on the augmented "
+            "scenes, and on another renderer (below) it reads colour\nbut not shape."
+        )
+        scope = (
+            "- Only for `demo:shapes`-like images: 64×64, one flat-coloured shape on a muted "
+            "background.\n  Shapes drawn any other way and photos embed to meaningless points."
+        )
+    init = summary.get("init_from")
+    init_note = f", starting from {init}" if init else ""
     card = f"""# {name}
 
-A small CLIP (open_clip format) trained from scratch on Parallax's generated `demo:shapes`
-images and augmented drawings of the same shapes, so the dashboard has a real image–text model
-that works offline. It knows 8 shapes, 8 colours and 3 sizes of drawn shapes, and nothing else.
+{intro}
 
 Load it with `open_clip:local-dir:{out_rel}` in Parallax, or directly:
 
@@ -185,14 +209,13 @@ python -m training.eval_clip --model {out_rel} --json
 ```
 
 ## Limits
-- Only for drawn shapes from its vocabulary, seen at 64×64. Photographs without such a shape
-  and other datasets embed to meaningless points.
+{scope}
 - Vocabulary of {t["vocab_size"]} words; unknown words are `[UNK]`. Words in the vocabulary
   that never appear in training captions (e.g. "big", "color") carry no meaning.
 - Position and rotation are not in the captions, so the model is not trained to tell them
   apart.
-- Trained on a shared CPU in about an hour: fine for a demo and for tests, not a benchmark of
-  CLIP itself.
+- Trained on a shared CPU for {summary["train_seconds"] / 60:.0f} minutes{init_note}: fine for a
+  demo and for tests, not a benchmark of CLIP itself.
 """
     path = folder / "MODEL_CARD.md"
     atomic_write_bytes(path, card.encode())
