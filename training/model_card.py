@@ -142,6 +142,15 @@ another shape and colour (the caption names the largest); blur, pixel noise and 
         )
     init = summary.get("init_from")
     init_note = f", starting from {init}" if init else ""
+    init_prep = (
+        f"""
+A second stage: it starts from {init}. Put those weights in a folder first, e.g.
+`git worktree add /tmp/v1 {summary["init_commit"]}`, then pass
+`--init-from /tmp/v1/models/{name}`.
+"""
+        if init and summary.get("init_commit")
+        else ""
+    )
     card = f"""# {name}
 
 {intro}
@@ -180,7 +189,7 @@ Evaluation: `{metrics["split"]}`, a seed no training run uses, and the renderer 
 {recipe}
 
 Exact command (run it under `nice -n 10` on a shared machine):
-
+{init_prep}
 ```
 {summary["command"]}
 ```
