@@ -4,9 +4,10 @@ A web service answering one image per request would call the model once per requ
 inference is where a model's throughput comes from (a CPU keeps its cores busy, a GPU its
 tensor cores). Each (model, modality) gets one ``DynamicBatcher``: request threads hand it their
 items and block; a single worker thread takes the first waiting request, gathers more for at most
-``max_wait_s`` (or until ``max_batch`` items), runs the model once on all of them and hands each
-request its rows. With ``max_batch=1`` it is the one-call-per-request baseline the benchmark
-compares against. One worker per model also means the model is never run from two threads at once.
+``max_wait_s`` (or until ``max_batch`` items; no wait while requests arrive one at a time), runs
+the model once on all of them and hands each request its rows. With ``max_batch=1`` it is the
+one-call-per-request baseline the benchmark compares against. One worker per model also means
+the model is never run from two threads at once.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class DynamicBatcher:
         self.name = name
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._closed = False
+        self._last_requests = 0  # requests in the last batch: were they arriving together?
         self.batches = 0  # forward passes run (for tests and the benchmark)
         self.items = 0
         self._worker = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
@@ -78,7 +80,10 @@ class DynamicBatcher:
 
     def _gather(self, first: _Request) -> list[_Request]:
         batch, size = [first], len(first.items)
-        deadline = time.monotonic() + self.max_wait_s
+        # Wait for company only when requests have been arriving together: a lone client
+        # (the last batch held one request) gets its answer without the wait.
+        wait = self.max_wait_s if self._last_requests > 1 or not self._queue.empty() else 0.0
+        deadline = time.monotonic() + wait
         while size < self.max_batch:
             remaining = deadline - time.monotonic()
             try:
@@ -105,6 +110,7 @@ class DynamicBatcher:
             if first is None:
                 break
             batch = self._gather(first)
+            self._last_requests = len(batch)
             items = [item for r in batch for item in r.items]
             try:
                 out = np.asarray(self._embed(items))
