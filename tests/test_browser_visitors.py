@@ -68,7 +68,7 @@ def test_two_visitors_in_two_browsers(tmp_path: Path) -> None:
             wait_for_app_idle(attacker)
             attacker.get_by_role("tab", name="Upload").click()
             attacker.locator("input[type=file]").set_input_files(str(impostor))
-            attacker.get_by_text("Opened the upload as bundle").wait_for(timeout=TIMEOUT_MS)
+            attacker.get_by_text("Opened the upload as upload:").wait_for(timeout=TIMEOUT_MS)
             wait_for_app_idle(attacker)
             for spec in (f"manifest:{secret}", "folder:/etc", f"folder:{cache}"):
                 _open_any_spec(attacker, spec)

@@ -19,6 +19,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from engine.cache import Cache
+from engine.upload_links import resolve_link, source_kind
 from tests.hostile_bundles import (
     DEMO_BUNDLE,
     genuine_map,
@@ -219,7 +221,7 @@ def test_other_visitors_uploads_are_unreachable_even_through_a_parent(
     )
     victim.run()
     assert not victim.exception
-    assert victim.session_state["dataset_spec"].startswith("folder:")
+    assert source_kind(victim.session_state["dataset_spec"], Cache(deployment)) == "folder"
     attacker = _session()
     for spec in (
         f"folder:{deployment.parent}",
@@ -302,7 +304,9 @@ def test_an_uploaded_impostor_bundle_changes_nothing_for_another_session(deploym
     )
     attacker.run()
     assert not attacker.exception, attacker.exception
-    assert attacker.session_state["dataset_spec"].startswith("bundle:")
+    # The session holds the upload's public link; behind it, the staged bundle.
+    staged, _ = resolve_link(attacker.session_state["dataset_spec"], Cache(deployment))
+    assert staged.startswith("bundle:")
     victim = AppTest.from_file(str(REPO / "pages" / "home.py"), default_timeout=300)
     victim.run()
     assert not victim.exception, victim.exception
@@ -314,7 +318,7 @@ def test_an_uploaded_impostor_bundle_changes_nothing_for_another_session(deploym
     shown = project(entry, "umap", cache=cache)
     assert shown.cached
     np.testing.assert_allclose(shown.coords(), genuine_map(0, "umap"), atol=1e-5)
-    attackers_upload = attacker.session_state["dataset_spec"].removeprefix("bundle:")
+    attackers_upload = staged.removeprefix("bundle:")
     assert attackers_upload not in _shown(victim)
 
 
