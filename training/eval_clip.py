@@ -31,15 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.cache import atomic_write_bytes
-from engine.datasets.shapes import (
-    BACKGROUNDS,
-    COLOURS,
-    SHAPES,
-    SIZES,
-    TEMPLATES,
-    fill_template,
-    open_shapes,
-)
+from engine.datasets import shapes as demo  # the demo:shapes vocabulary and renderer
 from engine.zeroshot import prompt_group_embeddings
 from training.model_card import pct, write_model_card
 
@@ -66,11 +58,11 @@ def _all_fills(templates: tuple[str, ...], **fixed: str) -> list[str]:
     """Every filling of ``templates`` with ``fixed`` attributes held and the others varied."""
     out = []
     for t in templates:
-        for shape in [fixed["shape"]] if "shape" in fixed else SHAPES:
-            for colour in [fixed["colour"]] if "colour" in fixed else COLOURS:
-                for size in [fixed["size"]] if "size" in fixed else SIZES:
-                    for bg in BACKGROUNDS:
-                        out.append(fill_template(t, shape, colour, size, bg))
+        for shape in [fixed["shape"]] if "shape" in fixed else demo.SHAPES:
+            for colour in [fixed["colour"]] if "colour" in fixed else demo.COLOURS:
+                for size in [fixed["size"]] if "size" in fixed else demo.SIZES:
+                    for bg in demo.BACKGROUNDS:
+                        out.append(demo.fill_template(t, shape, colour, size, bg))
     return sorted(set(out))
 
 
@@ -83,7 +75,7 @@ def evaluate(
     """All metrics for one model folder, as a JSON-ready dict."""
     t0 = time.perf_counter()
     enc = load_encoder(model_dir, device)
-    ds = open_shapes(n=n, seed=seed)
+    ds = demo.open_shapes(n=n, seed=seed)
     cols = ds.columns
     images = [ds.load_image(i) for i in range(n)]
     img = _batched(enc.embed_images, images, 256)
@@ -96,11 +88,11 @@ def evaluate(
         (
             "simple",
             [
-                [fill_template(t, s, "red", "small", "plain") for t in SIMPLE_SHAPE_PROMPTS]
-                for s in SHAPES
+                [demo.fill_template(t, s, "red", "small", "plain") for t in SIMPLE_SHAPE_PROMPTS]
+                for s in demo.SHAPES
             ],
         ),
-        ("ensemble", [_all_fills(TEMPLATES, shape=s) for s in SHAPES]),
+        ("ensemble", [_all_fills(demo.TEMPLATES, shape=s) for s in demo.SHAPES]),
     ):
         pred = (img @ prompt_group_embeddings(enc, prompts).T).argmax(axis=1)
         zs[f"shape_acc_{kind}"] = float((pred == shape_true).mean())
@@ -108,11 +100,14 @@ def evaluate(
         (
             "simple",
             [
-                [fill_template(t, "circle", c, "small", "plain") for t in SIMPLE_COLOUR_PROMPTS]
-                for c in COLOURS
+                [
+                    demo.fill_template(t, "circle", c, "small", "plain")
+                    for t in SIMPLE_COLOUR_PROMPTS
+                ]
+                for c in demo.COLOURS
             ],
         ),
-        ("ensemble", [_all_fills(TEMPLATES, colour=c) for c in COLOURS]),
+        ("ensemble", [_all_fills(demo.TEMPLATES, colour=c) for c in demo.COLOURS]),
     ):
         pred = (img @ prompt_group_embeddings(enc, prompts).T).argmax(axis=1)
         zs[f"colour_acc_{kind}"] = float((pred == colour_true).mean())
@@ -123,8 +118,8 @@ def evaluate(
     rank = (sims > own[:, None]).sum(axis=1)  # 0 = the item's own image is on top
     top1 = sims.argmax(axis=1)
     # Which attributes each caption names, from its template.
-    names_size = np.array(["{size}" in t for t in TEMPLATES])[cols["template"]]
-    names_bg = np.array(["{bg}" in t for t in TEMPLATES])[cols["template"]]
+    names_size = np.array(["{size}" in t for t in demo.TEMPLATES])[cols["template"]]
+    names_bg = np.array(["{bg}" in t for t in demo.TEMPLATES])[cols["template"]]
     keys = {k: cols[k].astype(np.int64) for k in ("shape", "colour", "size", "background")}
 
     def fits(q: np.ndarray | slice, cand: np.ndarray | slice) -> np.ndarray:
@@ -143,8 +138,8 @@ def evaluate(
         "mean_images_fitting_caption": float(n_fit.mean()),
     }
     chance = {
-        "shape_acc": 1 / len(SHAPES),
-        "colour_acc": 1 / len(COLOURS),
+        "shape_acc": 1 / len(demo.SHAPES),
+        "colour_acc": 1 / len(demo.COLOURS),
         "r_at_1": 1 / n,
         "r_at_10": 10 / n,
         "match_at_1": float((n_fit / n).mean()),

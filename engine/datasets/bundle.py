@@ -25,7 +25,7 @@ import hashlib
 import io
 import json
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from engine import config
 from engine.cache import Cache, atomic_write_bytes, locked, make_key
-from engine.datasets.base import SkippedItem
+from engine.datasets.base import DatasetBase, SkippedItem
 from engine.errors import DatasetError, ItemError, ParallaxError
 from engine.params import EmbedParams, ProjectionParams
 
@@ -79,23 +79,26 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 
 # -- reading ---------------------------------------------------------------------------------
-@dataclass
-class BundleDataset:
+class BundleDataset(DatasetBase):
     """A bundle's dataset snapshot: follows the Dataset protocol, images are the thumbnails."""
 
-    spec: str
-    name: str
-    ids: list[str]
-    labels: list[str | None]
-    texts: list[str | None] | None
-    has_images: bool
-    skipped: list[SkippedItem]
-    _fingerprint: str
-    _metadata: Any
-    _thumbs: list[bytes | None] | None = field(default=None, repr=False)
-
-    def __len__(self) -> int:
-        return len(self.ids)
+    def __init__(
+        self,
+        *,
+        spec: str,
+        name: str,
+        ids: list[str],
+        labels: list[str | None],
+        texts: list[str | None] | None,
+        has_images: bool,
+        skipped: list[SkippedItem],
+        fingerprint: str,
+        metadata: Any,
+        thumbs: list[bytes | None] | None = None,
+    ) -> None:
+        self.spec, self.name, self.ids, self.labels, self.texts = spec, name, ids, labels, texts
+        self.has_images, self.skipped = has_images, skipped
+        self._fingerprint, self._metadata, self._thumbs = fingerprint, metadata, thumbs
 
     def load_image(self, index: int) -> Any:
         from engine.datasets.images import open_image_safely
@@ -327,9 +330,9 @@ def open_bundle(path: str | Path, *, cache: Cache | None = None) -> Bundle:
                 SkippedItem(str(s.get("source", "?"))[:500], str(s.get("reason", "?"))[:500])
                 for s in ds_meta.get("skipped", [])
             ],
-            _fingerprint=fingerprint,
-            _metadata=items.drop(columns=["id", "label", "text"]).reset_index(drop=True),
-            _thumbs=thumbs,
+            fingerprint=fingerprint,
+            metadata=items.drop(columns=["id", "label", "text"]).reset_index(drop=True),
+            thumbs=thumbs,
         )
         bundle = Bundle(path, manifest, dataset, cache)
         install_key = make_key(kind="bundle-install", files=files)
