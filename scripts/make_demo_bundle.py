@@ -8,9 +8,9 @@ the vectors of each model (float16), their UMAP and PCA maps and nearest-neighbo
 view-only deployment (no torch, no umap-learn) shows real maps the moment it wakes.
 
 Models: ``baseline:pixels`` (images) and ``baseline:text`` (captions) always; the two shapes
-CLIPs trained in this repository (``models/shapes-clip``, trained also on augmented scenes,
-and ``models/shapes-clip-small``, on ``demo:shapes`` only) when their folders hold
-``open_clip_config.json``, so the bundle's maps show what the training data does to a map. The
+CLIPs trained in this repository (``models/shapes-clip`` and the narrower
+``models/shapes-clip-small``) when their folders hold ``open_clip_config.json``, so the
+bundle's maps show what a trained model does to a map next to the weight-free baselines. The
 same result, by hand::
 
     python -m engine bundle --dataset "demo:shapes?n=2000&seed=0" --model baseline:pixels \

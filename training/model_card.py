@@ -67,7 +67,17 @@ def write_model_card(
     if "patch_size" in v:
         vision = (
             f"ViT (open_clip VisionTransformer), 64×64 input, patch {v['patch_size']}, "
-            f"width {v['width']}, {v['layers']} layers, class-token pooling"
+            f"width {v['width']}, {v['layers']} layers, "
+            + (
+                "mean pooling over the patch tokens"
+                if v.get("pool_type") == "avg"
+                else "class-token pooling"
+            )
+            + (
+                ", fixed 2-D sine-cosine positions"
+                if v.get("pos_embed_type") == "sin_cos_2d"
+                else ""
+            )
         )
     else:
         vision = (
@@ -87,8 +97,19 @@ def write_model_card(
         if aux
         else ""
     )
+    teacher = summary.get("teacher")
+    teacher_text = (
+        f", plus {summary['distill_weight']:g} × the mean cosine distance between each image "
+        f"embedding and the one `{teacher}` gives the same image (distillation). The text "
+        f"tower and the temperature are copied from `{teacher}` and frozen, so both models "
+        "read a prompt the same way and differ only in how they see"
+        if teacher
+        else ""
+    )
+    temperature = "the teacher's fixed temperature" if teacher else "a learnable temperature"
     recipe = (
-        f"Symmetric InfoNCE (open_clip `ClipLoss`) with a learnable temperature{aux_text}; AdamW "
+        f"Symmetric InfoNCE (open_clip `ClipLoss`) with {temperature}{aux_text}{teacher_text}; "
+        "AdamW "
         f"(lr {summary['lr']}, betas 0.9/0.98, weight decay {summary['weight_decay']} on "
         f"matrices only), linear warm-up {summary['warmup']} steps then cosine decay; "
         f"{summary['steps']} steps × batch {summary['batch_size']}"
@@ -144,9 +165,9 @@ another shape and colour (the caption names the largest); blur, pixel noise and 
     init_note = f", starting from {init}" if init else ""
     init_prep = (
         f"""
-A second stage: it starts from {init}. Put those weights in a folder first, e.g.
+A later stage: it starts from {init}. Put those weights in a folder first, e.g.
 `git worktree add /tmp/v1 {summary["init_commit"]}`, then pass
-`--init-from /tmp/v1/models/{name}`.
+`--init-from /tmp/v1/models/{name}` (the card in that folder gives the command that made them).
 """
         if init and summary.get("init_commit")
         else ""

@@ -140,7 +140,6 @@ def _resnet_cfg(width: int, layers: list[int]) -> dict[str, Any]:
     return {"image_size": 64, "layers": layers, "width": width, "head_width": 32}
 
 
-# Presets: model config plus the training recipe that goes with it (CLI flags override).
 # The recipe used unless a preset or a flag says otherwise.
 DEFAULT_RECIPE: dict[str, Any] = {
     "steps": 2000,
@@ -153,55 +152,65 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "n_scenes": 0,
     "aux_weight": 0.0,
     "hflip": False,
+    "teacher": None,  # a model folder, relative to the repository (see --teacher)
+    "distill_weight": 1.0,
+    "hint_weight": 0.0,
 }
 AUX_COLUMNS = ("shape", "colour", "size")
 
+# The augmented-scenes recipe both shipped models are trained with: demo:shapes items plus
+# training/scenes.py's scenes, varied and partial captions, the attribute heads, mirroring.
+SCENES_RECIPE: dict[str, Any] = {
+    "captions": "varied",
+    "partial_p": 0.2,
+    "n_train": 20_000,
+    "n_scenes": 40_000,
+    "aux_weight": 1.0,
+    "hflip": True,
+}
+# Shared by both shipped models: the same words land in the same place for either model.
+SHAPES_TEXT_CFG = _text_cfg(width=128, layers=2, context_length=16)
+
 # Presets: a model config plus the recipe that goes with it (flags override the recipe).
 PRESETS: dict[str, dict[str, Any]] = {
-    # ResNet tower, second stage: starts from the first-stage weights (--init-from, see the
-    # model card) and learns the augmented scenes with auxiliary attribute heads.
+    # ResNet tower. Later stages start from the earlier weights (--init-from; the model card
+    # lists the stages and their commands).
     "shapes-clip": {
         "model_cfg": {
             "embed_dim": 128,
             "vision_cfg": _resnet_cfg(width=16, layers=[1, 1, 1, 1]),
-            "text_cfg": _text_cfg(width=128, layers=2, context_length=16),
+            "text_cfg": SHAPES_TEXT_CFG,
         },
-        "train": {
-            "steps": 400,
-            "captions": "varied",
-            "partial_p": 0.2,
-            "n_train": 20_000,
-            "n_scenes": 40_000,
-            "aux_weight": 1.0,
-            "hflip": True,
-        },
+        "train": {**SCENES_RECIPE, "steps": 400},
     },
-    # The first shipped recipe (demo:shapes only), kept as is: it reproduces models/
-    # shapes-clip-small, which has not been retrained on the augmented scenes yet.
+    # The smaller ResNet (narrower towers, 64-d embedding). Its second stage starts from the
+    # first recipe's weights (--init-from; the model card gives the commit and commands).
     "shapes-clip-small": {
         "model_cfg": {
             "embed_dim": 64,
             "vision_cfg": _resnet_cfg(width=12, layers=[1, 1, 1, 1]),
             "text_cfg": _text_cfg(width=96, layers=2, context_length=16),
         },
-        "train": {"steps": 2000, "captions": "fixed", "partial_p": 0.0},
+        "train": {**SCENES_RECIPE, "steps": 1000},
     },
-    # ViT tower on the augmented scenes, from scratch. Not shipped: within this repository's
-    # CPU budget (700 steps) it stayed near chance on shape (see docs/training.md)
+    # ViT tower (patch 8: 64 tokens per 64x64 image), not shipped yet: from scratch a ViT of
+    # this size learns shape far more slowly per image than the ResNets (docs/training.md), so
+    # it learns from shapes-clip: that model's text tower is copied and frozen, and the image
+    # tower is pulled towards its image embeddings and, through feature-map hints, towards its
+    # intermediate maps, besides the captions and attribute heads. Within this repository's
+    # CPU budget it stayed far below the bar; it needs many more steps (a GPU: --device cuda).
     "shapes-clip-vit": {
         "model_cfg": {
-            "embed_dim": 64,
+            "embed_dim": 128,
             "vision_cfg": _vit_cfg(width=64, layers=4, patch=8),
-            "text_cfg": _text_cfg(width=96, layers=2, context_length=16),
+            "text_cfg": SHAPES_TEXT_CFG,
         },
         "train": {
-            "steps": 700,
-            "captions": "varied",
-            "partial_p": 0.2,
-            "n_train": 20_000,
-            "n_scenes": 40_000,
-            "aux_weight": 1.0,
-            "hflip": True,
+            **SCENES_RECIPE,
+            "steps": 20_000,
+            "teacher": "models/shapes-clip",
+            "distill_weight": 5.0,
+            "hint_weight": 3.0,
         },
     },
     # For tests: a fraction of a second per step.
@@ -276,13 +285,18 @@ def resolve_config(config: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if config in PRESETS:
         preset = json.loads(json.dumps(PRESETS[config]))  # deep copy
         return preset["model_cfg"], preset["train"]
-    text = Path(config).read_text() if Path(config).is_file() else config
+    not_config = f"--config: not a preset ({', '.join(PRESETS)}), JSON file or JSON"
+    # JSON text is never taken for a path (a long one is an invalid file name: OSError).
+    if config.lstrip().startswith("{"):
+        text = config
+    elif Path(config).is_file():
+        text = Path(config).read_text()
+    else:
+        raise SystemExit(f"{not_config}: {config!r}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise SystemExit(
-            f"--config: not a preset ({', '.join(PRESETS)}), JSON file or JSON: {e}"
-        ) from e
+        raise SystemExit(f"{not_config}: {e}") from e
     if "model_cfg" in data:
         return data["model_cfg"], data.get("train", {})
     return data, {}
@@ -426,10 +440,21 @@ def _photo_names() -> list[str]:
     return photo_names()
 
 
+def _require_model_folder(folder: Path, flag: str) -> None:
+    missing = [
+        n for n in (CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json") if not (folder / n).is_file()
+    ]
+    if missing:
+        raise SystemExit(
+            f"{flag} {folder}: not a model folder of this script ({missing[0]} missing)"
+        )
+
+
 def _load_init(model: Any, folder: Path, staging: Path) -> None:
     """Start from the weights in ``folder`` (same architecture and vocabulary, else exit)."""
     from safetensors.torch import load_file
 
+    _require_model_folder(folder, "--init-from")
     old = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
     new = json.loads((staging / "tokenizer.json").read_text())["model"]["vocab"]
     if old != new:
@@ -439,6 +464,87 @@ def _load_init(model: Any, folder: Path, staging: Path) -> None:
     except RuntimeError as exc:
         raise SystemExit(f"--init-from {folder}: not this architecture ({exc})") from None
     log(f"init: weights from {folder}")
+
+
+def _load_teacher(model: Any, folder: Path, staging: Path, device: str) -> Any:
+    """The CLIP in ``folder`` as a frozen teacher; its text tower and temperature are copied
+    into ``model`` and frozen there too, so student and teacher share one embedding space and
+    the zero-shot prompts land where the teacher put them."""
+    from open_clip.model import CLIP
+    from safetensors.torch import load_file
+
+    _require_model_folder(folder, "--teacher")
+    cfg = json.loads((folder / CONFIG_FILE).read_text())["model_cfg"]
+    old = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    new = json.loads((staging / "tokenizer.json").read_text())["model"]["vocab"]
+    student_cfg = json.loads((staging / CONFIG_FILE).read_text())["model_cfg"]
+    if old != new or cfg["text_cfg"] != student_cfg["text_cfg"]:
+        raise SystemExit(f"--teacher {folder}: its tokenizer or text_cfg differs from this run's")
+    if cfg["embed_dim"] != student_cfg["embed_dim"]:
+        raise SystemExit(f"--teacher {folder}: embed_dim {cfg['embed_dim']} differs")
+    teacher = CLIP(**cfg)
+    teacher.load_state_dict(load_file(folder / WEIGHTS_FILE), strict=True)
+    teacher.to(device).eval().requires_grad_(False)
+    shared = {k: v for k, v in teacher.state_dict().items() if not k.startswith("visual.")}
+    unexpected = model.load_state_dict(shared, strict=False).unexpected_keys
+    if unexpected:
+        raise SystemExit(f"--teacher {folder}: unexpected text weights {unexpected[:3]}")
+    for name, p in model.named_parameters():
+        if not name.startswith("visual."):
+            p.requires_grad_(False)
+    log(f"teacher: {folder} (text tower and temperature copied and frozen)")
+    return teacher
+
+
+class FeatureHints:
+    """Feature-map hints from a ResNet teacher to a ViT student (as in FitNets).
+
+    The teacher's stage-2 and stage-3 maps (8×8 and 4×4 for a 64×64 input) are targets for the
+    student's patch tokens after its middle and last blocks (8×8 for patch 8, pooled to the
+    teacher's grid), read through 1×1 convolutions that are trained with the student and not
+    saved. Every location of every map is a target, so the student gets many more signals per
+    image than the one embedding it is pulled towards: a ViT of this size otherwise learns
+    shape far more slowly than a ResNet (docs/training.md).
+    """
+
+    def __init__(self, student: Any, teacher: Any, device: str) -> None:
+        import torch
+
+        visual = student.visual
+        if not hasattr(visual, "transformer") or not hasattr(teacher.visual, "attnpool"):
+            raise SystemExit("--hint-weight needs a ViT student and a ResNet teacher")
+        layers = len(visual.transformer.resblocks)
+        self.student_blocks = [max(0, layers // 2 - 1), layers - 1]
+        self.student, self.teacher = student, teacher
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, 64, 64, device=device)
+            # ModifiedResNet blocks are stem, layer1..4; the last one is needed for its pooling.
+            t_maps = teacher.visual.forward_intermediates(probe, indices=[2, 3, 4])
+        channels = [m.shape[1] for m in t_maps["image_intermediates"][:2]]
+        self.regressors = torch.nn.ModuleList(
+            torch.nn.Conv2d(visual.transformer.width, c, 1) for c in channels
+        ).to(device)
+
+    def __call__(self, images: Any) -> tuple[Any, Any, Any]:
+        """(student image embedding, teacher image embedding, hint loss); embeddings unit."""
+        import torch
+        import torch.nn.functional as F
+
+        with torch.no_grad():
+            t_out = self.teacher.visual.forward_intermediates(images, indices=[2, 3, 4])
+        blocks = sorted(set(self.student_blocks))  # one block serves both hints in a 1-layer ViT
+        s_out = self.student.visual.forward_intermediates(images, indices=blocks)
+        s_maps = dict(zip(blocks, s_out["image_intermediates"], strict=True))
+        loss = 0.0
+        pairs = zip(self.student_blocks, t_out["image_intermediates"][:2], strict=True)
+        for regressor, (block, t_map) in zip(self.regressors, pairs, strict=True):
+            s_map = s_maps[block]
+            s_map = F.adaptive_avg_pool2d(regressor(s_map), t_map.shape[-2:])
+            cos = F.cosine_similarity(s_map, t_map, dim=1)  # per location
+            loss = loss + (1 - cos).mean()
+        image_f = F.normalize(s_out["image_features"], dim=-1)
+        target = F.normalize(t_out["image_features"], dim=-1)
+        return image_f, target, loss / len(self.regressors)
 
 
 def _probe(model: Any, staging: Path, device: str, step: int) -> None:
@@ -513,28 +619,27 @@ def _replace_dir(staging: Path, out: Path) -> None:
 def train(
     out: Path,
     config: str = "shapes-clip",
-    steps: int | None = None,
-    batch_size: int | None = None,
     seed: int = 0,
-    lr: float | None = None,
-    n_train: int | None = None,
-    n_scenes: int | None = None,
-    scene_cache: Path | None = None,
     data_seed: int | None = None,
-    captions: str | None = None,
-    partial_p: float | None = None,
-    weight_decay: float | None = None,
     warmup: int | None = None,
+    init_from: Path | None = None,
+    scene_cache: Path | None = None,
     threads: int = 1,
     device: str = "auto",
     evaluate: bool = True,
     probe_every: int = 0,
-    init_from: Path | None = None,
-    aux_weight: float | None = None,
     eval_n: int = 2000,
     command: str | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """Train, save ``out`` atomically (config, tokenizer, weights, card) and return a summary."""
+    """Train, save ``out`` atomically (config, tokenizer, weights, card) and return a summary.
+
+    ``overrides``: recipe entries (the keys of ``DEFAULT_RECIPE``: ``steps``, ``lr``,
+    ``teacher``, ...) replacing the preset's; ``None`` keeps the preset's value.
+    """
+    unknown = sorted(set(overrides) - set(DEFAULT_RECIPE))
+    if unknown:
+        raise TypeError(f"train() got entries that are not in the recipe: {unknown}")
     device = resolve_device(device)
     if device == "cuda":
         # Needed by cuBLAS for deterministic results; must be set before CUDA starts.
@@ -547,17 +652,15 @@ def train(
 
     t_start = time.perf_counter()
     model_cfg, preset_recipe = resolve_config(config)
-    recipe = {**DEFAULT_RECIPE, **preset_recipe}
-    steps = recipe["steps"] if steps is None else steps
-    batch_size = recipe["batch_size"] if batch_size is None else batch_size
-    lr = recipe["lr"] if lr is None else lr
-    n_train = recipe["n_train"] if n_train is None else n_train
-    n_scenes = recipe["n_scenes"] if n_scenes is None else n_scenes
-    aux_weight = recipe["aux_weight"] if aux_weight is None else aux_weight
-    hflip = bool(recipe["hflip"])
-    weight_decay = recipe["weight_decay"] if weight_decay is None else weight_decay
-    captions = recipe["captions"] if captions is None else captions
-    partial_p = recipe["partial_p"] if partial_p is None else partial_p
+    given = {k: v for k, v in overrides.items() if v is not None}
+    recipe = {**DEFAULT_RECIPE, **preset_recipe, **given}
+    steps, batch_size, lr = recipe["steps"], recipe["batch_size"], recipe["lr"]
+    n_train, n_scenes, hflip = recipe["n_train"], recipe["n_scenes"], bool(recipe["hflip"])
+    captions, partial_p = recipe["captions"], recipe["partial_p"]
+    weight_decay, aux_weight = recipe["weight_decay"], recipe["aux_weight"]
+    distill_weight, hint_weight = recipe["distill_weight"], recipe["hint_weight"]
+    # A preset names its teacher relative to the repository; a flag, relative to where it runs.
+    teacher = given.get("teacher") or (recipe["teacher"] and REPO_ROOT / recipe["teacher"])
     _check_model_cfg(model_cfg)
     if steps < 1 or batch_size < 2 or not 0.0 <= partial_p <= 1.0:
         raise SystemExit("need --steps >= 1, --batch-size >= 2 and 0 <= --partial-p <= 1")
@@ -595,15 +698,22 @@ def train(
         model = CLIP(**model_cfg).to(device)
         if init_from is not None:
             _load_init(model, Path(init_from), staging)
+        teacher_model = None
+        if teacher is not None:
+            teacher_model = _load_teacher(model, Path(teacher), staging, device)
         n_params = sum(p.numel() for p in model.parameters())
         # Auxiliary attribute heads on the image embedding (shape, colour, size): a direct
         # signal that makes the image tower separate shapes within a short CPU budget. They are
         # dropped at save time; zero-shot still goes through the text tower.
-        named = list(model.named_parameters())
+        named = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
         if aux_weight > 0:
             n_out = len(SHAPES) + len(COLOURS) + len(SIZES)
             heads = torch.nn.Linear(model_cfg["embed_dim"], n_out).to(device)
             named += [(f"aux_heads.{n}", q) for n, q in heads.named_parameters()]
+        hints = None
+        if teacher_model is not None and hint_weight > 0:
+            hints = FeatureHints(model, teacher_model, device)
+            named += [(f"hints.{n}", q) for n, q in hints.regressors.named_parameters()]
         decay, no_decay = [], []
         for name, p in named:
             # As in open_clip's training code: no weight decay on gains, biases, temperature.
@@ -650,7 +760,16 @@ def train(
 
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, steps, lr, warmup)
-            image_f, text_f, scale = model(images, text)
+            if hints is None:
+                image_f, text_f, scale = model(images, text)
+                target = None
+                if teacher_model is not None and distill_weight > 0:
+                    with torch.no_grad():
+                        target = teacher_model.encode_image(images, normalize=True)
+            else:
+                image_f, target, hint_loss = hints(images)
+                text_f = model.encode_text(text, normalize=True)
+                scale = model.logit_scale.exp()
             loss = loss_fn(image_f, text_f, scale)
             if aux_weight > 0:
                 logits = heads(image_f * 10.0)  # unit vectors scaled to a usable logit range
@@ -664,6 +783,11 @@ def train(
                     )
                 )
                 loss = loss + aux_weight * aux / 3
+            if target is not None and distill_weight > 0:
+                # Pull each image embedding towards the teacher's (both unit vectors).
+                loss = loss + distill_weight * (1 - (image_f * target).sum(-1)).mean()
+            if hints is not None:
+                loss = loss + hint_weight * hint_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -700,6 +824,9 @@ def train(
             "n_train": n_train,
             "n_scenes": n_scenes,
             "aux_weight": aux_weight,
+            "teacher": None if teacher is None else _display_path(Path(teacher).resolve()),
+            "distill_weight": distill_weight if teacher is not None else None,
+            "hint_weight": hint_weight if teacher is not None else None,
             "hflip": hflip,
             "init_from": None if init_from is None else _display_path(Path(init_from).resolve()),
             "photos": _photo_names() if n_scenes else [],
@@ -763,94 +890,60 @@ def _weight_args(argv: list[str]) -> list[str]:
     return out
 
 
+# Flags that override the preset's recipe (default None = the preset's value): name, type, what.
+RECIPE_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--steps", int, "training steps"),
+    ("--batch-size", int, "images per step"),
+    ("--lr", float, "peak learning rate"),
+    ("--n-train", int, "generated demo:shapes training images"),
+    ("--n-scenes", int, "augmented scenes (training/scenes.py)"),
+    ("--aux-weight", float, "weight of the shape/colour/size heads' loss"),
+    ("--partial-p", float, "share of partial prompts"),
+    ("--weight-decay", float, "AdamW weight decay"),
+    ("--warmup", int, "warm-up steps (default: a tenth of the steps, at most 200)"),
+    ("--data-seed", int, "shapes and scenes seed (default: 1000 + --seed)"),
+    ("--distill-weight", float, "weight of the pull towards the teacher (with --teacher)"),
+    ("--hint-weight", float, "weight of the teacher's feature-map hints (with --teacher)"),
+)
+# Flags naming a model folder to start from.
+FOLDER_FLAGS: tuple[tuple[str, str], ...] = (
+    ("--init-from", "start from this folder's weights (same architecture and vocabulary)"),
+    (
+        "--teacher",
+        "copy and freeze this folder's text tower and pull the image tower towards its image "
+        "embeddings (same tokenizer, text_cfg and embed_dim)",
+    ),
+    ("--scene-cache", "keep rendered scenes here (same pixels; saves minutes on a re-run)"),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m training.train_clip", description=__doc__.split("\n")[0]
     )
     p.add_argument("--out", required=True, type=Path, help="model folder to (over)write")
     p.add_argument("--config", default="shapes-clip", help=f"preset ({', '.join(PRESETS)}) or JSON")
-    p.add_argument("--steps", type=int, default=None, help="default: the preset's")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
+    for flag, kind, what in RECIPE_FLAGS:
+        default = "" if "default:" in what else " (default: the preset's)"
+        p.add_argument(flag, type=kind, default=None, help=what + default)
+    for flag, what in FOLDER_FLAGS:
+        p.add_argument(flag, type=Path, default=None, help=what)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=None, help="default: the preset's")
-    p.add_argument(
-        "--n-train",
-        type=int,
-        default=None,
-        help="generated training images (default: the preset's)",
-    )
-    p.add_argument(
-        "--n-scenes", type=int, default=None, help="augmented scenes (default: the preset's)"
-    )
-    p.add_argument(
-        "--scene-cache",
-        type=Path,
-        default=None,
-        help="folder to keep rendered scenes in (same pixels, saves minutes on a re-run)",
-    )
-    p.add_argument(
-        "--aux-weight",
-        type=float,
-        default=None,
-        help="weight of the shape/colour/size heads' loss (default: the preset's)",
-    )
-    p.add_argument(
-        "--init-from",
-        type=Path,
-        default=None,
-        help="start from this model folder's weights (same preset architecture and vocabulary)",
-    )
-    p.add_argument("--data-seed", type=int, default=None, help="shapes seed (default 1000+seed)")
     p.add_argument("--captions", choices=["fixed", "varied"], default=None)
-    p.add_argument("--partial-p", type=float, default=None, help="share of partial prompts")
-    p.add_argument("--weight-decay", type=float, default=None, help="default: the preset's")
-    p.add_argument("--warmup", type=int, default=None)
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads; part of what makes a run reproducible (see the module docstring)",
-    )
+    p.add_argument("--threads", type=int, default=1, help="torch threads (see the docstring)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-eval", action="store_true", help="skip evaluation and model card")
     p.add_argument("--eval-n", type=int, default=2000)
-    p.add_argument(
-        "--probe-every",
-        type=int,
-        default=0,
-        help="log zero-shot accuracy every N steps (monitoring only; the weights are unchanged)",
-    )
+    p.add_argument("--probe-every", type=int, default=0, help="log accuracy every N steps")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    args = p.parse_args(argv)
+    args = vars(p.parse_args(argv))
     # Turn a plain `kill` into SystemExit so the staging folder is cleaned up on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     weight_args = _weight_args(sys.argv[1:] if argv is None else argv)
-    command = "python -m training.train_clip " + " ".join(weight_args)
-    summary = train(
-        out=args.out,
-        config=args.config,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        lr=args.lr,
-        n_train=args.n_train,
-        n_scenes=args.n_scenes,
-        scene_cache=args.scene_cache,
-        data_seed=args.data_seed,
-        captions=args.captions,
-        partial_p=args.partial_p,
-        weight_decay=args.weight_decay,
-        warmup=args.warmup,
-        threads=args.threads,
-        device=args.device,
-        evaluate=not args.no_eval,
-        probe_every=args.probe_every,
-        init_from=args.init_from,
-        aux_weight=args.aux_weight,
-        eval_n=args.eval_n,
-        command=command,
-    )
-    if args.json:
+    as_json = args.pop("json")
+    args["evaluate"] = not args.pop("no_eval")
+    summary = train(**args, command="python -m training.train_clip " + " ".join(weight_args))
+    if as_json:
         print(json.dumps(summary, indent=2))
     return 0
 
