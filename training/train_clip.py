@@ -440,6 +440,10 @@ def _photo_names() -> list[str]:
     return photo_names()
 
 
+def _vocab(folder: Path) -> dict[str, int]:
+    return json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+
+
 def _require_model_folder(folder: Path, flag: str) -> None:
     missing = [
         n for n in (CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json") if not (folder / n).is_file()
@@ -455,9 +459,7 @@ def _load_init(model: Any, folder: Path, staging: Path) -> None:
     from safetensors.torch import load_file
 
     _require_model_folder(folder, "--init-from")
-    old = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
-    new = json.loads((staging / "tokenizer.json").read_text())["model"]["vocab"]
-    if old != new:
+    if _vocab(folder) != _vocab(staging):
         raise SystemExit(f"--init-from {folder}: its vocabulary differs from this run's")
     try:
         model.load_state_dict(load_file(folder / WEIGHTS_FILE), strict=True)
@@ -475,10 +477,8 @@ def _load_teacher(model: Any, folder: Path, staging: Path, device: str) -> Any:
 
     _require_model_folder(folder, "--teacher")
     cfg = json.loads((folder / CONFIG_FILE).read_text())["model_cfg"]
-    old = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
-    new = json.loads((staging / "tokenizer.json").read_text())["model"]["vocab"]
     student_cfg = json.loads((staging / CONFIG_FILE).read_text())["model_cfg"]
-    if old != new or cfg["text_cfg"] != student_cfg["text_cfg"]:
+    if _vocab(folder) != _vocab(staging) or cfg["text_cfg"] != student_cfg["text_cfg"]:
         raise SystemExit(f"--teacher {folder}: its tokenizer or text_cfg differs from this run's")
     if cfg["embed_dim"] != student_cfg["embed_dim"]:
         raise SystemExit(f"--teacher {folder}: embed_dim {cfg['embed_dim']} differs")
