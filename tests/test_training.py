@@ -65,7 +65,7 @@ def test_shipped_model_zero_shot_beats_chance(name: str) -> None:
 
 # Out-of-renderer accuracy of each shipped model, pinned a little under what its card reports
 # (shape, colour: 98.5 / 100 % and 93.0 / 100 %). Issue #19's bar is 0.85 / 0.9.
-HOLDOUT_MIN = {"shapes-clip": (0.95, 0.97), "shapes-clip-small": (0.9, 0.97)}
+HOLDOUT_MIN = {"shapes-clip": (0.95, 0.97), "shapes-clip-small": (0.95, 0.97)}
 
 
 @pytest.mark.slow
@@ -171,6 +171,8 @@ def test_student_shares_the_teachers_text_tower_and_learns_its_own_image_tower(
     training; the image tower (a ViT here, the teacher a ResNet, with feature-map hints) is
     trained; a teacher whose text tower differs, or hints between the wrong towers, are refused
     in one line and leave no folder behind."""
+    import torch
+
     from training.train_clip import PRESETS, train
 
     tiny = PRESETS["tiny"]["model_cfg"]
@@ -190,13 +192,84 @@ def test_student_shares_the_teachers_text_tower_and_learns_its_own_image_tower(
     assert "visual.conv1.weight" in ws and "visual.conv1.weight" in wt  # ViT vs ResNet stem
     assert ws["visual.conv1.weight"].shape != wt["visual.conv1.weight"].shape
 
+    # Without hints the targets are computed once up front; mimetic start of the ViT.
+    summary = train(
+        out=tmp_path / "student2", config="tiny", teacher=teacher, vit_init="mimetic", **kwargs
+    )
+    assert summary["vit_init"] == "mimetic" and summary["final_loss"] > 0
+    ws2 = _weights(tmp_path / "student2")
+    assert all((ws2[k] == wt[k]).all() for k in text_keys)
+    assert not torch.equal(ws2["visual.conv1.weight"], ws["visual.conv1.weight"])
+    with pytest.raises(SystemExit, match="--vit-init must be one of"):
+        train(out=tmp_path / "bad", config="tiny", vit_init="xavier", **kwargs)
+
     wider = json.loads(resnet_cfg)
     wider["model_cfg"]["text_cfg"]["width"] = 64
     with pytest.raises(SystemExit, match="text_cfg differs"):
         train(out=tmp_path / "bad", config=json.dumps(wider), teacher=teacher, **kwargs)
     with pytest.raises(SystemExit, match="needs a ViT student and a ResNet teacher"):
         train(out=tmp_path / "bad", config=resnet_cfg, teacher=teacher, hint_weight=1, **kwargs)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["student", "teacher"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student", "student2", "teacher"]
+
+
+def test_mimetic_init_starts_attention_near_identity_and_positions_as_sine_cosine() -> None:
+    """``--vit-init mimetic``: each head's query-key product is close to a positive multiple of
+    the identity, each layer's value-output product close to a negative one, and the position
+    embedding is the 2-D sine-cosine table; a ResNet tower is refused in one line."""
+    import torch
+    from open_clip.model import CLIP
+    from open_clip.pos_embed import get_2d_sincos_pos_embed
+
+    from training.train_clip import PRESETS, _mimetic_init
+
+    cfg = json.loads(json.dumps(PRESETS["tiny"]["model_cfg"]))
+    cfg["vision_cfg"].update(width=64, layers=2, patch_size=16)
+    cfg["text_cfg"]["vocab_size"] = 100
+    visual = CLIP(**cfg).visual
+    _mimetic_init(visual, seed=0)
+    width, eye = 64, torch.eye(64, dtype=torch.bool)
+    for block in visual.transformer.resblocks:
+        w = block.attn.in_proj_weight.detach()
+        head = width // block.attn.num_heads
+        for h in range(block.attn.num_heads):
+            rows = slice(h * head, (h + 1) * head)
+            qk = w[rows].T @ w[width:][rows]
+            # Rank-`head` part of 0.7 I + noise: a clearly positive diagonal, small elsewhere.
+            assert qk[eye].mean() > 0.2 and qk[~eye].abs().mean() < 0.1
+        vo = w[2 * width :].T @ block.attn.out_proj.weight.detach().T
+        assert torch.allclose(vo[eye].mean(), torch.tensor(-0.4), atol=0.1)
+        assert vo[~eye].abs().mean() < 0.1
+    table = torch.from_numpy(get_2d_sincos_pos_embed(width, visual.grid_size[0], cls_token=True))
+    assert torch.equal(visual.positional_embedding.detach(), table.float())
+    assert visual.positional_embedding.requires_grad  # a start, not a frozen table
+
+    resnet = {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16}
+    with pytest.raises(SystemExit, match="needs a ViT tower"):
+        _mimetic_init(CLIP(**{**cfg, "vision_cfg": resnet}).visual, seed=0)
+
+
+def test_teacher_targets_are_the_teachers_embeddings_of_plain_and_mirrored_images() -> None:
+    """The distillation targets are computed once for the whole pool; each must equal the
+    teacher's embedding of that image as the training step sees it (mirrored or not)."""
+    import torch
+    from open_clip.model import CLIP
+
+    from training.train_clip import PRESETS, _teacher_targets
+
+    cfg = json.loads(json.dumps(PRESETS["tiny"]["model_cfg"]))
+    cfg["text_cfg"]["vocab_size"] = 100
+    teacher = CLIP(**cfg).eval()
+    pool = torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8)
+    mean = std = torch.full((1, 3, 1, 1), 0.5)
+    targets = _teacher_targets(teacher, pool, mean, std, "cpu")
+    assert targets.shape == (5, 2, cfg["embed_dim"])
+    images = (pool[3:4].float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        plain = teacher.encode_image(images, normalize=True)[0]
+        mirrored = teacher.encode_image(images.flip(-1), normalize=True)[0]
+    assert torch.allclose(targets[3, 0], plain, atol=1e-5)
+    assert torch.allclose(targets[3, 1], mirrored, atol=1e-5)
+    assert not torch.allclose(plain, mirrored, atol=1e-3)
 
 
 def test_recorded_command_leaves_out_flags_that_cannot_change_weights() -> None:

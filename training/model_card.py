@@ -78,6 +78,13 @@ def write_model_card(
                 if v.get("pos_embed_type") == "sin_cos_2d"
                 else ""
             )
+            + (
+                "; mimetic initialisation (each attention head's query-key product starts near "
+                "the identity, value-output near minus it, positions as the 2-D sine-cosine "
+                "table; Trockman & Kolter, 2023)"
+                if summary.get("vit_init") == "mimetic"
+                else ""
+            )
         )
     else:
         vision = (
@@ -103,6 +110,12 @@ def write_model_card(
         f"embedding and the one `{teacher}` gives the same image (distillation). The text "
         f"tower and the temperature are copied from `{teacher}` and frozen, so both models "
         "read a prompt the same way and differ only in how they see"
+        + (
+            f" (the teacher's weights are those of git {summary['teacher_commit']}; check that "
+            "commit out to rerun the command)"
+            if summary.get("teacher_commit")
+            else ""
+        )
         if teacher
         else ""
     )
@@ -117,9 +130,9 @@ def write_model_card(
         f"seed {summary['seed']}; "
         f"deterministic torch algorithms, torch threads: {summary['threads']}, device "
         f"{summary['device']}. Training took {summary['train_seconds']:.0f} s "
-        f"({summary['total_seconds']:.0f} s with rendering and evaluation) on the shared "
-        f"2-core x86-64 CPU of the development box (24 GiB, no GPU; niced, several other "
-        f"jobs running, so wall time is inflated); "
+        f"({summary['total_seconds']:.0f} s with rendering and evaluation) on the "
+        f"2-core x86-64 CPU of the development box (24 GiB, no GPU"
+        f"{'; ' + summary['machine_note'] if summary.get('machine_note') else ''}); "
         f"torch {summary['versions']['torch']}, "
         f"open_clip {summary['versions']['open_clip']}."
     )
