@@ -64,7 +64,7 @@ def test_shipped_model_zero_shot_beats_chance(name: str) -> None:
 
 
 # Out-of-renderer accuracy of each shipped model, pinned a little under what its card reports
-# (shape, colour: 98.5 / 100 % and 93.0 / 100 %). Issue #19's bar is 0.85 / 0.9.
+# (shape, colour: 98.5 / 100 % and 100 / 100 %). Issue #19's bar is 0.85 / 0.9.
 HOLDOUT_MIN = {"shapes-clip": (0.95, 0.97), "shapes-clip-small": (0.95, 0.97)}
 
 
