@@ -28,7 +28,7 @@ def version() -> str:
 
 
 def shipped_models() -> list[tuple[str, list[str]]]:
-    """models/<name>/* -> <prefix>/share/parallax/models/<name>/ (engine.config finds them)."""
+    """models/<name>/* -> <prefix>/share/parallax/models/<name>/ (engine.settings finds them)."""
     out = []
     for folder in sorted((ROOT / "models").iterdir()):
         if (folder / "open_clip_config.json").is_file():
@@ -52,5 +52,5 @@ setup(
         "hf": requirements("requirements-hf.txt"),
     },
     data_files=shipped_models(),
-    entry_points={"console_scripts": ["parallax = engine.console:run"]},
+    entry_points={"console_scripts": ["parallax = engine.cli.console:run"]},
 )

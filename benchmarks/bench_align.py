@@ -1,7 +1,7 @@
 """Benchmark 11: how much aligning side-by-side maps brings the same items together.
 
 The committed demo bundle holds UMAP and PCA maps of demo:shapes (2,000 items) under three models.
-Each map is aligned onto another model's map by ``engine.align`` (centre, scale, rotate or
+Each map is aligned onto another model's map by ``engine.maps.align`` (centre, scale, rotate or
 reflect: orthogonal Procrustes), and the mean distance of the same item across the two maps is
 measured before (centred and scaled only) and after, in RMS radii of the reference map (0 = the
 same place, ~1.4 = unrelated). A similarity transform cannot undo a different arrangement, only a
@@ -18,9 +18,9 @@ from itertools import combinations
 import numpy as np
 from common import REPO, Reporter, parser
 
-from engine import align
-from engine.cache import Cache
-from engine.datasets.bundle import open_bundle
+from engine.data.bundle import open_bundle
+from engine.maps import align
+from engine.store.cache import Cache
 
 BUNDLE = REPO / "bundles" / "demo-shapes.parallax.zip"
 

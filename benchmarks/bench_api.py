@@ -108,9 +108,9 @@ def main() -> None:
     rep = Reporter("http_api", args)
     from PIL import Image  # noqa: F401  (decoding happens in the servers)
 
-    from engine.cache import Cache
-    from engine.datasets import open_dataset
-    from engine.embed import embed_dataset
+    from engine.data import open_dataset
+    from engine.embed.local import embed_dataset
+    from engine.store.cache import Cache
 
     n_search = 5_000 if args.quick else 100_000
     requests = 16 if args.quick else 256

@@ -27,13 +27,13 @@ from pathlib import Path
 from common import REPO, Reporter, best_of, parser
 from PIL import Image
 
-import engine.datasets.manifest as manifest_mod
-from engine.atomic import fsync_file
-from engine.cache import Cache
-from engine.datasets import open_dataset
+import engine.data.manifest as manifest_mod
+from engine.data import open_dataset
+from engine.data.thumbnails import get_sheet, sheet_path
 from engine.errors import ItemError
-from engine.thumbnails import get_sheet, sheet_path
-from engine.uploads import UploadFile, stage_upload, unique_names
+from engine.store.atomic import fsync_file
+from engine.store.cache import Cache
+from engine.store.uploads import UploadFile, stage_upload, unique_names
 
 
 def fill(root: Path, files: int) -> None:

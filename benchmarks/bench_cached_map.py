@@ -10,8 +10,8 @@ import time
 
 from common import Reporter, clustered_vectors, parser
 
-from engine.cache import Cache
-from engine.project import project
+from engine.maps.project import project
+from engine.store.cache import Cache
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ as a user starting the CLI or the app pays it:
   path) with an empty and with a warm numba disk cache, and openTSNE if it is installed;
 - the Home page of the dashboard (AppTest) on a new machine: seconds until its UMAP map is in.
 
-Quality (trustworthiness at k = 10 and 10-NN recall, ``engine.project.map_quality``) of the
+Quality (trustworthiness at k = 10 and 10-NN recall, ``engine.maps.project.map_quality``) of the
 engine's map and of umap-learn's. The texts are 10k distinct sentences from the docstrings of
 the Python standard library and a few installed packages (deterministic on one installation);
 their MiniLM vectors are embedded once into ``--texts-cache`` (not timed; ~10 min on 2 cores).
@@ -56,7 +56,7 @@ import time, json, sys, warnings, contextlib
 t0 = time.perf_counter()
 import numpy as np
 sys.path.insert(0, {repo!r})
-from engine.project import knn_graph
+from engine.maps.project import knn_graph
 warnings.simplefilter("ignore")
 import umap, umap.umap_, umap.layouts, umap.spectral, umap.utils
 from numba.core.registry import CPUDispatcher
@@ -237,7 +237,7 @@ def main() -> None:
     figures: dict[str, object] = {"n": len(x), "dim": int(x.shape[1]), "model": model}
     loads = [load_average()]
 
-    from engine.project import map_quality
+    from engine.maps.project import map_quality
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -2,7 +2,7 @@
 
 - model only: random-weight ViT-B-32 (speed does not depend on the weights) on device tensors,
   batch 256, bf16 autocast under ``inference_mode``, CUDA-synchronised timing;
-- end to end: ``engine.embed.embed_dataset`` on a folder of JPEG files (decode + preprocess in
+- end to end: ``engine.embed.local.embed_dataset`` on a folder of JPEG files (decode + preprocess in
   the engine's threads, pinned host-to-device copies, cache writes) vs a decode-only loop over
   the same files on the same machine (the ceiling end to end can reach).
 
@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from common import Reporter, parser
 
-from engine.cache import Cache
-from engine.datasets import open_dataset
-from engine.embed import embed_dataset
+from engine.data import open_dataset
+from engine.embed.local import embed_dataset
 from engine.models import load_model
+from engine.store.cache import Cache
 
 
 def write_jpegs(folder: Path, n: int, workers: int, size: int = 256) -> None:

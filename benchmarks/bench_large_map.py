@@ -1,7 +1,8 @@
 """Benchmark 5: a map of 1M x 512 vectors by sample-fit + placement, on this machine's cores.
 
-UMAP is fitted on a seeded 50k sample (``engine.umap_layout``); the other points are placed from
-their nearest sample points (``engine.project.compute_projection``). Quality is the
+UMAP is fitted on a seeded 50k sample (``engine.maps.umap_layout``); the other points are placed
+from
+their nearest sample points (``engine.maps.project.compute_projection``). Quality is the
 trustworthiness of the result on a seeded 2k-point sample, next to that of a full UMAP fit of a
 50k subset (the best a 50k fit gives). Memory: peak resident set of this process, before and
 after the map (the 1M x 512 float32 input alone is 2.0 GB).
@@ -18,7 +19,7 @@ import time
 import numpy as np
 from common import Reporter, clustered_vectors, parser
 
-from engine.project import compute_projection, map_quality, warm_up
+from engine.maps.project import compute_projection, map_quality, warm_up
 
 
 def main() -> None:

@@ -48,10 +48,10 @@ import numpy as np
 import streamlit as st
 from benchmarks import plotly_map
 from dashboard import hover, maps
-from engine.cache import Cache
-from engine.config import cache_dir
-from engine.datasets import open_dataset
-from engine.project import project
+from engine.store.cache import Cache
+from engine.settings import cache_dir
+from engine.data import open_dataset
+from engine.maps.project import project
 
 st.set_page_config(layout="wide")
 spec = {spec!r}

@@ -24,10 +24,10 @@ def main() -> None:
     rep = Reporter("ray_embed", args)
     import ray
 
-    from engine.cache import Cache
-    from engine.embed import embed_dataset
-    from engine.embed_ray import RayOptions, embed_dataset_ray
+    from engine.embed.local import embed_dataset
+    from engine.embed.ray_backend import RayOptions, embed_dataset_ray
     from engine.models import load_model
+    from engine.store.cache import Cache
 
     n = 300 if args.quick else 6000
     spec = f"demo:shapes?n={n}&seed=3"

@@ -15,7 +15,7 @@ import time
 import numpy as np
 from common import Reporter, clustered_vectors, parser
 
-from engine.neighbors import IVFIndex
+from engine.maps.knn import IVFIndex
 
 
 def brute_force(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from common import Reporter, interleaved, parser, throughput_ratio
 
-from engine.cache import Cache
-from engine.datasets import open_dataset
-from engine.embed import embed_dataset
+from engine.data import open_dataset
+from engine.embed.local import embed_dataset
 from engine.models import load_model
+from engine.store.cache import Cache
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Each part runs on its own and records its error instead of stopping the rest:
 - ``model_only``: random-weight ViT-B/32 (speed does not depend on the weights) on device tensors
   under the engine's ``inference`` (bf16 autocast on CUDA, channels_last), CUDA-synchronised;
 - ``precision``: bf16 vs fp32 vectors of the same inputs, per-row cosine (min, mean);
-- ``files``: N JPEG files -> vectors through ``engine.embed.embed_dataset``: device decode
+- ``files``: N JPEG files -> vectors through ``engine.embed.local.embed_dataset``: device decode
   (nvJPEG + GPU resize, the default on CUDA) and the Pillow path, against decode-only rates (the
   device pipeline alone; Pillow in threads alone);
 - ``text``: MiniLM-L6 (its architecture and tokenizer, random weights) through the engine's
@@ -42,12 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gpu_embed import write_jpegs
 from common import machine
 
-from engine import gpu_decode
-from engine.cache import Cache
-from engine.datasets import open_dataset
-from engine.embed import embed_dataset
+from engine.data import open_dataset
+from engine.embed import gpu_decode
+from engine.embed.local import embed_dataset
 from engine.models import load_model
 from engine.models.device import inference, run_with_oom_retry
+from engine.store.cache import Cache
 
 
 class Suite:
@@ -115,7 +115,7 @@ class Suite:
 
     def precision(self) -> dict[str, Any]:
         torch, model = self.torch, self.vit()
-        from engine.datasets.shapes import ShapesDataset
+        from engine.data.shapes import ShapesDataset
 
         n = 16 if self.smoke else 256
         ds = ShapesDataset(n=max(100, n), seed=1)
@@ -265,13 +265,13 @@ class Suite:
         }
 
     def umap(self) -> dict[str, Any]:
-        from engine import gpu_umap
+        from engine.maps import gpu_umap
 
         if not gpu_umap.cuml_installed():
             return {"skipped": "cuML is not installed (pip install -r requirements-gpu.txt)"}
         if not gpu_umap.gpu_present():
             return {"skipped": "no GPU for cuML"}
-        from engine.project import compute_projection
+        from engine.maps.project import compute_projection
 
         n, d = (5000, 32) if self.smoke else (1_000_000, 512)
         rng = np.random.default_rng(0)

@@ -58,35 +58,35 @@ print(json.dumps({{"peak_mb": peak(), "base_mb": base, "outcome": outcome,
 CASES = {
     # issue: 8000x8000 16-bit PNG (128 KB) -> 2.3 GB
     "png16_8000x8000": (
-        "from engine.datasets.images import open_image_safely",
+        "from engine.data.images import open_image_safely",
         "        open_image_safely(Path(arg), name='big.png')",
     ),
     # issue: 213 KB Parquet of repeated texts -> 4.4 GB; here 4,000 x 100,000-char texts
     "parquet_repeated_texts": (
-        "from engine.datasets import open_dataset",
+        "from engine.data import open_dataset",
         "        open_dataset('manifest:' + arg, cache_root=Path(arg).parent / 'c')",
     ),
     # issue: 29 KB bundle whose items table claims millions of rows -> 6.1 GB; here 1,000,000
     # rows of one repeated 1,000-character text
     "bundle_claims_1M_rows": (
-        "from engine.datasets.bundle import open_bundle\nfrom engine.cache import Cache",
+        "from engine.data.bundle import open_bundle\nfrom engine.store.cache import Cache",
         "        open_bundle(arg, cache=Cache(Path(arg).parent / 'c'))",
     ),
     # issue: manifest.json inflating to 1.5 GB accepted; here 150 MB
     "bundle_manifest_150MB": (
-        "from engine.datasets.bundle import open_bundle\nfrom engine.cache import Cache",
+        "from engine.data.bundle import open_bundle\nfrom engine.store.cache import Cache",
         "        open_bundle(arg, cache=Cache(Path(arg).parent / 'c'))",
     ),
     # issue: 1 GB text cell -> 8 GB; here a 200 MB cell in a CSV manifest
     "csv_200MB_text_cell": (
-        "from engine.datasets import open_dataset",
+        "from engine.data import open_dataset",
         "        open_dataset('manifest:' + arg, cache_root=Path(arg).parent / 'c')",
     ),
 }
 
 
 # The upload at the size limit, staged and opened the way the Data page does it, in whichever
-# checkout is on PYTHONPATH: ``engine.uploads.stage_upload`` + ``dashboard.resources``'s
+# checkout is on PYTHONPATH: ``engine.store.uploads.stage_upload`` + ``dashboard.resources``'s
 # registry, or (before either existed, e.g. 1e7a72d) ``pages/data.py``'s ``save_upload`` for a
 # zip, replicated line for line (a page script runs Streamlit on import), + ``dashboard.state``'s
 # ``DatasetRegistry``. Streamlit hands a page the upload's bytes in memory (``UploadedFile`` is
@@ -105,13 +105,13 @@ def rss():  # what is still referenced: freed heap handed back first, in both ch
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     return status("VmRSS")
 try:
-    from engine.uploads import UploadFile, stage_upload
-    from engine.cache import Cache
+    from engine.store.uploads import UploadFile, stage_upload
+    from engine.store.cache import Cache
     from dashboard.resources import DatasetRegistry
 
     def stage(name, buf, root):
         return stage_upload([UploadFile(name, buf)], owner="visitor", cache=Cache(root))
-except ImportError:  # the code before engine.uploads: pages/data.py save_upload, kind "zip"
+except ImportError:  # the code before engine.store.uploads: pages/data.py save_upload, kind "zip"
     from dashboard import viewonly
     from dashboard.state import DatasetRegistry, safe_filename
     from engine.errors import DatasetError

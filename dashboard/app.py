@@ -17,7 +17,7 @@ if str(REPO_ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only
 import streamlit as st  # noqa: E402
 
 from dashboard import links, state, ui  # noqa: E402
-from engine.project import start_warm_up  # noqa: E402
+from engine.maps.project import start_warm_up  # noqa: E402
 
 # (file, title, icon); the first is the default page.
 PAGE_TABLE = [

@@ -45,8 +45,8 @@ def predict_with_status(
     params: PredictParams,
     fusion: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Every model's answer (``engine.predict``), with a status line per model."""
-    from engine.predict import fusion_prediction, predict_each
+    """Every model's answer (``engine.analysis.predict``), with a status line per model."""
+    from engine.analysis.predict import fusion_prediction, predict_each
 
     n_inputs = len(images) + len(texts)
     with st.status(

@@ -23,11 +23,11 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
     from PIL import Image
 
-    from engine.cache import Cache
-    from engine.compare import ComparisonReport
-    from engine.datasets.base import Dataset
-    from engine.fusion import HeadResult
-    from engine.zeroshot import ModelPrediction
+    from engine.analysis.compare import ComparisonReport
+    from engine.analysis.fusion import HeadResult
+    from engine.analysis.zeroshot import ModelPrediction
+    from engine.data.base import Dataset
+    from engine.store.cache import Cache
 
 # The Map page clears its selection when the stored fingerprint differs from the current
 # dataset's, so the rows, their source and the fingerprint are set together.
@@ -392,7 +392,7 @@ def thumbnail_urls(
 ) -> list[str | None]:
     """Small PNG data URLs of the items at ``rows`` (engine thumbnails; sheets not yet built
     are not built for this: only the listed items are decoded). None for items that fail."""
-    from engine.thumbnails import thumbnails
+    from engine.data.thumbnails import thumbnails
 
     if not getattr(dataset, "has_images", False) or len(rows) == 0:
         return [None] * len(rows)

@@ -1,8 +1,8 @@
 """Filter the maps by label and metadata, and keep selections as named subsets.
 
-The filter is a list of clauses (``engine.filters``): the items outside it are greyed on every
+The filter is a list of clauses (``engine.data.filters``): the items outside it are greyed on every
 map (their colour becomes "missing"), and one click selects the items inside it. A selection
-can be kept under a name with the dataset (``engine.subsets``, in the cache), downloaded, and
+can be kept under a name with the dataset (``engine.store.subsets``, in the cache), downloaded, and
 reopened from a link (``?subset=NAME``) on this deployment.
 """
 
@@ -19,9 +19,9 @@ import streamlit as st
 from dashboard import keys, maps, ui
 from dashboard.map_view import set_selection
 from dashboard.resources import engine_cache
+from engine.data.filters import Clause, column_kinds, filter_json, row_mask
 from engine.errors import ParallaxError
-from engine.filters import Clause, column_kinds, filter_json, row_mask
-from engine.subsets import get_subset, list_subsets, save_subset, subset_frame
+from engine.store.subsets import get_subset, list_subsets, save_subset, subset_frame
 
 MAX_COLUMNS = 8  # metadata columns offered as filter controls
 MAX_OPTIONS = 200  # values listed in a value filter

@@ -1,7 +1,8 @@
 """What a model cannot answer, said on the page: warning banners and each model's domain.
 
-The checks are the engine's (``engine.answerable`` finds labels and queries a model cannot tell
-apart, ``engine.model_domain`` reads what a model was trained on); this module only draws them,
+The checks are the engine's (``engine.analysis.answerable`` finds labels and queries a model
+cannot tell
+apart, ``engine.models.domain`` reads what a model was trained on); this module only draws them,
 beside the controls where a model is chosen and above the results it produced.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Iterable
 
 import streamlit as st
 
-from engine.model_domain import model_domain
+from engine.models.domain import model_domain
 
 
 def warnings_banner(lines: Iterable[str]) -> None:

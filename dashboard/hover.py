@@ -7,7 +7,7 @@ maps (``.js-plotly-plot`` whose ``layout.meta.parallax_map`` is set) are followe
 ``plotly_hover`` / ``plotly_unhover`` events.
 
 Nothing per-item is shipped with the figure. Items come in chunks of ``CHUNK`` rows (one
-thumbnail sprite sheet from ``engine.thumbnails`` as a data URL, plus the ids, labels and
+thumbnail sprite sheet from ``engine.data.thumbnails`` as a data URL, plus the ids, labels and
 truncated texts of those rows), fetched lazily: hovering a point whose chunk the browser does not
 have sets the component state ``want``; that reruns only the fragment holding the component,
 which sends the wanted chunk; the browser keeps every chunk it got for the rest of the session.
@@ -21,8 +21,8 @@ from typing import Any
 import streamlit as st
 
 from dashboard.resources import engine_cache, get_dataset
+from engine.data.thumbnails import GRID, PER_SHEET, THUMB_SIZE, sheet_data_url
 from engine.errors import ParallaxError
-from engine.thumbnails import GRID, PER_SHEET, THUMB_SIZE, sheet_data_url
 
 HOVER_KEY = "map_hover_preview"
 WANTED_KEY = "_map_hover_wanted"

@@ -1,7 +1,7 @@
 """One item in detail: the full image or text, its label and metadata, and its nearest
 neighbours under every embedded model side by side, with how much the models agree.
 
-The neighbours and their overlap are the engine's (``engine.item_neighbours``); this module
+The neighbours and their overlap are the engine's (``engine.analysis.item_neighbours``); this module
 draws them. The Map page opens it for a one-item selection (or an item picked from a larger
 one), the Compare page for one picked row of its disagreement table.
 """
@@ -17,7 +17,7 @@ import streamlit as st
 
 from dashboard import ui
 from dashboard.resources import engine_cache
-from engine.item_neighbours import DEFAULT_K, MAX_K, ItemNeighbours, item_neighbours
+from engine.analysis.item_neighbours import DEFAULT_K, MAX_K, ItemNeighbours, item_neighbours
 
 COLUMNS_PER_ROW = 4  # model columns side by side before wrapping
 SHARED = "●"  # marks a neighbour every model agrees on
@@ -47,7 +47,7 @@ def _details(ds: Any, row: int) -> None:
 
 
 def _neighbour_column(ds: Any, result: ItemNeighbours, index: int, key: str) -> None:
-    from engine.thumbnails import thumbnails
+    from engine.data.thumbnails import thumbnails
 
     m = result.models[index]
     shared = set(result.shared_by_all)

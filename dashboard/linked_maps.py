@@ -2,7 +2,7 @@
 
 Turns a page's maps (coordinates + projection keys), its colouring and its selection into
 ``dashboard.components.scatter`` elements: the maps are aligned onto the first
-(``engine.align``), share one [-1, 1] frame (so linked zoom shows the same region of each), are
+(``engine.maps.align``), share one [-1, 1] frame (so linked zoom shows the same region of each), are
 coloured from one palette, and are linked: hovering or selecting in one highlights the same items
 in all of them, in the browser.
 """
@@ -25,7 +25,8 @@ from dashboard.components.scatter import (
     positions_payload,
     scatter_map,
 )
-from engine import align, mapdata
+from engine.maps import align
+from engine.maps import payload as mapdata
 
 SCALE_STOPS = 7
 
@@ -194,7 +195,7 @@ def draw_cached_maps(ds: Any, spec: str, models: list[str], method: str, group: 
     """``models``' cached maps of ``ds`` side by side, aligned and linked, with hover previews
     (Home: nothing to select, no model loaded; UMAP only when it is in the cache)."""
     from dashboard import hover, projections, resources
-    from engine.project import project
+    from engine.maps.project import project
 
     specs = []
     for i, model in enumerate(models):

@@ -25,7 +25,7 @@ from dashboard.map_view import (
     model_modalities,
 )
 from dashboard.resources import engine_cache
-from engine.answerable import query_warnings
+from engine.analysis.answerable import query_warnings
 from engine.errors import ParallaxError
 
 GALLERY_CAP = 60
@@ -36,7 +36,7 @@ AGREEMENT_TABLE_ROWS = 2_000
 
 def gallery(ds: Any, rows: np.ndarray, captions: list[str] | None = None) -> None:
     """Thumbnails (images) or a table (texts) of ``rows``."""
-    from engine.thumbnails import thumbnails
+    from engine.data.thumbnails import thumbnails
 
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
@@ -105,7 +105,8 @@ def selection_section(
             mime=mime,
             icon=":material/download:",
         )
-    # one item: its detail and its neighbours under every embedded model (engine.item_neighbours)
+    # one item: its detail and its neighbours under every embedded model
+    # (engine.analysis.item_neighbours)
     one = len(rows) == 1
     row = int(rows[0]) if one else item_view.pick_item(ds, rows[:GALLERY_CAP], "map_pick")
     if row is not None:
@@ -115,9 +116,10 @@ def selection_section(
 
 # -- export -------------------------------------------------------------------------------------
 def export_maps_button(ds: Any, drawn: list[DrawnMap]) -> None:
-    """Every drawn map in one Parquet file (``engine.export``): one row per item with its id,
+    """Every drawn map in one Parquet file (``engine.outputs.export``): one row per item with its
+    id,
     label, metadata and an x/y pair per model, for Embedding Atlas, pandas, Polars or DuckDB."""
-    from engine import export
+    from engine.outputs import export
 
     maps = [
         export.ModelMap(

@@ -17,8 +17,8 @@ import numpy as np
 import streamlit as st
 
 from dashboard import keys, linked_maps, maps, projections, resources, ui, viewonly
-from engine.cache import Entry
 from engine.errors import ParallaxError
+from engine.store.cache import Entry
 
 LABEL = "label"
 AGREEMENT = "neighbourhood agreement"
@@ -87,7 +87,7 @@ def map_quality_cached(
     projection_key: str, vectors_path: str, coords_path: str
 ) -> dict[str, float]:
     """Trustworthiness and kNN recall of a map (keyed by the projection's cache key)."""
-    from engine.project import map_quality
+    from engine.maps.project import map_quality
 
     vectors = np.load(vectors_path, mmap_mode="r", allow_pickle=False)
     coords = np.load(coords_path, allow_pickle=False)
@@ -97,7 +97,7 @@ def map_quality_cached(
 @st.cache_data(show_spinner=False, max_entries=16)
 def agreement_cached(key_a: str, path_a: str, key_b: str, path_b: str, k: int) -> np.ndarray:
     """Per-point k-NN overlap of two vector sets (keyed by their cache keys)."""
-    from engine.metrics import knn_overlap
+    from engine.analysis.metrics import knn_overlap
 
     x = np.load(path_a, mmap_mode="r", allow_pickle=False)
     y = np.load(path_b, mmap_mode="r", allow_pickle=False)
@@ -135,7 +135,7 @@ def selected_rows() -> np.ndarray:
 def selection_nonce() -> str:
     """The selection's revision: the maps reapply a selection only when it changes. Rows set
     without one (by hand) get a revision named by their content."""
-    from engine import mapdata
+    from engine.maps import payload as mapdata
 
     stored = st.session_state.get(keys.MAP_SELECTION_NONCE)
     return stored or "rows-" + mapdata.content_key(mapdata.encode_rows(selected_rows()))

@@ -14,14 +14,14 @@ import streamlit as st
 
 from dashboard import jobs, viewonly
 from dashboard.resources import engine_cache
-from engine import catalog
-from engine.cache import Cache, Entry
 from engine.params import PCA, ProjectionParams
+from engine.store import catalog
+from engine.store.cache import Cache, Entry
 
 
 def embedded_models(dataset: Any, cache: Cache | None = None) -> dict[str, dict[str, Entry]]:
     """``{model spec: {modality: newest finished vectors entry}}`` for this dataset
-    (``engine.catalog.embeddings``: the fingerprint and the row count must match)."""
+    (``engine.store.catalog.embeddings``: the fingerprint and the row count must match)."""
     return catalog.embeddings(dataset, cache or engine_cache())
 
 
@@ -59,7 +59,7 @@ def projection_job(entry: Entry, method: str = "umap", seed: int = 0) -> jobs.Jo
     The job's result is the engine's ``ProjectionResult``; a map already in the cache finishes
     in milliseconds.
     """
-    from engine.project import project
+    from engine.maps.project import project
 
     cache = engine_cache()
     key = f"{cache.root}:{entry.key}:{method}:{seed}"
@@ -83,7 +83,7 @@ def umap_allowed(entry: Entry, seed: int = 0) -> bool:
 def pca_coords(entry: Entry, seed: int = PCA.seed) -> tuple[np.ndarray, str]:
     """(coordinates, projection key) of the PCA map of ``entry``, computed here if missing
     (PCA of 100k x 512 takes well under a second)."""
-    from engine.project import project
+    from engine.maps.project import project
 
     result = project(entry, "pca", seed=seed, cache=engine_cache())
     return load_coords(result.key, str(result.path)), result.key
@@ -92,7 +92,7 @@ def pca_coords(entry: Entry, seed: int = PCA.seed) -> tuple[np.ndarray, str]:
 def projection_coords(entry: Entry, method: str = "pca", seed: int = 0) -> np.ndarray:
     """The map of a vectors entry computed in the calling thread (PCA; UMAP only when it is
     already in the cache, e.g. installed from a bundle)."""
-    from engine.project import project
+    from engine.maps.project import project
 
     result = project(entry, method, seed=seed, cache=engine_cache())
     return load_coords(result.key, str(result.path))

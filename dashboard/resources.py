@@ -17,9 +17,9 @@ from typing import Any
 
 import streamlit as st
 
-from engine.cache import Cache
-from engine.config import cache_dir
-from engine.datasets.base import approx_nbytes
+from engine.data.base import approx_nbytes
+from engine.settings import cache_dir
+from engine.store.cache import Cache
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -34,7 +34,7 @@ def engine_cache() -> Cache:
 
 class DatasetRegistry:
     """Opened datasets shared by every session: an LRU keyed by (spec, cache root), bounded by
-    count and by ``config.DATASET_CACHE_BYTES`` (approximate bytes held; the newest dataset is
+    count and by ``settings.DATASET_CACHE_BYTES`` (approximate bytes held; the newest dataset is
     always kept), so one visitor's large upload is released instead of held for everyone.
 
     Not ``st.cache_resource`` itself, because opening reports progress into the calling page
@@ -43,7 +43,7 @@ class DatasetRegistry:
     """
 
     def __init__(self, max_entries: int = 16, max_bytes: int | None = None) -> None:
-        from engine.config import DATASET_CACHE_BYTES
+        from engine.settings import DATASET_CACHE_BYTES
 
         self.max_entries = max_entries
         self.max_bytes = DATASET_CACHE_BYTES if max_bytes is None else max_bytes
@@ -63,7 +63,7 @@ class DatasetRegistry:
             with self._lock:
                 if key in self._items:
                     return self._items[key]
-            from engine.datasets import open_dataset
+            from engine.data import open_dataset
 
             ds = open_dataset(spec, cache_root=root, progress=progress)
             size = approx_nbytes(ds)
@@ -119,6 +119,6 @@ def known_models() -> list[dict[str, Any]]:
 
 @st.cache_data(show_spinner=False, ttl=300)
 def list_demos() -> list[dict[str, Any]]:
-    from engine.datasets import list_demos as _list
+    from engine.data import list_demos as _list
 
     return [dict(d) for d in _list()]

@@ -16,7 +16,7 @@ import streamlit as st
 
 from dashboard import keys, ui, viewonly
 from dashboard.resources import engine_cache, get_dataset, load_model_shared
-from engine.config import REPO_ROOT
+from engine.settings import REPO_ROOT
 
 DEFAULT_DATASET = "demo:digits"
 DEFAULT_MODELS = ["baseline:pixels"]
@@ -72,9 +72,9 @@ def session_id() -> str:
 
 
 def session_upload_dir() -> Path:
-    """This session's private upload folder, inside the cache (``engine.uploads``; it may not
+    """This session's private upload folder, inside the cache (``engine.store.uploads``; it may not
     exist yet)."""
-    from engine.uploads import owner_dir
+    from engine.store.uploads import owner_dir
 
     return owner_dir(session_id(), engine_cache())
 

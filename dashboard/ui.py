@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.errors import ParallaxError
-from engine.progress import Progress
+from engine.store.progress import Progress
 
 try:  # Streamlit's own control flow (st.rerun, st.stop) must pass through untouched.
     from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException

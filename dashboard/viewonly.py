@@ -20,8 +20,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-from engine.config import REPO_ROOT
 from engine.errors import ParallaxError
+from engine.settings import REPO_ROOT
 
 VIEW_ONLY_ENV = "PARALLAX_VIEW_ONLY"
 BUNDLE_ENV = "PARALLAX_BUNDLE"
@@ -108,8 +108,8 @@ def bundle_path(spec: str) -> Path | None:
 
 def read_manifest(path: str | Path) -> dict | None:
     """A bundle's manifest.json, or None when ``path`` is not a zip with a Parallax manifest
-    (``engine.datasets.bundle.peek_manifest``)."""
-    from engine.datasets.bundle import peek_manifest
+    (``engine.data.bundle.peek_manifest``)."""
+    from engine.data.bundle import peek_manifest
 
     return peek_manifest(path)
 

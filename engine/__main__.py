@@ -2,6 +2,6 @@
 
 import sys
 
-from engine.console import run
+from engine.cli.console import run
 
 sys.exit(run())

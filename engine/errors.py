@@ -28,4 +28,4 @@ class CacheError(ParallaxError):
 
 
 class QuotaError(ParallaxError):
-    """A write would take a namespace of the cache past its disk quota (``engine.config``)."""
+    """A write would take a namespace of the cache past its disk quota (``engine.settings``)."""

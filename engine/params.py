@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from engine.cache import make_key
 from engine.errors import ParallaxError
+from engine.store.cache import make_key
 
 # -- embedding ----------------------------------------------------------------------------------
 IMAGE = "image"
@@ -55,7 +55,7 @@ class EmbedParams:
 @dataclass(frozen=True)
 class ShapesParams:
     """``demo:shapes?n=N&seed=S``: how many captioned shapes, from which seed (both are part of
-    the dataset's fingerprint). The allowed range of ``n`` is ``engine.datasets.shapes``'."""
+    the dataset's fingerprint). The allowed range of ``n`` is ``engine.data.shapes``'."""
 
     n: int = 2000
     seed: int = 0
@@ -70,7 +70,7 @@ class ProjectionParams:
     """A 2-D map: the method, its seed, and (UMAP only) the neighbours, spread and fit sample.
 
     Above ``fit_sample`` points UMAP is fitted on a seeded sample and the rest are placed by
-    their nearest sample points (``engine.project``). PCA's key holds only the seed.
+    their nearest sample points (``engine.maps.project``). PCA's key holds only the seed.
     """
 
     method: str = "umap"
@@ -142,7 +142,7 @@ COMPARE_VERSION = 1  # part of every comparison key: bump when a metric's defini
 
 @dataclass(frozen=True)
 class CompareParams:
-    """A comparison of models on one dataset (``engine.compare.compare_models``).
+    """A comparison of models on one dataset (``engine.analysis.compare.compare_models``).
 
     ``max_items``: past this many rows a seeded sample is compared (exact kNN is O(N^2 D));
     None compares every row. ``max_train``: the linear probe's training rows are capped here.

@@ -143,7 +143,7 @@ class VisitorPolicy:
     # -- dataset specs ---------------------------------------------------------------------
     def check_dataset_spec(self, spec: str) -> None:
         """Raise ``DatasetRefused`` (one line) if a visitor may not open ``spec``."""
-        from engine.datasets import parse_spec
+        from engine.data import parse_spec
 
         kind, rest, _ = parse_spec(spec)
         if kind not in PATH_KINDS:

@@ -8,7 +8,8 @@
 * Fusion classifier: small heads trained on cached image and text vectors (image / text /
   concat / gated), with their held-out accuracy.
 
-The work is the engine's (``engine.zeroshot``, ``engine.compare``, ``engine.fusion``); the tables
+The work is the engine's (``engine.analysis.zeroshot``, ``engine.analysis.compare``,
+``engine.analysis.fusion``); the tables
 and figures come from ``dashboard.compare_view``.
 """
 
@@ -21,12 +22,12 @@ import streamlit as st
 from dashboard import compare_results as cr
 from dashboard import compare_view as cv
 from dashboard import honesty, keys, projections, resources, state, ui
-from engine import catalog
-from engine.datasets.images import IMAGE_EXTENSIONS
+from engine.analysis.predict import check_request, decode_images
+from engine.data.images import IMAGE_EXTENSIONS
 from engine.errors import ParallaxError
-from engine.model_choice import default_prediction_models
+from engine.models.choice import default_prediction_models
 from engine.params import COMPARE, HEADS, PREDICT, CompareParams, PredictParams
-from engine.predict import check_request, decode_images
+from engine.store import catalog
 
 TAB_PREDICT = cr.TAB_PREDICT
 TAB_DATASET = "Dataset comparison"
@@ -155,7 +156,7 @@ def predictions_tab() -> None:
 
 # ================================================================ 2. dataset comparison
 def dataset_tab() -> None:
-    from engine.compare import compare_models
+    from engine.analysis.compare import compare_models
 
     ds = state.open_current_dataset()
     if ds is None:
@@ -259,7 +260,7 @@ def dataset_tab() -> None:
 
 # ================================================================ 3. fusion classifier
 def fusion_tab() -> None:
-    from engine.fusion import VARIANTS, train_heads_for_dataset
+    from engine.analysis.fusion import VARIANTS, train_heads_for_dataset
 
     ds = state.open_current_dataset()
     if ds is None:

@@ -2,7 +2,7 @@
 
 Sources: a built-in demo, a folder on the server, any dataset spec, or an upload (a zip; a
 Parallax bundle ``.parallax.zip``; a manifest, alone or with a zip of its images; loose images).
-Uploads are staged by ``engine.uploads`` under this session's folder in the cache (sanitised
+Uploads are staged by ``engine.store.uploads`` under this session's folder in the cache (sanitised
 names, the engine's own suffix lists, atomic, a per-session quota). A source that cannot be
 opened shows one error line and leaves the previous dataset selected. A typed path is checked
 by ``state.check_spec_allowed`` first: never another session's uploads, and only
@@ -16,11 +16,11 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import keys, links, resources, state, ui, urlstate, viewonly
-from engine import uploads
-from engine.datasets import shapes
+from engine.data import shapes
 from engine.errors import DatasetError
 from engine.params import SHAPES
-from engine.upload_links import link_upload, source_kind
+from engine.store import uploads
+from engine.store.links import link_upload, source_kind
 
 st.title("Data")
 links.restore_from_url()

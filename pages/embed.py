@@ -14,9 +14,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import honesty, keys, resources, state, ui
-from engine.catalog import embeddings_by
 from engine.errors import ParallaxError
-from engine.model_choice import models_for
+from engine.models.choice import models_for
+from engine.store.catalog import embeddings_by
 
 st.title("Embed")
 
@@ -163,7 +163,7 @@ RESULTS = keys.EMBED_RESULTS
 
 def run_one(model_spec: str, container) -> dict[str, Any]:
     """Embed with one model; returns a result row or an error record (never raises)."""
-    from engine.embed import embed_dataset
+    from engine.embed.local import embed_dataset
 
     t0 = time.perf_counter()
     with container:

@@ -114,7 +114,7 @@ st.caption(
 
 
 def _embed_demo():  # -> (dataset, vectors Entry)
-    from engine.embed import embed_dataset
+    from engine.embed.local import embed_dataset
 
     ds = resources.get_dataset(state.HOME_DATASET)
     entry = projections.cached_vectors(ds, state.HOME_MODEL)

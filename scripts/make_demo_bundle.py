@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     os.chdir(REPO)  # the local-dir model spec is relative to the repository
-    from engine.bundle import write_bundle
-    from engine.cache import Cache
+    from engine.outputs.bundle import write_bundle
+    from engine.store.cache import Cache
 
     dataset = f"demo:shapes?n={args.n}&seed={args.seed}"
     models = demo_models(not args.no_clip)

@@ -55,8 +55,8 @@ print(json.dumps(out))
 
 
 def build(n: int, out: Path, cache_dir: Path | None) -> None:
-    from engine.bundle import write_bundle
-    from engine.cache import Cache
+    from engine.outputs.bundle import write_bundle
+    from engine.store.cache import Cache
 
     with tempfile.TemporaryDirectory(prefix="parallax-big-bundle-") as tmp:
         cache = Cache(cache_dir or tmp)

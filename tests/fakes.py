@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from engine.datasets.base import SkippedItem
+from engine.data.base import SkippedItem
 from engine.errors import ItemError
 
 

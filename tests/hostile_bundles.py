@@ -46,8 +46,8 @@ def _npy(array: np.ndarray) -> bytes:
 
 def lookalike_bundle(root: Path) -> Path:
     """A valid 1,797-item bundle of random images with a PCA map (what the impostor edits)."""
-    from engine.bundle import write_bundle
-    from engine.cache import Cache
+    from engine.outputs.bundle import write_bundle
+    from engine.store.cache import Cache
     from tests.fakes import ArrayImageDataset
 
     out = root / "lookalike.parallax.zip"
@@ -59,10 +59,10 @@ def lookalike_bundle(root: Path) -> Path:
 
 def demo_impostor(root: Path, source: Path | None = None) -> Path:
     """The bundle that claims to be ``demo:digits`` x ``baseline:pixels`` (see module doc)."""
-    from engine.datasets import open_dataset
-    from engine.embed import vectors_key
+    from engine.data import open_dataset
+    from engine.embed.local import vectors_key
+    from engine.maps.project import projection_key
     from engine.models import load_model
-    from engine.project import projection_key
 
     source = source or lookalike_bundle(root)
     demo = open_dataset("demo:digits")

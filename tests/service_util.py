@@ -17,7 +17,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 def shapes_items(n: int = 5) -> list[tuple[bytes, str]]:
     """(PNG bytes, true shape) of the first ``n`` demo:shapes items."""
-    from engine.datasets import open_dataset
+    from engine.data import open_dataset
 
     ds = open_dataset("demo:shapes?n=100")
     return [(png_bytes(ds.load_image(i)), ds.labels[i]) for i in range(n)]

@@ -1,4 +1,5 @@
-"""engine.answerable: labels and queries a model cannot tell apart are named before scoring."""
+"""engine.analysis.answerable: labels and queries a model cannot tell apart are named before
+scoring."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.answerable import (
+from engine.analysis.answerable import (
     collapse_warnings,
     comparison_warnings,
     indistinguishable_groups,
@@ -19,8 +20,8 @@ from engine.answerable import (
     query_warnings,
     score_warnings,
 )
+from engine.analysis.zeroshot import predict, zero_shot_accuracy
 from engine.models.vocab import unknown_words, words_of
-from engine.zeroshot import predict, zero_shot_accuracy
 from tests.test_zeroshot import OneHotClip
 
 REPO = Path(__file__).resolve().parent.parent

@@ -82,9 +82,9 @@ def require_model_registry() -> None:
 def app_cache(tmp_path_factory) -> Path:
     """A cache with demo:digits embedded by baseline:pixels and a weightless second model."""
     require_model_registry()
-    from engine.cache import Cache
-    from engine.datasets import open_dataset
-    from engine.embed import embed_dataset
+    from engine.data import open_dataset
+    from engine.embed.local import embed_dataset
+    from engine.store.cache import Cache
 
     root = tmp_path_factory.mktemp("browser-cache")
     cache = Cache(root)
@@ -238,8 +238,8 @@ def test_map_hover_click_lasso_linked_and_csv(app_cache: Path, shots: Path) -> N
 
 def _write_vectors(cache_root: Path, spec: str, n: int, dim: int = 16) -> None:
     """Synthetic clustered vectors for ``spec`` straight into the cache (no model needed)."""
-    from engine.cache import Cache, make_key
-    from engine.datasets import open_dataset
+    from engine.data import open_dataset
+    from engine.store.cache import Cache, make_key
 
     cache = Cache(cache_root)
     ds = open_dataset(spec, cache_root=cache.root)

@@ -102,10 +102,10 @@ def compared_cache(tmp_path_factory) -> tuple[Path, int]:
     """demo:digits embedded by baseline:pixels and a weightless fake, already compared: the
     page shows the cached comparison without loading any model."""
     try:
-        from engine.cache import Cache
-        from engine.compare import compare_models
-        from engine.datasets import open_dataset
+        from engine.analysis.compare import compare_models
+        from engine.data import open_dataset
         from engine.models import load_model
+        from engine.store.cache import Cache
         from tests.fakes import MeanColourModel
     except ImportError as exc:
         pytest.skip(f"engine pieces unavailable: {exc}")

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.bundle import write_bundle
-from engine.cache import Cache, make_key
-from engine.catalog import embeddings_by
-from engine.datasets.bundle import BundleError, bundle_fingerprint, open_bundle
-from engine.project import project
+from engine.data.bundle import BundleError, bundle_fingerprint, open_bundle
+from engine.maps.project import project
+from engine.outputs.bundle import write_bundle
+from engine.store.cache import Cache, make_key
+from engine.store.catalog import embeddings_by
 from tests.fakes import ArrayImageDataset, MeanColourModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,10 +129,10 @@ def test_opening_a_bundle_imports_no_torch(bundle_file, tmp_path):
     code = "\n".join(
         [
             f"import sys; sys.path.insert(0, {str(REPO)!r})",
-            "from engine.datasets.bundle import open_bundle",
-            "from engine.cache import Cache",
-            "from engine.catalog import embeddings_by",
-            "from engine.project import project",
+            "from engine.data.bundle import open_bundle",
+            "from engine.store.cache import Cache",
+            "from engine.store.catalog import embeddings_by",
+            "from engine.maps.project import project",
             f"c = Cache({str(tmp_path)!r})",
             f"b = open_bundle({str(bundle_file[0])!r}, cache=c)",
             "e = embeddings_by(b.dataset, b.model_specs[0], c)[0]",
@@ -146,7 +146,7 @@ def test_opening_a_bundle_imports_no_torch(bundle_file, tmp_path):
 
 
 def test_bundle_spec_opens_through_open_dataset(bundle_file, tmp_path):
-    from engine.datasets import open_dataset
+    from engine.data import open_dataset
     from engine.errors import DatasetError
 
     ds = open_dataset(f"bundle:{bundle_file[0]}", cache_root=tmp_path)

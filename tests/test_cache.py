@@ -21,15 +21,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import cache_space, config
-from engine.atomic import temp_prefix
-from engine.cache import Cache, locked
-from engine.cache_space import KINDS, tree_size
-from engine.datasets import open_dataset
-from engine.embed import embed_dataset
+from engine import settings
+from engine.data import open_dataset
+from engine.data.thumbnails import build_thumbnails
+from engine.embed.local import embed_dataset
 from engine.errors import QuotaError
-from engine.thumbnails import build_thumbnails
-from engine.uploads import UploadFile, stage_upload
+from engine.store import space as cache_space
+from engine.store.atomic import temp_prefix
+from engine.store.cache import Cache, locked
+from engine.store.space import KINDS, tree_size
+from engine.store.uploads import UploadFile, stage_upload
 from tests.fakes import ArrayImageDataset, MeanColourModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -166,7 +167,7 @@ KILLED_EXTRACTION = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    import engine.datasets.archive as archive
+    import engine.data.archive as archive
     real = archive._copy_counted
     def slow(src, dest, declared):
         print("COPYING", flush=True)
@@ -207,7 +208,7 @@ def test_prune_removes_what_killed_jobs_left_and_nothing_alive(tmp_path: Path) -
     busy.mkdir()
     staging = cache.kind_dir("uploads") / "alice" / ".tmp-upload-abc-x1y2"  # a slow upload
     staging.mkdir(parents=True)
-    old = time.time() - 2 * config.ORPHAN_AGE_S
+    old = time.time() - 2 * settings.ORPHAN_AGE_S
     for path in (leftover, partial, partial / "shard-000000.npy", sheet_tmp, busy, staging):
         set_last_use(path, old)
     for f in leftover.rglob("*"):
@@ -230,7 +231,7 @@ def test_extraction_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     cache = Cache(tmp_path / "cache")
     first = image_zip(tmp_path / "one.zip", 6, seed=1)
     one_size = sum(i.file_size for i in zipfile.ZipFile(first).infolist())
-    monkeypatch.setattr(config, "QUOTA_EXTRACTED", int(one_size * 1.5))
+    monkeypatch.setattr(settings, "QUOTA_EXTRACTED", int(one_size * 1.5))
     kept = open_dataset(f"zip:{first}", cache_root=cache.root)  # open: its folder is in use
     second = image_zip(tmp_path / "two.zip", 6, seed=2)
     with pytest.raises(QuotaError) as err:
@@ -247,8 +248,8 @@ def test_extraction_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_config_quotas_come_from_the_environment() -> None:
-    code = "from engine import config; print(config.QUOTA_UPLOADS, config.QUOTA_EXTRACTED, " \
-           "config.QUOTA_DOWNLOADS, config.ORPHAN_AGE_S)"  # fmt: skip
+    code = "from engine import settings; print(settings.QUOTA_UPLOADS, settings.QUOTA_EXTRACTED, " \
+           "settings.QUOTA_DOWNLOADS, settings.ORPHAN_AGE_S)"  # fmt: skip
     env = {
         **os.environ,
         "PARALLAX_QUOTA_UPLOADS": "5M",
@@ -273,7 +274,7 @@ def test_keys_never_leave_their_namespace(tmp_path: Path) -> None:
 
 
 def test_one_module_writes_atomically() -> None:
-    """Temp file + fsync + rename is written once, in engine/atomic.py."""
+    """Temp file + fsync + rename is written once, in engine/store/atomic.py."""
     engine_dir = REPO / "engine"
     callers = sorted(
         str(p.relative_to(engine_dir))

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from engine import catalog
-from engine.cache import Cache
-from engine.compare import compare_models
-from engine.embed import embed_dataset
+from engine.analysis.compare import compare_models
+from engine.embed.local import embed_dataset
+from engine.maps.project import project
 from engine.models import clear_cache, load_model
 from engine.models.identity import recall, remember
 from engine.params import ProjectionParams
-from engine.project import project
+from engine.store import catalog
+from engine.store.cache import Cache
 from tests.fakes import ArrayImageDataset, MeanColourModel
 from tests.model_fixtures import tiny_open_clip_dir  # noqa: F401  (fixture)
 

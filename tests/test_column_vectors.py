@@ -11,15 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.cache import Cache
+from engine.analysis.compare import compare_models
 from engine.cli import main as cli
-from engine.column_vectors import read_column_vectors, vector_columns
-from engine.compare import compare_models
-from engine.datasets import open_dataset
-from engine.embed import embed_dataset
+from engine.data import open_dataset
+from engine.data.column_vectors import read_column_vectors, vector_columns
+from engine.embed.local import embed_dataset
 from engine.errors import ModelUnavailable, ParallaxError
+from engine.maps.project import project
 from engine.models import load_model
-from engine.project import project
+from engine.store.cache import Cache
 
 N, DIM = 60, 6
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.cache import Cache
-from engine.compare import (
+from engine.analysis.compare import (
     ComparisonReport,
     compare_models,
 )
 from engine.errors import ModelUnavailable, ParallaxError
+from engine.store.cache import Cache
 from tests.fakes import ArrayImageDataset, MeanColourModel
 
 
@@ -87,7 +87,7 @@ def test_compare_rejects_no_models(cache_root: Path) -> None:
 @pytest.fixture
 def fake_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """``fake:meancolour/<v>`` models and a ``fake:images`` dataset behind the real CLI."""
-    import engine.datasets as datasets
+    import engine.data as datasets
     import engine.models as models
 
     real_open = datasets.open_dataset
@@ -153,7 +153,7 @@ def _real_model_or_skip(spec: str):
 
 
 def test_compare_real_digits_with_baselines(cache_root: Path) -> None:
-    from engine.datasets import open_dataset
+    from engine.data import open_dataset
 
     pixels = _real_model_or_skip("baseline:pixels")
     ds = open_dataset("demo:digits", cache_root=cache_root)

@@ -1,6 +1,7 @@
 """dashboard.compare_view: the Compare page's tables, figures, parsers and cache look-ups.
 
-Reports come from the real engine (``engine.compare.compare_models``) on small in-memory fakes,
+Reports come from the real engine (``engine.analysis.compare.compare_models``) on small in-memory
+fakes,
 so the tables are checked against the numbers the engine produced, not against hand-made dicts.
 """
 
@@ -15,9 +16,9 @@ import pytest
 
 from dashboard import compare_view as cv
 from dashboard import keys, projections
-from engine import catalog
-from engine.compare import comparison_key
-from engine.zeroshot import ModelPrediction
+from engine.analysis.compare import comparison_key
+from engine.analysis.zeroshot import ModelPrediction
+from engine.store import catalog
 from tests.fakes import ArrayImageDataset, MeanColourModel
 
 
@@ -111,8 +112,8 @@ def test_thumbnail_of_keeps_the_upload_and_fits_the_box():
 # -- comparison on real engine reports ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
-    from engine.cache import Cache
-    from engine.compare import compare_models
+    from engine.analysis.compare import compare_models
+    from engine.store.cache import Cache
 
     cache = Cache(tmp_path_factory.mktemp("cache"))
     ds = ArrayImageDataset(60, seed=3)
@@ -122,7 +123,7 @@ def compared(tmp_path_factory):
 
 
 def test_embedded_models_and_comparison_key_match_the_engine(compared):
-    from engine.compare import compare_models
+    from engine.analysis.compare import compare_models
     from engine.params import CompareParams
 
     cache, ds, models, report = compared
@@ -246,7 +247,7 @@ def test_rows_for_ids_and_map_selection_state():
 
 
 def test_heads_frame_from_trained_heads():
-    from engine.fusion import TrainConfig, train_heads
+    from engine.analysis.fusion import TrainConfig, train_heads
 
     rng = np.random.default_rng(0)
     labels = np.repeat(["a", "b"], 40)

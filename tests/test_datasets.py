@@ -1,4 +1,4 @@
-"""engine.datasets: spec parsing, demos, safe image decoding, folders, manifests, archives.
+"""engine.data: spec parsing, demos, safe image decoding, folders, manifests, archives.
 
 Every hostile input (truncated files, decompression bombs, escaping paths, zip-slip members,
 zip bombs) is generated here, inside ``tmp_path``.
@@ -25,14 +25,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from engine import config
-from engine.datasets import Dataset, dataset_item, dataset_thumbnail, list_demos, open_dataset
-from engine.datasets import images as images_mod
-from engine.datasets.archive import safe_member_name
-from engine.datasets.images import open_image_safely
-from engine.datasets.manifest import ManifestDataset
+from engine import settings
+from engine.data import Dataset, dataset_item, dataset_thumbnail, list_demos, open_dataset
+from engine.data import images as images_mod
+from engine.data.archive import safe_member_name
+from engine.data.images import open_image_safely
+from engine.data.manifest import ManifestDataset
 from engine.errors import DatasetError, ItemError
-from engine.progress import Progress
+from engine.store.progress import Progress
 
 MakeImage = Callable[..., Path]
 
@@ -144,7 +144,7 @@ def test_sentences_demo(cache_root: Path) -> None:
 
 
 def test_shapes_spec_is_wired(cache_root: Path) -> None:
-    shapes = pytest.importorskip("engine.datasets.shapes")
+    shapes = pytest.importorskip("engine.data.shapes")
     assert hasattr(shapes, "open_shapes")
     ds = open_dataset("demo:shapes?n=150&seed=2", cache_root=cache_root)
     assert len(ds) == 150 and ds.has_images and ds.texts is not None
@@ -184,7 +184,7 @@ def test_empty_and_oversized_files_are_refused(
         open_image_safely(empty, name="empty.png")
     big = tmp_path / "big.png"
     big.write_bytes(png_bytes((64, 64)))
-    monkeypatch.setattr(config, "MAX_IMAGE_FILE_BYTES", 50)
+    monkeypatch.setattr(settings, "MAX_IMAGE_FILE_BYTES", 50)
     with pytest.raises(ItemError, match="file too large"):
         open_image_safely(big, name="big.png")
 
@@ -203,7 +203,7 @@ def test_decompression_bomb_refused_before_decoding(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ItemError, match="decompression bomb"):
         open_image_safely(huge_header_png(100_000, 100_000), name="bomb.png")
     # Just past our (lowered) limit: our own pre-decode check names the dimensions.
-    monkeypatch.setattr(config, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setattr(settings, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(ItemError, match=r"40x40 = .*decompression bomb"):
         open_image_safely(png_bytes((40, 40)), name="medium.png")
     assert open_image_safely(png_bytes((30, 30)), name="small.png").size == (30, 30)
@@ -463,7 +463,7 @@ def test_jsonl_manifest_skips_bad_lines(manifest_dir: Path, cache_root: Path) ->
 def test_text_manifest_latin1_and_truncation(
     tmp_path: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(config, "MAX_TEXT_CHARS", 12)
+    monkeypatch.setattr(settings, "MAX_TEXT_CHARS", 12)
     path = tmp_path / "texts.csv"
     body = "caption,category,id\ncafé crème brûlée,food,1\n,empty,2\nshort,x,3\n"
     path.write_bytes(body.encode("latin-1"))  # not UTF-8
@@ -594,7 +594,7 @@ def test_zip_of_a_folder_is_extracted_once(
     assert ds.labels == ["cats", "dogs", "dogs"] and ds.skipped == []
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     assert (cache_root / "extracted" / digest / ".complete").is_file()
-    import engine.datasets.archive as archive_mod
+    import engine.data.archive as archive_mod
 
     monkeypatch.setattr(archive_mod, "unpack_members", no_decoding)  # reuse, never re-extract
     again = open_dataset(f"zip:{archive}", cache_root=cache_root)
@@ -637,11 +637,11 @@ def test_zip_limits_refuse_the_whole_archive(
     tmp_path: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     archive = _zip(tmp_path / "many.zip", {f"{i}.png": png_bytes() for i in range(5)})
-    monkeypatch.setattr(config, "MAX_ARCHIVE_MEMBERS", 3)
+    monkeypatch.setattr(settings, "MAX_ARCHIVE_MEMBERS", 3)
     with pytest.raises(DatasetError, match="5 members, over the limit of 3"):
         open_dataset(f"zip:{archive}", cache_root=cache_root)
-    monkeypatch.setattr(config, "MAX_ARCHIVE_MEMBERS", 100)
-    monkeypatch.setattr(config, "MAX_ARCHIVE_BYTES", 100)
+    monkeypatch.setattr(settings, "MAX_ARCHIVE_MEMBERS", 100)
+    monkeypatch.setattr(settings, "MAX_ARCHIVE_BYTES", 100)
     with pytest.raises(DatasetError, match="over the limit"):
         open_dataset(f"zip:{archive}", cache_root=cache_root)
     assert list((cache_root / "extracted").iterdir()) == []  # nothing half-extracted kept

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import engine.datasets.manifest as manifest_mod
-from engine import config
-from engine.cache import Cache
-from engine.datasets import open_dataset
+import engine.data.manifest as manifest_mod
+from engine import settings
+from engine.data import open_dataset
 from engine.errors import ItemError, QuotaError
+from engine.store.cache import Cache
 
 
 class _Server:
@@ -109,7 +109,7 @@ def test_downloads_quota(tmp_path: Path, serve, monkeypatch: pytest.MonkeyPatch)
 
     server = serve(handle)
     size = max(len(b) for b in images.values())
-    monkeypatch.setattr(config, "QUOTA_DOWNLOADS", int(size * 2.5))  # room for two images
+    monkeypatch.setattr(settings, "QUOTA_DOWNLOADS", int(size * 2.5))  # room for two images
     cache_root = tmp_path / "cache"
 
     def manifest(name: str, paths: list[str]) -> str:

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.cache import Cache
-from engine.catalog import embeddings_by
-from engine.embed import embed_dataset
+from engine.embed.local import embed_dataset
 from engine.errors import CacheError, ParallaxError
+from engine.store.cache import Cache
+from engine.store.catalog import embeddings_by
 from tests.fakes import ArrayImageDataset, MeanColourModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ class _CrashingModel(MeanColourModel):
 
 
 def test_resume_after_interruption_gives_identical_vectors(tmp_path, monkeypatch):
-    monkeypatch.setattr("engine.embed.SHARD_TARGET_ITEMS", 8)  # 2 batches of 4 per shard
+    monkeypatch.setattr("engine.embed.local.SHARD_TARGET_ITEMS", 8)  # 2 batches of 4 per shard
     ds = ArrayImageDataset(30)
     reference = np.load(embed_dataset(ds, MeanColourModel(), cache=Cache(tmp_path / "a")).path)
 
@@ -117,10 +117,10 @@ CHILD = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, {repo!r})
-    import engine.embed
-    engine.embed.SHARD_TARGET_ITEMS = 8
-    from engine.cache import Cache
-    from engine.embed import embed_dataset
+    import engine.embed.local
+    engine.embed.local.SHARD_TARGET_ITEMS = 8
+    from engine.store.cache import Cache
+    from engine.embed.local import embed_dataset
     from tests.fakes import ArrayImageDataset, MeanColourModel
     res = embed_dataset(ArrayImageDataset(40), MeanColourModel(delay_s={delay}),
                         cache=Cache({cache!r}))

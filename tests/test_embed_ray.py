@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cache import Cache
-from engine.embed import embed_dataset
+from engine.embed.local import embed_dataset
 from engine.errors import ParallaxError
+from engine.store.cache import Cache
 
 ray = pytest.importorskip("ray")
-from engine.embed_ray import RayOptions, embed_dataset_ray  # noqa: E402
+from engine.embed.ray_backend import RayOptions, embed_dataset_ray  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from engine.cache import Cache
 from engine.cli import main as cli
-from engine.datasets import open_dataset
-from engine.embed import embed_dataset
-from engine.export import export_parquet, model_slug, unique_slugs
-from engine.neighbors import exact_knn
-from engine.project import project
+from engine.data import open_dataset
+from engine.embed.local import embed_dataset
+from engine.maps.knn import exact_knn
+from engine.maps.project import project
+from engine.outputs.export import export_parquet, model_slug, unique_slugs
+from engine.store.cache import Cache
 
 
 def test_slugs_are_column_safe_and_unique():
@@ -105,7 +105,7 @@ def test_cli_export_bad_model_is_one_line(tmp_path, cache_root, capsys):
 
 def test_build_table_from_drawn_maps(cache_root):
     """What the Map page's button writes: the maps as drawn, one x/y pair each."""
-    from engine.export import ModelMap, build_table, parquet_bytes
+    from engine.outputs.export import ModelMap, build_table, parquet_bytes
 
     cache = Cache(cache_root)
     ds = open_dataset("demo:digits", cache_root=cache_root)

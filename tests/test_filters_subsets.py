@@ -1,4 +1,5 @@
-"""engine.filters (a filter spec -> a row mask) and engine.subsets (named subsets in the cache)."""
+"""engine.data.filters (a filter spec -> a row mask) and engine.store.subsets (named subsets in
+the cache)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.cache import Cache
+from engine.data.filters import column_kinds, filter_json, parse_filter, row_mask
 from engine.errors import ParallaxError
-from engine.filters import column_kinds, filter_json, parse_filter, row_mask
-from engine.subsets import (
+from engine.store.cache import Cache
+from engine.store.subsets import (
     delete_subset,
     get_subset,
     list_subsets,

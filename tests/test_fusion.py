@@ -8,9 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.cache import Cache
-from engine.errors import CacheError, ParallaxError
-from engine.fusion import (
+from engine.analysis.fusion import (
     SIDECAR_FILE,
     TrainConfig,
     load_head,
@@ -19,6 +17,8 @@ from engine.fusion import (
     train_heads,
     train_heads_for_dataset,
 )
+from engine.errors import CacheError, ParallaxError
+from engine.store.cache import Cache
 from tests.fakes import ArrayImageDataset, MeanColourModel
 
 FAST = TrainConfig(hidden=64, max_epochs=40, patience=5, lr=3e-3)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import gpu_decode
-from engine.cache import Cache
-from engine.datasets import open_dataset
-from engine.embed import embed_dataset
+from engine.data import open_dataset
+from engine.embed import gpu_decode
+from engine.embed.local import embed_dataset
 from engine.models import load_model
 from engine.models.device import inference, run_with_oom_retry
+from engine.store.cache import Cache
 from tests.model_fixtures import tiny_open_clip_dir  # noqa: F401
 from tests.test_gpu_path import _jpeg_bytes, _photo, mixed_folder  # noqa: F401
 
@@ -77,7 +77,7 @@ def test_a_real_out_of_memory_halves_the_batch():
 
 def test_bf16_vectors_agree_with_fp32_on_cuda():
     model = load_model("open_clip:local-dir:models/shapes-clip", device="cuda")
-    from engine.datasets.shapes import ShapesDataset
+    from engine.data.shapes import ShapesDataset
 
     ds = ShapesDataset(n=100, seed=5)
     x = torch.stack([model.preprocess_image(ds.load_image(i)) for i in range(64)]).cuda()

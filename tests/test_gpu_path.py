@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import gpu_decode
-from engine.cache import Cache
-from engine.datasets import open_dataset
-from engine.embed import embed_dataset
+from engine.data import open_dataset
+from engine.embed import gpu_decode
+from engine.embed.local import embed_dataset
 from engine.errors import ParallaxError
 from engine.models import load_model
 from engine.models.device import compute_material, inference, precision, run_with_oom_retry
 from engine.params import EmbedParams
+from engine.store.cache import Cache
 from tests.model_fixtures import PREPROCESS_CFG, tiny_open_clip_dir  # noqa: F401
 
 torch = pytest.importorskip("torch")
@@ -240,7 +240,7 @@ def test_oom_back_off_slices_a_device_tensor():
 
 def test_bf16_autocast_vectors_agree_with_fp32():
     model = load_model("open_clip:local-dir:models/shapes-clip", device="cpu")
-    from engine.datasets.shapes import ShapesDataset
+    from engine.data.shapes import ShapesDataset
 
     ds = ShapesDataset(n=100, seed=3)
     x = torch.stack([model.preprocess_image(ds.load_image(i)) for i in range(16)])
@@ -273,8 +273,8 @@ def test_cuml_takes_the_fit_and_the_sample_path_stays(monkeypatch):
     import sys
     import types
 
-    from engine import gpu_umap
-    from engine.project import compute_projection
+    from engine.maps import gpu_umap
+    from engine.maps.project import compute_projection
 
     cuml = types.ModuleType("cuml")
     manifold = types.ModuleType("cuml.manifold")

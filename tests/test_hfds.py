@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.datasets import open_dataset
+from engine.data import open_dataset
 from engine.errors import DatasetError
 
 datasets = pytest.importorskip("datasets")

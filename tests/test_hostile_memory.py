@@ -71,7 +71,7 @@ def test_a_large_sixteen_bit_png_decodes_reduced(tmp_path):
     del pixels
     assert path.stat().st_size < 2 * MB
     cost, outcome = cost_of(
-        "from engine.datasets.images import open_image_safely",
+        "from engine.data.images import open_image_safely",
         f"open_image_safely(Path({str(path)!r}), name='big.png')",
         tmp_path,
     )
@@ -88,7 +88,7 @@ def test_repeated_texts_in_a_parquet_manifest_are_capped_while_read(tmp_path):
     pd.DataFrame({"text": [text] * 1500}).to_parquet(path)
     assert path.stat().st_size < 2 * MB
     cost, outcome = cost_of(
-        "from engine.datasets import open_dataset",
+        "from engine.data import open_dataset",
         f"ds = open_dataset('manifest:{path}', cache_root=Path({str(tmp_path)!r}) / 'c')",
         tmp_path,
     )
@@ -101,7 +101,7 @@ def test_a_giant_text_cell_is_refused_before_it_is_held(tmp_path):
     with open(path, "w") as f:
         f.write("text\n" + "a" * (100 * MB) + "\nshort\n")
     cost, outcome = cost_of(
-        "from engine.datasets import open_dataset",
+        "from engine.data import open_dataset",
         f"ds = open_dataset('manifest:{path}', cache_root=Path({str(tmp_path)!r}) / 'c')",
         tmp_path,
     )
@@ -113,7 +113,7 @@ def _rebundle(out: Path, edit) -> Path:
     return rebundle(DEMO_BUNDLE, out, edit)
 
 
-OPEN_BUNDLE = "from engine.datasets.bundle import open_bundle\nfrom engine.cache import Cache"
+OPEN_BUNDLE = "from engine.data.bundle import open_bundle\nfrom engine.store.cache import Cache"
 
 
 def test_a_bundle_claiming_millions_of_rows_is_refused_before_decoding(tmp_path):
@@ -156,7 +156,7 @@ def test_opened_datasets_are_released_by_bytes_not_count(tmp_path, monkeypatch):
     """The process-wide registry keeps datasets within a byte budget (the newest always)."""
     pytest.importorskip("streamlit")
     from dashboard.resources import DatasetRegistry
-    from engine.datasets.base import approx_nbytes
+    from engine.data.base import approx_nbytes
 
     texts = tmp_path / "texts.csv"
     texts.write_text("text\n" + "".join(f"{'word ' * 400}{i}\n" for i in range(2000)))

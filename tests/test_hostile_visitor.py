@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from engine.cache import Cache
-from engine.upload_links import resolve_link, source_kind
+from engine.store.cache import Cache
+from engine.store.links import resolve_link, source_kind
 from tests.hostile_bundles import (
     DEMO_BUNDLE,
     genuine_map,
@@ -249,13 +249,13 @@ def digits_lookalike_bundle(tmp_path_factory) -> Path:
 
 
 def test_a_bundle_cannot_replace_the_demo_for_everyone(deployment, digits_lookalike_bundle):
-    from engine.cache import Cache
-    from engine.datasets import open_dataset
-    from engine.datasets.bundle import open_bundle
-    from engine.embed import embed_dataset, vectors_key
+    from engine.data import open_dataset
+    from engine.data.bundle import open_bundle
+    from engine.data.thumbnails import thumbs_dir
+    from engine.embed.local import embed_dataset, vectors_key
+    from engine.maps.project import project, projection_key
     from engine.models import load_model
-    from engine.project import project, projection_key
-    from engine.thumbnails import thumbs_dir
+    from engine.store.cache import Cache
 
     demo = open_dataset("demo:digits")
     pixels = load_model("baseline:pixels")
@@ -290,10 +290,10 @@ def test_an_uploaded_impostor_bundle_changes_nothing_for_another_session(deploym
     """Two AppTest sessions: before anyone opened Home, the attacker uploads a copy of the demo
     bundle that keeps all its claims (fingerprint, keys) but scrambles its maps; the victim's
     Home then opens the real demo bundle, whose maps must be the real ones."""
-    from engine.cache import Cache
-    from engine.catalog import embeddings_by
-    from engine.datasets.bundle import open_bundle
-    from engine.project import project
+    from engine.data.bundle import open_bundle
+    from engine.maps.project import project
+    from engine.store.cache import Cache
+    from engine.store.catalog import embeddings_by
 
     if not DEMO_BUNDLE.is_file():
         pytest.skip("bundles/demo-shapes.parallax.zip not built")
@@ -327,9 +327,9 @@ def test_an_uploaded_impostor_bundle_changes_nothing_for_another_session(deploym
 def test_a_bundle_fingerprint_never_becomes_a_path(
     deployment, digits_lookalike_bundle, fingerprint, tmp_path
 ):
-    from engine.cache import Cache
-    from engine.datasets.bundle import open_bundle
-    from engine.thumbnails import get_sheet
+    from engine.data.bundle import open_bundle
+    from engine.data.thumbnails import get_sheet
+    from engine.store.cache import Cache
 
     def lie(manifest: dict) -> None:
         manifest["dataset"]["fingerprint"] = fingerprint
@@ -350,8 +350,8 @@ def test_a_bundle_fingerprint_never_becomes_a_path(
 
 
 def test_bundle_cache_keys_must_be_digests(deployment, digits_lookalike_bundle, tmp_path):
-    from engine.cache import Cache
-    from engine.datasets.bundle import open_bundle
+    from engine.data.bundle import open_bundle
+    from engine.store.cache import Cache
 
     def lie(manifest: dict) -> None:
         manifest["models"][0]["vectors_key"] = "not-a-digest"
@@ -370,8 +370,8 @@ _FULL_DISK_CHILD = """
 import sys
 sys.path.insert(0, {repo!r})
 from tests.fakes import ArrayImageDataset, MeanColourModel
-from engine.cache import Cache
-from engine.embed import embed_dataset
+from engine.store.cache import Cache
+from engine.embed.local import embed_dataset
 from engine.errors import ParallaxError
 
 try:
@@ -455,8 +455,8 @@ def _malformed_bundles(tmp_path: Path, good: Path) -> dict[str, Path]:
 
 
 def test_malformed_bundles_are_one_line(deployment, digits_lookalike_bundle, tmp_path):
-    from engine.cache import Cache
-    from engine.datasets.bundle import BundleError, open_bundle
+    from engine.data.bundle import BundleError, open_bundle
+    from engine.store.cache import Cache
 
     for name, path in _malformed_bundles(tmp_path, digits_lookalike_bundle).items():
         with pytest.raises(BundleError) as info:
@@ -474,7 +474,7 @@ def test_malformed_bundles_are_one_line(deployment, digits_lookalike_bundle, tmp
     ],
 )
 def test_empty_tables_are_one_line(deployment, tmp_path, name, content):
-    from engine.datasets import open_dataset
+    from engine.data import open_dataset
     from engine.errors import DatasetError
 
     path = tmp_path / name
@@ -545,7 +545,7 @@ def test_a_redirect_to_ftp_is_a_per_item_reason(deployment, tmp_path, monkeypatc
     url = f"http://127.0.0.1:{server.server_address[1]}/a.png"
     manifest.write_text(f"image,text\n{url},one\n{url},two\n")
     try:
-        from engine.datasets import open_dataset
+        from engine.data import open_dataset
 
         ds = open_dataset(f"manifest:{manifest}", cache_root=deployment)
     finally:

@@ -1,12 +1,12 @@
-"""engine.item_neighbours: one item's neighbours under every model, and their overlap."""
+"""engine.analysis.item_neighbours: one item's neighbours under every model, and their overlap."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from engine.analysis.item_neighbours import item_neighbours, nearest_rows
 from engine.errors import ParallaxError
-from engine.item_neighbours import item_neighbours, nearest_rows
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""engine.mapdata (binary map payloads) and engine.align (Procrustes alignment of maps)."""
+"""engine.maps.payload (binary map payloads) and engine.maps.align (Procrustes alignment of
+maps)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import base64
 import numpy as np
 import pytest
 
-from engine import align, mapdata
+from engine.maps import align
+from engine.maps import payload as mapdata
 
 
 def test_positions_are_float32_pairs_in_the_shared_frame() -> None:

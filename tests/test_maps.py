@@ -80,7 +80,7 @@ def test_agreement_frame_sorts_least_agreement_first() -> None:
 
 def test_knn_overlap_is_one_for_the_same_space_and_lower_for_noise() -> None:
     """The engine's overlap, as the Map page's agreement colouring uses it."""
-    from engine.metrics import knn_overlap
+    from engine.analysis.metrics import knn_overlap
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 16)).astype(np.float32)

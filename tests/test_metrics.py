@@ -1,13 +1,13 @@
-"""Pure metrics (``engine.metrics``), each checked on cases small enough to work out by hand."""
+"""Pure metrics (``engine.analysis.metrics``), each checked on cases small enough to work out by
+hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import engine.metrics as metrics
-from engine.errors import ParallaxError
-from engine.metrics import (
+import engine.analysis.metrics as metrics
+from engine.analysis.metrics import (
     confusion_matrix,
     disagreements,
     knn_accuracy,
@@ -18,6 +18,7 @@ from engine.metrics import (
     mean_knn_overlap,
     per_class_accuracy,
 )
+from engine.errors import ParallaxError
 
 
 def _angles(degrees: list[float]) -> np.ndarray:

@@ -61,10 +61,10 @@ def clip_specs(tmp_path_factory) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def digits_embedded(temp_cache, clip_specs):
     """demo:digits embedded by baseline:pixels and by the first tiny CLIP."""
-    from engine.cache import Cache
-    from engine.datasets import open_dataset
-    from engine.embed import embed_dataset
+    from engine.data import open_dataset
+    from engine.embed.local import embed_dataset
     from engine.models import load_model
+    from engine.store.cache import Cache
 
     cache = Cache(temp_cache)
     ds = open_dataset(DIGITS, cache_root=cache.root)
@@ -165,8 +165,8 @@ def test_fusion_tab_needs_images_texts_and_labels():
 
 # -- predictions on uploads ---------------------------------------------------------------------
 def test_predictions_side_by_side_with_a_failing_model(clip_specs, media_store):
+    from engine.analysis.zeroshot import DEFAULT_TEMPLATES, predict
     from engine.models import load_model
-    from engine.zeroshot import DEFAULT_TEMPLATES, predict
 
     clip_a, clip_b = clip_specs
     broken = "open_clip:local-dir:/nonexistent/parallax-model"
@@ -248,8 +248,8 @@ def test_predictions_on_texts_with_a_text_model_and_dataset_labels(clip_specs):
 # -- dataset comparison -------------------------------------------------------------------------
 def test_dataset_comparison_shows_the_engine_numbers(digits_embedded, temp_cache, media_store):
     from dashboard import compare_view as cv
-    from engine.cache import Cache
-    from engine.compare import compare_models
+    from engine.analysis.compare import compare_models
+    from engine.store.cache import Cache
 
     ds, specs = digits_embedded
     at = open_page(TAB_DATASET, cmp_ds_models=specs)
@@ -313,8 +313,8 @@ def test_dataset_comparison_shows_the_engine_numbers(digits_embedded, temp_cache
 def test_cached_comparison_opens_without_running_and_feeds_the_map(digits_embedded, temp_cache):
     from dashboard import compare_view as cv
     from dashboard import keys
-    from engine.cache import Cache
-    from engine.compare import compare_models
+    from engine.analysis.compare import compare_models
+    from engine.store.cache import Cache
 
     ds, specs = digits_embedded
     report = compare_models(ds, specs, cache=Cache(temp_cache))  # cached (or computed) here
@@ -337,9 +337,9 @@ def test_dataset_comparison_reports_a_model_that_cannot_load(digits_embedded, te
     """Vectors of a model whose weights are gone: one error line, the others still compared."""
     import shutil
 
-    from engine.cache import Cache
-    from engine.embed import embed_dataset
+    from engine.embed.local import embed_dataset
     from engine.models import clear_cache, load_model
+    from engine.store.cache import Cache
     from tests.model_fixtures import build_open_clip_dir
 
     ds, _ = digits_embedded
@@ -361,10 +361,10 @@ def test_dataset_comparison_reports_a_model_that_cannot_load(digits_embedded, te
 # -- fusion classifier --------------------------------------------------------------------------
 def test_fusion_tab_trains_four_heads(temp_cache, media_store):
     require_engine()
-    from engine.cache import Cache
-    from engine.datasets import open_dataset
-    from engine.embed import embed_dataset
-    from engine.fusion import TrainConfig, train_heads_for_dataset
+    from engine.analysis.fusion import TrainConfig, train_heads_for_dataset
+    from engine.data import open_dataset
+    from engine.embed.local import embed_dataset
+    from engine.store.cache import Cache
 
     cache = Cache(temp_cache)
     ds = open_dataset(SHAPES, cache_root=cache.root)

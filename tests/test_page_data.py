@@ -73,7 +73,7 @@ def skipped_sources(at: AppTest) -> list[str]:
 
 
 def test_each_demo_can_be_selected():
-    from engine.datasets import list_demos
+    from engine.data import list_demos
 
     at = open_page()
     demos = [d["spec"] for d in list_demos()]
@@ -101,8 +101,8 @@ def test_each_demo_can_be_selected():
 def staged_spec(at: AppTest) -> str:
     """The staged upload behind the session's dataset: the page holds it as a link
     (``upload:<token>/<file name>``), never as a server path."""
-    from engine.cache import Cache
-    from engine.upload_links import resolve_link
+    from engine.store.cache import Cache
+    from engine.store.links import resolve_link
 
     public = at.session_state["dataset_spec"]
     assert public.startswith("upload:") and os.environ["PARALLAX_CACHE"] not in public

@@ -27,9 +27,9 @@ def temp_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ds(temp_cache):
-    from engine.cache import Cache
-    from engine.datasets import open_dataset
-    from engine.embed import embed_dataset
+    from engine.data import open_dataset
+    from engine.embed.local import embed_dataset
+    from engine.store.cache import Cache
 
     cache = Cache(temp_cache)
     dataset = open_dataset(DATASET, cache_root=cache.root)

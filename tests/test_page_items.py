@@ -26,9 +26,9 @@ def temp_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def embedded(temp_cache):
-    from engine.cache import Cache
-    from engine.datasets import open_dataset
-    from engine.embed import embed_dataset
+    from engine.data import open_dataset
+    from engine.embed.local import embed_dataset
+    from engine.store.cache import Cache
 
     cache = Cache(temp_cache)
     ds = open_dataset(DATASET, cache_root=cache.root)
@@ -52,7 +52,7 @@ def open_map(**state) -> AppTest:
 
 
 def test_one_selected_item_opens_with_every_models_neighbours(embedded):
-    from engine.item_neighbours import item_neighbours
+    from engine.analysis.item_neighbours import item_neighbours
 
     ds, vectors = embedded
     at = open_map(map_selected_rows=np.array([7]))

@@ -42,9 +42,9 @@ def temp_cache(tmp_path_factory):
 def embedded(temp_cache):
     """demo:digits embedded by baseline:pixels and by a fake second model."""
     require_model_registry()
-    from engine.cache import Cache
-    from engine.datasets import open_dataset
-    from engine.embed import embed_dataset
+    from engine.data import open_dataset
+    from engine.embed.local import embed_dataset
+    from engine.store.cache import Cache
 
     cache = Cache(temp_cache)
     ds = open_dataset(DATASET, cache_root=cache.root)

@@ -30,11 +30,11 @@ def temp_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def linked_upload(temp_cache):
     """A zip staged by another session, linked, and embedded with baseline:pixels."""
-    from engine.cache import Cache
-    from engine.datasets import open_dataset
-    from engine.embed import embed_dataset
-    from engine.upload_links import link_upload
-    from engine.uploads import UploadFile, stage_upload
+    from engine.data import open_dataset
+    from engine.embed.local import embed_dataset
+    from engine.store.cache import Cache
+    from engine.store.links import link_upload
+    from engine.store.uploads import UploadFile, stage_upload
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

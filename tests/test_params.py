@@ -41,7 +41,7 @@ def test_pca_key_ignores_umap_settings() -> None:
 
 
 def test_comparison_keys_are_pinned() -> None:
-    from engine.compare import comparison_key
+    from engine.analysis.compare import comparison_key
 
     assert comparison_key(_Labelled(), ["k1", "k2"], CompareParams()) == (
         "c730c3f205f4dc1f2dc8c03c9142b1a629067db3c770ab1136a18cee099f5b9a"
@@ -68,9 +68,9 @@ def test_head_and_vectors_keys_are_pinned() -> None:
 
 
 def test_engine_signatures_read_their_defaults_here() -> None:
-    from engine.compare import compare_models
-    from engine.fusion import train_heads_for_dataset
-    from engine.project import compute_projection, project
+    from engine.analysis.compare import compare_models
+    from engine.analysis.fusion import train_heads_for_dataset
+    from engine.maps.project import compute_projection, project
 
     for fn in (project, compute_projection):
         sig = inspect.signature(fn).parameters
@@ -80,7 +80,7 @@ def test_engine_signatures_read_their_defaults_here() -> None:
     sig = inspect.signature(compare_models).parameters
     for name in ("k", "seed", "ensemble", "test_size", "max_items", "max_train"):
         assert sig[name].default == getattr(params.COMPARE, name), name
-    from engine.datasets.shapes import open_shapes
+    from engine.data.shapes import open_shapes
 
     sig = inspect.signature(open_shapes).parameters
     assert (sig["n"].default, sig["seed"].default) == (params.SHAPES.n, params.SHAPES.seed)

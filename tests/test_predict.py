@@ -1,4 +1,5 @@
-"""engine.predict: every model's answer on uploads, one failing model never hiding the others."""
+"""engine.analysis.predict: every model's answer on uploads, one failing model never hiding the
+others."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.errors import ModelUnavailable, ParallaxError
-from engine.params import PredictParams
-from engine.predict import (
+from engine.analysis.predict import (
     decode_images,
     fusion_prediction,
     head_topk,
@@ -18,6 +17,8 @@ from engine.predict import (
     predict_each,
     score_rule,
 )
+from engine.errors import ModelUnavailable, ParallaxError
+from engine.params import PredictParams
 from tests.fakes import MeanColourModel
 
 
@@ -101,7 +102,7 @@ def test_fusion_prediction_without_a_head_says_which() -> None:
 
 
 def test_check_request_refuses_what_cannot_be_answered() -> None:
-    from engine.predict import MAX_INPUTS, check_request
+    from engine.analysis.predict import MAX_INPUTS, check_request
 
     check_request(1, ["m"], False, ["a"])  # a plain request passes
     check_request(1, [], True, [])  # heads alone need no labels

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.cache import Cache
 from engine.errors import ParallaxError
-from engine.neighbors import IVFIndex, exact_knn
-from engine.project import compute_projection, map_quality, project
+from engine.maps.knn import IVFIndex, exact_knn
+from engine.maps.project import compute_projection, map_quality, project
+from engine.store.cache import Cache
 
 REPO = Path(__file__).resolve().parent.parent
 

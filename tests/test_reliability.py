@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.cache import Cache
-from engine.embed import embed_dataset
+from engine.embed.local import embed_dataset
 from engine.errors import CacheError
-from engine.project import project
+from engine.maps.project import project
+from engine.store.cache import Cache
 from tests.fakes import ArrayImageDataset, MeanColourModel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,10 +65,10 @@ def _kill(proc: subprocess.Popen) -> None:
 EMBED_CHILD = textwrap.dedent(
     """
     import sys
-    import engine.embed
-    engine.embed.SHARD_TARGET_ITEMS = 8
-    from engine.cache import Cache
-    from engine.embed import embed_dataset
+    import engine.embed.local
+    engine.embed.local.SHARD_TARGET_ITEMS = 8
+    from engine.store.cache import Cache
+    from engine.embed.local import embed_dataset
     from tests.fakes import ArrayImageDataset, MeanColourModel
     print("START", flush=True)
     model = MeanColourModel(delay_s=0.05)
@@ -89,7 +89,7 @@ def _assert_no_torn_files(cache: Cache, n: int, dim: int) -> None:
 
 
 def test_embed_survives_kill_9_at_random_points(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("engine.embed.SHARD_TARGET_ITEMS", 8)
+    monkeypatch.setattr("engine.embed.local.SHARD_TARGET_ITEMS", 8)
     ds = ArrayImageDataset(48)
     reference = np.load(embed_dataset(ds, MeanColourModel(), cache=Cache(tmp_path / "ref")).path)
 
@@ -127,18 +127,18 @@ PROJECT_CHILD = textwrap.dedent(
     """
     import sys
     import numpy as np
-    import engine.cache
-    from engine.cache import Cache
-    from engine.project import project
+    import engine.store.cache
+    from engine.store.cache import Cache
+    from engine.maps.project import project
 
     if sys.argv[3] == "hang-before-manifest":  # stop between the array and its manifest
-        real = engine.cache.atomic_write_json
+        real = engine.store.cache.atomic_write_json
         def slow(path, obj):
             if path.name == "manifest.json":
                 print("ARRAY-WRITTEN", flush=True)
                 import time; time.sleep(600)
             real(path, obj)
-        engine.cache.atomic_write_json = slow
+        engine.store.cache.atomic_write_json = slow
     print("START", flush=True)
     project(np.load(sys.argv[1]), sys.argv[4], seed=0, cache=Cache(sys.argv[2]))
     print("DONE", flush=True)
@@ -222,7 +222,7 @@ def test_full_disk_during_a_projection(tmp_path: Path, monkeypatch) -> None:
 def test_full_disk_mid_embedding_keeps_finished_shards_and_resumes(
     tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setattr("engine.embed.SHARD_TARGET_ITEMS", 8)
+    monkeypatch.setattr("engine.embed.local.SHARD_TARGET_ITEMS", 8)
     ds = ArrayImageDataset(40)
     reference = np.load(embed_dataset(ds, MeanColourModel(), cache=Cache(tmp_path / "ref")).path)
     cache = Cache(tmp_path / "full")
@@ -231,7 +231,7 @@ def test_full_disk_mid_embedding_keeps_finished_shards_and_resumes(
         embed_dataset(ds, MeanColourModel(), cache=cache)
     assert len(calls) == 4
     monkeypatch.undo()
-    monkeypatch.setattr("engine.embed.SHARD_TARGET_ITEMS", 8)
+    monkeypatch.setattr("engine.embed.local.SHARD_TARGET_ITEMS", 8)
     assert cache.entries() == []
     assert len(list(cache.root.glob("vectors/*.partial/shard-*.npy"))) == 2
     model = MeanColourModel()
@@ -241,8 +241,8 @@ def test_full_disk_mid_embedding_keeps_finished_shards_and_resumes(
 
 
 def test_full_disk_while_extracting_an_archive(tmp_path: Path, monkeypatch) -> None:
-    import engine.datasets.archive as archive_mod
-    from engine.datasets import open_dataset
+    import engine.data.archive as archive_mod
+    from engine.data import open_dataset
     from tests.test_security import _png, _zip_bytes
 
     archive = tmp_path / "a.zip"
@@ -280,7 +280,7 @@ def test_unusable_cache_directory_is_one_clear_line(tmp_path: Path) -> None:
 def test_read_only_download_folder_is_a_per_item_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.datasets import open_dataset
+    from engine.data import open_dataset
     from tests.test_security import _png, _send_png, _Server
 
     monkeypatch.setenv("PARALLAX_ALLOW_PRIVATE_URLS", "1")

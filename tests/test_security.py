@@ -34,12 +34,12 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile
 
-from engine import config
-from engine.cache import Cache, check_key
-from engine.datasets import Dataset, open_dataset
-from engine.datasets import manifest as manifest_mod
-from engine.datasets.manifest import BlockedAddress, blocked_reason, download_url
+from engine import settings
+from engine.data import Dataset, open_dataset
+from engine.data import manifest as manifest_mod
+from engine.data.manifest import BlockedAddress, blocked_reason, download_url
 from engine.errors import CacheError, DatasetError, ItemError
+from engine.store.cache import Cache, check_key
 
 REPO = Path(__file__).resolve().parent.parent
 _TEXT: dict = {"capture_output": True, "text": True, "timeout": 180}
@@ -172,10 +172,10 @@ def _check_hostile_set(ds: Dataset, source_of: Callable[[str], str]) -> None:
 
 
 def test_pillow_is_not_told_to_accept_truncated_images() -> None:
-    import engine.datasets.images  # noqa: F401  (its import sets Pillow's limits)
+    import engine.data.images  # noqa: F401  (its import sets Pillow's limits)
 
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
-    assert Image.MAX_IMAGE_PIXELS == config.MAX_IMAGE_PIXELS
+    assert Image.MAX_IMAGE_PIXELS == settings.MAX_IMAGE_PIXELS
 
 
 def test_hostile_files_through_a_folder(tmp_path: Path, cache_root: Path) -> None:
@@ -249,7 +249,7 @@ def test_special_files_are_never_opened(tmp_path: Path, cache_root: Path) -> Non
 def test_huge_and_malformed_text_fields(
     tmp_path: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(config, "MAX_TEXT_CHARS", 1000)
+    monkeypatch.setattr(settings, "MAX_TEXT_CHARS", 1000)
     huge = "word " * 400_000  # 2 MB in one cell
     csv = tmp_path / "big.csv"
     pd.DataFrame({"text": [huge, "short"], "label": ["a", "b"]}).to_csv(csv, index=False)
@@ -436,7 +436,7 @@ def test_tar_member_count_limit(
         for i in range(6):
             info, data = _tar_info(f"{i}.png", data=_png())
             tf.addfile(info, data)
-    monkeypatch.setattr(config, "MAX_ARCHIVE_MEMBERS", 4)
+    monkeypatch.setattr(settings, "MAX_ARCHIVE_MEMBERS", 4)
     with pytest.raises(DatasetError, match="over the limit"):
         open_dataset(f"tar:{archive}", cache_root=cache_root)
 
@@ -453,12 +453,12 @@ def test_item_count_limit_is_a_clear_error_for_every_kind(
     manifest.write_text("text\n" + "".join(f"line {i}\n" for i in range(5)))
     archive = tmp_path / "f.zip"
     archive.write_bytes(_zip_bytes({f"f/{i}.png": _png((4, 4), (i, 0, 0)) for i in range(5)}))
-    monkeypatch.setattr(config, "MAX_ITEMS", 3)
+    monkeypatch.setattr(settings, "MAX_ITEMS", 3)
     for spec in (f"folder:{folder}", f"manifest:{manifest}", f"zip:{archive}"):
         with pytest.raises(DatasetError, match=r"over the limit of 3 .*PARALLAX_MAX_ITEMS") as e:
             open_dataset(spec, cache_root=cache_root)
         assert "\n" not in str(e.value)
-    monkeypatch.setattr(config, "MAX_ITEMS", 5)
+    monkeypatch.setattr(settings, "MAX_ITEMS", 5)
     assert len(open_dataset(f"folder:{folder}", cache_root=cache_root)) == 5
 
 
@@ -467,14 +467,14 @@ def test_manifest_file_size_limit(
 ) -> None:
     path = tmp_path / "big.jsonl"
     path.write_text('{"text": "x"}\n' * 100)
-    monkeypatch.setattr(config, "MAX_MANIFEST_BYTES", 500)
+    monkeypatch.setattr(settings, "MAX_MANIFEST_BYTES", 500)
     with pytest.raises(DatasetError, match="PARALLAX_MAX_MANIFEST_BYTES"):
         open_dataset(f"manifest:{path}", cache_root=cache_root)
 
 
 def test_limits_come_from_the_environment_and_bad_values_are_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "PARALLAX_MAX_IMAGE_FILE_BYTES": "1k", "PARALLAX_MAX_ITEMS": "12"}
-    code = "import engine.config as c; print(c.MAX_IMAGE_FILE_BYTES, c.MAX_ITEMS)"
+    code = "import engine.settings as c; print(c.MAX_IMAGE_FILE_BYTES, c.MAX_ITEMS)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
     )
@@ -487,18 +487,19 @@ def test_limits_come_from_the_environment_and_bad_values_are_one_line(tmp_path: 
 
 
 def test_upload_size_limit_is_set_and_sane() -> None:
-    settings = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
-    limit = settings["server"]["maxUploadSize"]  # MB per file
+    streamlit_config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    limit = streamlit_config["server"]["maxUploadSize"]  # MB per file
     assert isinstance(limit, int) and 1 <= limit <= 500
-    assert settings["client"]["showErrorDetails"] in ("type", "none", False)  # no tracebacks
+    # no tracebacks
+    assert streamlit_config["client"]["showErrorDetails"] in ("type", "none", False)
 
 
 def test_default_limits_are_sane() -> None:
-    assert 1_000_000 <= config.MAX_IMAGE_PIXELS <= 200_000_000
-    assert config.MAX_IMAGE_FILE_BYTES <= 200 * 1024**2
-    assert config.MAX_ARCHIVE_RATIO <= 1000 and config.MAX_ARCHIVE_BYTES <= 64 * 1024**3
-    assert 0 < config.DOWNLOAD_TIMEOUT_S <= 30 and 0 < config.DOWNLOAD_DEADLINE_S <= 600
-    assert config.cache_max_bytes() > 0 and config.parse_size("20G") == 20 * 1024**3
+    assert 1_000_000 <= settings.MAX_IMAGE_PIXELS <= 200_000_000
+    assert settings.MAX_IMAGE_FILE_BYTES <= 200 * 1024**2
+    assert settings.MAX_ARCHIVE_RATIO <= 1000 and settings.MAX_ARCHIVE_BYTES <= 64 * 1024**3
+    assert 0 < settings.DOWNLOAD_TIMEOUT_S <= 30 and 0 < settings.DOWNLOAD_DEADLINE_S <= 600
+    assert settings.cache_max_bytes() > 0 and settings.parse_size("20G") == 20 * 1024**3
 
 
 # -- manifest URLs: SSRF guard, size and time limits -------------------------------------------
@@ -681,7 +682,7 @@ def test_oversized_downloads_stop_at_the_limit(
     tmp_path: Path, serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PARALLAX_ALLOW_PRIVATE_URLS", "1")
-    monkeypatch.setattr(config, "MAX_IMAGE_FILE_BYTES", 100_000)
+    monkeypatch.setattr(settings, "MAX_IMAGE_FILE_BYTES", 100_000)
 
     def declared(h) -> None:  # honest Content-Length over the limit
         h.send_response(200)
@@ -921,8 +922,8 @@ def test_cache_keys_cannot_traverse(tmp_path: Path) -> None:
 
 
 def test_a_hostile_bundle_cannot_write_outside_the_cache(tmp_path: Path) -> None:
-    from engine.bundle import write_bundle
-    from engine.datasets.bundle import open_bundle
+    from engine.data.bundle import open_bundle
+    from engine.outputs.bundle import write_bundle
     from tests.fakes import ArrayImageDataset, MeanColourModel
 
     good = tmp_path / "good.zip"
@@ -965,8 +966,8 @@ def test_uploads_are_private_to_their_session(
     alice.file_uploader(key="data_upload_files").set_value(files)
     alice.run()
     assert not alice.exception, alice.exception
-    from engine.cache import Cache
-    from engine.upload_links import resolve_link
+    from engine.store.cache import Cache
+    from engine.store.links import resolve_link
 
     def staged(public: str) -> str:  # pages hold upload:<token>/<name>, never the path
         assert public.startswith("upload:") and str(tmp_path) not in public

@@ -41,7 +41,7 @@ def test_disagreements_of_a_text_dataset_show_the_texts_beside_the_ids() -> None
     from types import SimpleNamespace
 
     from dashboard import compare_view as cv
-    from engine.compare import ComparisonReport
+    from engine.analysis.compare import ComparisonReport
 
     texts = ["the cat sat", "stocks fell", "rain tomorrow", "a goal!"]
     ds = SimpleNamespace(ids=["a", "b", "c", "d"], texts=texts, has_images=False)
@@ -68,8 +68,8 @@ def test_disagreements_of_a_text_dataset_show_the_texts_beside_the_ids() -> None
 
 
 def test_models_that_fit_a_dataset_include_its_vector_columns(tmp_path) -> None:
-    from engine.datasets import open_dataset
-    from engine.model_choice import default_prediction_models, models_for
+    from engine.data import open_dataset
+    from engine.models.choice import default_prediction_models, models_for
     from tests.test_column_vectors import _vectors, write_manifest
 
     x, labels = _vectors()

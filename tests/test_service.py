@@ -14,12 +14,12 @@ from PIL import Image
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
-from engine.cache import Cache
-from engine.embed import embed_dataset
-from engine.project import project
-from engine.service import create_app
-from engine.service.batching import DynamicBatcher
-from engine.service.settings import ServiceSettings
+from engine.embed.local import embed_dataset
+from engine.http import create_app
+from engine.http.batching import DynamicBatcher
+from engine.http.settings import ServiceSettings
+from engine.maps.project import project
+from engine.store.cache import Cache
 from tests.service_util import SHAPES, png_bytes, shapes_items
 
 
@@ -207,7 +207,7 @@ def test_embed_job_progress_result_and_resume(client, cache_root):
 
 
 def test_a_job_left_running_by_a_dead_server_resumes(cache_root):
-    from engine.cache import atomic_write_json
+    from engine.store.cache import atomic_write_json
 
     folder = cache_root / "jobs"
     folder.mkdir()

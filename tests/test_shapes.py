@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.datasets.base import Dataset
-from engine.datasets.shapes import (
+from engine.data.base import Dataset
+from engine.data.shapes import (
     BACKGROUNDS,
     COLOURS,
     MAX_ITEMS,

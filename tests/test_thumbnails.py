@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import thumbnails as th
-from engine.cache import Cache
+from engine.data import thumbnails as th
+from engine.store.cache import Cache
 from tests.fakes import ArrayImageDataset
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.config import REPO_ROOT
-from engine.datasets.shapes import SHAPES
+from engine.data.shapes import SHAPES
+from engine.settings import REPO_ROOT
 
 SHIPPED = ["shapes-clip", "shapes-clip-small"]
 MAX_BYTES = 10 * 1024**2
@@ -38,7 +38,7 @@ def test_shipped_model_loads_with_open_clip(name: str) -> None:
     model, _, preprocess = open_clip.create_model_and_transforms(spec)
     tokenizer = open_clip.get_tokenizer(spec)
     model.eval()
-    from engine.datasets.shapes import open_shapes
+    from engine.data.shapes import open_shapes
 
     ds = open_shapes(n=100, seed=4321)
     with torch.no_grad():
@@ -281,7 +281,7 @@ def test_recorded_command_leaves_out_flags_that_cannot_change_weights() -> None:
 
 # -- the augmented scenes and the second (evaluation-only) renderer -----------------------------
 def test_scenes_are_deterministic_and_well_formed() -> None:
-    from engine.datasets.shapes import COLOURS, SIZES
+    from engine.data.shapes import COLOURS, SIZES
     from training.scenes import render_scene
 
     seen_shapes = set()
@@ -335,14 +335,14 @@ def test_a_training_run_in_models_does_not_break_model_aliases(
 ) -> None:
     """Training writes its staging folder (``models/.NAME.tmp-*``, config first) next to the
     shipped models; importing ``engine.models`` meanwhile must skip it, not fail."""
-    import engine.config
     import engine.models
+    import engine.settings
     from engine.models import spec
 
     for name in ("good-clip", ".good-clip.tmp-abc123"):
         (tmp_path / "models" / name).mkdir(parents=True)
         (tmp_path / "models" / name / "open_clip_config.json").write_text("{}")
-    monkeypatch.setattr(engine.config, "SHIPPED_MODELS_DIR", tmp_path / "models")
+    monkeypatch.setattr(engine.settings, "SHIPPED_MODELS_DIR", tmp_path / "models")
     monkeypatch.setattr(spec, "_aliases", {})
     engine.models._register_shipped_models()
     assert list(spec.aliases()) == ["demo:good-clip"]

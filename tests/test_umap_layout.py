@@ -1,12 +1,12 @@
-"""engine.umap_layout: UMAP's fuzzy graph and layout in NumPy, checked against umap-learn."""
+"""engine.maps.umap_layout: UMAP's fuzzy graph and layout in NumPy, checked against umap-learn."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine.project import knn_graph, map_quality
-from engine.umap_layout import (
+from engine.maps.project import knn_graph, map_quality
+from engine.maps.umap_layout import (
     LayoutParams,
     ab_params,
     fuzzy_graph,
@@ -71,7 +71,7 @@ def test_layout_is_deterministic_under_a_seed():
 
 
 def test_layout_does_not_depend_on_the_number_of_threads(monkeypatch):
-    import engine.umap_layout as layout
+    import engine.maps.umap_layout as layout
 
     monkeypatch.setattr(layout, "CHUNK_EDGES", 500)  # several edge blocks at this size
     x, _ = blobs(400)

@@ -1,4 +1,4 @@
-"""engine.upload_links: an upload reopens by link (upload:<token>/<name>), no server path."""
+"""engine.store.links: an upload reopens by link (upload:<token>/<name>), no server path."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.cache import Cache
-from engine.datasets import open_dataset
+from engine.data import open_dataset
 from engine.errors import DatasetError
-from engine.upload_links import display_name, link_upload, resolve_link
-from engine.uploads import UploadFile, stage_upload
+from engine.store.cache import Cache
+from engine.store.links import display_name, link_upload, resolve_link
+from engine.store.uploads import UploadFile, stage_upload
 
 
 def zip_of_images(n: int = 4) -> bytes:

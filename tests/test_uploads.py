@@ -1,4 +1,4 @@
-"""engine.uploads: staging for every front end (suffixes, names, owners, atomicity, quota)."""
+"""engine.store.uploads: staging for every front end (suffixes, names, owners, atomicity, quota)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine import config, uploads
-from engine.cache import Cache
-from engine.datasets import open_dataset
-from engine.datasets.images import IMAGE_EXTENSIONS
-from engine.datasets.manifest import MANIFEST_SUFFIXES
+from engine import settings
+from engine.data import open_dataset
+from engine.data.images import IMAGE_EXTENSIONS
+from engine.data.manifest import MANIFEST_SUFFIXES
 from engine.errors import CacheError, DatasetError, QuotaError
-from engine.uploads import UploadFile, safe_filename, stage_upload, unique_names
+from engine.store import uploads
+from engine.store.cache import Cache
+from engine.store.uploads import UploadFile, safe_filename, stage_upload, unique_names
 
 
 def png(colour: tuple[int, int, int] = (200, 30, 30), size: int = 16) -> bytes:
@@ -131,7 +132,7 @@ def test_upload_quota_per_owner(cache_root: Path, monkeypatch: pytest.MonkeyPatc
     cache = Cache(cache_root)
     first = [UploadFile("a.png", png(size=64))]
     size = len(first[0].data)
-    monkeypatch.setattr(config, "QUOTA_UPLOADS", int(size * 1.5))
+    monkeypatch.setattr(settings, "QUOTA_UPLOADS", int(size * 1.5))
     spec_a = stage_upload(first, "alice", cache=cache)
     stage_upload(first, "eve", cache=cache)  # another owner's share is separate
     # Over the quota: alice's older upload, not in use, makes room.

@@ -95,9 +95,9 @@ def embedded(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
     os.environ["PARALLAX_CACHE"] = str(root)
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from engine.cache import Cache
-    from engine.datasets import open_dataset
-    from engine.embed import embed_dataset
+    from engine.data import open_dataset
+    from engine.embed.local import embed_dataset
+    from engine.store.cache import Cache
 
     cache = Cache(root)
     ds = open_dataset("demo:digits", cache_root=cache.root)

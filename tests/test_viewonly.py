@@ -57,8 +57,8 @@ def view_only(monkeypatch):
 @pytest.fixture(scope="module")
 def small_bundle(tmp_path_factory) -> Path:
     """60 fake images x two weightless models, PCA maps only (quick to build)."""
-    from engine.bundle import write_bundle
-    from engine.cache import Cache
+    from engine.outputs.bundle import write_bundle
+    from engine.store.cache import Cache
 
     tmp = tmp_path_factory.mktemp("bundle")
     path = tmp / "small.parallax.zip"
@@ -98,8 +98,8 @@ def test_view_only_is_decided_by_the_environment_then_by_torch(monkeypatch):
 def test_committed_demo_bundle_is_small_and_valid(tmp_path):
     if not DEMO.is_file():
         pytest.skip("bundles/demo-shapes.parallax.zip not built (scripts/make_demo_bundle.py)")
-    from engine.cache import Cache
-    from engine.datasets.bundle import open_bundle
+    from engine.data.bundle import open_bundle
+    from engine.store.cache import Cache
 
     assert DEMO.stat().st_size < 8_000_000
     bundle = open_bundle(DEMO, cache=Cache(tmp_path))
@@ -110,16 +110,16 @@ def test_committed_demo_bundle_is_small_and_valid(tmp_path):
 
 
 def test_bundle_thumbnails_feed_the_hover_sprites(small_bundle, tmp_path):
-    """engine.thumbnails works on a BundleDataset, whose images are the bundle's thumbnails."""
-    from engine.cache import Cache
-    from engine.datasets.bundle import open_bundle
-    from engine.thumbnails import THUMB_SIZE, sheet_data_url, thumbnails
+    """engine.data.thumbnails works on a BundleDataset, whose images are the bundle's thumbnails."""
+    from engine.data.bundle import open_bundle
+    from engine.data.thumbnails import THUMB_SIZE, sheet_data_url, thumbnails
+    from engine.store.cache import Cache
 
     cache = Cache(tmp_path)
     ds = open_bundle(small_bundle, cache=cache).dataset
     thumbs = thumbnails(ds, [0, N_ITEMS - 1], cache)
     assert [t.size for t in thumbs] == [(THUMB_SIZE, THUMB_SIZE)] * 2
-    from engine.thumbnails import placeholder_tile
+    from engine.data.thumbnails import placeholder_tile
 
     original = np.asarray(ArrayImageDataset(N_ITEMS).load_image(0), float)
     got = np.asarray(thumbs[0], float)
@@ -234,8 +234,8 @@ def test_uploaded_bundle_opens_and_its_map_renders(private_cache, view_only, sma
     at.switch_page(DATA_PAGE).run()
     assert not at.exception, at.exception
     _upload(at, "my-set.parallax.zip", small_bundle.read_bytes())
-    from engine.cache import Cache
-    from engine.upload_links import resolve_link
+    from engine.store.cache import Cache
+    from engine.store.links import resolve_link
 
     public = at.session_state["dataset_spec"]  # upload:<token>/<name>: no server path
     assert public.startswith("upload:") and public.endswith("/my-set.parallax.zip")

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.errors import ModelUnavailable, ParallaxError
-from engine.zeroshot import (
+from engine.analysis.zeroshot import (
     DEFAULT_TEMPLATES,
     NOT_CLIP_LIKE,
     build_prompts,
@@ -20,6 +19,7 @@ from engine.zeroshot import (
     zero_shot_accuracy,
     zero_shot_scores,
 )
+from engine.errors import ModelUnavailable, ParallaxError
 
 WORDS = ("cat", "dog", "bird", "photo")
 
@@ -198,7 +198,7 @@ def test_predict_keeps_going_when_models_fail() -> None:
 
 
 def test_predict_reports_model_unavailable_from_loader(monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.zeroshot as zs
+    import engine.analysis.zeroshot as zs
 
     def fake_load(spec: str, device: str | None) -> tuple[object, float]:
         if spec == "good":
@@ -251,7 +251,7 @@ def test_zero_shot_with_shipped_shapes_clip() -> None:
     if not (SHAPES_CLIP / "open_clip_config.json").is_file():
         pytest.skip("models/shapes-clip not shipped yet")
     model = _load_real(f"open_clip:local-dir:{SHAPES_CLIP}")
-    from engine.datasets.shapes import SHAPES, open_shapes
+    from engine.data.shapes import SHAPES, open_shapes
 
     ds = open_shapes(n=200, seed=123)
     images = [ds.load_image(i) for i in range(40)]

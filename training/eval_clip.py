@@ -15,7 +15,7 @@ Metrics (all on ``demo:shapes?n=N&seed=S``, a seed no training run uses by defau
 
 The model is loaded the way the app loads it (``engine.models.load_model`` with spec
 ``open_clip:local-dir:PATH``), and class vectors come from the engine's prompt embedding
-(``engine.zeroshot.prompt_group_embeddings``), so these numbers are the app's numbers.
+(``engine.analysis.zeroshot.prompt_group_embeddings``), so these numbers are the app's numbers.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.cache import atomic_write_bytes
-from engine.datasets import shapes as demo  # the demo:shapes vocabulary and renderer
-from engine.zeroshot import prompt_group_embeddings
+from engine.analysis.zeroshot import prompt_group_embeddings
+from engine.data import shapes as demo  # the demo:shapes vocabulary and renderer
+from engine.store.cache import atomic_write_bytes
 from training.model_card import pct, write_model_card
 
 if TYPE_CHECKING:

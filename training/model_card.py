@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.cache import atomic_write_bytes
-from engine.config import REPO_ROOT
-from engine.datasets.shapes import COLOURS, SHAPES
+from engine.data.shapes import COLOURS, SHAPES
+from engine.settings import REPO_ROOT
+from engine.store.cache import atomic_write_bytes
 
 
 def pct(x: float) -> str:

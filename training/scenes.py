@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from engine.datasets.shapes import COLOURS, SHAPES, SIZES, heart_outline, polygon, rotate
+from engine.data.shapes import COLOURS, SHAPES, SIZES, heart_outline, polygon, rotate
 
 OUT_SIZE = 64
 # Bump whenever a change alters any scene: it names cached scene pools.

@@ -41,9 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.cache import atomic_write_bytes
-from engine.config import REPO_ROOT
-from engine.datasets.shapes import (
+from engine.data.shapes import (
     BACKGROUNDS,
     COLOURS,
     SHAPES,
@@ -53,6 +51,8 @@ from engine.datasets.shapes import (
     open_shapes,
 )
 from engine.models.device import resolve_device
+from engine.settings import REPO_ROOT
+from engine.store.cache import atomic_write_bytes
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -359,7 +359,7 @@ def scene_pool(
     ``cache``: a folder where a rendered pool is kept (a scene depends only on its seed and
     index, so a cached pool is the same pixels as a fresh one; it only saves minutes).
     """
-    from engine.cache import atomic_save_npy
+    from engine.store.cache import atomic_save_npy
     from training.scenes import GENERATOR_VERSION, render_scene
 
     path = None

@@ -17,7 +17,7 @@ from engine.params import PROJECTION_METHODS
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from engine.bundle import write_bundle
+    from engine.outputs.bundle import write_bundle
 
     result = write_bundle(
         require_dataset(args, "bundle"),

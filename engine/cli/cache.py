@@ -25,7 +25,7 @@ def _entry_row(e: Any, manifests: dict[tuple[str, str], dict[str, Any]]) -> dict
 
 
 def _ls(args: argparse.Namespace) -> int:
-    from engine.cache_space import format_bytes, kind_of
+    from engine.store.space import format_bytes, kind_of
 
     cache = open_cache(args)
     every, kinds = cache.survey()
@@ -74,8 +74,8 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from engine.cache_space import format_bytes
-    from engine.config import cache_max_bytes, parse_size
+    from engine.settings import cache_max_bytes, parse_size
+    from engine.store.space import format_bytes
 
     cache = open_cache(args)
     # --max-bytes wins; else PARALLAX_CACHE_MAX_BYTES; else the 20 GB default.

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ParallaxError
-from engine.progress import Progress
+from engine.store.progress import Progress
 
 if TYPE_CHECKING:
-    from engine.cache import Cache
+    from engine.store.cache import Cache
 
 EXIT_USER_ERROR = 2
 
@@ -70,7 +70,7 @@ def add_models_option(
 
 
 def open_cache(args: argparse.Namespace) -> Cache:
-    from engine.cache import Cache
+    from engine.store.cache import Cache
 
     return Cache(args.cache_dir)
 

@@ -31,7 +31,7 @@ from engine.params import COMPARE, HEADS, PREDICT
 def _open_image(path: str) -> Any:
     """Decode one user file with the project's safe decoder (size and bomb limits)."""
     try:
-        from engine.datasets.images import open_image_safely
+        from engine.data.images import open_image_safely
     except ImportError:  # pragma: no cover - the datasets package ships with the engine
         open_image_safely = None
     p = Path(path)
@@ -56,7 +56,7 @@ def _fmt(x: float | None, pct: bool = True) -> str:
 
 # -- predict ---------------------------------------------------------------------------------
 def cmd_predict(args: argparse.Namespace) -> int:
-    from engine.zeroshot import DEFAULT_TEMPLATES, predict
+    from engine.analysis.zeroshot import DEFAULT_TEMPLATES, predict
 
     labels = [x.strip() for x in args.labels.split(",") if x.strip()]
     templates = args.template or list(DEFAULT_TEMPLATES)
@@ -82,7 +82,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         "ensemble": args.ensemble,
         "inputs": inputs,
         "models": [r.to_json() for r in results],
-        # every model's warnings, one line each, prefixed with its name (engine.answerable)
+        # every model's warnings, one line each, prefixed with its name (engine.analysis.answerable)
         "warnings": [f"{r.model}: {w}" for r in results for w in r.warnings],
     }
 
@@ -104,7 +104,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # -- compare ---------------------------------------------------------------------------------
 def cmd_compare(args: argparse.Namespace) -> int:
-    from engine.compare import compare_models
+    from engine.analysis.compare import compare_models
 
     report = compare_models(
         require_dataset(args, "compare"),
@@ -156,7 +156,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 # -- train-head ------------------------------------------------------------------------------
 def cmd_train_head(args: argparse.Namespace) -> int:
-    from engine.fusion import TrainConfig, train_heads_for_dataset
+    from engine.analysis.fusion import TrainConfig, train_heads_for_dataset
 
     dataset = require_dataset(args, "train-head")
     if args.modality:
@@ -196,7 +196,7 @@ def cmd_train_head(args: argparse.Namespace) -> int:
 
 # -- registration ----------------------------------------------------------------------------
 def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> None:
-    from engine.fusion import VARIANTS
+    from engine.analysis.fusion import VARIANTS
 
     p = sub.add_parser(
         "predict", parents=[common], help="zero-shot classify image files and texts, per model"

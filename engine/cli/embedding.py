@@ -17,7 +17,7 @@ from engine.errors import ParallaxError
 from engine.params import PROJECTION, PROJECTION_METHODS
 
 if TYPE_CHECKING:
-    from engine.embed import EmbeddingResult
+    from engine.embed.local import EmbeddingResult
 
 
 def embed_one(args: argparse.Namespace, model: str) -> EmbeddingResult:
@@ -28,11 +28,11 @@ def embed_one(args: argparse.Namespace, model: str) -> EmbeddingResult:
         "progress": StderrProgress(args.quiet),
     }
     if getattr(args, "backend", "local") == "ray":
-        from engine.embed_ray import RayOptions, embed_dataset_ray
+        from engine.embed.ray_backend import RayOptions, embed_dataset_ray
 
         options = RayOptions(address=args.ray_address, actors=args.ray_actors)
         return embed_dataset_ray(require_dataset(args, "embed"), model, options=options, **both)
-    from engine.embed import embed_dataset
+    from engine.embed.local import embed_dataset
 
     return embed_dataset(args.dataset, model, workers=args.workers, device=args.device, **both)
 
@@ -55,7 +55,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from engine.project import project
+    from engine.maps.project import project
 
     if args.vectors:
         source: Any = args.vectors
@@ -80,7 +80,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     if args.quality:
         import numpy as np
 
-        from engine.project import map_quality
+        from engine.maps.project import map_quality
 
         vectors = np.load(source, mmap_mode="r") if not isinstance(source, np.ndarray) else source
         payload["quality"] = map_quality(vectors, proj.coords())

@@ -1,4 +1,4 @@
-"""``export``: one Parquet file with every item and every model's map (engine.export)."""
+"""``export``: one Parquet file with every item and every model's map (engine.outputs.export)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from engine.params import PROJECTION, PROJECTION_METHODS
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from engine.datasets import open_dataset
-    from engine.export import export_parquet
+    from engine.data import open_dataset
+    from engine.outputs.export import export_parquet
 
     cache = open_cache(args)
     dataset = open_dataset(require_dataset(args, "export"), cache_root=cache.root)

@@ -10,7 +10,7 @@ from engine.cli.common import emit, open_cache
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from engine.datasets import list_demos, open_dataset
+    from engine.data import list_demos, open_dataset
 
     if args.inspect:
         ds = open_dataset(args.inspect, cache_root=open_cache(args).root)

@@ -1,4 +1,4 @@
-"""``serve``: the engine over HTTP (engine.service; docs/api.md)."""
+"""``serve``: the engine over HTTP (engine.http; docs/api.md)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from engine.cli.common import open_cache
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from engine.service import serve
-    from engine.service.settings import ServiceSettings
+    from engine.http import serve
+    from engine.http.settings import ServiceSettings
 
     settings = ServiceSettings.from_env(
         host=args.host, port=args.port, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms
@@ -21,7 +21,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> None:
-    from engine.service.settings import ServiceSettings
+    from engine.http.settings import ServiceSettings
 
     d = ServiceSettings()
     p = sub.add_parser("serve", parents=[common], help="HTTP API over the engine (docs/api.md)")

@@ -41,7 +41,7 @@ def _register_shipped_models() -> None:
     They load through the same open_clip ``local-dir:`` adapter as any user's model; the alias is
     only a short name. A missing folder (a trimmed checkout) registers nothing.
     """
-    from engine.config import SHIPPED_MODELS_DIR
+    from engine.settings import SHIPPED_MODELS_DIR
 
     root = SHIPPED_MODELS_DIR
     if not root.is_dir():

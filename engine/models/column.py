@@ -1,6 +1,7 @@
 """The ``column:`` row of the adapter table: a dataset's own vectors are no model to load.
 
-``engine.embed`` reads them from the dataset (``engine.column_vectors``); anything that would
+``engine.embed.local`` reads them from the dataset (``engine.data.column_vectors``); anything that
+would
 need to embed *new* inputs with them (zero-shot prompts, predictions on uploads, text search)
 gets this one line instead.
 """

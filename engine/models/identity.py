@@ -28,14 +28,14 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING
 
-from engine.atomic import atomic_write_json
 from engine.errors import ModelUnavailable
 from engine.models.registry import adapter_for
 from engine.models.spec import ModelSpec, parse_spec
+from engine.store.atomic import atomic_write_json
 
 if TYPE_CHECKING:
-    from engine.cache import Cache
     from engine.models.base import EmbeddingModel
+    from engine.store.cache import Cache
 
 log = logging.getLogger(__name__)
 

@@ -334,7 +334,7 @@ class OpenClipModel(Adapter):
         bias = getattr(model, "logit_bias", None)
         self.logit_bias = None if bias is None else float(bias.detach().float().reshape(-1)[0])
         pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-        self.pixel_config = pp  # what engine.gpu_decode repeats on the device
+        self.pixel_config = pp  # what engine.embed.gpu_decode repeats on the device
         self.identity = make_identity(
             spec.identity_key,
             plan.weights_id,

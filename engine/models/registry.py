@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import ModelUnavailable
 from engine.models.base import IMAGE, TEXT
 from engine.models.spec import MINILM, ModelSpec, aliases, minilm_package_dir, parse_spec
+from engine.store.held import Held
 
 if TYPE_CHECKING:
     from engine.models.base import EmbeddingModel
@@ -28,9 +28,30 @@ log = logging.getLogger(__name__)
 
 
 # -- loading -------------------------------------------------------------------------------------
-_cache_lock = threading.Lock()
-_loaded: dict[tuple[str, str], EmbeddingModel] = {}
-_key_locks: dict[tuple[str, str], threading.Lock] = {}
+def model_nbytes(model: Any) -> int:
+    """Bytes a loaded model holds in parameters and buffers (0 for the NumPy baselines)."""
+    total, seen = 0, set()
+    for value in vars(model).values():
+        tensors = getattr(value, "parameters", None)
+        if not callable(tensors) or id(value) in seen:
+            continue
+        seen.add(id(value))
+        try:
+            total += sum(p.numel() * p.element_size() for p in value.parameters())
+            total += sum(b.numel() * b.element_size() for b in value.buffers())
+        except (AttributeError, TypeError):
+            continue
+    return total
+
+
+def _loaded_models() -> Held[tuple[str, str], EmbeddingModel]:
+    from engine.settings import MODEL_CACHE_BYTES
+
+    return Held("models", MODEL_CACHE_BYTES, size_of=model_nbytes)
+
+
+# One holder for the process: every door (dashboard, CLI, HTTP) shares the loaded models.
+_loaded = _loaded_models()
 
 
 @dataclass(frozen=True)
@@ -61,8 +82,8 @@ ADAPTERS: dict[str, AdapterEntry] = {
     "hf": AdapterEntry("engine.models.hf", _both),
     "st": AdapterEntry("engine.models.st", _text),
     "baseline": AdapterEntry("engine.models.baseline", _baseline, needs_torch=False),
-    # A dataset's own vectors (engine.column_vectors): they stand for images or texts alike,
-    # and are read by engine.embed from the dataset; loading one on its own says so.
+    # A dataset's own vectors (engine.data.column_vectors): they stand for images or texts alike,
+    # and are read by engine.embed.local from the dataset; loading one on its own says so.
     "column": AdapterEntry("engine.models.column", _both, needs_torch=False),
 }
 
@@ -98,31 +119,25 @@ def load_model(spec: str, *, device: str | None = None) -> EmbeddingModel:
 
         dev = resolve_device(device)
     key = (parsed.display, dev)
-    with _cache_lock:
-        hit = _loaded.get(key)
-        if hit is not None:
-            return hit
-        key_lock = _key_locks.setdefault(key, threading.Lock())
-    # Loading takes seconds: hold only this spec's lock so other models load in parallel, and
-    # two sessions asking for the same model load it once.
-    with key_lock:
-        with _cache_lock:
-            hit = _loaded.get(key)
-        if hit is not None:
-            return hit
+
+    def build() -> EmbeddingModel:
         t0 = time.perf_counter()
         model = importlib.import_module(adapter.module).load(parsed, dev)
         log.info("loaded %s on %s in %.1f s", parsed.display, dev, time.perf_counter() - t0)
-        with _cache_lock:
-            _loaded[key] = model
         return model
+
+    # Loading takes seconds: one build per spec while other models load in parallel.
+    return _loaded.get_or_build(key, build)
+
+
+def loaded_models() -> Held[tuple[str, str], EmbeddingModel]:
+    """The process-wide holder of loaded models (its ``nbytes`` for health and budgets)."""
+    return _loaded
 
 
 def clear_cache() -> None:
     """Forget every loaded model (tests; freeing GPU memory in a long-lived process)."""
-    with _cache_lock:
-        _loaded.clear()
-        _key_locks.clear()
+    _loaded.clear()
 
 
 # -- catalogue -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ Grammar (docs/architecture.md):
     open_clip:hf-hub:ORG/REPO       open_clip:local-dir:PATH
     hf:ORG/NAME | hf:PATH           st:NAME | st:ORG/NAME | st:PATH
     baseline:pixels | baseline:text demo:NAME (an alias from ``register_alias``)
-    column:NAME                     the dataset's own vectors (engine.column_vectors)
+    column:NAME                     the dataset's own vectors (engine.data.column_vectors)
 
 ``hf:`` and ``st:`` take options after ``?`` (``trust_remote_code=1``); nothing else does.
 A leaf module: it imports no adapter and no model library, so the adapters and the registry can

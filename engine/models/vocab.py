@@ -4,7 +4,8 @@ A word-level or WordPiece tokenizer maps a word outside its vocabulary to its un
 (``[UNK]``): two prompts that differ only in such words reach the text tower as the same
 tokens, so the model cannot tell them apart. Byte-level BPE tokenizers (CLIP's, GPT-2's) spell
 any word from bytes and never produce the unknown token: for them every word is "known" (which
-says nothing about whether the model learnt it; ``engine.answerable`` checks the vectors too).
+says nothing about whether the model learnt it; ``engine.analysis.answerable`` checks the vectors
+too).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ What travels to the browser:
 * a tiny inline loader (the component's JS) that imports the bundle once per page from
   Streamlit's media endpoint;
 * per map, small JSON: title, palette, legend, and the media URLs + content keys of two binary
-  payloads built by ``engine.mapdata`` (float32 positions, uint8 colour codes: 9 bytes a point);
+  payloads built by ``engine.maps.payload`` (float32 positions, uint8 colour codes: 9 bytes a
+  point);
   the browser fetches a payload only when it does not hold its key, so a rerun that changes the
   colouring fetches 1 byte a point and one that changes the selection fetches nothing per point;
 * the selection: a row list, or a uint32 payload for large ones.
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from engine import mapdata
+from engine.maps import payload as mapdata
 
 HERE = Path(__file__).resolve().parent
 FRONTEND = HERE / "frontend"

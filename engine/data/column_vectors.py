@@ -1,0 +1,203 @@
+"""Vectors a dataset brings with it, usable as a model: ``column:NAME``.
+
+Users arrive with embeddings they already computed. A manifest (Parquet, JSONL, CSV) or an
+``hfds:`` dataset may hold vector columns: lists or fixed-size lists of numbers (Parquet, HF),
+JSON lists (JSONL), or JSON lists written as text (CSV). A manifest may also name ``.npy`` files
+in a side file ``<manifest stem>.vectors.json`` (``{"NAME": "relative/path.npy"}``), one row per
+manifest row. ``column:NAME`` then behaves like any computed model: ``engine.embed.local`` caches
+the
+vectors under the usual key, with a content hash of the column as the model's identity, so maps,
+comparisons, bundles and search see no difference.
+
+Every value is checked before anything is written: ragged lengths, NaN / inf, values that are
+not numbers and all-zero rows are refused with one line naming the column and the row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.errors import ParallaxError
+
+if TYPE_CHECKING:
+    from engine.data import Dataset
+
+PREFIX = "column:"
+SIDE_FILE_SUFFIX = ".vectors.json"
+_PROBE_ROWS = 5  # rows looked at to decide whether a metadata column holds vectors
+
+
+def is_column_spec(spec: str) -> bool:
+    return isinstance(spec, str) and spec.strip().startswith(PREFIX)
+
+
+def column_name(spec: str) -> str:
+    name = spec.strip()[len(PREFIX) :].strip()
+    if not name:
+        raise ParallaxError("column: needs a column name, e.g. column:clip_b32")
+    return name
+
+
+def _side_file(dataset: Dataset) -> Path | None:
+    path = getattr(dataset, "path", None)
+    if not isinstance(path, Path) or not path.is_file():
+        return None
+    side = path.with_name(path.stem + SIDE_FILE_SUFFIX)
+    return side if side.is_file() else None
+
+
+def _side_entries(dataset: Dataset) -> dict[str, str]:
+    side = _side_file(dataset)
+    if side is None:
+        return {}
+    try:
+        entries = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ParallaxError(f"cannot read {side.name}: {exc}") from exc
+    if not isinstance(entries, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in entries.items()
+    ):
+        raise ParallaxError(f"{side.name} must map vector names to .npy paths")
+    return entries
+
+
+def _looks_like_vector(value: Any) -> bool:
+    if isinstance(value, str):
+        text = value.strip()
+        return text.startswith("[") and text.endswith("]")
+    if isinstance(value, list | tuple | np.ndarray):
+        return len(value) > 0 and all(
+            isinstance(v, int | float | np.number) and not isinstance(v, bool)
+            for v in list(value[:4])
+        )
+    return False
+
+
+def vector_columns(dataset: Dataset) -> list[str]:
+    """``column:`` names this dataset offers: metadata columns whose first rows hold vectors,
+    then the names in a ``.vectors.json`` side file."""
+    meta = dataset.metadata()
+    names = []
+    for name in meta.columns:
+        head = [v for v in meta[name].head(_PROBE_ROWS).tolist() if v is not None]
+        if head and all(_looks_like_vector(v) for v in head):
+            names.append(str(name))
+    return names + [n for n in _side_entries(dataset) if n not in names]
+
+
+def _row_name(dataset: Dataset, row: int) -> str:
+    return f"row {row} (id {dataset.ids[row]!r})"
+
+
+def _as_row(value: Any, column: str, where: str) -> np.ndarray:
+    if isinstance(value, str):  # CSV: a JSON list written as text
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ParallaxError(f"column:{column} {where}: not a list of numbers") from None
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise ParallaxError(f"column:{column} {where}: no vector (empty cell)")
+    if not isinstance(value, list | tuple | np.ndarray):
+        raise ParallaxError(
+            f"column:{column} {where}: not a list of numbers (a {type(value).__name__})"
+        )
+    try:
+        row = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ParallaxError(f"column:{column} {where}: not a list of numbers") from None
+    if row.ndim != 1:
+        raise ParallaxError(f"column:{column} {where}: a nested list, not a vector")
+    return row
+
+
+def _from_metadata(dataset: Dataset, name: str) -> np.ndarray | None:
+    meta = dataset.metadata()
+    if name not in meta.columns:
+        return None
+    values = meta[name].tolist()
+    rows = []
+    dim = None
+    for i, value in enumerate(values):
+        row = _as_row(value, name, _row_name(dataset, i))
+        if dim is None:
+            dim = len(row)
+            if dim == 0:
+                raise ParallaxError(f"column:{name} {_row_name(dataset, i)}: an empty vector")
+        elif len(row) != dim:
+            raise ParallaxError(
+                f"column:{name} {_row_name(dataset, i)}: {len(row)} values, expected {dim} "
+                "like the rows before (ragged vectors)"
+            )
+        rows.append(row)
+    if not rows:
+        raise ParallaxError(f"column:{name}: the dataset has no rows")
+    return np.stack(rows)
+
+
+def _from_side_file(dataset: Dataset, name: str) -> np.ndarray | None:
+    entries = _side_entries(dataset)
+    if name not in entries:
+        return None
+    side = _side_file(dataset)
+    assert side is not None
+    base = side.parent.resolve()
+    path = (base / entries[name]).resolve()
+    if not path.is_relative_to(base):
+        raise ParallaxError(f"column:{name}: {entries[name]!r} points outside the manifest folder")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ParallaxError(f"column:{name}: cannot read {path.name}: {exc}") from exc
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+        raise ParallaxError(f"column:{name}: {path.name} must be a 2-D numeric array")
+    rows = getattr(dataset, "source_rows", None)
+    total = getattr(dataset, "table_rows", len(dataset))
+    if len(array) != total:
+        raise ParallaxError(
+            f"column:{name}: {path.name} has {len(array)} rows, the manifest {total}"
+        )
+    return np.asarray(array[rows] if rows is not None else array, dtype=np.float64)
+
+
+def read_column_vectors(dataset: Dataset, spec: str) -> np.ndarray:
+    """The dataset's own vectors named by ``spec`` (``column:NAME``), checked, as float32 N x D.
+
+    ``ParallaxError`` (one line naming the column and the first bad row) for anything that is
+    not one finite, non-zero vector per item of the same length.
+    """
+    name = column_name(spec)
+    array = _from_metadata(dataset, name)
+    if array is None:
+        array = _from_side_file(dataset, name)
+    if array is None:
+        offered = vector_columns(dataset)
+        hint = f"vector columns: {', '.join(offered)}" if offered else "it has no vector columns"
+        raise ParallaxError(f"{dataset.spec} has no column {name!r} ({hint})")
+    bad = ~np.isfinite(array).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ParallaxError(f"column:{name} {_row_name(dataset, row)}: NaN or infinite value")
+    zero = ~np.any(array != 0, axis=1)
+    if zero.any():
+        row = int(np.flatnonzero(zero)[0])
+        raise ParallaxError(
+            f"column:{name} {_row_name(dataset, row)}: all zeros (a zero vector has no direction)"
+        )
+    out = array.astype(np.float32)
+    if not np.isfinite(out).all():
+        raise ParallaxError(f"column:{name}: values too large for float32")
+    return out
+
+
+def column_identity(spec: str, vectors: np.ndarray) -> str:
+    """The "model identity" of a column: its name and a full content hash of its vectors."""
+    digest = hashlib.sha256()
+    digest.update(f"{vectors.shape[0]}x{vectors.shape[1]}:".encode())
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    return f"column:{column_name(spec)}@sha256:{digest.hexdigest()}"

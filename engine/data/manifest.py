@@ -1,0 +1,822 @@
+"""``manifest:PATH``: a CSV / Parquet / JSON-lines table of images (paths or URLs) and/or texts.
+
+Recognised columns (case-insensitive, first match wins): an image column, a text column, a label
+column and an ``id`` column; every other column is kept as metadata with its own dtype.
+
+Image paths are untrusted input: they are relative to the manifest's folder and must stay
+inside it after resolving ``..`` and symlinks; anything else is skipped without being opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import io
+import ipaddress
+import json
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine import settings
+from engine.data.base import ContentHasher, DatasetBase, SkippedItem
+from engine.data.folder import is_within, verdict_cache_file
+from engine.data.images import (
+    ImageCheck,
+    check_file_size,
+    check_image_bytes,
+    check_image_files,
+    open_image_safely,
+)
+from engine.errors import CacheError, DatasetError, ItemError
+from engine.store.atomic import atomic_write_bytes
+from engine.store.cache import Cache
+from engine.store.progress import ProgressCallback
+from engine.store.space import SpaceBudget, touch
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from PIL import Image
+
+IMAGE_COLUMNS = ("image", "image_path", "path", "filepath", "file", "url", "image_url")
+TEXT_COLUMNS = ("text", "caption", "sentence")
+LABEL_COLUMNS = ("label", "class", "category")
+ID_COLUMNS = ("id",)
+MANIFEST_SUFFIXES = frozenset({".csv", ".parquet", ".jsonl", ".ndjson", ".json"})
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+_DRIVE = re.compile(r"^[A-Za-z]:[\\/]|^[A-Za-z]:$")
+# Kept as module names for callers and tests; the values come from engine.settings (environment).
+DOWNLOAD_TIMEOUT_S = settings.DOWNLOAD_TIMEOUT_S  # connect, and each read
+DOWNLOAD_DEADLINE_S = settings.DOWNLOAD_DEADLINE_S  # a whole download, enforced by a watchdog
+
+
+# -- reading the table ------------------------------------------------------------------------
+def _decode(data: bytes) -> str:
+    """UTF-8 (with or without BOM) if it decodes, else Latin-1, which never fails."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def find_column(columns: list[str], candidates: tuple[str, ...]) -> str | None:
+    """The first of ``candidates`` present in ``columns``, matched case-insensitively."""
+    by_lower: dict[str, str] = {}
+    for c in columns:
+        # An exact lower-case name beats e.g. "Text" when both are present.
+        if str(c).lower() not in by_lower or str(c) == str(c).lower():
+            by_lower[str(c).lower()] = c
+    for cand in candidates:
+        if cand in by_lower:
+            return by_lower[cand]
+    return None
+
+
+# No single CSV / JSONL cell may be longer than this while it is read (texts are cut to
+# MAX_TEXT_CHARS afterwards; a few MB still load and are cut): a 1 GB cell is refused before
+# it costs gigabytes.
+MAX_CELL_CHARS = max(settings.MAX_TEXT_CHARS * 50, 8_000_000)
+
+
+def _check_line_lengths(path: Path) -> None:
+    """Refuse a physical line longer than any sane row before a text reader holds it whole
+    (reads at most ``4 * MAX_CELL_CHARS`` bytes at a time)."""
+    limit = 4 * MAX_CELL_CHARS  # bytes: a cell of MAX_CELL_CHARS characters in UTF-8, at worst
+    with open(path, "rb") as f:
+        while line := f.readline(limit + 1):
+            if len(line) > limit:
+                raise DatasetError(
+                    f"manifest {path.name} has a line longer than {limit:,} bytes (a cell "
+                    f"may hold at most {MAX_CELL_CHARS:,} characters)"
+                )
+
+
+def _scan_csv(path: Path, encoding: str) -> int:
+    """Stream the file once through the csv module: refuse a cell longer than
+    ``MAX_CELL_CHARS`` before pandas holds it (memory stays one row). Returns the row count."""
+    import csv
+
+    old = csv.field_size_limit()
+    csv.field_size_limit(MAX_CELL_CHARS)
+    try:
+        with open(path, encoding=encoding, newline="") as f:
+            return sum(1 for _ in csv.reader(f))
+    except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise DatasetError(
+                f"manifest {path.name} has a cell longer than {MAX_CELL_CHARS:,} characters"
+            ) from None
+        raise DatasetError(f"cannot read manifest {path.name}: {exc}") from None
+    finally:
+        csv.field_size_limit(old)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    _check_line_lengths(path)
+    try:
+        rows = _scan_csv(path, "utf-8-sig")
+    except UnicodeDecodeError:
+        rows = _scan_csv(path, "latin-1")
+    if rows == 0:
+        raise DatasetError(f"manifest {path.name} is empty")
+    text = _decode(path.read_bytes())
+    header = pd.read_csv(io.StringIO(text), nrows=0).columns.tolist()
+    # Key columns stay strings: an id like "007" or a file called "1.png" must not become a number.
+    keys = [
+        find_column(header, names)
+        for names in (IMAGE_COLUMNS, TEXT_COLUMNS, LABEL_COLUMNS, ID_COLUMNS)
+    ]
+    return pd.read_csv(io.StringIO(text), dtype={k: str for k in keys if k is not None})
+
+
+def read_parquet_capped(source: Any, budget: int | None = None) -> pd.DataFrame:
+    """A Parquet table read batch by batch with every text cell cut to ``MAX_TEXT_CHARS``
+    (dictionary columns cut in their dictionary, so repeated long texts never expand), and
+    refused once the decoded batches pass ``budget`` bytes (default MAX_MANIFEST_BYTES)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    budget = settings.MAX_MANIFEST_BYTES if budget is None else budget
+    pf = pq.ParquetFile(source)
+    schema = pf.schema_arrow
+    is_text = (pa.types.is_string, pa.types.is_large_string)
+    texts = [f.name for f in schema if any(t(f.type) for t in is_text)]
+    pf = pq.ParquetFile(source, read_dictionary=texts) if texts else pf
+    batches = []
+    used = 0
+    for batch in pf.iter_batches(batch_size=256):
+        arrays = []
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+            if name in texts:
+                if pa.types.is_dictionary(column.type):
+                    cut = pc.utf8_slice_codeunits(column.dictionary, 0, settings.MAX_TEXT_CHARS)
+                    column = pa.DictionaryArray.from_arrays(column.indices, cut)
+                    column = column.cast(pa.string())
+                else:
+                    column = pc.utf8_slice_codeunits(column, 0, settings.MAX_TEXT_CHARS)
+            arrays.append(column)
+        batch = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+        used += batch.nbytes
+        if used > budget:
+            raise DatasetError(
+                f"the table decodes to more than {budget / 1024**2:,.0f} MB "
+                "(PARALLAX_MAX_MANIFEST_BYTES): refused"
+            )
+        batches.append(batch)
+    table = pa.Table.from_batches(batches) if batches else schema.empty_table()
+    return table.to_pandas()
+
+
+def _json_lines(path: Path, skipped: list[SkippedItem]) -> list[dict]:
+    records = []
+    with open(path, "rb") as f:
+        number = 0
+        while True:
+            line = f.readline(MAX_CELL_CHARS + 1)
+            if not line:
+                break
+            number += 1
+            if len(line) > MAX_CELL_CHARS and not line.endswith(b"\n"):
+                raise DatasetError(
+                    f"manifest {path.name} line {number} is longer than {MAX_CELL_CHARS:,} bytes"
+                )
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(_decode(line))
+            except ValueError:
+                skipped.append(SkippedItem(f"{path.name} line {number}", "invalid JSON"))
+                continue
+            if not isinstance(record, dict):
+                skipped.append(SkippedItem(f"{path.name} line {number}", "not a JSON object"))
+                continue
+            records.append(record)
+    return records
+
+
+def _read_json_records(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
+    import pandas as pd
+
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"["):  # a plain JSON array of objects (one document: size-capped file)
+        text = _decode(path.read_bytes())
+        try:
+            records = json.loads(text)
+        except ValueError as exc:
+            raise DatasetError(f"cannot read manifest {path.name}: invalid JSON ({exc})") from exc
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise DatasetError(f"cannot read manifest {path.name}: expected a list of objects")
+        return pd.DataFrame.from_records(records)
+    return pd.DataFrame.from_records(_json_lines(path, skipped))
+
+
+def read_table(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
+    """Read a manifest into a DataFrame (bad JSON lines are appended to ``skipped``)."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DatasetError(f"cannot read manifest {path.name}: {exc.strerror or exc}") from exc
+    if size > settings.MAX_MANIFEST_BYTES:
+        raise DatasetError(
+            f"manifest {path.name} is {size / 1024**2:.0f} MB, over the limit of "
+            f"{settings.MAX_MANIFEST_BYTES / 1024**2:.0f} MB (raise PARALLAX_MAX_MANIFEST_BYTES)"
+        )
+    try:
+        if suffix == ".csv":
+            table = _read_csv(path)
+        elif suffix == ".parquet":
+            table = read_parquet_capped(path)
+        elif suffix in (".jsonl", ".ndjson", ".json"):
+            table = _read_json_records(path, skipped)
+        else:
+            kinds = ", ".join(sorted(MANIFEST_SUFFIXES))
+            raise DatasetError(
+                f"unsupported manifest type {suffix!r} for {path.name} (use {kinds})"
+            )
+    except DatasetError:
+        raise
+    except pd.errors.EmptyDataError as exc:
+        raise DatasetError(f"manifest {path.name} is empty") from exc
+    except MemoryError as exc:
+        raise DatasetError(f"manifest {path.name} is too large to read in memory") from exc
+    except Exception as exc:  # parser errors of three libraries: one line for the user
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DatasetError(f"cannot read manifest {path.name}: {first}") from exc
+    if len(table) == 0:
+        raise DatasetError(f"manifest {path.name} has no rows (a header alone, or an empty file)")
+    return table
+
+
+# -- cleaning values --------------------------------------------------------------------------
+def _missing(value: Any) -> bool:
+    import pandas as pd
+
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # lists, arrays, dicts: present
+        return False
+
+
+def _as_key(value: Any) -> str | None:
+    """Ids and labels as strings: ``3.0`` (an int column with gaps) reads as ``"3"``."""
+    import numpy as np
+
+    if _missing(value):
+        return None
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, bytes):
+        value = _decode(value)
+    text = str(value).strip()
+    return text or None
+
+
+def clean_text(value: Any) -> str | None:
+    """A usable text or ``None``: bytes decoded safely, ends stripped, length capped."""
+    if _missing(value):
+        return None
+    text = _decode(value) if isinstance(value, bytes) else str(value)
+    # Lone surrogates (a JSON "\\ud800" escape) are not text: every encoder downstream would fail.
+    text = text.encode("utf-8", "replace").decode("utf-8") if _HAS_SURROGATE(text) else text
+    text = text.replace("\x00", "").strip()
+    return text[: settings.MAX_TEXT_CHARS] or None
+
+
+_HAS_SURROGATE = re.compile(r"[\ud800-\udfff]").search
+
+
+# -- image references -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageRef:
+    """Where a row's image comes from; exactly one of the fields is set."""
+
+    path: Path | None = None  # resolved, already checked to lie inside ``root``
+    root: Path | None = None  # the folder ``path`` must stay in (re-checked at read time)
+    url: str | None = None
+    data: bytes | None = None  # inline bytes (Parquet image structs)
+    error: str | None = None
+
+
+def resolve_image_ref(value: Any, base: Path) -> ImageRef | None:
+    """Interpret one image cell; ``None`` if the cell is empty. Never touches a file outside
+    ``base`` (the resolved manifest folder)."""
+    if _missing(value):
+        return None
+    if isinstance(value, dict):  # Hugging Face style {"bytes": ..., "path": ...}
+        if isinstance(value.get("bytes"), bytes | bytearray) and value["bytes"]:
+            return ImageRef(data=bytes(value["bytes"]))
+        value = value.get("path")
+        if _missing(value):
+            return None
+    if isinstance(value, bytes | bytearray):
+        return ImageRef(data=bytes(value))
+    text = str(value).strip()
+    if not text:
+        return None
+    scheme = _SCHEME.match(text)
+    if scheme and not _DRIVE.match(text):
+        name = scheme.group(1).lower()
+        if name in ("http", "https"):
+            return ImageRef(url=text)
+        if "://" in text or name in ("data", "file", "javascript"):
+            return ImageRef(error=f"unsupported URL scheme {name!r} (only http and https)")
+    relative = text.replace("\\", "/")  # manifests written on Windows
+    if relative.startswith("/") or _DRIVE.match(relative):
+        return ImageRef(error="absolute path not allowed (paths are relative to the manifest)")
+    try:
+        resolved = (base / relative).resolve()
+    except (OSError, ValueError, RuntimeError):
+        return ImageRef(error="invalid path")
+    if not is_within(resolved, base):
+        return ImageRef(error="path points outside the manifest's folder")
+    if not resolved.is_file():
+        return ImageRef(error="file not found")
+    return ImageRef(path=resolved, root=base)
+
+
+# -- downloads --------------------------------------------------------------------------------
+class Unreachable(ItemError):
+    """The server could not be reached at all (as opposed to answering with an error)."""
+
+
+class BlockedAddress(ItemError):
+    """The URL's host resolves to an address this deployment does not fetch from."""
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def blocked_reason(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why ``ip`` is not a public internet address (``None`` when it is one).
+
+    IPv6 forms that carry an IPv4 address (``::ffff:127.0.0.1``, 6to4, NAT64) are judged by the
+    address they carry, so they cannot smuggle a private target past the check.
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = ip.ipv4_mapped or ip.sixtofour
+        if inner is None and ip in _NAT64:
+            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if inner is not None:
+            return blocked_reason(inner)
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_private or not ip.is_global:
+        return "private"
+    return None
+
+
+def resolve_public(host: str, port: int) -> list[tuple]:
+    """``getaddrinfo`` for ``host``, refusing it if *any* address is not public (unless
+    ``PARALLAX_ALLOW_PRIVATE_URLS`` is set). Raises ``Unreachable`` / ``BlockedAddress``."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise Unreachable(f"could not download URL: cannot resolve {host} ({why})") from exc
+    if not settings.allow_private_urls():
+        for *_, sockaddr in infos:
+            ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+            why = blocked_reason(ip)
+            if why is not None:
+                raise BlockedAddress(
+                    f"URL refused: {host} is a {why} address ({ip}); set "
+                    "PARALLAX_ALLOW_PRIVATE_URLS=1 to allow local and private hosts"
+                )
+    return infos
+
+
+def _connect_checked(address: tuple[str, int], timeout: float | None = None, source=None):
+    """Stands in for ``socket.create_connection``: resolves once, checks every address, then
+    connects to the checked address itself (a second DNS answer cannot swap it: no rebinding)."""
+    host, port = address
+    last: OSError | None = None
+    for family, socktype, proto, _, sockaddr in resolve_public(host, port):
+        sock = socket.socket(family, socktype, proto)
+        try:
+            if timeout is not None:
+                sock.settimeout(timeout)
+            if source:
+                sock.bind(source)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            last = exc
+            sock.close()
+    raise last or OSError(f"no address for {host}")
+
+
+class _Watchdog:
+    """A hard deadline for one whole download (connect, headers and body): when it passes,
+    every socket the download opened is shut down, which wakes a read blocked on a server that
+    trickles bytes forever. Sockets are watched from the moment they connect, because urllib
+    detaches the socket from its connection once the headers are read."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def check(self) -> None:
+        if self.expired:  # a redirect after the deadline: never even connect
+            raise ItemError("could not download URL: took too long")
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            self._socks.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            socks = list(self._socks)
+        for sock in socks:
+            _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _GuardedHandlerMixin:
+    """Every connection (the first and each redirect's) is watched by the watchdog from the
+    moment it connects and, when the request goes straight to the server, connects only to
+    checked addresses."""
+
+    watchdog: _Watchdog
+
+    def do_open(self, http_class, req, **http_conn_args):  # type: ignore[override]
+        target = urllib.parse.urlsplit(req.full_url).hostname or ""
+        direct = (urllib.parse.urlsplit("//" + req.host).hostname or "") == target
+        if not direct:  # through an operator-configured proxy: check the target's name at least
+            resolve_public(target, 443)
+        watchdog = self.watchdog
+
+        def make(host, **kwargs):
+            watchdog.check()
+            conn = http_class(host, **kwargs)
+            if direct:
+                conn._create_connection = _connect_checked
+            connect = conn.connect
+
+            def connect_watched() -> None:
+                connect()
+                watchdog.watch(conn.sock)
+
+            conn.connect = connect_watched
+            return conn
+
+        return super().do_open(make, req, **http_conn_args)  # type: ignore[misc]
+
+
+class _GuardedHTTPHandler(_GuardedHandlerMixin, urllib.request.HTTPHandler):
+    pass
+
+
+class _GuardedHTTPSHandler(_GuardedHandlerMixin, urllib.request.HTTPSHandler):
+    pass
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to http(s): never to ftp:// or file://."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise urllib.error.URLError("redirect to a non-HTTP URL refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
+    http_handler, https_handler = _GuardedHTTPHandler(), _GuardedHTTPSHandler()
+    http_handler.watchdog = https_handler.watchdog = watchdog
+    # build_opener replaces its default HTTP(S) handlers by these subclasses.
+    return urllib.request.build_opener(http_handler, https_handler, _HttpOnlyRedirects)
+
+
+def _blocked_cause(exc: BaseException) -> BlockedAddress | None:
+    """The ``BlockedAddress`` raised inside urllib (it wraps connect errors in URLError)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, BlockedAddress):
+            return exc
+        reason = getattr(exc, "reason", None)  # URLError.reason may be a plain string
+        exc = reason if isinstance(reason, BaseException) else (exc.__cause__ or exc.__context__)
+        seen += 1
+    return None
+
+
+def download_url(
+    url: str, folder: Path, timeout_s: float | None = None, budget: SpaceBudget | None = None
+) -> Path:
+    """Fetch ``url`` (http/https) into ``folder/<sha256(url)>`` once; later calls reuse it.
+
+    ``folder`` is one entry of the ``downloads`` namespace; ``budget`` (its quota) is charged
+    before a new file is stored. Raises ``ItemError("could not download URL: ...")`` quickly
+    when offline, refuses hosts that resolve to loopback / private / link-local addresses
+    unless ``PARALLAX_ALLOW_PRIVATE_URLS`` is set (also after a redirect), refuses bodies over
+    ``settings.MAX_IMAGE_FILE_BYTES`` without reading past the limit, and gives up after
+    ``DOWNLOAD_DEADLINE_S`` in total (connect, headers and body) however slowly the server
+    sends; ``QuotaError`` when the downloads quota is full of entries in use.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ItemError("unsupported URL scheme (only http and https)")
+    dest = folder / hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+    if dest.is_file() and dest.stat().st_size > 0:
+        touch(folder)  # the entry (this manifest's downloads) was used
+        return dest
+    limit = settings.MAX_IMAGE_FILE_BYTES
+    timeout = DOWNLOAD_TIMEOUT_S if timeout_s is None else timeout_s
+    watchdog = _Watchdog(DOWNLOAD_DEADLINE_S)
+    too_slow = f"could not download URL: took longer than {DOWNLOAD_DEADLINE_S:g} s"
+    request = urllib.request.Request(url, headers={"User-Agent": "parallax"})
+    try:
+        with _opener(watchdog).open(request, timeout=timeout) as response:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit():
+                check_file_size(int(declared))
+            chunks, size = [], 0
+            while chunk := response.read1(256 * 1024):  # read1: returns what has arrived
+                size += len(chunk)
+                if size > limit:
+                    check_file_size(size)
+                if watchdog.expired:
+                    raise ItemError(too_slow)
+                chunks.append(chunk)
+            if watchdog.expired:  # the watchdog's shutdown can look like a clean end of body
+                raise ItemError(too_slow)
+    except ItemError:
+        raise
+    except urllib.error.HTTPError as exc:
+        raise ItemError(f"could not download URL: HTTP {exc.code}") from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        blocked = _blocked_cause(exc)
+        if blocked is not None:
+            raise BlockedAddress(str(blocked)) from exc
+        if watchdog.expired:
+            raise ItemError(too_slow) from exc
+        if isinstance(exc, ValueError):
+            raise ItemError(f"could not download URL: {exc}") from exc
+        if isinstance(exc, urllib.error.URLError):
+            reason = exc.reason
+            if isinstance(reason, Unreachable):
+                raise Unreachable(str(reason)) from exc
+            raise Unreachable(f"could not download URL: {reason}") from exc
+        raise Unreachable(f"could not download URL: {exc}") from exc
+    finally:
+        watchdog.cancel()
+    data = b"".join(chunks)
+    check_file_size(len(data))
+    if budget is not None:
+        budget.charge(len(data), f"downloading {parts.netloc}{parts.path[:60]}")
+    try:  # atomic: a reader never sees half a file under the final name
+        atomic_write_bytes(dest, data)
+    except CacheError as exc:
+        cause = exc.__cause__
+        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
+        raise ItemError(f"could not store download: {why}") from exc
+    return dest
+
+
+# -- the dataset ------------------------------------------------------------------------------
+class ManifestDataset(DatasetBase):
+    """Rows of a manifest that have a usable image or a text (or both)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        spec: str | None = None,
+        name: str | None = None,
+        cache_root: Path,
+        progress: ProgressCallback | None = None,
+        skipped: list[SkippedItem] | None = None,
+        table: pd.DataFrame | None = None,
+    ) -> None:
+        """``table`` given: rows already read by another source (``hfds:``), whose image paths
+        are relative to the folder ``path``; otherwise ``path`` is the manifest file."""
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise DatasetError(f"manifest not found: {path}")
+        if table is None and not path.is_file():
+            raise DatasetError(f"not a manifest file: {path}")
+        self.path = path.resolve()
+        self.base = self.path if table is not None else self.path.parent
+        self.spec = spec or f"manifest:{path}"
+        self.name = name or self.path.stem
+        self.skipped = list(skipped or [])
+
+        if table is None:
+            table = read_table(self.path, self.skipped)
+        columns = [str(c) for c in table.columns]
+        table.columns = columns
+        if len(table) > settings.MAX_ITEMS:
+            raise DatasetError(
+                f"{self.path.name} has {len(table):,} rows, over the limit of "
+                f"{settings.MAX_ITEMS:,} (raise PARALLAX_MAX_ITEMS to allow more)"
+            )
+        image_col = find_column(columns, IMAGE_COLUMNS)
+        text_col = find_column(columns, TEXT_COLUMNS)
+        label_col = find_column(columns, LABEL_COLUMNS)
+        id_col = find_column(columns, ID_COLUMNS)
+        if image_col is None and text_col is None:
+            raise DatasetError(
+                f"{self.path.name} has no image column ({', '.join(IMAGE_COLUMNS)}) and no "
+                f"text column ({', '.join(TEXT_COLUMNS)}); it has: {', '.join(columns[:12])}"
+            )
+
+        n = len(table)
+        row_ids = [str(i) for i in range(n)]
+        if id_col is not None:
+            keys = [_as_key(v) for v in table[id_col].tolist()]
+            if all(k is not None for k in keys) and len(set(keys)) == n:
+                row_ids = [str(k) for k in keys]
+                id_col_used = True
+            else:
+                id_col_used = False  # not a usable id: keep it as an ordinary column
+        else:
+            id_col_used = False
+        labels = [_as_key(v) for v in table[label_col].tolist()] if label_col else [None] * n
+        texts = [clean_text(v) for v in table[text_col].tolist()] if text_col else [None] * n
+        refs = (
+            [resolve_image_ref(v, self.base) for v in table[image_col].tolist()]
+            if image_col
+            else [None] * n
+        )
+        checks = self._check_images(refs, cache_root, progress)
+
+        self.ids = []
+        self.labels = []
+        self._texts: list[str | None] = []
+        self._refs: list[ImageRef | None] = []
+        self._digests: list[str | None] = []
+        self.image_errors: dict[int, str] = {}  # kept rows (text only) whose image failed
+        keep: list[int] = []
+        for i in range(n):
+            ref, check, text = refs[i], checks[i], texts[i]
+            image_ok = check is not None and check.ok
+            if not image_ok and text is None:
+                if ref is None:
+                    why = "no image and no text" if text_col else "no image"
+                else:
+                    why = ref.error or (check.error if check else None) or "unusable image"
+                where = f"row {i}" + (f" ({row_ids[i]})" if id_col_used else "")
+                self.skipped.append(SkippedItem(where, why))
+                continue
+            keep.append(i)
+            self.ids.append(row_ids[i])
+            self.labels.append(labels[i])
+            self._texts.append(text)
+            self._refs.append(ref if image_ok else None)
+            self._digests.append(check.sha256 if image_ok and check else None)
+            if image_col and not image_ok:
+                why = "no image" if ref is None else (ref.error or (check and check.error))
+                self.image_errors[len(self.ids) - 1] = str(why or "unusable image")
+
+        if not self.ids:
+            detail = f" (e.g. {self.skipped[-1].source}: {self.skipped[-1].reason})"
+            raise DatasetError(
+                f"no usable rows in {self.path.name}" + (detail if self.skipped else "")
+            )
+        self.table_rows = n  # rows of the table, before unusable ones were skipped
+        self.source_rows = keep  # table row of each item (side files are indexed by table row)
+        self.has_images = any(d is not None for d in self._digests)
+        self.texts = self._texts if text_col else None
+
+        used = {c for c in (image_col, text_col, label_col) if c}
+        if id_col_used and id_col:
+            used.add(id_col)
+        self._meta = table.iloc[keep][[c for c in columns if c not in used]]
+
+        h = ContentHasher("manifest-v1")
+        for row in zip(self.ids, self.labels, self._texts, self._digests, strict=True):
+            h.add_row(*row)
+        self._fingerprint = h.hexdigest()
+
+    def _check_images(
+        self,
+        refs: list[ImageRef | None],
+        cache_root: Path,
+        progress: ProgressCallback | None,
+    ) -> list[ImageCheck | None]:
+        """Download URLs, then fully decode and digest every distinct image once."""
+        urls = sorted({r.url for r in refs if r is not None and r.url})
+        downloads: dict[str, Path | str] = {}
+        if urls:
+            # This manifest's downloads are one entry of the downloads namespace, held (leased)
+            # while the dataset is open: neither prune nor the quota removes them under it.
+            cache = Cache(cache_root)
+            group = hashlib.sha256(str(self.path).encode("utf-8", "surrogatepass")).hexdigest()
+            cache.lease("downloads", group[:32]).bind(self)
+            fetch = self._fetch(
+                cache.path("downloads", group[:32]),
+                cache.budget(
+                    "downloads", settings.QUOTA_DOWNLOADS, setting="PARALLAX_QUOTA_DOWNLOADS"
+                ),
+            )
+            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="download") as pool:
+                for url, got in zip(urls, pool.map(fetch, urls), strict=True):
+                    downloads[url] = got
+        for i, r in enumerate(refs):  # swap each URL for its downloaded file (or its error)
+            if r is not None and r.url:
+                got = downloads[r.url]
+                refs[i] = (
+                    ImageRef(path=got, root=got.parent)
+                    if isinstance(got, Path)
+                    else ImageRef(error=got)
+                )
+
+        paths = sorted({r.path for r in refs if r is not None and r.path is not None})
+        verdicts = check_image_files(
+            paths, cache_file=verdict_cache_file(cache_root, self.path), progress=progress
+        )
+        by_path = dict(zip(paths, verdicts, strict=True))
+        out: list[ImageCheck | None] = []
+        for r in refs:
+            if r is None:
+                out.append(None)
+            elif r.path is not None:
+                out.append(by_path[r.path])
+            elif r.data is not None:
+                out.append(check_image_bytes(r.data, name="inline image"))
+            else:
+                out.append(ImageCheck(None, error=r.error))
+        return out
+
+    @staticmethod
+    def _fetch(downloads: Path, budget: SpaceBudget) -> Callable[[str], Path | str]:
+        # Once a host proved unreachable (offline, refused), its other URLs fail at once
+        # instead of each waiting for its own timeout.
+        dead_hosts: dict[str, str] = {}
+
+        def fetch(url: str) -> Path | str:
+            host = urllib.parse.urlsplit(url).netloc.lower()
+            if host in dead_hosts:
+                return dead_hosts[host]
+            try:
+                return download_url(url, downloads, budget=budget)
+            except (Unreachable, BlockedAddress) as exc:
+                dead_hosts[host] = str(exc)
+                return str(exc)
+            except ItemError as exc:
+                return str(exc)
+
+        return fetch
+
+    def load_image(self, index: int) -> Image.Image:
+        self._check_index(index)
+        if index in self.image_errors:
+            raise ItemError(self.image_errors[index])
+        ref = self._refs[index]
+        if ref is None:
+            raise ItemError("no image")
+        if ref.data is not None:
+            return open_image_safely(ref.data, name=self.ids[index])
+        assert ref.path is not None and ref.root is not None
+        # Re-check at read time: a file could have been swapped for an escaping symlink.
+        if not is_within(ref.path.resolve(), ref.root):
+            raise ItemError("path points outside the manifest's folder")
+        return open_image_safely(ref.path, name=self.ids[index])
+
+    def _metadata_frame(self) -> pd.DataFrame:
+        return self._meta
+
+    def fingerprint(self) -> str:
+        return self._fingerprint

@@ -1,0 +1,1 @@
+"""What leaves the engine: Parquet exports and view-only bundles."""
