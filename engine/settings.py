@@ -107,6 +107,9 @@ MAX_ARCHIVE_RATIO = _int_env(
 DATASET_CACHE_BYTES = _int_env("PARALLAX_DATASET_CACHE_BYTES", 1024**3)
 # Loaded models a long-lived process keeps (parameter bytes); the least recently used goes first.
 MODEL_CACHE_BYTES = _int_env("PARALLAX_MODEL_CACHE_BYTES", 1024**3)
+# Held datasets and models unused this long are released and the heap handed back to the OS,
+# so a shared server's memory comes back down after its visitors leave.
+IDLE_RELEASE_S = _float_env("PARALLAX_IDLE_RELEASE_S", 300.0)
 DOWNLOAD_TIMEOUT_S = _float_env("PARALLAX_DOWNLOAD_TIMEOUT_S", 5.0)  # connect, and each read
 DOWNLOAD_DEADLINE_S = _float_env("PARALLAX_DOWNLOAD_DEADLINE_S", 60.0)  # one whole download
 

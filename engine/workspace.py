@@ -28,7 +28,7 @@ from engine.errors import ParallaxError
 from engine.params import PREDICT, PROJECTION, SEARCH, PredictParams, ProjectionParams
 from engine.policy import VisitorPolicy
 from engine.store.cache import Cache
-from engine.store.held import Held
+from engine.store.held import Held, start_reaper
 
 if TYPE_CHECKING:
     from engine.analysis.compare import ComparisonReport
@@ -98,12 +98,23 @@ class _Shared:
         from engine.data.base import approx_nbytes
 
         self.cache = cache
+        idle = settings.IDLE_RELEASE_S
         self.datasets: Held[str, Dataset] = Held(
-            "datasets", settings.DATASET_CACHE_BYTES, size_of=approx_nbytes, max_entries=16
+            "datasets",
+            settings.DATASET_CACHE_BYTES,
+            size_of=approx_nbytes,
+            max_entries=16,
+            max_idle_s=idle,
         )
         self.class_vectors: Held[tuple, np.ndarray] = Held(
-            "prompt vectors", 64 * 1024**2, size_of=lambda a: int(a.nbytes), max_entries=256
+            "prompt vectors",
+            64 * 1024**2,
+            size_of=lambda a: int(a.nbytes),
+            max_entries=256,
+            max_idle_s=idle,
         )
+        if idle > 0:
+            start_reaper(every_s=max(1.0, min(60.0, idle / 4)))
 
 
 _SHARED: dict[str, _Shared] = {}

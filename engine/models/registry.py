@@ -45,9 +45,9 @@ def model_nbytes(model: Any) -> int:
 
 
 def _loaded_models() -> Held[tuple[str, str], EmbeddingModel]:
-    from engine.settings import MODEL_CACHE_BYTES
+    from engine.settings import IDLE_RELEASE_S, MODEL_CACHE_BYTES
 
-    return Held("models", MODEL_CACHE_BYTES, size_of=model_nbytes)
+    return Held("models", MODEL_CACHE_BYTES, size_of=model_nbytes, max_idle_s=IDLE_RELEASE_S)
 
 
 # One holder for the process: every door (dashboard, CLI, HTTP) shares the loaded models.

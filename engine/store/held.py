@@ -10,8 +10,13 @@ Evictions are logged, so an operator can see why memory came back or why a model
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import logging
 import threading
+import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -32,8 +37,10 @@ class Held(Generic[K, V]):
         *,
         size_of: Callable[[V], int],
         max_entries: int | None = None,
+        max_idle_s: float | None = None,
     ) -> None:
         self.name = name
+        self.max_idle_s = max_idle_s
         self.max_bytes = int(max_bytes)
         self.max_entries = max_entries
         self._size_of = size_of
@@ -41,12 +48,15 @@ class Held(Generic[K, V]):
         self._items: OrderedDict[K, V] = OrderedDict()
         self._sizes: dict[K, int] = {}
         self._key_locks: dict[K, threading.Lock] = {}
+        self._used: dict[K, float] = {}
+        _HOLDERS.add(self)
 
     def get(self, key: K) -> V | None:
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
+                self._used[key] = time.monotonic()
             return hit
 
     def get_or_build(self, key: K, build: Callable[[], V]) -> V:
@@ -74,6 +84,7 @@ class Held(Generic[K, V]):
             self._items[key] = value
             self._items.move_to_end(key)
             self._sizes[key] = size
+            self._used[key] = time.monotonic()
             self._shrink()
 
     def _shrink(self) -> None:
@@ -82,6 +93,7 @@ class Held(Generic[K, V]):
             or (self.max_entries is not None and len(self._items) > self.max_entries)
         ):
             old, _ = self._items.popitem(last=False)
+            self._used.pop(old, None)
             freed = self._sizes.pop(old, 0)
             log.info(
                 "%s: evicted %s (%.1f MB) to stay under %.0f MB",
@@ -104,12 +116,28 @@ class Held(Generic[K, V]):
         with self._lock:
             self._items.pop(key, None)
             self._sizes.pop(key, None)
+            self._used.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
             self._sizes.clear()
+            self._used.clear()
             self._key_locks.clear()
+
+    def reap(self, now: float | None = None) -> int:
+        """Drop entries unused for ``max_idle_s`` (all of them may go); bytes freed."""
+        if self.max_idle_s is None:
+            return 0
+        now = time.monotonic() if now is None else now
+        freed = 0
+        with self._lock:
+            for key in [k for k, t in self._used.items() if now - t >= self.max_idle_s]:
+                self._items.pop(key, None)
+                self._used.pop(key, None)
+                freed += self._sizes.pop(key, 0)
+                log.info("%s: released %s after %.0f s unused", self.name, key, self.max_idle_s)
+        return freed
 
     def keys(self) -> list[K]:
         with self._lock:
@@ -122,3 +150,45 @@ class Held(Generic[K, V]):
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return key in self._items
+
+
+# Every holder of the process, so that idle entries of all of them are released together.
+_HOLDERS: weakref.WeakSet[Held] = weakref.WeakSet()
+_reaper: threading.Thread | None = None
+_reaper_lock = threading.Lock()
+
+
+def release_idle(now: float | None = None) -> int:
+    """Release what every holder has kept unused past its ``max_idle_s``, then hand the freed
+    heap back to the operating system (CPython and glibc keep it otherwise, so a server's
+    memory would stay at its peak after the visitors leave). Returns the bytes released."""
+    freed = sum(h.reap(now) for h in list(_HOLDERS))
+    if freed:
+        gc.collect()
+        trim_heap()
+    return freed
+
+
+def trim_heap() -> None:
+    """``malloc_trim(0)`` where glibc has it (Linux); a no-op elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def start_reaper(every_s: float) -> None:
+    """One daemon thread per process that calls ``release_idle`` every ``every_s`` seconds."""
+    global _reaper
+    with _reaper_lock:
+        if _reaper is not None and _reaper.is_alive():
+            return
+
+        def loop() -> None:
+            while True:
+                time.sleep(every_s)
+                try:
+                    release_idle()
+                except Exception:  # the reaper must never die: log and keep going
+                    log.exception("releasing idle objects failed")
+
+        _reaper = threading.Thread(target=loop, name="parallax-release-idle", daemon=True)
+        _reaper.start()
