@@ -156,19 +156,27 @@ def test_remote_code_from_a_link_or_a_typed_spec_never_runs(deployment, tmp_path
         assert refusals, (typed, [e.value for e in at.error])
 
 
-def test_shipped_aliases_and_hub_names_stay_allowed(deployment):
+def test_shipped_aliases_and_hub_names_stay_allowed(deployment, monkeypatch):
+    from engine import settings
     from engine.policy import VisitorPolicy
 
     policy = VisitorPolicy.for_visitor(deployment, "b" * 32)
+    for spec in ("demo:shapes-clip", "baseline:pixels", "st:all-MiniLM-L6-v2"):
+        policy.check_model_spec(spec)  # raises if refused (default budget: 1 GiB deployment)
+    # The catalogue's CLIPs are ~600 MB of weights: over a 1 GiB deployment's model budget,
+    # allowed once the operator sizes it for them; an operator-listed hub name likewise.
+    for spec in ("hf:openai/clip-vit-base-patch32", "open_clip:ViT-B-32/laion2b_s34b_b79k"):
+        with pytest.raises(Exception, match="PARALLAX_MAX_MODEL_BYTES"):
+            policy.check_model_spec(spec)
+    monkeypatch.setattr(settings, "MAX_MODEL_BYTES", 2 * 1024**3)
+    monkeypatch.setattr(settings, "VISITOR_MODELS", ("open_clip:hf-hub:timm/ViT-B-16-SigLIP",))
     for spec in (
-        "demo:shapes-clip",
-        "baseline:pixels",
-        "st:all-MiniLM-L6-v2",
         "hf:openai/clip-vit-base-patch32",
         "open_clip:ViT-B-32/laion2b_s34b_b79k",
+        "open_clip:hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
         "open_clip:hf-hub:timm/ViT-B-16-SigLIP",
     ):
-        policy.check_model_spec(spec)  # raises if refused
+        policy.check_model_spec(spec)
     for spec in ("hf:openai/clip-vit-base-patch32?trust_remote_code=1", "hf:/etc", "st:~"):
         with pytest.raises(Exception, match="refused"):
             policy.check_model_spec(spec)
