@@ -262,7 +262,9 @@ def to_manifest_table(ds: Any, spec: str) -> pd.DataFrame:
         ds = ds.cast_column(image_col, datasets.Image(decode=False))
     decoded = _decoded_nbytes(ds)
     if decoded > settings.DECODE_BYTES:
-        raise DatasetError(
+        from engine.policy import BudgetError
+
+        raise BudgetError(
             f"{spec}: decodes to {decoded / 1024**2:,.0f} MB, over this deployment's budget of "
             f"{settings.DECODE_BYTES / 1024**2:,.0f} MB for one dataset (PARALLAX_DECODE_BYTES)"
         )

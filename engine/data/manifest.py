@@ -197,8 +197,16 @@ def _byte_array_paths(parquet_schema: Any) -> list[str]:
     ]
 
 
+def _budget_error(line: str) -> DatasetError:
+    from engine.policy import BudgetError
+
+    return BudgetError(line)
+
+
 def _budget_line(what: str, nbytes: float, budget: int) -> DatasetError:
-    return DatasetError(
+    from engine.policy import BudgetError
+
+    return BudgetError(
         f"{what} decodes to more than {budget / 1024**2:,.0f} MB ({nbytes / 1024**2:,.0f} MB "
         "so far), over this deployment's budget for one table (PARALLAX_DECODE_BYTES): refused"
     )
@@ -335,7 +343,7 @@ def _read_json_records(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
     if head.startswith(b"["):  # a plain JSON array of objects: one document, read whole
         size = path.stat().st_size
         if size > settings.DECODE_BYTES // 8:
-            raise DatasetError(
+            raise _budget_error(
                 f"manifest {path.name} is a {size / 1024**2:,.0f} MB JSON array, over "
                 f"{settings.DECODE_BYTES // 8 / 1024**2:,.0f} MB (PARALLAX_DECODE_BYTES / 8): "
                 "write it as JSON lines, one object per line"
@@ -366,7 +374,7 @@ def read_table(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
             f"{settings.MAX_MANIFEST_BYTES / 1024**2:.0f} MB (raise PARALLAX_MAX_MANIFEST_BYTES)"
         )
     if suffix in (".csv", ".jsonl", ".ndjson", ".json") and size > settings.DECODE_BYTES:
-        raise DatasetError(
+        raise _budget_error(
             f"manifest {path.name} is {size / 1024**2:,.0f} MB of text, over this deployment's "
             f"budget of {settings.DECODE_BYTES / 1024**2:,.0f} MB for one table "
             "(PARALLAX_DECODE_BYTES; Parquet is read by row group and may be larger)"
