@@ -9,8 +9,9 @@ RSS (``ru_maxrss``) after opening, and the peak of a child that only imports the
 the difference is what the input cost. Cases are scaled down from the issue's (noted below) so
 that the unfixed code does not take the shared machine down.
 
-``upload_at_size_limit`` stages a zip of JPEGs of ``--upload-mb`` MiB (default 490: under the
-dashboard's ``server.maxUploadSize`` of 500 MB) the way the Data page does, and reports the
+``upload_at_size_limit`` stages a zip of JPEGs of ``--upload-mb`` MiB (default 120: under the
+dashboard's ``server.maxUploadSize`` and the engine's ``PARALLAX_MAX_UPLOAD_BYTES`` of 128 MiB,
+sized for a 1 GiB deployment) the way the Data page does, and reports the
 peak while staging and opening it and the memory still held (``VmRSS``) once the upload's
 bytes are dropped and a second, small upload has been opened through the same registry.
 """
@@ -81,6 +82,22 @@ CASES = {
     "csv_200MB_text_cell": (
         "from engine.data import open_dataset",
         "        open_dataset('manifest:' + arg, cache_root=Path(arg).parent / 'c')",
+    ),
+    # issue 27: 213 KB dictionary-encoded Parquet -> 4.7 GB (SIGKILL at 2.7 GB in 1 GiB);
+    # here one 20,000-character text x 235,000 rows (~1 kB file, 4.7 GB decoded)
+    "parquet_dict_bomb": (
+        "from engine.data import open_dataset",
+        "        open_dataset('manifest:' + arg, cache_root=Path(arg).parent / 'c')",
+    ),
+    # issue 27: a 470 MiB CSV at the old upload limit (SIGKILL in 12.5 s)
+    "csv_470MiB": (
+        "from engine.data import open_dataset",
+        "        open_dataset('manifest:' + arg, cache_root=Path(arg).parent / 'c')",
+    ),
+    # issue 27: a 311 MB zip of 72 noise PNGs (SIGKILL of the 1 GiB view-only server in 8 s)
+    "zip_noise_pngs_311MB": (
+        "from engine.data import open_dataset",
+        "        open_dataset('zip:' + arg, cache_root=Path(arg).parent / 'c')",
     ),
 }
 
@@ -263,7 +280,45 @@ def make_inputs(work: Path) -> dict[str, Path]:
             f.write("a" * (200 * 1024**2) + "\n")
             f.write("short\n")
     out["csv_200MB_text_cell"] = cell
+    out["parquet_dict_bomb"] = _parquet_dict_bomb(work / "dict-bomb.parquet")
+    big_csv = work / "big470.csv"
+    if not big_csv.exists():
+        row = b"a caption of a few words for a picture,some label\n"
+        with open(big_csv, "wb") as f:
+            f.write(b"text,label\n")
+            for _ in range(470):
+                f.write(row * (1024**2 // len(row)))
+    out["csv_470MiB"] = big_csv
+    out["zip_noise_pngs_311MB"] = _noise_png_zip(work / "noise311.zip", 72)
     return out
+
+
+def _parquet_dict_bomb(path: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        indices = pa.array(np.zeros(235_000, dtype=np.int32))
+        column = pa.DictionaryArray.from_arrays(indices, pa.array(["x" * 20_000]))
+        pq.write_table(pa.table({"text": column}), path, compression="zstd")
+    return path
+
+
+def _noise_png_zip(path: Path, count: int) -> Path:
+    """``count`` noise PNGs of ~4.3 MB (1200 x 1200 RGB, incompressible), stored."""
+    from PIL import Image
+
+    if path.exists():
+        return path
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    part = path.with_suffix(".part")
+    with zipfile.ZipFile(part, "w", zipfile.ZIP_STORED) as zf:
+        for k in range(count):
+            buf = io.BytesIO()
+            Image.fromarray(np.roll(noise, 7 * k, axis=1)).save(buf, "PNG", compress_level=1)
+            zf.writestr(f"noise/{k:03d}.png", buf.getvalue())
+    part.rename(path)
+    return path
 
 
 def _rebundle(source: Path, out: Path, edit) -> None:
@@ -295,7 +350,7 @@ def main() -> None:
     ap.add_argument("--repo", type=Path, default=REPO)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "parallax-hostile")
     ap.add_argument("--only", nargs="*")
-    ap.add_argument("--upload-mb", type=int, default=490)
+    ap.add_argument("--upload-mb", type=int, default=120)
     args = ap.parse_args()
     print(f"repo {args.repo}")
     if not args.only or "upload_at_size_limit" in args.only:

@@ -2,8 +2,9 @@
 
 The filter is a list of clauses (``engine.data.filters``): the items outside it are greyed on every
 map (their colour becomes "missing"), and one click selects the items inside it. A selection
-can be kept under a name with the dataset (``engine.store.subsets``, in the cache), downloaded, and
-reopened from a link (``?subset=NAME``) on this deployment.
+can be kept under a name with the dataset (``engine.store.subsets``, in the cache, in this
+visitor's own namespace), downloaded, deleted, and reopened by whoever holds its link
+(``?subset=TOKEN``: an unguessable token, never a name another visitor could guess).
 """
 
 from __future__ import annotations
@@ -16,12 +17,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import keys, maps, ui
+from dashboard import keys, maps, state, ui
 from dashboard.map_view import set_selection
 from dashboard.resources import engine_cache
 from engine.data.filters import Clause, column_kinds, filter_json, row_mask
 from engine.errors import ParallaxError
-from engine.store.subsets import get_subset, list_subsets, save_subset, subset_frame
+from engine.store.subsets import (
+    delete_subset,
+    list_subsets,
+    open_link,
+    save_subset,
+    subset_frame,
+)
 
 MAX_COLUMNS = 8  # metadata columns offered as filter controls
 MAX_OPTIONS = 200  # values listed in a value filter
@@ -114,30 +121,31 @@ def dim_outside(colouring: maps.Colouring, mask: np.ndarray | None) -> maps.Colo
 
 # -- named subsets ------------------------------------------------------------------------------
 def apply_subset_link(ds: Any) -> None:
-    """A link's ``?subset=NAME``: select that subset once (before the URL is rewritten)."""
-    name = st.query_params.get(LINK_PARAM)
-    done = (ds.fingerprint(), name)
-    if not name or st.session_state.get(keys.MAP_SUBSET_APPLIED) == done:
+    """A link's ``?subset=TOKEN``: select that subset once (before the URL is rewritten)."""
+    token = st.query_params.get(LINK_PARAM)
+    done = (ds.fingerprint(), token)
+    if not token or st.session_state.get(keys.MAP_SUBSET_APPLIED) == done:
         return
     st.session_state[keys.MAP_SUBSET_APPLIED] = done
     try:
-        subset = get_subset(ds, name, engine_cache())
+        subset = open_link(ds, token, engine_cache())
     except ParallaxError as exc:
         st.warning(f"The link's subset was not opened: {exc}", icon=":material/link_off:")
         return
     set_selection(subset.rows, "subset")
 
 
-def subset_link(name: str) -> str:
-    """The query string that reopens this view with subset ``name`` selected."""
+def subset_link(token: str) -> str:
+    """The query string that reopens this view with the subset of ``token`` selected."""
     params = {k: v for k, v in st.query_params.to_dict().items() if k not in (LINK_PARAM, "sel")}
-    return "?" + urlencode({**params, LINK_PARAM: name})
+    return "?" + urlencode({**params, LINK_PARAM: token})
 
 
 def subsets_section(ds: Any, rows: np.ndarray) -> None:
     """Keep the selection under a name; open, download or share the subsets kept."""
     st.subheader("Named subsets")
     cache = engine_cache()
+    owner = state.session_id()  # a visitor's subsets are theirs: shared only by link
     with st.form("map_subset_form", border=False, clear_on_submit=True):
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
         name = c1.text_input(
@@ -147,14 +155,14 @@ def subsets_section(ds: Any, rows: np.ndarray) -> None:
             with ui.guard("Keeping the subset"):
                 active = st.session_state.get(keys.MAP_FILTER) or {}
                 spec = active.get("clauses") if active.get("dataset") == ds.fingerprint() else None
-                kept = save_subset(ds, name, rows, cache, filter_spec=spec or None)
-                st.success(f"Kept {len(kept.rows):,} item(s) as **{kept.name}**.")
-    kept = list_subsets(ds, cache)
+                kept = save_subset(ds, name, rows, cache, filter_spec=spec or None, owner=owner)
+                st.success(f"Kept {len(kept.rows):,} item(s) as **{ui.plain(kept.name)}**.")
+    kept = list_subsets(ds, cache, owner=owner)
     if not kept:
         st.caption("No subset kept with this dataset yet.")
         return
     by_name = {s.name: s for s in kept}
-    s1, s2, s3 = st.columns([3, 1, 1], vertical_alignment="bottom")
+    s1, s2, s3, s4 = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
     chosen = s1.selectbox(
         "Subsets kept with this dataset",
         list(by_name),
@@ -173,5 +181,10 @@ def subsets_section(ds: Any, rows: np.ndarray) -> None:
         icon=":material/download:",
         key="map_subset_csv",
     )
-    st.caption("Link to reopen it on this deployment (append to the app's Map page address):")
-    st.code(subset_link(chosen), language=None)
+    if s4.button("Delete", icon=":material/delete:", key="map_subset_delete"):
+        with ui.guard("Deleting the subset"):
+            delete_subset(ds, chosen, cache, owner=owner)
+            st.rerun()
+    if subset.token:
+        st.caption("Link to reopen it on this deployment (append to the app's Map page address):")
+        st.code(subset_link(subset.token), language=None)

@@ -12,9 +12,13 @@ spec. Deny by default:
 - never the cache's own folders (anyone's uploads, extractions, downloads, vectors), nor a
   folder that contains the cache (``folder:<repo>`` would list ``<repo>/cache/uploads``),
   whatever the roots say; the visitor's own namespace (``uploads/<owner>/``) is the exception;
-- model specs: hub names, pretrained tags, baselines and the shipped ``demo:`` aliases; a
-  local path (``hf:PATH``, ``st:PATH``, ``open_clip:local-dir:PATH``, a checkpoint file) only
-  under the operator's roots; ``trust_remote_code`` never.
+- dataset kinds from the kinds table (``engine.data.DATASET_KINDS``): a kind not listed for
+  visitors is refused, and the server path of every kind that carries one is checked;
+- model specs to *load*: only an allow-list (the baselines, the shipped ``demo:`` aliases,
+  the catalogue's hub names, ``PARALLAX_VISITOR_MODELS``) under a size budget known before
+  anything is built; to *name* (cached vectors): hub names, baselines, aliases, and a local
+  path (``hf:PATH``, ``st:PATH``, ``open_clip:local-dir:PATH``, a checkpoint file) only under
+  the operator's roots; ``trust_remote_code`` never.
 
 Paths are resolved (``..``, symlinks) before any comparison. The policy does no I/O beyond
 ``resolve``: it decides, the caller opens. No Streamlit import here.
@@ -32,7 +36,6 @@ from engine.errors import DatasetError, ModelUnavailable, ParallaxError
 
 SERVER_PATHS_ENV = "PARALLAX_SERVER_PATHS"
 UPLOADS_DIR = "uploads"  # cache/uploads/<owner>/: each visitor's private namespace
-PATH_KINDS = ("folder", "manifest", "zip", "tar", "bundle")
 _OWNER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REMOTE_CODE_RE = re.compile(r"trust_remote_code\s*=\s*(?!0\b|false\b|no\b|off\b)", re.I)
 
@@ -47,6 +50,11 @@ class DatasetRefused(PolicyError, DatasetError):
 
 class ModelRefused(PolicyError, ModelUnavailable):
     """A model spec refused by the visitor policy (a ``ModelUnavailable`` for callers)."""
+
+
+class BudgetError(DatasetError):
+    """Past one of the deployment's budgets (decoded bytes, upload size, pixels): one line,
+    nothing half-written. The HTTP service answers it with 413."""
 
 
 def resolved(path: str | os.PathLike[str]) -> Path:
@@ -142,60 +150,83 @@ class VisitorPolicy:
 
     # -- dataset specs ---------------------------------------------------------------------
     def check_dataset_spec(self, spec: str) -> None:
-        """Raise ``DatasetRefused`` (one line) if a visitor may not open ``spec``."""
-        from engine.data import parse_spec
+        """Raise ``DatasetRefused`` (one line) if a visitor may not open ``spec``.
+
+        Read from the kinds table (``engine.data.DATASET_KINDS``), the one the opener reads:
+        a kind not listed there, or not marked for visitors, is refused; every server path a
+        kind's spec carries (``path_of``) is checked, whatever the kind (``hfds:`` included,
+        in any letter case)."""
+        from engine.data import DATASET_KINDS, parse_spec
 
         kind, rest, _ = parse_spec(spec)
-        if kind not in PATH_KINDS:
-            return  # demo:* carries no path
-        why = self.path_refusal(rest.strip())
+        row = DATASET_KINDS.get(kind)
+        if row is None or not row.visitor:
+            raise DatasetRefused(f"{kind}: datasets are not open to visitors of this deployment")
+        path = row.path_of(rest)
+        if path is None:
+            return
+        why = self.path_refusal(path.strip() or ".")
         if why is not None:
             raise DatasetRefused(f"{kind}:{_short(rest.strip())} is refused: {why}")
 
     # -- model specs -----------------------------------------------------------------------
-    def check_model_spec(self, spec: str) -> None:
-        """Raise ``ModelRefused`` (one line) if a visitor may not load ``spec``.
-
-        Checked on the text first (so ``hf:/`` is refused before anything touches the disk),
-        then on the parsed spec. A ``demo:`` alias is the operator's: its target may be local.
-        """
+    def check_model_name(self, spec: str) -> None:
+        """Raise ``ModelRefused`` if a visitor may not even *name* ``spec`` (to read vectors
+        already cached under it): remote code, a local path outside the operator's roots, a
+        kind the model table does not open to visitors. Loading asks ``check_model_spec``."""
         text = str(spec).strip()
         if _REMOTE_CODE_RE.search(text):
             raise ModelRefused(
                 f"{_short(text)} is refused: a visitor may never enable trust_remote_code"
             )
-        kind = text.partition(":")[0].lower()
-        if kind in ("demo", "baseline"):
-            from engine.models.spec import parse_spec as parse_model
+        from engine.models.registry import visitor_rule
 
-            parse_model(text)  # unknown aliases fail here with the registry's own line
-            return
+        kind = text.partition(":")[0]
+        if visitor_rule(kind) == "never":
+            raise ModelRefused(f"{_short(text)} is refused: {kind}: models are not for visitors")
         local = _local_model_path(text)
-        if local is not None:
+        if local is not None and kind != "demo":
             why = self.path_refusal(local, own_ok=False)
             if why is not None:
                 raise ModelRefused(f"{_short(text)} is refused: a local model path, and {why}")
+
+    def check_model_spec(self, spec: str) -> None:
+        """Raise ``ModelRefused`` (one line) if a visitor may not load ``spec``.
+
+        Checked on the text first (so ``hf:/`` is refused before anything touches the disk),
+        then on the parsed spec, then against the allow-list the model table names for its
+        kind (``engine.models.registry.visitor_allows``: the baselines, the shipped ``demo:``
+        models, the catalogue's hub names, ``PARALLAX_VISITOR_MODELS``) and the size budget
+        (``PARALLAX_MAX_MODEL_BYTES``, from the catalogue or the weight files, before anything
+        is built). ``open_clip:ARCH/random`` and arbitrary architectures are never built."""
+        self.check_model_name(spec)
+        from engine.models.registry import visitor_refusal
         from engine.models.spec import parse_spec as parse_model
 
-        parsed = parse_model(text)
+        text = str(spec).strip()
+        parsed = parse_model(text)  # unknown aliases fail here with the registry's own line
         if parsed.trust_remote_code:
             raise ModelRefused(
                 f"{_short(text)} is refused: a visitor may never enable trust_remote_code"
             )
-        if parsed.path is not None:
+        if parsed.path is not None and parsed.alias is None:
             why = self.path_refusal(parsed.path, own_ok=False)
             if why is not None:
                 raise ModelRefused(f"{_short(text)} is refused: a local model path, and {why}")
+        why = visitor_refusal(parsed)
+        if why is not None:
+            raise ModelRefused(f"{_short(text)} is refused: {why}")
 
     def allowed_model_specs(self, specs: Iterable[str]) -> tuple[list[str], list[str]]:
-        """Split ``specs`` into (allowed, refusal lines): for a link's model list. A spec
-        that does not parse is not refused here (it may name cached vectors; the loader
-        refuses it with its own line if anyone tries to load it)."""
+        """Split ``specs`` into (allowed, refusal lines): for a link's model list. Names only
+        (``check_model_name``): a model's cached vectors may be shown; loading it is checked
+        again. A spec that does not parse is not refused here (it may name cached vectors;
+        the loader refuses it with its own line if anyone tries to load it)."""
         ok: list[str] = []
         refused: list[str] = []
         for spec in specs:
             try:
-                self.check_model_spec(spec)
+                self.check_model_name(spec)
             except PolicyError as exc:
                 refused.append(str(exc))
             except ParallaxError:

@@ -121,6 +121,30 @@ QUOTA_DOWNLOADS = _int_env("PARALLAX_QUOTA_DOWNLOADS", 5 * 1024**3)  # all URL d
 # Temp names and unfinished jobs older than this, whose writer is gone, are removed by prune.
 ORPHAN_AGE_S = _float_env("PARALLAX_ORPHAN_AGE_S", 3600.0)
 
+# -- budgets (#27) --
+# One deployment's memory (default: a Community Cloud app, ~1 GiB); the per-decode and upload
+# budgets below derive from it unless set on their own. docs/deploy.md sizes them.
+MEMORY_BYTES = _int_env("PARALLAX_MEMORY_BYTES", 1024**3)
+# What one decode may materialise: one table (Parquet / CSV / JSON lines, decoded), one
+# visitor's upload staged, one request's images (x 4 bytes per pixel).
+DECODE_BYTES = _int_env("PARALLAX_DECODE_BYTES", MEMORY_BYTES // 8)
+# One upload, refused past this in one line (Streamlit's server.maxUploadSize should match it).
+MAX_UPLOAD_BYTES = _int_env("PARALLAX_MAX_UPLOAD_BYTES", DECODE_BYTES)
+# Pixels (width x height, from the headers) that one request or one batch may decode in total.
+REQUEST_PIXELS = _int_env("PARALLAX_REQUEST_PIXELS", MAX_IMAGE_PIXELS)
+# Parameter bytes of the largest model a visitor may have built (known before it is built).
+MAX_MODEL_BYTES = _int_env("PARALLAX_MAX_MODEL_BYTES", MEMORY_BYTES // 2)
+# Every visitor's uploads together (the per-owner quota is QUOTA_UPLOADS), and their lifetime:
+# uploads not used for this long are removed by ``cache prune`` (and at the next upload).
+QUOTA_UPLOADS_TOTAL = _int_env("PARALLAX_QUOTA_UPLOADS_TOTAL", 2 * 1024**3)
+UPLOAD_TTL_S = _float_env("PARALLAX_UPLOAD_TTL_S", 24 * 3600.0)
+# Model specs (comma-separated) the operator adds to what visitors may load (besides the
+# shipped ``demo:`` models, the baselines and the catalogue's hub names).
+VISITOR_MODELS = tuple(
+    s.strip() for s in os.environ.get("PARALLAX_VISITOR_MODELS", "").split(",") if s.strip()
+)
+# -- end budgets (#27) --
+
 # ``python -m engine cache prune`` keeps at most this much when ``--max-bytes`` is not given.
 DEFAULT_CACHE_MAX_BYTES = 20 * 1024**3
 

@@ -263,7 +263,8 @@ class Workspace:
     def vectors(self, dataset: Dataset, model: str, modality: str | None = None) -> Entry:
         """The finished vectors of ``dataset`` under ``model`` (no model is loaded); images
         first when there are both. ``NotEmbedded`` when there are none yet."""
-        self.check_model_spec(model)
+        if self.policy is not None:  # reading vectors builds nothing: naming rules only
+            self.policy.check_model_name(model)
         from engine.store.catalog import embeddings_by
 
         entries = embeddings_by(dataset, model, self.cache)

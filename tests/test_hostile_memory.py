@@ -177,10 +177,113 @@ def test_an_upload_near_the_size_limit_is_staged_without_a_second_copy(tmp_path)
     pytest.importorskip("streamlit")
     from benchmarks.hostile_memory import make_upload_zips, measure_upload
 
-    # 160 MiB: above it the copy (2x) clears the fixed cost of opening (~60 MB) by far
-    big, small = make_upload_zips(tmp_path, 160, distinct=4)
+    # 120 MiB, under the default upload limit (128 MiB, PARALLAX_MAX_UPLOAD_BYTES): a copy
+    # (2x) would clear the fixed cost of opening (~60 MB) and fail the bound below
+    big, small = make_upload_zips(tmp_path, 120, distinct=4)
     size = big.stat().st_size
     got = measure_upload(REPO, big, small, tmp_path)
-    assert got.get("items", 0) >= 40, got
+    assert got.get("items", 0) >= 30, got
     assert got["peak_mb"] * MB < 1.5 * size, (got, size / MB)
     assert got["held_mb"] * MB < 0.5 * size, (got, size / MB)
+
+
+# -- issue 27: one upload must not kill a 1 GiB server; `datasets --inspect` stays under 1.5 GB --
+PEAK_WRAPPER = """
+import json, resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+print(json.dumps({"rc": done.returncode, "stderr": done.stderr, "stdout": done.stdout,
+                  "peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
+"""
+
+
+def inspect_peak(spec: str, tmp_path: Path, **env: str) -> dict:
+    """``python -m engine datasets --inspect SPEC`` in a fresh child; its peak RSS (the
+    wrapper's ``RUSAGE_CHILDREN``: that child alone), exit code and output."""
+    cmd = [sys.executable, "-m", "engine", "datasets", "--inspect", spec]
+    cmd += ["--cache-dir", str(tmp_path / "cli-cache")]
+    run_env = {**os.environ, **env}
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_WRAPPER, *cmd],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env=run_env,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def parquet_bomb(path: Path, rows: int = 235_000, chars: int = 20_000) -> Path:
+    """One ``chars``-character text in a dictionary page, every row pointing at it: ~1 kB on
+    disk, ``rows * chars`` bytes (4.7 GB by default) once decoded."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    indices = pa.array(np.zeros(rows, dtype=np.int32))
+    column = pa.DictionaryArray.from_arrays(indices, pa.array(["x" * chars]))
+    pq.write_table(pa.table({"text": column}), path, compression="zstd")
+    return path
+
+
+def test_a_dictionary_parquet_bomb_is_refused_in_one_line_under_budget(tmp_path):
+    """The issue's 213 kB Parquet took 4.7 GB (SIGKILL in a 1 GiB box): its decoded size is
+    computed from the dictionary before anything is expanded, and refused in one line."""
+    bomb = parquet_bomb(tmp_path / "bomb.parquet")
+    assert bomb.stat().st_size < 213 * 1024
+    got = inspect_peak(f"manifest:{bomb}", tmp_path)
+    assert got["rc"] == 2, got
+    lines = got["stderr"].strip().splitlines()
+    assert len(lines) == 1 and "PARALLAX_DECODE_BYTES" in lines[0], lines
+    assert "Traceback" not in got["stderr"]
+    assert got["peak"] < 400 * MB, got["peak"] / MB  # 4.7 GB decoded; the budget is 128 MB
+
+
+def test_a_csv_over_the_decode_budget_is_refused_from_its_size(tmp_path):
+    """A 470 MiB CSV at the old upload limit: SIGKILL in 12.5 s. Now refused before a byte is
+    parsed (scaled down here: a 40 MiB CSV against a 32 MiB budget)."""
+    path = tmp_path / "big.csv"
+    row = b"a sentence of a caption,label\n"
+    with open(path, "wb") as f:
+        f.write(b"text,label\n")
+        f.write(row * (40 * MB // len(row)))
+    got = inspect_peak(f"manifest:{path}", tmp_path, PARALLAX_DECODE_BYTES="32M")
+    assert got["rc"] == 2, got
+    lines = got["stderr"].strip().splitlines()
+    assert len(lines) == 1 and "PARALLAX_DECODE_BYTES" in lines[0], lines
+    assert got["peak"] < 300 * MB, got["peak"] / MB
+
+
+def test_a_csv_whose_rows_expand_past_the_budget_stops_in_chunks(tmp_path):
+    """Under the size check but many short cells (each a Python object once parsed): the
+    chunked reader refuses it as the rows pass the budget, never holding the whole table."""
+    path = tmp_path / "rows.csv"
+    with open(path, "w") as f:
+        f.write("text," + ",".join(f"c{i}" for i in range(20)) + "\n")
+        line = "t," + ",".join("v" for _ in range(20)) + "\n"
+        f.write(line * 400_000)  # 17 MB of text, ~1 GB as objects
+    size = path.stat().st_size
+    got = inspect_peak(f"manifest:{path}", tmp_path, PARALLAX_DECODE_BYTES="32M")
+    assert size < 32 * MB
+    assert got["rc"] == 2 and "PARALLAX_DECODE_BYTES" in got["stderr"], got
+    assert got["peak"] < 400 * MB, got["peak"] / MB
+
+
+def test_a_zip_of_noise_pngs_opens_under_the_bound(tmp_path):
+    """A zip of large noise PNGs (the issue: 311 MB of 72 took the server down): extracted
+    by streaming, each image decoded through the process-wide pixel gate (scaled: 12)."""
+    import zipfile
+
+    from PIL import Image
+
+    noise = np.random.default_rng(1).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, "PNG", compress_level=1)
+    png = buf.getvalue()
+    archive = tmp_path / "noise.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(12):
+            zf.writestr(f"noise/{i}.png", png)
+    got = inspect_peak(f"zip:{archive}", tmp_path)
+    assert got["rc"] == 0, got
+    assert got["peak"] < 600 * MB, got["peak"] / MB

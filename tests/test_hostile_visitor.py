@@ -156,19 +156,27 @@ def test_remote_code_from_a_link_or_a_typed_spec_never_runs(deployment, tmp_path
         assert refusals, (typed, [e.value for e in at.error])
 
 
-def test_shipped_aliases_and_hub_names_stay_allowed(deployment):
+def test_shipped_aliases_and_hub_names_stay_allowed(deployment, monkeypatch):
+    from engine import settings
     from engine.policy import VisitorPolicy
 
     policy = VisitorPolicy.for_visitor(deployment, "b" * 32)
+    for spec in ("demo:shapes-clip", "baseline:pixels", "st:all-MiniLM-L6-v2"):
+        policy.check_model_spec(spec)  # raises if refused (default budget: 1 GiB deployment)
+    # The catalogue's CLIPs are ~600 MB of weights: over a 1 GiB deployment's model budget,
+    # allowed once the operator sizes it for them; an operator-listed hub name likewise.
+    for spec in ("hf:openai/clip-vit-base-patch32", "open_clip:ViT-B-32/laion2b_s34b_b79k"):
+        with pytest.raises(Exception, match="PARALLAX_MAX_MODEL_BYTES"):
+            policy.check_model_spec(spec)
+    monkeypatch.setattr(settings, "MAX_MODEL_BYTES", 2 * 1024**3)
+    monkeypatch.setattr(settings, "VISITOR_MODELS", ("open_clip:hf-hub:timm/ViT-B-16-SigLIP",))
     for spec in (
-        "demo:shapes-clip",
-        "baseline:pixels",
-        "st:all-MiniLM-L6-v2",
         "hf:openai/clip-vit-base-patch32",
         "open_clip:ViT-B-32/laion2b_s34b_b79k",
+        "open_clip:hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
         "open_clip:hf-hub:timm/ViT-B-16-SigLIP",
     ):
-        policy.check_model_spec(spec)  # raises if refused
+        policy.check_model_spec(spec)
     for spec in ("hf:openai/clip-vit-base-patch32?trust_remote_code=1", "hf:/etc", "st:~"):
         with pytest.raises(Exception, match="refused"):
             policy.check_model_spec(spec)
@@ -593,3 +601,248 @@ def test_untrusted_strings_are_never_markdown(deployment):
     at.run()
     for el in [*at.markdown, *at.error, *at.warning, *at.caption, *at.info]:
         assert "![x](" not in el.value, el.value
+
+
+# -- issue 27: deny by default for every kind ----------------------------------------------------
+def _server_parquet(folder: Path) -> Path:
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"text": ["alice", "bob"], "password": ["hunter2", "swordfish"]}).to_parquet(
+        folder / "users.parquet"
+    )
+    return folder
+
+
+def test_hfds_falls_under_the_path_policy_in_any_case(deployment, tmp_path):
+    """``?ds=hfds:/any/server/dir`` showed a server Parquet's password column, and
+    ``hfds:<cache>/uploads`` other visitors' uploads: the kinds table makes ``hfds:`` a
+    path-carrying kind like the others, whatever its letter case."""
+    from engine.policy import DatasetRefused
+    from engine.workspace import Workspace
+
+    pytest.importorskip("datasets")
+    server = _server_parquet(tmp_path / "srv")
+    victim = Workspace(deployment).visitor("v" * 32)
+    Path(deployment / "uploads" / ("v" * 32) / "upload-1").mkdir(parents=True)
+    _server_parquet(deployment / "uploads" / ("v" * 32) / "upload-1")
+    attacker = Workspace(deployment).visitor("a" * 32)
+    for spec in (
+        f"hfds:{server}",
+        f"HFDS:{server}",
+        f"Hfds:{server}?split=train",
+        f"hfds:{deployment / 'uploads'}",
+        f"hfds:{deployment}",
+        "hfds:/",
+        f"hfds:{server}/../srv",
+    ):
+        with pytest.raises(DatasetRefused, match="refused") as err:
+            attacker.open(spec)
+        assert "\n" not in str(err.value)
+    # the visitor's own upload still opens, and the operator (no policy) keeps full freedom
+    own = victim.open(f"hfds:{deployment / 'uploads' / ('v' * 32) / 'upload-1'}")
+    assert len(own) == 2
+    assert len(Workspace(deployment).open(f"hfds:{server}")) == 2
+
+
+def test_every_visitor_kind_is_in_the_table_and_unknown_kinds_are_refused(deployment):
+    from engine.data import DATASET_KINDS
+    from engine.errors import DatasetError
+    from engine.policy import VisitorPolicy
+
+    policy = VisitorPolicy.for_visitor(deployment, "a" * 32)
+    for kind, row in DATASET_KINDS.items():
+        if row.path_of("/etc") is not None:  # a path-carrying kind: refused outside the roots
+            with pytest.raises(DatasetError, match="refused"):
+                policy.check_dataset_spec(f"{kind}:/etc")
+    with pytest.raises(DatasetError):
+        policy.check_dataset_spec("sqlite:/etc/passwd")
+    policy.check_dataset_spec("demo:digits")
+    policy.check_dataset_spec("hfds:someone/some-dataset")  # a hub name carries no path
+
+
+def test_random_and_arbitrary_architectures_are_never_built_for_a_visitor(deployment):
+    """60-byte requests built ViT-B-32, ViT-L-14, ViT-bigG-14 with random weights (13 GB
+    held): visitors' model specs come from an allow-list with sizes known up front."""
+    from engine.models.registry import loaded_models
+    from engine.policy import ModelRefused
+    from engine.workspace import Workspace
+
+    ws = Workspace(deployment).visitor("a" * 32)
+    before = len(loaded_models())
+    for spec in (
+        "open_clip:ViT-bigG-14/random",
+        "open_clip:ViT-L-14/random",
+        "open_clip:ViT-B-32/random",
+        "open_clip:ViT-bigG-14/laion2b_s39b_b160k",
+        "hf:someone/huge-model",
+        "st:someone/any-model",
+        "open_clip:hf-hub:someone/any",
+        "OPEN_CLIP:ViT-B-32/random",
+    ):
+        with pytest.raises(ModelRefused, match="refused") as err:
+            ws.model(spec)
+        assert "\n" not in str(err.value)
+    assert len(loaded_models()) == before  # nothing was built
+    with pytest.raises(ModelRefused, match="PARALLAX_MAX_MODEL_BYTES"):
+        ws.check_model_spec("hf:google/siglip-base-patch16-224")  # 813 MB > 512 MB budget
+    ws.check_model_spec("demo:shapes-clip")
+    ws.check_model_spec("baseline:pixels")
+    Workspace(deployment).check_model_spec("open_clip:ViT-bigG-14/random")  # the operator
+
+
+def test_a_models_size_is_known_before_it_is_built():
+    from engine.models.registry import model_param_bytes
+
+    assert model_param_bytes("baseline:pixels") == 0
+    assert 80e6 < model_param_bytes("st:all-MiniLM-L6-v2") < 100e6
+    assert 500e6 < model_param_bytes("open_clip:ViT-B-32/laion2b_s34b_b79k") < 700e6
+    assert model_param_bytes("open_clip:ViT-bigG-14/random") is None
+    assert 0 < model_param_bytes("demo:shapes-clip") < 20e6  # its weight files, by stat
+
+
+def test_model_listings_name_no_server_path():
+    from engine.models.registry import known_models
+    from engine.settings import REPO_ROOT
+
+    for row in known_models():
+        assert str(REPO_ROOT) not in json.dumps(row), row
+        assert "local-dir:/" not in row["description"], row
+
+
+# -- issue 27: subsets belong to whoever kept them -----------------------------------------------
+def test_subsets_are_per_visitor_shared_by_link_and_deletable(deployment):
+    from engine.data import open_dataset
+    from engine.errors import ParallaxError
+    from engine.store import subsets
+
+    cache = Cache(deployment)
+    ds = open_dataset("demo:sentences", cache_root=deployment)
+    alice, mallory = "a" * 32, "m" * 32
+    mine = subsets.save_subset(ds, "my picks", [1, 2, 3], cache, owner=alice)
+    subsets.save_subset(ds, "my picks", [7, 8], cache, owner=mallory)  # no overwrite now
+    subsets.save_subset(ds, "Click here: free prizes", [0], cache, owner=mallory)
+    assert [s.rows.tolist() for s in subsets.list_subsets(ds, cache, owner=alice)] == [[1, 2, 3]]
+    assert {s.name for s in subsets.list_subsets(ds, cache, owner="n" * 32)} == set()
+    assert subsets.list_subsets(ds, cache) == []  # the operator's list is the operator's
+    # the link (a token, not a name) selects Alice's rows for whoever holds it
+    assert len(mine.token) >= 16
+    assert subsets.open_link(ds, mine.token, cache).rows.tolist() == [1, 2, 3]
+    with pytest.raises(ParallaxError):
+        subsets.open_link(ds, "my picks", cache)
+    # Mallory's delete of "my picks" deletes hers; Alice's and its link stay
+    assert subsets.delete_subset(ds, "my picks", cache, owner=mallory)
+    assert subsets.open_link(ds, mine.token, cache).rows.tolist() == [1, 2, 3]
+    assert subsets.delete_subset(ds, "my picks", cache, owner=alice)
+    with pytest.raises(ParallaxError, match="subset link is not kept"):
+        subsets.open_link(ds, mine.token, cache)
+    # the cap is per owner: Mallory filling hers leaves Alice room
+    for i in range(subsets.MAX_SUBSETS - 1):
+        subsets.save_subset(ds, f"s{i}", [i % len(ds)], cache, owner=mallory)
+    with pytest.raises(ParallaxError, match="at most"):
+        subsets.save_subset(ds, "one more", [0], cache, owner=mallory)
+    subsets.save_subset(ds, "mine", [0], cache, owner=alice)
+    # the operator's subsets stay the operator's
+    subsets.save_subset(ds, "ops", [4], cache)
+    assert [s.name for s in subsets.list_subsets(ds, cache)] == ["ops"]
+
+
+def test_escape_markdown_leaves_nothing_to_render():
+    from engine.store.links import escape_markdown
+
+    hostile = "![x](https://evil.example/p.png) <img src=x> [click](javascript:x) **b** :red[x]"
+    out = escape_markdown(hostile + "\nsecond line")
+    assert "\n" not in out
+    import re
+
+    # every character that starts Markdown syntax is escaped (preceded by a backslash)
+    assert re.search(r"(?<!\\)[\[\]()<>*!:_`]", out) is None, out
+    assert out.replace("\\", "") == (hostile + " second line")
+
+
+# -- issue 27: uploads: a limit, a total quota, a lifetime ---------------------------------------
+def test_an_upload_over_the_limit_is_one_line_and_leaves_nothing(deployment, monkeypatch):
+    from engine import settings
+    from engine.policy import BudgetError
+    from engine.store.uploads import UploadFile, stage_upload
+
+    monkeypatch.setattr(settings, "MAX_UPLOAD_BYTES", 1000)
+    with pytest.raises(BudgetError, match="PARALLAX_MAX_UPLOAD_BYTES") as err:
+        stage_upload([UploadFile("big.csv", b"text\n" + b"a" * 2000)], "a" * 32)
+    assert "\n" not in str(err.value)
+    assert not (deployment / "uploads").exists() or not any((deployment / "uploads").rglob("*"))
+
+
+def test_uploads_have_a_total_quota_and_expire(deployment, monkeypatch):
+    from engine import settings
+    from engine.store.uploads import UploadFile, expire_uploads, stage_upload
+
+    cache = Cache(deployment)
+    monkeypatch.setattr(settings, "QUOTA_UPLOADS_TOTAL", 5000)
+    owners = [c * 32 for c in "abc"]
+    specs = [
+        stage_upload([UploadFile("t.csv", f"text\n{o}\n".encode() + b"x" * 2000)], o, cache=cache)
+        for o in owners
+    ]
+    # the third visitor's upload made room by removing the oldest not in use (anyone's)
+    total = sum(e.bytes for e in cache.stored("uploads"))
+    assert total <= 5000 and len(cache.stored("uploads")) == 2
+    assert specs[2].startswith("manifest:")
+    removed = expire_uploads(cache, ttl_s=-1)  # everything is past a negative lifetime
+    assert len(removed) == 2 and cache.stored("uploads") == []
+
+
+def test_a_killed_extraction_leaves_nothing_after_the_next_open(deployment, tmp_path):
+    import zipfile
+
+    from engine.data import open_dataset
+    from engine.data.archive import file_sha256
+
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(3):
+            zf.writestr(f"red/{i}.png", _png((200, i * 30, 20)))
+    digest = file_sha256(archive)
+    leftover = deployment / "extracted" / f".tmp-{digest}-killed"
+    (leftover / "red").mkdir(parents=True)
+    (leftover / "red" / "0.png").write_bytes(b"x" * 10_000)
+    ds = open_dataset(f"zip:{archive}", cache_root=deployment)
+    assert len(ds) == 3
+    assert not leftover.exists()
+
+
+def test_hfds_hub_snapshots_go_into_parallax_cache(deployment, monkeypatch):
+    """``hfds:ORG/NAME`` wrote 1.8 GB into ``~/.cache/huggingface``: its snapshots now go to
+    the cache's downloads namespace (under its quota)."""
+    pytest.importorskip("datasets")
+    import huggingface_hub
+
+    from engine.data import hfds
+
+    seen = []
+
+    def fake(repo, **kw):
+        seen.append(kw.get("cache_dir"))
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    monkeypatch.setenv("PARALLAX_OFFLINE", "1")
+    with pytest.raises(Exception, match="not in this deployment's cache"):
+        hfds._hub_snapshot("someone/data", "hfds:someone/data", deployment)
+    assert seen and all(Path(s).is_relative_to(deployment) for s in seen)
+
+
+def test_hfds_root_never_walks_the_disk(deployment, tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    from engine.data import hfds
+    from engine.errors import DatasetError
+
+    deep = tmp_path / "deep"
+    for i in range(30):
+        (deep / f"d{i}").mkdir(parents=True)
+        for j in range(10):
+            (deep / f"d{i}" / f"f{j}.txt").write_text("x")
+    monkeypatch.setattr(hfds, "MAX_WALK_ENTRIES", 100)
+    with pytest.raises(DatasetError, match="more than 100 files") as err:
+        hfds._data_files(deep, "hfds:deep")
+    assert "\n" not in str(err.value)

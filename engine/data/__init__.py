@@ -13,6 +13,8 @@ with single items never fail the dataset, they land in ``dataset.skipped`` with 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -41,7 +43,6 @@ __all__ = [
     "parse_spec",
 ]
 
-KINDS = ("demo", "folder", "manifest", "zip", "tar", "bundle", "hfds", "upload")
 DEMOS = ("digits", "shapes", "sentences")
 _SHAPES_DEFAULTS = {"n": SHAPES.n, "seed": SHAPES.seed}
 
@@ -86,6 +87,11 @@ def _int_param(spec: str, params: dict[str, str], key: str) -> int:
         raise DatasetError(f"{spec}: {key} must be an integer, got {raw!r}") from None
 
 
+def _open_demo_row(spec: str, rest: str, root: Path, progress: ProgressCallback | None) -> Dataset:
+    _, name, params = parse_spec(spec)
+    return _open_demo(spec.strip(), name, params)
+
+
 def _open_demo(spec: str, name: str, params: dict[str, str]) -> Dataset:
     if name == "shapes":
         unknown = sorted(set(params) - set(_SHAPES_DEFAULTS))
@@ -115,9 +121,10 @@ def open_dataset(
 
     ``cache_root`` (default ``engine.settings.cache_dir()``) holds per-file check results,
     downloads and extracted archives. ``progress`` reports the up-front image checks of
-    folders, manifests and archives.
+    folders, manifests and archives. The kind's row in ``DATASET_KINDS`` opens it.
     """
     kind, rest, params = parse_spec(spec)
+    row = DATASET_KINDS[kind]
     if kind == "demo":
         return _open_demo(spec.strip(), rest, params)
 
@@ -126,19 +133,12 @@ def open_dataset(
 
     root = Path(cache_root) if cache_root is not None else settings.cache_dir()
     spec = spec.strip()
-    if kind == "upload":  # upload:<token>/<name>: a staged upload by link (engine.store.links)
-        from engine.store.links import resolve_link
-
-        inner, _ = resolve_link(spec, Cache(root))
-        dataset = open_dataset(inner, cache_root=root, progress=progress)
-        with contextlib.suppress(AttributeError):
-            dataset.spec = spec  # messages and reports name the link, never the server path
-        return dataset
     # A dataset read from inside the cache (an upload, say) keeps that entry from being pruned
     # while it is open (the lease is taken first: prune cannot remove it while it is scanned).
-    lease = Cache(root).lease_path(Path(rest.strip()).expanduser()) if kind != "hfds" else None
+    path = row.path_of(rest)
+    lease = Cache(root).lease_path(Path(path).expanduser()) if path is not None else None
     try:
-        dataset = _open_path(kind, spec, rest, root, progress)
+        dataset = row.opener(spec, rest, root, progress)
     except BaseException:
         if lease is not None:
             lease.release()
@@ -154,29 +154,105 @@ def as_dataset(dataset: Dataset | str, cache_root: Path) -> Dataset:
     return open_dataset(dataset, cache_root=cache_root) if isinstance(dataset, str) else dataset
 
 
-def _open_path(
-    kind: str, spec: str, rest: str, root: Path, progress: ProgressCallback | None
-) -> Dataset:
+# -- the kinds table ---------------------------------------------------------------------------
+# Each opener takes (spec, rest, cache root, progress); heavy modules are imported on first use.
+Opener = Callable[[str, str, Path, "ProgressCallback | None"], Dataset]
+
+
+def _open_folder(spec: str, rest: str, root: Path, progress: ProgressCallback | None) -> Dataset:
+    from engine.data.folder import FolderDataset
+
     path = Path(rest.strip()).expanduser()
-    if kind == "folder":
-        from engine.data.folder import FolderDataset
+    return FolderDataset(path, spec=spec, cache_root=root, progress=progress)
 
-        return FolderDataset(path, spec=spec, cache_root=root, progress=progress)
-    if kind == "manifest":
-        from engine.data.manifest import ManifestDataset
 
-        return ManifestDataset(path, spec=spec, cache_root=root, progress=progress)
-    if kind == "hfds":
-        from engine.data.hfds import open_hf_dataset
+def _open_manifest(spec: str, rest: str, root: Path, progress: ProgressCallback | None) -> Dataset:
+    from engine.data.manifest import ManifestDataset
 
-        return open_hf_dataset(spec, rest, cache_root=root, progress=progress)
-    if kind == "bundle":  # a bundle's dataset snapshot; opening it installs its maps
-        from engine.data.bundle import open_bundle_dataset
+    path = Path(rest.strip()).expanduser()
+    return ManifestDataset(path, spec=spec, cache_root=root, progress=progress)
 
-        return open_bundle_dataset(path, cache_root=root)
-    from engine.data.archive import open_archive
 
-    return open_archive(spec, path, cache_root=root, kind=kind, progress=progress)
+def _open_archive(kind: str) -> Opener:
+    def opener(spec: str, rest: str, root: Path, progress: ProgressCallback | None) -> Dataset:
+        from engine.data.archive import open_archive
+
+        path = Path(rest.strip()).expanduser()
+        return open_archive(spec, path, cache_root=root, kind=kind, progress=progress)
+
+    return opener
+
+
+def _open_bundle(spec: str, rest: str, root: Path, progress: ProgressCallback | None) -> Dataset:
+    from engine.data.bundle import open_bundle_dataset  # opening it installs its maps
+
+    return open_bundle_dataset(Path(rest.strip()).expanduser(), cache_root=root)
+
+
+def _open_hfds(spec: str, rest: str, root: Path, progress: ProgressCallback | None) -> Dataset:
+    from engine.data.hfds import open_hf_dataset
+
+    return open_hf_dataset(spec, rest, cache_root=root, progress=progress)
+
+
+def _hfds_path(rest: str) -> str | None:
+    from engine.data.hfds import local_target
+
+    return local_target(rest)
+
+
+def _open_upload(spec: str, rest: str, root: Path, progress: ProgressCallback | None) -> Dataset:
+    """``upload:<token>/<name>``: a staged upload by link (engine.store.links). The token is
+    the capability: the staged upload's own spec is opened without asking the policy again."""
+    from engine.store.cache import Cache
+    from engine.store.links import resolve_link
+
+    inner, _ = resolve_link(spec, Cache(root))
+    dataset = open_dataset(inner, cache_root=root, progress=progress)
+    with contextlib.suppress(AttributeError):
+        dataset.spec = spec  # messages and reports name the link, never the server path
+    return dataset
+
+
+def _no_path(rest: str) -> str | None:
+    return None
+
+
+def _whole_path(rest: str) -> str | None:
+    return rest.strip()
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """One dataset kind: how it opens, and what the visitor policy must check about it.
+
+    ``path_of(rest)`` is the server path a spec of this kind reads (``None``: it names none,
+    e.g. a demo, an upload link's token, a hub name); the policy checks every such path.
+    ``visitor`` says whether a visitor may name the kind at all; a kind missing from this
+    table, or not marked, is refused to visitors (deny by default).
+    """
+
+    name: str
+    opener: Opener
+    path_of: Callable[[str], str | None]
+    visitor: bool
+    holds: str
+
+
+DATASET_KINDS: dict[str, DatasetKind] = {
+    k.name: k
+    for k in (
+        DatasetKind("demo", _open_demo_row, _no_path, True, "built-in datasets"),
+        DatasetKind("folder", _open_folder, _whole_path, True, "a folder of images"),
+        DatasetKind("manifest", _open_manifest, _whole_path, True, "a CSV / Parquet / JSONL"),
+        DatasetKind("zip", _open_archive("zip"), _whole_path, True, "a zip (or tar) archive"),
+        DatasetKind("tar", _open_archive("tar"), _whole_path, True, "a tar archive"),
+        DatasetKind("bundle", _open_bundle, _whole_path, True, "a view-only bundle"),
+        DatasetKind("hfds", _open_hfds, _hfds_path, True, "a Hugging Face dataset"),
+        DatasetKind("upload", _open_upload, _no_path, True, "a staged upload, by link"),
+    )
+}
+KINDS: tuple[str, ...] = tuple(DATASET_KINDS)
 
 
 def list_demos() -> list[dict[str, Any]]:

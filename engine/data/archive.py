@@ -271,6 +271,26 @@ def unpack_members(
     return skipped
 
 
+def remove_stale_temps(target: Path) -> list[Path]:
+    """Remove the temp folders a killed writer of ``target`` left beside it
+    (``.tmp-<name>-*``, ``engine.store.atomic``). Call it holding ``target``'s writer lock."""
+    import shutil
+
+    from engine.store.atomic import temp_prefix
+
+    removed = []
+    try:
+        leftovers = list(target.parent.glob(f"{temp_prefix(target)}*"))
+    except OSError:
+        return removed
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -306,6 +326,9 @@ def extract_archive(
         touch(target)
     else:
         with locked(cache.root, digest):  # one extractor per archive across processes
+            # Under the lock no other writer of this archive is alive: whatever temp folder
+            # a killed extraction left goes now, not an hour later at a prune.
+            remove_stale_temps(target)
             if not (target / COMPLETE_MARKER).is_file():  # another process may have finished
                 budget = cache.budget(
                     "extracted", settings.QUOTA_EXTRACTED, setting="PARALLAX_QUOTA_EXTRACTED"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import settings
-from engine.errors import DatasetError
+from engine.errors import DatasetError, ParallaxError
 from engine.store.progress import ProgressCallback
 
 if TYPE_CHECKING:
@@ -56,64 +56,153 @@ def split_spec_target(rest: str) -> tuple[str, str | None]:
     return rest[: match.start()], match.group(1)
 
 
-def _data_files(folder: Path) -> tuple[str, list[str]] | None:
+# ``hfds:PATH`` looks for data files at most this deep and this many entries into PATH: a
+# dataset folder is small and shallow, and ``hfds:/`` must never walk the whole disk.
+MAX_WALK_DEPTH = 4
+MAX_WALK_ENTRIES = 10_000
+
+
+def local_target(rest: str) -> str | None:
+    """The server path ``hfds:rest`` reads, or None for a hub name (``ORG/NAME``). The opener
+    and the visitor policy both read this, so they can never disagree about a spec."""
+    target, _ = split_spec_target(rest.strip())
+    if _REPO_RE.match(target) and not Path(target).expanduser().exists():
+        return None
+    return target
+
+
+def _data_files(folder: Path, spec: str) -> tuple[str, list[str]] | None:
+    """The Parquet (else Arrow) files under ``folder``, found by a bounded walk."""
+    import os
+
+    found: dict[str, list[str]] = {".parquet": [], ".arrow": []}
+    seen = 0
+    base_depth = len(folder.parts)
+    for root, dirs, files in os.walk(folder):
+        seen += len(dirs) + len(files)
+        if seen > MAX_WALK_ENTRIES:
+            raise DatasetError(
+                f"{spec}: more than {MAX_WALK_ENTRIES:,} files and folders under it: not a "
+                "dataset folder (name the folder that holds the .parquet / .arrow files)"
+            )
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if len(Path(root).parts) - base_depth >= MAX_WALK_DEPTH:
+            dirs[:] = []
+        for name in files:
+            suffix = Path(name).suffix.lower()
+            if suffix in found and (Path(root) / name).is_file():
+                found[suffix].append(str(Path(root) / name))
     for suffix, builder in ((".parquet", "parquet"), (".arrow", "arrow")):
-        files = sorted(str(p) for p in folder.rglob(f"*{suffix}") if p.is_file())
-        if files:
-            return builder, files
+        if found[suffix]:
+            return builder, sorted(found[suffix])
     return None
 
 
+def _from_tables(tables: list[Any], spec: str) -> Any:
+    """A ``datasets.Dataset`` over already-bounded Arrow tables, held in memory: nothing is
+    written to a ``datasets`` cache (``load_dataset`` would copy the files into
+    ``~/.cache/huggingface``, outside Parallax's cache and its quota)."""
+    import pyarrow as pa
+
+    datasets = _datasets_module()
+    try:
+        table = tables[0]
+        if len(tables) > 1:
+            table = pa.concat_tables(tables, promote_options="default")
+        return datasets.Dataset(table)
+    except (pa.ArrowInvalid, ValueError, TypeError, KeyError) as exc:
+        raise DatasetError(f"cannot open {spec}: {str(exc).splitlines()[0][:300]}") from exc
+
+
 def _load_local(folder: Path, spec: str) -> Any:
+    from engine.data.manifest import read_parquet_capped
+
     datasets = _datasets_module()
     saved = any((folder / name).is_file() for name in ("dataset_dict.json", "state.json"))
     try:
-        if saved:
-            return datasets.load_from_disk(str(folder))
-        found = _data_files(folder)
+        if saved:  # memory-mapped Arrow files: nothing is decoded or copied here
+            return datasets.load_from_disk(str(folder), keep_in_memory=False)
+        found = _data_files(folder, spec)
         if found is None:
             raise DatasetError(
                 f"{spec}: {folder.name} is neither a save_to_disk folder nor holds "
                 ".parquet / .arrow files"
             )
         builder, files = found
-        return datasets.load_dataset(
-            builder, data_files=files, split="train", cache_dir=None, keep_in_memory=False
-        )
+        if builder == "parquet":  # read by row group under the decode budget, as manifests are
+            budget = settings.DECODE_BYTES
+            tables = []
+            for name in files:
+                table = read_parquet_capped(Path(name), budget=budget, as_arrow=True)
+                budget -= table.nbytes
+                tables.append(table)
+            return _from_tables(tables, spec)
+        parts = [datasets.Dataset.from_file(name, in_memory=False) for name in files]
+        return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     except DatasetError:
         raise
     except (OSError, ValueError, KeyError, TypeError) as exc:  # corrupt or foreign files
         raise DatasetError(f"cannot open {spec}: {str(exc).splitlines()[0][:300]}") from exc
 
 
-def _hub_snapshot(repo: str, spec: str) -> Path:
+def hub_cache_dir(cache_root: Path) -> Path:
+    """Where ``hfds:ORG/NAME`` snapshots are kept: inside Parallax's cache (the downloads
+    namespace, under its quota), never ``~/.cache/huggingface``."""
+    from engine.store.cache import Cache
+
+    return Cache(cache_root).path("downloads", "hfds")
+
+
+def _hub_snapshot(repo: str, spec: str, cache_root: Path) -> Path:
     """The local snapshot of a hub dataset repo: from the cache, else downloaded, else one line."""
     from engine.models import offline
+    from engine.store.space import tree_size
 
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
     except ImportError:  # pragma: no cover - huggingface_hub comes with datasets
         raise DatasetError(f"{spec}: needs huggingface_hub ({INSTALL_HINT})") from None
+    where = hub_cache_dir(cache_root)
     try:
         return Path(
             snapshot_download(
-                repo, repo_type="dataset", local_files_only=True, allow_patterns=_DATA_PATTERNS
+                repo,
+                repo_type="dataset",
+                local_files_only=True,
+                allow_patterns=_DATA_PATTERNS,
+                cache_dir=str(where),
             )
         )
     except (LocalEntryNotFoundError, OSError, ValueError):
         pass
     if offline.offline_forced() or not offline.hub_reachable():
         raise DatasetError(
-            f"{spec}: not in the Hugging Face cache ({offline.hf_cache_dir()}) and the hub "
-            f"cannot be reached; on a machine with internet run `hf download {repo} "
-            "--repo-type dataset` and copy its HF_HOME here, or save the dataset with "
-            "save_to_disk and open hfds:PATH"
+            f"{spec}: not in this deployment's cache and the hub cannot be reached; on a "
+            f"machine with internet run `hf download {repo} --repo-type dataset`, save it "
+            "with save_to_disk and open hfds:PATH"
         )
+    from engine.store.cache import Cache
+
+    budget = Cache(cache_root).budget(
+        "downloads", settings.QUOTA_DOWNLOADS, setting="PARALLAX_QUOTA_DOWNLOADS"
+    )
     try:
-        return Path(snapshot_download(repo, repo_type="dataset", allow_patterns=_DATA_PATTERNS))
+        got = Path(
+            snapshot_download(
+                repo, repo_type="dataset", allow_patterns=_DATA_PATTERNS, cache_dir=str(where)
+            )
+        )
     except Exception as exc:  # network and hub errors of several libraries: one line
         raise DatasetError(f"{spec}: download failed: {offline.one_line(exc)}") from exc
+    try:  # charged after the fact (the hub's sizes are not known up front): over, it goes
+        budget.charge(tree_size(where) - budget.used, f"downloading {repo}")
+    except ParallaxError:
+        import shutil
+
+        shutil.rmtree(where, ignore_errors=True)
+        raise
+    return got
 
 
 def _pick_split(loaded: Any, split: str | None, spec: str) -> tuple[Any, str | None]:
@@ -171,6 +260,14 @@ def to_manifest_table(ds: Any, spec: str) -> pd.DataFrame:
         )
     if image_col is not None:  # raw bytes: decoding is the engine's (limits, safe decoding)
         ds = ds.cast_column(image_col, datasets.Image(decode=False))
+    decoded = _decoded_nbytes(ds)
+    if decoded > settings.DECODE_BYTES:
+        from engine.policy import BudgetError
+
+        raise BudgetError(
+            f"{spec}: decodes to {decoded / 1024**2:,.0f} MB, over this deployment's budget of "
+            f"{settings.DECODE_BYTES / 1024**2:,.0f} MB for one dataset (PARALLAX_DECODE_BYTES)"
+        )
     frame = ds.to_pandas()
 
     out: dict[str, Any] = {}
@@ -199,6 +296,18 @@ def to_manifest_table(ds: Any, spec: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _decoded_nbytes(ds: Any) -> int:
+    """Bytes ``ds`` takes once converted (its Arrow data; dictionary columns expanded)."""
+    from engine.data.manifest import expanded_nbytes
+
+    table = ds.data.table if hasattr(ds.data, "table") else ds.data
+    # A selection (``_indices``) converts only its rows: estimated by its share.
+    selected = getattr(ds, "_indices", None) is not None
+    share = len(ds) / max(table.num_rows, 1) if selected else 1.0
+    total = sum(expanded_nbytes(col) for col in table.columns)
+    return int(total * share)
+
+
 def open_hf_dataset(
     spec: str,
     rest: str,
@@ -211,14 +320,14 @@ def open_hf_dataset(
 
     target, split = split_spec_target(rest.strip())
     local = Path(target).expanduser()
-    if local.is_dir():
+    if local_target(rest) is None:  # a hub name (the policy read the same rule)
+        folder = _hub_snapshot(target, spec, cache_root)
+        loaded = _load_local(folder, spec)
+        name = target.split("/")[-1]
+    elif local.is_dir():
         folder = local.resolve()
         loaded = _load_local(folder, spec)
         name = folder.name
-    elif _REPO_RE.match(target) and not local.exists():
-        folder = _hub_snapshot(target, spec)
-        loaded = _load_local(folder, spec)
-        name = target.split("/")[-1]
     else:
         raise DatasetError(
             f"{spec}: {target!r} is not a folder (save_to_disk or Parquet/Arrow files) "

@@ -12,7 +12,9 @@ import hashlib
 import io
 import json
 import os
+import threading
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine import settings
-from engine.errors import CacheError, ItemError
+from engine.errors import CacheError, DatasetError, ItemError
 from engine.store.atomic import atomic_write_bytes
 from engine.store.progress import ProgressCallback, ProgressTracker
 from engine.store.space import touch
@@ -153,11 +155,70 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise ItemError(f"unsupported colour mode {mode}") from exc
 
 
-def open_image_safely(source: Path | bytes, *, name: str) -> Image.Image:
+class PixelBudget:
+    """Pixels one request (a predict, a search, an upload's images) may hold decoded, summed
+    across all its images from their headers before any is decoded: past
+    ``PARALLAX_REQUEST_PIXELS`` the request is refused in one line (``BudgetError``). An
+    image counts what it is held at (reduced to ``WORKING_SIDE`` per side)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = settings.REQUEST_PIXELS if limit is None else limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def charge(self, width: int, height: int, name: str) -> None:
+        side = max(width, height, 1)
+        scale = min(1.0, WORKING_SIDE / side)
+        held = int(width * scale) * int(height * scale)
+        with self._lock:
+            if self.used + held > self.limit:
+                from engine.policy import BudgetError
+
+                raise BudgetError(
+                    f"{name}: the images of this request add up to more than "
+                    f"{self.limit / 1e6:,.0f} M pixels (PARALLAX_REQUEST_PIXELS): send fewer "
+                    "or smaller images"
+                )
+            self.used += held
+
+
+class _PixelGate:
+    """Pixels being decoded at once in this process, whoever asks (every visitor's opens and
+    requests): a decode waits until its pixels fit under ``PARALLAX_REQUEST_PIXELS``, so
+    concurrent decodes never hold more than that (one image larger than the gate takes it
+    whole)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = 0
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        capacity = max(settings.REQUEST_PIXELS, 1)
+        need = min(pixels, capacity)
+        with self._cond:
+            self._cond.wait_for(lambda: self._busy + need <= capacity)
+            self._busy += need
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy -= need
+                self._cond.notify_all()
+
+
+DECODING = _PixelGate()
+
+
+def open_image_safely(
+    source: Path | bytes, *, name: str, budget: PixelBudget | None = None
+) -> Image.Image:
     """Decode ``source`` (a path or the file's bytes) into an RGB image; ``name`` is for errors.
 
     Raises ``ItemError`` with a short reason: empty or oversized file, not an image, too many
     pixels (decompression bomb), truncated or corrupt data, unsupported colour mode.
+    ``budget`` (a request's ``PixelBudget``) is charged from the header before decoding; a
+    ``BudgetError`` refuses the whole request. Decodes pass the process-wide pixel gate.
     """
     data = read_limited(source) if isinstance(source, Path) else bytes(source)
     check_file_size(len(data))
@@ -173,23 +234,26 @@ def open_image_safely(source: Path | bytes, *, name: str) -> Image.Image:
                     f"image too large ({width}x{height} = {width * height / 1e6:.1f} M pixels "
                     f"> limit {limit / 1e6:.1f} M; possible decompression bomb)"
                 )
+            if budget is not None:
+                budget.charge(width, height, name)
             if image.format == "JPEG" and max(width, height) > WORKING_SIDE:
                 # DCT scaling: a large JPEG decodes at 1/2, 1/4 or 1/8 of its size.
                 side = max(width, height)
                 image.draft(None, (width * WORKING_SIDE // side, height * WORKING_SIDE // side))
-            image.load()  # the full decode of the first frame: truncation shows up here
-            small = _shrink(image)
-            try:  # exif_transpose copies even an upright image: only call it when it turns
-                turned = small.getexif().get(0x0112, 1) not in (1, None)
-                upright = ImageOps.exif_transpose(small) if turned else small
-            except Exception:  # a corrupt EXIF block should not cost the whole image
-                upright = small
-            rgb = to_rgb(upright if upright is not None else small)
-            if max(rgb.size) > WORKING_SIDE:  # a mode reduce() could not take before
-                rgb = rgb.reduce(_reduce_factor(rgb))
-            # Detach from the source file object (convert may return the same object for RGB).
-            return rgb.copy() if rgb is image else rgb
-    except ItemError:
+            with DECODING.hold(image.size[0] * image.size[1]):
+                image.load()  # the full decode of the first frame: truncation shows up here
+                small = _shrink(image)
+                try:  # exif_transpose copies even an upright image: only call it when it turns
+                    turned = small.getexif().get(0x0112, 1) not in (1, None)
+                    upright = ImageOps.exif_transpose(small) if turned else small
+                except Exception:  # a corrupt EXIF block should not cost the whole image
+                    upright = small
+                rgb = to_rgb(upright if upright is not None else small)
+                if max(rgb.size) > WORKING_SIDE:  # a mode reduce() could not take before
+                    rgb = rgb.reduce(_reduce_factor(rgb))
+                # Detach from the source file (convert may return the same object for RGB).
+                return rgb.copy() if rgb is image else rgb
+    except (ItemError, DatasetError):
         raise
     except UnidentifiedImageError as exc:
         raise ItemError("not an image (or an unsupported image format)") from exc

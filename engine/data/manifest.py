@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
-import io
 import ipaddress
 import json
 import re
@@ -122,67 +121,192 @@ def _scan_csv(path: Path, encoding: str) -> int:
         csv.field_size_limit(old)
 
 
+CSV_CHUNK_ROWS = 50_000
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
+    """The CSV read in chunks of rows straight from the file (no whole-file copy), refused in
+    one line once the rows held pass ``PARALLAX_DECODE_BYTES``."""
     import pandas as pd
 
     _check_line_lengths(path)
+    encoding = "utf-8-sig"
     try:
-        rows = _scan_csv(path, "utf-8-sig")
+        rows = _scan_csv(path, encoding)
     except UnicodeDecodeError:
-        rows = _scan_csv(path, "latin-1")
+        encoding = "latin-1"
+        rows = _scan_csv(path, encoding)
     if rows == 0:
         raise DatasetError(f"manifest {path.name} is empty")
-    text = _decode(path.read_bytes())
-    header = pd.read_csv(io.StringIO(text), nrows=0).columns.tolist()
+    header = pd.read_csv(path, nrows=0, encoding=encoding).columns.tolist()
     # Key columns stay strings: an id like "007" or a file called "1.png" must not become a number.
     keys = [
         find_column(header, names)
         for names in (IMAGE_COLUMNS, TEXT_COLUMNS, LABEL_COLUMNS, ID_COLUMNS)
     ]
-    return pd.read_csv(io.StringIO(text), dtype={k: str for k in keys if k is not None})
+    dtype = {k: str for k in keys if k is not None}
+    budget = settings.DECODE_BYTES
+    chunks, used = [], 0
+    reader = pd.read_csv(path, dtype=dtype, encoding=encoding, chunksize=CSV_CHUNK_ROWS)
+    with reader:
+        for chunk in reader:
+            used += int(chunk.memory_usage(deep=True).sum())
+            if used > budget:
+                raise _budget_line(f"manifest {path.name}", used, budget)
+            chunks.append(chunk)
+    return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
 
 
-def read_parquet_capped(source: Any, budget: int | None = None) -> pd.DataFrame:
-    """A Parquet table read batch by batch with every text cell cut to ``MAX_TEXT_CHARS``
-    (dictionary columns cut in their dictionary, so repeated long texts never expand), and
-    refused once the decoded batches pass ``budget`` bytes (default MAX_MANIFEST_BYTES)."""
+def expanded_nbytes(array: Any) -> int:
+    """Bytes ``array`` (a pyarrow Array or ChunkedArray) takes once every dictionary is
+    expanded, computed from the dictionary's value lengths and the indices alone: a 213 kB
+    Parquet whose one long value repeats for every row is measured, not materialised."""
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    if isinstance(array, pa.ChunkedArray):
+        return sum(expanded_nbytes(chunk) for chunk in array.chunks)
+    t = array.type
+    if pa.types.is_dictionary(t):
+        values = array.dictionary
+        if (
+            pa.types.is_binary(values.type)
+            or pa.types.is_string(values.type)
+            or (pa.types.is_large_binary(values.type) or pa.types.is_large_string(values.type))
+        ):
+            lengths = pc.binary_length(values)
+        else:  # fixed-width values (or nested): each row costs the average value
+            per = values.nbytes / max(len(values), 1)
+            return int(per * len(array)) + 8 * len(array)
+        picked = pc.sum(pc.take(lengths, array.indices)).as_py() or 0
+        return int(picked) + 8 * len(array)  # + offsets and validity, generously
+    if pa.types.is_struct(t):
+        return sum(expanded_nbytes(field) for field in array.flatten()) + len(array)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_map(t):
+        return expanded_nbytes(array.flatten()) + 8 * len(array)
+    return int(array.nbytes)
+
+
+def _byte_array_paths(parquet_schema: Any) -> list[str]:
+    """Paths of every string / binary leaf at any depth (in lists and structs too): read as
+    dictionaries, so a value repeated in a dictionary page is held once until measured."""
+    return [
+        parquet_schema.column(i).path
+        for i in range(len(parquet_schema))
+        if parquet_schema.column(i).physical_type == "BYTE_ARRAY"
+    ]
+
+
+def _budget_error(line: str) -> DatasetError:
+    from engine.policy import BudgetError
+
+    return BudgetError(line)
+
+
+def _budget_line(what: str, nbytes: float, budget: int) -> DatasetError:
+    from engine.policy import BudgetError
+
+    return BudgetError(
+        f"{what} decodes to more than {budget / 1024**2:,.0f} MB ({nbytes / 1024**2:,.0f} MB "
+        "so far), over this deployment's budget for one table (PARALLAX_DECODE_BYTES): refused"
+    )
+
+
+def _cut_texts(column: Any) -> Any:
+    """Text cells cut to MAX_TEXT_CHARS (dictionary columns in their dictionary)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = column.type
+    if pa.types.is_dictionary(t) and (
+        pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)
+    ):
+        cut = pc.utf8_slice_codeunits(column.dictionary, 0, settings.MAX_TEXT_CHARS)
+        return pa.DictionaryArray.from_arrays(column.indices, cut)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return pc.utf8_slice_codeunits(column, 0, settings.MAX_TEXT_CHARS)
+    return column
+
+
+def _undict(t: Any) -> Any:
+    """``t`` with every dictionary type replaced by its value type, at any depth."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        return _undict(t.value_type)
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_undict(f.type)) for f in t])
+    if pa.types.is_list(t):
+        return pa.list_(t.value_field.with_type(_undict(t.value_type)))
+    if pa.types.is_large_list(t):
+        return pa.large_list(t.value_field.with_type(_undict(t.value_type)))
+    return t
+
+
+def _plain(column: Any) -> Any:
+    """A column with its dictionaries expanded (after it was measured)."""
+    target = _undict(column.type)
+    return column if target == column.type else column.cast(target)
+
+
+def read_parquet_capped(source: Any, budget: int | None = None, *, as_arrow: bool = False) -> Any:
+    """A Parquet table read row group by row group, under a decoded-size budget.
+
+    Before a row group is decoded, its row count (``MAX_ITEMS`` for the whole file) and its
+    uncompressed page bytes (what plain-encoded columns decode to) are checked from the footer;
+    string and binary columns are then read as dictionaries, their text cells cut to
+    ``MAX_TEXT_CHARS`` in the dictionary, and their expanded size computed from the value
+    lengths (``expanded_nbytes``) before anything is expanded. Past ``budget`` bytes (default
+    ``PARALLAX_DECODE_BYTES``) the table is refused in one line, with at most one row group's
+    dictionaries held. Returns a DataFrame (a pyarrow Table with ``as_arrow``)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    budget = settings.MAX_MANIFEST_BYTES if budget is None else budget
+    budget = settings.DECODE_BYTES if budget is None else budget
+    label = Path(source).name if isinstance(source, str | Path) else getattr(source, "name", "")
+    what = f"the table {label}".rstrip()
     pf = pq.ParquetFile(source)
+    meta = pf.metadata
+    if meta.num_rows > settings.MAX_ITEMS:
+        raise DatasetError(
+            f"{what} has {meta.num_rows:,} rows, over the limit of {settings.MAX_ITEMS:,} "
+            "(raise PARALLAX_MAX_ITEMS to allow more)"
+        )
     schema = pf.schema_arrow
-    is_text = (pa.types.is_string, pa.types.is_large_string)
-    texts = [f.name for f in schema if any(t(f.type) for t in is_text)]
-    pf = pq.ParquetFile(source, read_dictionary=texts) if texts else pf
-    batches = []
+    paths = _byte_array_paths(pf.schema)
+    if paths:
+        pf = pq.ParquetFile(source, read_dictionary=paths)
     used = 0
-    for batch in pf.iter_batches(batch_size=256):
-        arrays = []
-        for name, column in zip(batch.schema.names, batch.columns, strict=True):
-            if name in texts:
-                if pa.types.is_dictionary(column.type):
-                    cut = pc.utf8_slice_codeunits(column.dictionary, 0, settings.MAX_TEXT_CHARS)
-                    column = pa.DictionaryArray.from_arrays(column.indices, cut)
-                    column = column.cast(pa.string())
-                else:
-                    column = pc.utf8_slice_codeunits(column, 0, settings.MAX_TEXT_CHARS)
-            arrays.append(column)
-        batch = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
-        used += batch.nbytes
+    groups = []
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        pages = sum(group.column(c).total_uncompressed_size for c in range(group.num_columns))
+        if used + pages > budget:  # plain pages decode to at least their uncompressed size
+            raise _budget_line(what, used + pages, budget)
+        table = pf.read_row_group(g)
+        columns = [[_cut_texts(chunk) for chunk in col.chunks] for col in table.columns]
+        used += sum(expanded_nbytes(chunk) for col in columns for chunk in col)
         if used > budget:
-            raise DatasetError(
-                f"the table decodes to more than {budget / 1024**2:,.0f} MB "
-                "(PARALLAX_MAX_MANIFEST_BYTES): refused"
-            )
-        batches.append(batch)
-    table = pa.Table.from_batches(batches) if batches else schema.empty_table()
-    return table.to_pandas()
+            raise _budget_line(what, used, budget)
+        plain = [
+            pa.chunked_array([_plain(chunk) for chunk in col]) if col else original
+            for col, original in zip(columns, table.columns, strict=True)
+        ]
+        groups.append(pa.Table.from_arrays(plain, names=table.column_names))
+    if groups:
+        table = pa.concat_tables(groups, promote_options="default")
+        table = table.replace_schema_metadata(schema.metadata)  # e.g. Hugging Face features
+    else:
+        table = schema.empty_table()
+    return table if as_arrow else table.to_pandas()
 
 
 def _json_lines(path: Path, skipped: list[SkippedItem]) -> list[dict]:
     records = []
+    # Parsed objects take several times their JSON text: hold at most a quarter of the budget
+    # in text, read line by line.
+    budget = settings.DECODE_BYTES // 4
+    used = 0
     with open(path, "rb") as f:
         number = 0
         while True:
@@ -190,6 +314,9 @@ def _json_lines(path: Path, skipped: list[SkippedItem]) -> list[dict]:
             if not line:
                 break
             number += 1
+            used += len(line)
+            if used > budget:
+                raise _budget_line(f"manifest {path.name}", used * 4, budget * 4)
             if len(line) > MAX_CELL_CHARS and not line.endswith(b"\n"):
                 raise DatasetError(
                     f"manifest {path.name} line {number} is longer than {MAX_CELL_CHARS:,} bytes"
@@ -213,7 +340,14 @@ def _read_json_records(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
 
     with open(path, "rb") as f:
         head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b"["):  # a plain JSON array of objects (one document: size-capped file)
+    if head.startswith(b"["):  # a plain JSON array of objects: one document, read whole
+        size = path.stat().st_size
+        if size > settings.DECODE_BYTES // 8:
+            raise _budget_error(
+                f"manifest {path.name} is a {size / 1024**2:,.0f} MB JSON array, over "
+                f"{settings.DECODE_BYTES // 8 / 1024**2:,.0f} MB (PARALLAX_DECODE_BYTES / 8): "
+                "write it as JSON lines, one object per line"
+            )
         text = _decode(path.read_bytes())
         try:
             records = json.loads(text)
@@ -238,6 +372,12 @@ def read_table(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
         raise DatasetError(
             f"manifest {path.name} is {size / 1024**2:.0f} MB, over the limit of "
             f"{settings.MAX_MANIFEST_BYTES / 1024**2:.0f} MB (raise PARALLAX_MAX_MANIFEST_BYTES)"
+        )
+    if suffix in (".csv", ".jsonl", ".ndjson", ".json") and size > settings.DECODE_BYTES:
+        raise _budget_error(
+            f"manifest {path.name} is {size / 1024**2:,.0f} MB of text, over this deployment's "
+            f"budget of {settings.DECODE_BYTES / 1024**2:,.0f} MB for one table "
+            "(PARALLAX_DECODE_BYTES; Parquet is read by row group and may be larger)"
         )
     try:
         if suffix == ".csv":

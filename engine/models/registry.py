@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ModelUnavailable
@@ -62,6 +63,9 @@ class AdapterEntry:
     module: str
     modalities: Callable[[ModelSpec], frozenset[str]]
     needs_torch: bool = True
+    # What a visitor of a shared deployment may load of this kind: "any" spec, only the
+    # "allow-list" (``visitor_allows``), or "never". A kind missing here is "never".
+    visitor: str = "allow-list"
 
 
 def _both(spec: ModelSpec) -> frozenset[str]:
@@ -81,11 +85,22 @@ ADAPTERS: dict[str, AdapterEntry] = {
     "open_clip": AdapterEntry("engine.models.openclip", _both),
     "hf": AdapterEntry("engine.models.hf", _both),
     "st": AdapterEntry("engine.models.st", _text),
-    "baseline": AdapterEntry("engine.models.baseline", _baseline, needs_torch=False),
+    "baseline": AdapterEntry("engine.models.baseline", _baseline, needs_torch=False, visitor="any"),
     # A dataset's own vectors (engine.data.column_vectors): they stand for images or texts alike,
     # and are read by engine.embed.local from the dataset; loading one on its own says so.
-    "column": AdapterEntry("engine.models.column", _both, needs_torch=False),
+    "column": AdapterEntry("engine.models.column", _both, needs_torch=False, visitor="any"),
 }
+# ``demo:NAME`` aliases are the operator's (the shipped models): any registered one.
+_ALIAS_RULE = "any"
+
+
+def visitor_rule(kind: str) -> str:
+    """ "any", "allow-list" or "never": what the model table lets a visitor load of ``kind``
+    (deny by default: a kind the table does not list, in any spelling, is "never")."""
+    if kind == "demo":
+        return _ALIAS_RULE
+    entry = ADAPTERS.get(kind)
+    return entry.visitor if entry is not None else "never"
 
 
 def adapter_for(spec: ModelSpec) -> AdapterEntry:
@@ -206,6 +221,102 @@ _CATALOGUE: list[tuple[str, tuple[str, ...], str, str | None, list[str]]] = [
 ]
 
 
+# Parameter counts of the catalogue's models (from their model cards / configs): a model's size
+# is known before it is built, so a visitor's request for one over the budget costs nothing.
+_PARAMS: dict[str, int] = {
+    "baseline:pixels": 0,
+    "baseline:text": 0,
+    f"st:{MINILM}": 22_700_000,
+    "st:all-mpnet-base-v2": 109_500_000,
+    "open_clip:ViT-B-32/laion2b_s34b_b79k": 151_300_000,
+    "open_clip:ViT-B-32/openai": 151_300_000,
+    "open_clip:ViT-B-16/laion2b_s34b_b88k": 149_600_000,
+    "hf:openai/clip-vit-base-patch32": 151_300_000,
+    "hf:google/siglip-base-patch16-224": 203_200_000,
+}
+_BYTES_PER_PARAM = 4  # float32, how the adapters load them on a CPU
+
+
+def _catalogue_names() -> dict[str, str]:
+    """Every spelling of a catalogue model a visitor may use -> its catalogue spec."""
+    names = {spec: spec for spec, *_ in _CATALOGUE}
+    for spec, _, _, repo, _ in _CATALOGUE:
+        if repo is not None and spec.startswith("open_clip:"):
+            names[f"open_clip:hf-hub:{repo}"] = spec
+    return names
+
+
+def _weights_bytes(path: str) -> int | None:
+    """Bytes of the weight files at a local model path (stat only: nothing is read)."""
+    root = Path(path)
+    try:
+        if root.is_file():
+            return root.stat().st_size
+        if not root.is_dir():
+            return None
+        return sum(
+            p.stat().st_size
+            for p in root.iterdir()
+            if p.is_file() and p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".npz")
+        )
+    except OSError:
+        return None
+
+
+def model_param_bytes(spec: str | ModelSpec) -> int | None:
+    """Bytes of a model's parameters, known before it is built: 0 for the baselines and a
+    dataset's own vectors, the catalogue's count, the weight files of a local model; None
+    when nothing says (an arbitrary architecture: only the operator may build one)."""
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    if parsed.kind in ("baseline", "column"):
+        return 0
+    listed = _catalogue_names().get(parsed.canonical)
+    if listed is not None:
+        return _PARAMS[listed] * _BYTES_PER_PARAM
+    if parsed.path is not None:
+        return _weights_bytes(parsed.path)
+    return None
+
+
+def _operator_models() -> set[str]:
+    from engine.settings import VISITOR_MODELS
+
+    out = set()
+    for spec in VISITOR_MODELS:
+        try:
+            out.add(parse_spec(spec).canonical)
+        except ModelUnavailable:
+            log.warning("PARALLAX_VISITOR_MODELS: %r is not a model spec (ignored)", spec)
+    return out
+
+
+def visitor_refusal(parsed: ModelSpec) -> str | None:
+    """Why a visitor may not have ``parsed`` built (None when they may): the kind's rule in
+    the model table, the allow-list, and the size budget (``PARALLAX_MAX_MODEL_BYTES``)."""
+    from engine.settings import MAX_MODEL_BYTES
+
+    kind = "demo" if parsed.alias is not None else parsed.kind
+    rule = visitor_rule(kind)
+    if rule == "never":
+        return f"{kind}: models are not open to visitors of this deployment"
+    operator = parsed.canonical in _operator_models()
+    if rule == "allow-list" and parsed.canonical not in _catalogue_names() and not operator:
+        return (
+            "not among the models this deployment offers visitors (the shipped demo: models, "
+            "the baselines, the catalogue's hub models, and what the operator lists in "
+            "PARALLAX_VISITOR_MODELS)"
+        )
+    size = model_param_bytes(parsed)
+    if size is None and not operator:
+        return "its size is not known before it is built"
+    if size is not None and size > MAX_MODEL_BYTES:
+        return (
+            f"its {size / 1024**2:,.0f} MB of weights are over this deployment's "
+            f"{MAX_MODEL_BYTES / 1024**2:,.0f} MB budget for one model (PARALLAX_MAX_MODEL_BYTES)"
+        )
+    return None
+
+
 def _available_offline(spec: str, repo: str | None, files: list[str]) -> bool:
     from engine.models.offline import cached_file_exists
 
@@ -236,6 +347,17 @@ def _alias_modalities(target: str) -> list[str]:
         return []
 
 
+def _alias_description(target: str) -> str:
+    """What an alias stands for, without a server path (listings reach visitors)."""
+    try:
+        parsed = parse_spec(target)
+    except ModelUnavailable:
+        return "a model shipped with this deployment"
+    if parsed.path is None:
+        return f"alias of {parsed.canonical}"
+    return f"a model shipped with this deployment ({parsed.kind}, {Path(parsed.path).name})"
+
+
 def known_models() -> list[dict[str, Any]]:
     """The models the dashboard offers, with whether each can be loaded without a network.
 
@@ -258,7 +380,7 @@ def known_models() -> list[dict[str, Any]]:
                 "spec": name,
                 "kind": "demo",
                 "modalities": _alias_modalities(target),
-                "description": f"alias of {target}",
+                "description": _alias_description(target),
                 "available_offline": _alias_available(target),
             }
         )

@@ -34,6 +34,21 @@ def display_name(name: str) -> str:
     return clean[:MAX_NAME]
 
 
+# Streamlit's Markdown (CommonMark + GitHub extensions): every ASCII punctuation character may
+# be backslash-escaped, so all of those that start syntax are: links and images ``[]()!``,
+# autolinks and HTML ``<>``, emphasis ``*_~``, code `````, headings and lists ``#+-.|``,
+# the backslash itself, and Streamlit's own ``:material/icons:`` and ``$math$``.
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$])")
+
+
+def escape_markdown(text: object) -> str:
+    """``text`` made literal for Markdown: whatever a visitor or a bundle wrote (a subset name,
+    a file name, an item's text, an error line quoting them) shows as typed and can never
+    become a link, an image, HTML or formatting. Newlines become spaces (one line)."""
+    one_line = " ".join(str(text).splitlines())
+    return _MARKDOWN.sub(r"\\\1", one_line)
+
+
 def _entry(cache: Cache, token: str) -> Path:
     return cache.path(KIND, token)
 

@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import settings
-from engine.data.archive import ARCHIVE_SUFFIXES, unpack_members
+from engine.data.archive import ARCHIVE_SUFFIXES, remove_stale_temps, unpack_members
 from engine.data.bundle import peek_manifest
 from engine.data.images import IMAGE_EXTENSIONS
 from engine.data.manifest import MANIFEST_SUFFIXES
 from engine.errors import DatasetError
 from engine.store.atomic import atomic_dir
-from engine.store.cache import Cache, check_key
+from engine.store.cache import Cache, check_key, locked
 from engine.store.space import SpaceBudget
 
 IMAGE_SUFFIXES: tuple[str, ...] = tuple(sorted(f".{e}" for e in IMAGE_EXTENSIONS))
@@ -47,6 +47,7 @@ UPLOAD_SUFFIXES = frozenset(IMAGE_SUFFIXES + TABLE_SUFFIXES + PACKED_SUFFIXES)
 UPLOAD_TYPES: list[str] = [s.lstrip(".") for s in IMAGE_SUFFIXES + TABLE_SUFFIXES + PACKED_SUFFIXES]
 BUNDLE_SUFFIX = ".parallax.zip"
 QUOTA_SETTING = "PARALLAX_QUOTA_UPLOADS"
+TOTAL_SETTING = "PARALLAX_QUOTA_UPLOADS_TOTAL"
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -219,8 +220,17 @@ def stage_upload(files: Sequence[UploadFile], owner: str, *, cache: Cache | None
     ``DatasetError`` for files that make no dataset and ``QuotaError`` past the owner's quota.
     """
     cache = cache or Cache()
+    size = sum(len(f.data) for f in files)
+    if size > settings.MAX_UPLOAD_BYTES:
+        from engine.policy import BudgetError
+
+        raise BudgetError(
+            f"this upload is {size / 1024**2:,.0f} MB, over this deployment's limit of "
+            f"{settings.MAX_UPLOAD_BYTES / 1024**2:,.0f} MB (PARALLAX_MAX_UPLOAD_BYTES)"
+        )
     plan = plan_upload(files)
     upload_id = _upload_id(files)
+    expire_uploads(cache)
     folder = cache.path("uploads", owner, upload_id)
     spec = _spec(plan, folder)
     with cache.lease("uploads", owner, upload_id):  # neither prune nor a quota removes it now
@@ -230,13 +240,35 @@ def stage_upload(files: Sequence[UploadFile], owner: str, *, cache: Cache | None
         # A bundle is validated by opening it (``open_bundle``); any other archive here.
         needs_check = plan.archive is not None and not spec.startswith("bundle:")
         archive_kind = _check_archive(plan.archive) if needs_check else None
+        # Every visitor's uploads together first (the oldest not in use, anyone's, make room),
+        # then this owner's own quota.
+        total = cache.budget("uploads", settings.QUOTA_UPLOADS_TOTAL, setting=TOTAL_SETTING)
+        total.charge(size, "this upload")
         budget = cache.budget(
             "uploads", settings.QUOTA_UPLOADS, setting=QUOTA_SETTING, under=(owner,)
         )
-        budget.charge(sum(len(f.data) for f in files), "this upload")
-        with atomic_dir(folder, durable=True) as tmp:
-            _write_upload(plan, tmp, archive_kind, budget)
+        budget.charge(size, "this upload")
+        with locked(cache.root, upload_id):  # one writer of this upload; a killed one's
+            remove_stale_temps(folder)  # temp folder goes now, not at the next prune
+            if not folder.is_dir():
+                with atomic_dir(folder, durable=True) as tmp:
+                    _write_upload(plan, tmp, archive_kind, budget)
     return spec
+
+
+def expire_uploads(cache: Cache, ttl_s: float | None = None) -> list[Path]:
+    """Remove uploads (anyone's) not used for ``ttl_s`` seconds (``PARALLAX_UPLOAD_TTL_S``)
+    and not in use: uploads do not outlive their visitors. Called at every upload and by
+    ``cache prune``; returns what was removed."""
+    import time
+
+    ttl = settings.UPLOAD_TTL_S if ttl_s is None else ttl_s
+    now = time.time()
+    removed = []
+    for entry in cache.stored("uploads"):
+        if now - entry.last_used > ttl and cache.remove_unless_in_use(entry):
+            removed.append(entry.path)
+    return removed
 
 
 def _write_upload(
