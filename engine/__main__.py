@@ -1,7 +1,26 @@
-"""Entry point for ``python -m engine`` (the same as the installed ``parallax`` command)."""
+"""The command line's front door: ``python -m engine`` and the installed ``parallax`` command.
+
+Importing the commands reads the engine's settings from the environment, so a bad value
+(``PARALLAX_MAX_ITEMS=lots``) fails at import: it becomes one line and exit status 2 here, for
+both ways in, never a traceback. This module imports nothing of the engine but its errors until
+``run`` is called, so the error handler exists before the settings are read.
+"""
+
+from __future__ import annotations
 
 import sys
 
-from engine.cli.console import run
+from engine.errors import ParallaxError
 
-sys.exit(run())
+
+def run() -> int:
+    try:
+        from engine.cli import main
+    except ParallaxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return main()
+
+
+if __name__ == "__main__":
+    sys.exit(run())
