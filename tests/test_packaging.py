@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = ["engine", "models", "setup.py", "README.md", "requirements.txt", "requirements-hf.txt"]
+SOURCES = [
+    "engine",
+    "models",
+    "setup.py",
+    "README.md",
+    "requirements.txt",
+    "requirements-hf.txt",
+    "requirements-serve.txt",
+]
 
 
 @pytest.mark.slow
