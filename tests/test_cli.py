@@ -285,8 +285,8 @@ def test_help_names_the_real_cache_default():
     from engine import settings
     from engine.cli import build_parser
 
-    text = " ".join(build_parser().format_help().split())
-    assert str(settings.DEFAULT_CACHE_DIR) in text and "./cache" not in text
+    text = "".join(build_parser().format_help().split())  # argparse wraps at hyphens too
+    assert str(settings.DEFAULT_CACHE_DIR).replace(" ", "") in text and "./cache" not in text
 
 
 def test_serve_without_its_packages_names_the_pip_extra(tmp_path, capsys, monkeypatch):
@@ -298,3 +298,22 @@ def test_serve_without_its_packages_names_the_pip_extra(tmp_path, capsys, monkey
     assert 'pip install "parallax-engine[serve]"' in message
     setup = (REPO / "setup.py").read_text()
     assert '"serve": requirements("requirements-serve.txt")' in setup
+
+
+def test_a_bad_limit_in_the_environment_is_one_error_not_a_traceback(tmp_path):
+    env = {**os.environ, "PARALLAX_MAX_ITEMS": "lots"}
+    for extra, stream in (([], "stderr"), (["--json"], "stdout")):
+        out = subprocess.run(
+            [sys.executable, "-m", "engine", "datasets", "--cache-dir", str(tmp_path), *extra],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        text = getattr(out, stream).strip()
+        if extra:
+            assert json.loads(text)["error"]["message"].startswith("PARALLAX_MAX_ITEMS='lots'")
+        else:
+            assert text.startswith("error: PARALLAX_MAX_ITEMS='lots'")

@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
-from engine import settings
-from engine.cli import bundle, cache, compare, embedding, export, listing, serve
 from engine.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
@@ -29,8 +28,10 @@ from engine.errors import ParallaxError
 
 __all__ = ["COMMAND_GROUPS", "EXIT_USER_ERROR", "StderrProgress", "build_parser", "main"]
 
-# In the order ``--help`` lists them.
-COMMAND_GROUPS = (listing, embedding, export, bundle, cache, compare, serve)
+# The command modules, in the order ``--help`` lists them. They are imported when the parser is
+# built, not with this package: they read the engine's settings, and a bad limit in the
+# environment must become one error line (``main``), not a failed import.
+COMMAND_GROUPS = ("listing", "embedding", "export", "bundle", "cache", "compare", "serve")
 
 
 class UsageError(ParallaxError):
@@ -59,6 +60,10 @@ def _common_options(defaults: bool) -> argparse.ArgumentParser:
     """``--json``, ``--cache-dir``, ``--quiet``. Given before or after the command alike: the
     command's copies have no defaults (``SUPPRESS``), so they never overwrite a value given
     before the command with their own default."""
+    # Imported here, not at the top: ``engine.settings`` reads the environment's limits, and a
+    # bad one must reach engine.cli.console as one line, not fail the package's import.
+    from engine import settings
+
     common = argparse.ArgumentParser(
         add_help=False, argument_default=None if defaults else argparse.SUPPRESS
     )
@@ -73,8 +78,10 @@ def _common_options(defaults: bool) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options(defaults=False)
+    # The installed command calls itself ``parallax``; ``python -m engine`` otherwise.
+    named = Path(sys.argv[0]).name == "parallax"
     parser = _Parser(
-        prog="python -m engine",
+        prog="parallax" if named else "python -m engine",
         description="Parallax engine: datasets, models, cached embeddings and 2-D maps.",
         parents=[_common_options(defaults=True)],
     )
@@ -87,8 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     embed_opts.add_argument("--workers", type=int, help="image decode threads (default: cores)")
     embed_opts.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if present")
 
-    for group in COMMAND_GROUPS:
-        group.register(sub, common, embed_opts)
+    from engine.cli import bundle, cache, compare, embedding, export, listing, serve
+
+    groups = {
+        "listing": listing,
+        "embedding": embedding,
+        "export": export,
+        "bundle": bundle,
+        "cache": cache,
+        "compare": compare,
+        "serve": serve,
+    }
+    for name in COMMAND_GROUPS:
+        groups[name].register(sub, common, embed_opts)
     return parser
 
 
@@ -97,13 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     as_json = wants_json(argv)
     try:
         args = build_parser().parse_args(argv)
-    except UsageError as exc:
+        return int(args.func(args) or 0)
+    except UsageError as exc:  # argparse's message and usage line, or the JSON object
         if not as_json:
             exc.parser.print_usage(sys.stderr)
         report_error(exc, as_json, f"{exc.parser.prog}: error: {exc}")
         return EXIT_USER_ERROR
-    try:
-        return int(args.func(args) or 0)
     except ParallaxError as exc:
         report_error(exc, as_json)
         return EXIT_USER_ERROR

@@ -4,7 +4,7 @@
     python -m engine compare --dataset demo:digits --model baseline:pixels --model B --json
     python -m engine train-head --dataset demo:shapes --image-model A --text-model B --json
 
-Registered through ``engine.cli.COMMAND_GROUPS``; heavy imports stay inside the commands so
+Registered through ``engine.cli.build_parser``; heavy imports stay inside the commands so
 ``python -m engine --help`` stays fast.
 """
 
