@@ -50,6 +50,7 @@ setup(
     extras_require={
         "dashboard": [r for r in base if r.split("=")[0] in DASHBOARD_ONLY],
         "hf": requirements("requirements-hf.txt"),
+        "serve": requirements("requirements-serve.txt"),  # python -m engine serve
     },
     data_files=shipped_models(),
     entry_points={"console_scripts": ["parallax = engine.__main__:run"]},

@@ -28,7 +28,7 @@ _PUBLIC = {
     "map_quality": "engine.maps.project",
     "compare_models": "engine.analysis.compare",
     "ComparisonReport": "engine.analysis.compare",
-    "predict": "engine.analysis.zeroshot",
+    "predict_each": "engine.analysis.predict",
     "write_bundle": "engine.outputs.bundle",
     "open_bundle": "engine.data.bundle",
     "ParallaxError": "engine.errors",

@@ -1,26 +1,46 @@
 """User-facing errors: each carries one clear line meant to be shown as-is.
 
-The CLI prints ``str(err)`` on stderr and exits non-zero; the pages show it with
-``st.error``. Anything that is *not* a ``ParallaxError`` is a bug and keeps its traceback.
+The CLI prints ``str(err)`` on stderr (or ``error_body`` with ``--json``) and exits non-zero; the
+pages show it with ``st.error``; the HTTP service answers ``error_body`` with ``error_code``'s
+status. Anything that is *not* a ``ParallaxError`` is a bug and keeps its traceback.
+
+Each class names its HTTP status and machine-readable code once (``http_status``, ``code``), so
+every door reports the same error the same way: ``error_code`` is the one mapping.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+INTERNAL = (500, "internal_error")
 
 
 class ParallaxError(Exception):
     """Base class for errors caused by user input or the environment (not by bugs)."""
 
+    http_status = 400
+    code = "bad_request"
+
 
 class DatasetError(ParallaxError):
     """A dataset spec cannot be opened at all (missing path, unknown kind, empty dataset)."""
+
+    http_status = 422
+    code = "dataset_unavailable"
 
 
 class ItemError(ParallaxError):
     """One item of a dataset is unusable; the dataset skips it and records the reason."""
 
+    http_status = 400
+    code = "bad_input"
+
 
 class ModelUnavailable(ParallaxError):
     """A model spec cannot be loaded: unknown kind, weights not on disk and no network, ..."""
+
+    http_status = 422
+    code = "model_unavailable"
 
 
 class CacheError(ParallaxError):
@@ -29,3 +49,43 @@ class CacheError(ParallaxError):
 
 class QuotaError(ParallaxError):
     """A write would take a namespace of the cache past its disk quota (``engine.settings``)."""
+
+
+class Forbidden(ParallaxError):
+    """The caller may not name this (a visitor policy's refusal: ``engine.policy``)."""
+
+    http_status = 403
+    code = "forbidden"
+
+
+class NotFound(ParallaxError):
+    """The named thing does not exist (a job id, a cached result that was never computed)."""
+
+    http_status = 404
+    code = "not_found"
+
+
+def error_code(exc: BaseException) -> tuple[int, str]:
+    """``(HTTP status, code)`` for ``exc``: the class's own (the first one in its MRO, so a
+    policy refusal that is also a ``DatasetError`` is ``forbidden``); ``(500, "internal_error")``
+    for anything that is not a ``ParallaxError`` (a bug)."""
+    if isinstance(exc, ParallaxError):
+        return int(exc.http_status), str(exc.code)
+    return INTERNAL
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The one line a user sees for ``exc`` (an unexpected one names its type)."""
+    text = str(exc).strip().splitlines()
+    first = text[0][:limit] if text else ""
+    if isinstance(exc, ParallaxError):
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def error_body(exc: BaseException, limit: int = 500) -> dict[str, Any]:
+    """``{"error": {"code", "message"}}``: what the HTTP service answers and the CLI prints
+    under ``--json`` (the message on one line, whitespace collapsed)."""
+    _, code = error_code(exc)
+    message = (str(exc) or type(exc).__name__) if isinstance(exc, ParallaxError) else one_line(exc)
+    return {"error": {"code": code, "message": " ".join(message.split())[:limit]}}

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import DatasetError, ModelUnavailable, ParallaxError
+from engine.errors import DatasetError, Forbidden, ModelUnavailable, ParallaxError
 
 SERVER_PATHS_ENV = "PARALLAX_SERVER_PATHS"
 UPLOADS_DIR = "uploads"  # cache/uploads/<owner>/: each visitor's private namespace
@@ -40,7 +40,7 @@ _OWNER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REMOTE_CODE_RE = re.compile(r"trust_remote_code\s*=\s*(?!0\b|false\b|no\b|off\b)", re.I)
 
 
-class PolicyError(ParallaxError):
+class PolicyError(Forbidden):
     """A visitor asked for something this deployment does not let visitors name."""
 
 

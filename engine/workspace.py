@@ -222,17 +222,21 @@ class Workspace:
         modality: str | None = None,
         batch_size: int | None = None,
         device: str | None = None,
+        workers: int | None = None,
         ray_options: Any = None,
         progress: ProgressCallback | None = None,
     ) -> EmbeddingResult:
-        """Embed every item of ``dataset`` with ``model`` (cached by content; resumes)."""
+        """Embed every item of ``dataset`` with ``model`` (cached by content; resumes).
+        ``ray_options``: a ``RayOptions`` or a mapping of its fields (``address``, ``actors``)."""
         if backend not in BACKENDS:
             raise ParallaxError(f"backend is one of {', '.join(BACKENDS)}, not {backend!r}")
         ds = self.dataset(dataset)
         self.check_model_spec(model)
         if backend == "ray":
-            from engine.embed.ray_backend import embed_dataset_ray
+            from engine.embed.ray_backend import RayOptions, embed_dataset_ray
 
+            if isinstance(ray_options, Mapping):
+                ray_options = RayOptions(**ray_options)
             return embed_dataset_ray(
                 ds,
                 model,
@@ -251,6 +255,7 @@ class Workspace:
             cache=self.cache,
             batch_size=batch_size,
             device=device,
+            workers=workers,
             progress=progress,
         )
 
@@ -351,20 +356,31 @@ class Workspace:
         texts: list[str] | None = None,
         params: PredictParams = PREDICT,
         on_step: Callable[..., None] | None = None,
+        device: str | None = None,
+        embed: Callable[[EmbeddingModel, str, list[Any]], np.ndarray] | None = None,
     ) -> PredictionRun:
         """Every model's zero-shot answer for ``images`` and ``texts`` among ``labels`` (one
-        loop for every door; a model that fails gets its one-line error, the others run)."""
+        loop for every door; a model that fails gets its one-line error, the others run).
+
+        Every spec passes the policy before anything loads (a refused one refuses the request,
+        as every other verb does). Label prompts' vectors are held (``class_vectors``).
+        ``embed`` lets a server batch the inputs with other requests (default: the model's own
+        call)."""
         from engine.analysis.predict import check_request, predict_each
 
         check_request(len(images or []) + len(texts or []), list(models), False, labels)
+        for spec in models:
+            self.check_model_spec(spec)
         return predict_each(
             list(models),
             list(images or []),
             list(texts or []),
             labels,
             params=params,
-            load=self.model,
+            load=lambda spec: self.model(spec, device=device),
             on_step=on_step,
+            class_vectors=lambda model, names: self.class_vectors(model, names, params),
+            embed=embed,
         )
 
     def class_vectors(
@@ -486,3 +502,142 @@ class Workspace:
         self._shared.datasets.clear()
         self._shared.class_vectors.clear()
         clear_cache()
+
+    # -- cli ---------------------------------------------------------------------------------
+    # Thin delegates the command line needs beyond the verbs above (so it reaches the engine
+    # through this module, params, errors and settings only).
+    def _operator_only(self, verb: str) -> None:
+        if self.policy is not None:
+            from engine.errors import Forbidden
+
+            raise Forbidden(f"{verb} is for the operator, not for a visitor")
+
+    def inspect(self, spec: str) -> dict[str, Any]:
+        """What ``spec`` holds: size, kinds, label counts, metadata columns, skipped files."""
+        ds = self.open(spec)
+        labels: dict[str, int] = {}
+        for label in ds.labels:
+            key = "(none)" if label is None else str(label)
+            labels[key] = labels.get(key, 0) + 1
+        return {
+            "spec": ds.spec,
+            "name": ds.name,
+            "n": len(ds),
+            "has_images": ds.has_images,
+            "has_texts": ds.texts is not None,
+            "labels": labels,
+            "metadata_columns": list(ds.metadata().columns),
+            "fingerprint": ds.fingerprint(),
+            "skipped": [{"source": s.source, "reason": s.reason} for s in ds.skipped],
+        }
+
+    def cache_usage(self, kind: str | None = None) -> dict[str, Any]:
+        """Every kind of cache entry with its count and size, and every entry (newest use
+        first; vectors and maps say what made them). ``kind`` keeps that kind's entries."""
+        import time
+
+        from engine.store.space import kind_of
+
+        self._operator_only("listing the cache")
+        if kind is not None:
+            kind_of(kind)  # an unknown kind is one clear line
+        every, kinds = self.cache.survey()
+        stored = sorted(
+            (e for e in every if kind in (None, e.kind)), key=lambda e: e.last_used, reverse=True
+        )
+        manifests = {(e.kind, e.key): e.manifest for e in self.cache.entries()}
+        rows = []
+        for e in stored:
+            row: dict[str, Any] = {
+                "kind": e.kind,
+                "key": e.key,
+                "name": e.name,
+                "bytes": e.bytes,
+                "last_used": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(e.last_used)),
+            }
+            if e.kind in ("vectors", "projections"):  # array entries: say what made them
+                m = manifests.get((e.kind, e.key), {})
+                row |= {k: m.get(k) for k in ("dataset", "model", "method", "shape", "created")}
+            rows.append(row)
+        return {
+            "root": str(self.root),
+            "total_bytes": sum(k.bytes + k.other_bytes for k in kinds),
+            "kinds": [
+                {
+                    "kind": k.kind,
+                    "entries": k.entries,
+                    "bytes": k.bytes,
+                    "other_bytes": k.other_bytes,
+                    "holds": k.holds,
+                }
+                for k in kinds
+            ],
+            "entries": rows,
+        }
+
+    def prune(self, max_bytes: int | str | None = None):
+        """Remove leftovers, then least-recently-used entries until the cache fits in
+        ``max_bytes`` (``20G`` style or bytes; default ``PARALLAX_CACHE_MAX_BYTES`` or 20 GB).
+        Entries in use stay. Returns the ``PruneReport`` (its ``max_bytes`` is the limit)."""
+        self._operator_only("pruning the cache")
+        if max_bytes is None:
+            limit = settings.cache_max_bytes()
+        elif isinstance(max_bytes, str):
+            limit = settings.parse_size(max_bytes)
+        else:
+            limit = int(max_bytes)
+        report = self.cache.prune(limit)
+        log.info("pruned %s to %d bytes: %d entries removed", self.root, limit, len(report.removed))
+        return report
+
+    @staticmethod
+    def format_bytes(n: float) -> str:
+        """``1536`` -> ``1.5 kB``: how every door prints a size."""
+        from engine.store.space import format_bytes
+
+        return format_bytes(n)
+
+    def train_heads(
+        self,
+        dataset: Dataset | str,
+        image_model: str,
+        text_model: str,
+        *,
+        progress: ProgressCallback | None = None,
+        **options: Any,
+    ):
+        """Image, text and fusion classifier heads on the cached vectors of ``dataset``
+        (``engine.analysis.fusion.train_heads_for_dataset``; cached by vectors and settings)."""
+        from engine.analysis.fusion import train_heads_for_dataset
+
+        self.check_model_spec(image_model)
+        self.check_model_spec(text_model)
+        return train_heads_for_dataset(
+            self.dataset(dataset),
+            image_model,
+            text_model,
+            cache=self.cache,
+            progress=progress,
+            **options,
+        )
+
+    def map_quality(self, vectors: np.ndarray, coords: np.ndarray) -> dict[str, float]:
+        """How far to trust a 2-D map of ``vectors`` (trustworthiness, kNN recall)."""
+        from engine.maps.project import map_quality
+
+        return map_quality(vectors, coords)
+
+    def read_image(self, path: str | os.PathLike[str]) -> Any:
+        """One image file decoded with the engine's safe decoder (size and bomb limits); a
+        file that is not a readable image is one ``ItemError`` line naming it."""
+        from engine.data.images import open_image_safely
+        from engine.errors import ItemError
+
+        self._operator_only("reading a server file")
+        p = Path(path)
+        try:
+            return open_image_safely(p, name=p.name)
+        except ParallaxError as exc:
+            raise ItemError(f"{path}: {exc}") from exc
+        except OSError as exc:
+            raise ItemError(f"{path}: cannot open image ({exc.strerror or exc})") from exc

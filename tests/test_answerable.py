@@ -20,7 +20,7 @@ from engine.analysis.answerable import (
     query_warnings,
     score_warnings,
 )
-from engine.analysis.zeroshot import predict, zero_shot_accuracy
+from engine.analysis.zeroshot import predict_model, zero_shot_accuracy
 from engine.models.vocab import unknown_words, words_of
 from tests.test_zeroshot import OneHotClip
 
@@ -53,7 +53,7 @@ def test_identical_class_vectors_form_one_group_and_distinct_ones_none() -> None
 def test_unknown_labels_are_named_before_scoring_and_flat_scores_after() -> None:
     model = VocabClip()
     images = [solid((250, 0, 0)), solid((240, 5, 0))]  # both plainly "cat" to this model
-    (pred,) = predict([model], images, None, ["astronaut", "cat", "coffee"], ["{}"])
+    pred = predict_model(model, images, None, ["astronaut", "cat", "coffee"], ["{}"])
     text = " | ".join(pred.warnings)
     assert "'astronaut', 'coffee': words outside fake:onehot-clip's vocabulary" in text
     # astronaut and coffee embed to the same (zero) vector: one group; cat stands apart.
@@ -65,7 +65,7 @@ def test_unknown_labels_are_named_before_scoring_and_flat_scores_after() -> None
 
 
 def test_known_distinct_labels_give_no_warnings() -> None:
-    (pred,) = predict([VocabClip()], [solid((250, 0, 0))], ["a dog"], ["cat", "dog"], ["{}"])
+    pred = predict_model(VocabClip(), [solid((250, 0, 0))], ["a dog"], ["cat", "dog"], ["{}"])
     assert pred.ok and pred.warnings == []
 
 

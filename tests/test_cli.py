@@ -165,3 +165,155 @@ def test_common_options_work_before_and_after_the_command(tmp_path, capsys):
     second = json.loads(capsys.readouterr().out)
     path = second["results"][0]["path"] if "results" in second else second["path"]
     assert str(after) in path and not (tmp_path / "cache").exists()
+
+
+# -- one door: the CLI reaches the engine through the workspace and three small modules -------
+CORE = {"engine.workspace", "engine.params", "engine.errors", "engine.settings"}
+MAX_ENGINE_MODULES = 6  # the four above and at most two more (issue 26)
+
+
+def cli_engine_imports() -> dict[str, set[str]]:
+    """Every engine module (outside engine.cli) that a file of engine/cli imports, anywhere in
+    it (module level, in functions, under TYPE_CHECKING, or by name to import_module), with the
+    files that import it."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO / "engine" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                # ``from engine import settings`` imports the module engine.settings
+                bare = node.module == "engine"
+                names = [f"engine.{a.name}" for a in node.names] if bare else [node.module]
+            elif (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                names = [str(node.args[0].value)]
+            for name in names:
+                if name.startswith("engine.") and not name.startswith("engine.cli"):
+                    found.setdefault(name, set()).add(path.name)
+    return found
+
+
+def test_the_cli_reaches_the_engine_through_at_most_six_modules():
+    found = cli_engine_imports()
+    where = {k: sorted(v) for k, v in sorted(found.items())}
+    assert "engine.workspace" in found, where  # the door itself
+    assert len(set(found) - CORE) <= MAX_ENGINE_MODULES - len(CORE), where
+    assert len(found) <= MAX_ENGINE_MODULES, where
+
+
+# -- errors: one line on stderr, or one JSON object on stdout with --json ---------------------
+@pytest.mark.parametrize(
+    "argv, code, words",
+    [
+        (
+            ["embed", "--dataset", "demo:nope", "--model", "baseline:pixels"],
+            "dataset_unavailable",
+            "unknown demo",
+        ),
+        (["embed", "--dataset", "demo:digits", "--model", "nope:x"], "model_unavailable", "nope"),
+        (["embed", "--dataset", "demo:digits"], "bad_request", "--model"),  # argparse's own
+        (["cache", "prune", "--max-bytes", "lots"], "bad_request", "lots"),
+        (
+            ["datasets", "--inspect", "folder:/definitely/not/here"],
+            "dataset_unavailable",
+            "/definitely/not/here",
+        ),
+    ],
+)
+def test_json_errors_are_one_object_on_stdout_with_the_same_exit_status(
+    tmp_path, capsys, argv, code, words
+):
+    from engine.cli import main
+
+    argv = [*argv, "--cache-dir", str(tmp_path)]
+    assert main(argv) == 2
+    plain = capsys.readouterr()
+    assert plain.out == "" and words in plain.err
+    assert main([*argv, "--json"]) == 2
+    out = capsys.readouterr()
+    assert out.err == ""
+    (line,) = out.out.strip().splitlines()  # one object, one line
+    body = json.loads(line)
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == code and words in body["error"]["message"]
+
+
+def test_error_codes_are_the_http_services():
+    """One mapping (engine.errors.error_code) for every door: a policy refusal is forbidden even
+    when it is also a dataset or model error."""
+    from engine.errors import (
+        DatasetError,
+        ItemError,
+        ModelUnavailable,
+        ParallaxError,
+        error_code,
+    )
+    from engine.policy import DatasetRefused, ModelRefused
+
+    assert error_code(ParallaxError("x")) == (400, "bad_request")
+    assert error_code(ItemError("x")) == (400, "bad_input")
+    assert error_code(DatasetError("x")) == (422, "dataset_unavailable")
+    assert error_code(ModelUnavailable("x")) == (422, "model_unavailable")
+    assert error_code(DatasetRefused("x")) == (403, "forbidden")
+    assert error_code(ModelRefused("x")) == (403, "forbidden")
+    assert error_code(KeyError("x")) == (500, "internal_error")
+
+
+def test_a_bug_under_json_still_prints_json_and_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    import engine.cli.listing as listing
+    from engine.cli import main
+
+    def broken(args):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(listing, "cmd_models", broken)
+    with pytest.raises(KeyError):
+        main(["models", "--json", "--cache-dir", str(tmp_path)])
+    body = json.loads(capsys.readouterr().out)
+    assert body["error"]["code"] == "internal_error" and "boom" in body["error"]["message"]
+
+
+def test_help_names_the_real_cache_default():
+    from engine import settings
+    from engine.cli import build_parser
+
+    text = "".join(build_parser().format_help().split())  # argparse wraps at hyphens too
+    assert str(settings.DEFAULT_CACHE_DIR).replace(" ", "") in text and "./cache" not in text
+
+
+def test_serve_without_its_packages_names_the_pip_extra(tmp_path, capsys, monkeypatch):
+    from engine.cli import main
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # ``import fastapi`` now fails
+    assert main(["serve", "--cache-dir", str(tmp_path), "--json"]) == 2
+    message = json.loads(capsys.readouterr().out)["error"]["message"]
+    assert 'pip install "parallax-engine[serve]"' in message
+    setup = (REPO / "setup.py").read_text()
+    assert '"serve": requirements("requirements-serve.txt")' in setup
+
+
+def test_a_bad_limit_in_the_environment_is_one_error_not_a_traceback(tmp_path):
+    env = {**os.environ, "PARALLAX_MAX_ITEMS": "lots"}
+    for extra, stream in (([], "stderr"), (["--json"], "stdout")):
+        out = subprocess.run(
+            [sys.executable, "-m", "engine", "datasets", "--cache-dir", str(tmp_path), *extra],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        text = getattr(out, stream).strip()
+        if extra:
+            assert json.loads(text)["error"]["message"].startswith("PARALLAX_MAX_ITEMS='lots'")
+        else:
+            assert text.startswith("error: PARALLAX_MAX_ITEMS='lots'")

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = ["engine", "models", "setup.py", "README.md", "requirements.txt", "requirements-hf.txt"]
+SOURCES = [
+    "engine",
+    "models",
+    "setup.py",
+    "README.md",
+    "requirements.txt",
+    "requirements-hf.txt",
+    "requirements-serve.txt",
+]
 
 
 @pytest.mark.slow
@@ -46,6 +54,18 @@ def test_pip_install_gives_the_parallax_command(tmp_path: Path) -> None:
         cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300
     )
     assert via_command.returncode == 0, via_command.stderr
+    # --help names the cache the installed command really uses (not a checkout's ./cache)
+    shown = subprocess.run(
+        [str(env_dir / "bin" / "parallax"), "--help"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert shown.stdout.startswith("usage: parallax ")
+    # argparse wraps long words at hyphens: compare with the whitespace taken out
+    assert str(tmp_path / ".cache" / "parallax") in "".join(shown.stdout.split())
     via_module = subprocess.run(
         [sys.executable, "-m", "engine", "models", "--json"],
         cwd=REPO,

@@ -165,7 +165,7 @@ def test_fusion_tab_needs_images_texts_and_labels():
 
 # -- predictions on uploads ---------------------------------------------------------------------
 def test_predictions_side_by_side_with_a_failing_model(clip_specs, media_store):
-    from engine.analysis.zeroshot import DEFAULT_TEMPLATES, predict
+    from engine.analysis.zeroshot import DEFAULT_TEMPLATES, predict_model
     from engine.models import load_model
 
     clip_a, clip_b = clip_specs
@@ -195,7 +195,8 @@ def test_predictions_side_by_side_with_a_failing_model(clip_specs, media_store):
     # exactly the engine's numbers for the same image, labels and (first) template
     image = Image.open(io.BytesIO(png_bytes((250, 10, 10)))).convert("RGB")
     models = [load_model(clip_a, device="cpu"), load_model(clip_b, device="cpu")]
-    direct = predict(models, [image], None, ["red", "green", "blue"], DEFAULT_TEMPLATES, top_k=2)
+    labels = ["red", "green", "blue"]
+    direct = [predict_model(m, [image], None, labels, DEFAULT_TEMPLATES, top_k=2) for m in models]
     for top, pred in zip(tops, direct, strict=True):
         assert top["label"].tolist() == [lab for lab, _, _ in pred.images[0]]
         np.testing.assert_allclose(top["probability"], [p for _, p, _ in pred.images[0]], atol=1e-6)

@@ -10,16 +10,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.analysis.predict import predict_each
 from engine.analysis.zeroshot import (
     DEFAULT_TEMPLATES,
     NOT_CLIP_LIKE,
     build_prompts,
     class_text_embeddings,
-    predict,
+    predict_model,
     zero_shot_accuracy,
     zero_shot_scores,
 )
 from engine.errors import ModelUnavailable, ParallaxError
+from engine.params import PredictParams
 
 WORDS = ("cat", "dog", "bird", "photo")
 
@@ -154,6 +156,26 @@ def test_scores_reject_mismatched_dims() -> None:
         zero_shot_scores(np.ones((2, 3)), np.ones((2, 4)), 100.0)
 
 
+def predict(models, images, texts, labels, templates=DEFAULT_TEMPLATES, ensemble=False, top_k=5):
+    """``models`` (objects or specs) through the engine's one loop, ``predict_each``: objects
+    are handed to it by its loader, specs load as the engine loads them."""
+    objects = {m.spec: m for m in models if not isinstance(m, str)}
+
+    def load(spec: str):
+        if spec in objects:
+            return objects[spec]
+        from engine.models import load_model
+
+        return load_model(spec)
+
+    specs = [m if isinstance(m, str) else m.spec for m in models]
+    params = PredictParams(templates=tuple(templates), ensemble=ensemble, top_k=top_k)
+    run = predict_each(
+        specs, list(images or []), list(texts or []), labels, params=params, load=load
+    )
+    return run.preds
+
+
 def test_predict_exact_predictions_on_images_and_texts() -> None:
     labels = ["cat", "dog", "bird"]
     images = [solid((255, 0, 0)), solid((0, 0, 255)), solid((0, 200, 0))]
@@ -164,7 +186,8 @@ def test_predict_exact_predictions_on_images_and_texts() -> None:
     e10 = math.exp(10)
     assert pred.images[0][0][1] == pytest.approx(e10 / (e10 + 2))
     assert [r for _, _, r in pred.images[0]] == [1, 2, 3]
-    assert pred.load_ms == 0.0 and pred.latency_ms is not None and pred.latency_ms >= 0
+    assert pred.load_ms is not None and pred.load_ms >= 0
+    assert pred.latency_ms is not None and pred.latency_ms >= 0
     assert pred.probabilities["image"].shape == (3, 3)
     payload = pred.to_json()
     assert payload["images"][1][0] == {
@@ -175,6 +198,15 @@ def test_predict_exact_predictions_on_images_and_texts() -> None:
     # top_k limits the lists.
     (short,) = predict([OneHotClip()], images[:1], None, labels, ["{}"], top_k=1)
     assert len(short.images[0]) == 1
+
+
+def test_predict_model_is_the_per_model_step_of_the_loop() -> None:
+    """The loop adds only the loading: one model's answer is ``predict_model``'s."""
+    images = [solid((255, 0, 0)), solid((0, 0, 255))]
+    direct = predict_model(OneHotClip(), images, ["a dog"], ["cat", "dog", "bird"], ["{}"])
+    (looped,) = predict([OneHotClip()], images, ["a dog"], ["cat", "dog", "bird"], ["{}"])
+    assert direct.images == looped.images and direct.texts == looped.texts
+    assert direct.load_ms is None  # loading is the loop's to time
 
 
 def test_predict_keeps_going_when_models_fail() -> None:
@@ -194,30 +226,62 @@ def test_predict_keeps_going_when_models_fail() -> None:
     assert text_only.error == NOT_CLIP_LIKE
     assert text_only.images is None and text_only.texts[0][0][0] == "cat"
     assert missing.error and "\n" not in missing.error and missing.model == "nosuchkind:model"
+    assert missing.error.startswith("cannot load: ")
     assert good.ok and good.images[0][0][0] == "cat" and good.texts[0][0][0] == "cat"
 
 
-def test_predict_reports_model_unavailable_from_loader(monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.analysis.zeroshot as zs
-
-    def fake_load(spec: str, device: str | None) -> tuple[object, float]:
+def test_predict_reports_model_unavailable_from_loader() -> None:
+    def load(spec: str):
         if spec == "good":
-            return OneHotClip(), 12.5
+            return OneHotClip()
         raise ModelUnavailable(f"{spec}: weights not found offline")
 
-    monkeypatch.setattr(zs, "_load", fake_load)
-    bad, good = predict(["missing", "good"], [solid((255, 0, 0))], None, ["cat", "dog"], ["{}"])
-    assert bad.error == "missing: weights not found offline"
-    assert good.ok and good.load_ms == 12.5
+    params = PredictParams(templates=("{}",))
+    run = predict_each(
+        ["missing", "good"], [solid((255, 0, 0))], [], ["cat", "dog"], params=params, load=load
+    )
+    bad, good = run.preds
+    assert bad.error == "cannot load: missing: weights not found offline"
+    assert good.ok and good.load_ms is not None and good.images[0][0][0] == "cat"
 
 
-def test_predict_input_validation() -> None:
-    with pytest.raises(ParallaxError):
-        predict([OneHotClip()], None, None, ["cat"])
-    with pytest.raises(ParallaxError):
-        predict([OneHotClip()], None, ["x"], ["cat", "cat"])
-    with pytest.raises(ParallaxError):
-        predict([OneHotClip()], None, ["x"], ["cat", " "])
+def test_predict_input_validation(tmp_path: Path) -> None:
+    from engine.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    with pytest.raises(ParallaxError, match="at least one image or type a text"):
+        ws.predict(["fake:x"], ["cat"])
+    with pytest.raises(ParallaxError, match="duplicate label"):
+        ws.predict(["fake:x"], ["cat", "cat"], texts=["x"])
+    with pytest.raises(ParallaxError, match="non-empty"):
+        ws.predict(["fake:x"], ["cat", " "], texts=["x"])
+
+
+def test_workspace_predict_is_the_one_loop_and_holds_label_prompts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import engine.analysis.predict as predict_module
+    import engine.models as models
+    from engine.workspace import Workspace
+
+    model = OneHotClip()
+    monkeypatch.setattr(models, "load_model", lambda spec, device=None: model)
+    calls: list[list[str]] = []
+    real = predict_module.predict_each
+
+    def spy(specs, *args, **kwargs):
+        calls.append(list(specs))
+        return real(specs, *args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "predict_each", spy)
+    ws = Workspace(tmp_path)
+    params = PredictParams(templates=("{}",))
+    first = ws.predict(["fake:onehot"], ["cat", "dog"], texts=["a dog"], params=params)
+    second = ws.predict(["fake:onehot"], ["cat", "dog"], texts=["the cat"], params=params)
+    assert calls == [["fake:onehot"], ["fake:onehot"]]
+    assert first.preds[0].texts[0][0][0] == "dog" and second.preds[0].texts[0][0][0] == "cat"
+    # The label prompts were embedded once; the second request only embedded its input.
+    assert model.text_calls == [["cat", "dog"], ["a dog"], ["the cat"]]
 
 
 def test_zero_shot_accuracy_on_vectors() -> None:
@@ -328,7 +392,7 @@ def test_cli_predict_prints_one_json_object(
     blue = make_image(tmp_path / "blue.jpg", colour=(0, 0, 250))
     argv = ["predict", "--model", "fake:onehot", "--model", "fake:missing"]
     argv += ["--labels", "cat, dog,bird", "--template", "{}", "--top-k", "2"]
-    argv += ["--text", "a dog", str(red), str(blue), "--json"]
+    argv += ["--text", "a dog", str(red), str(blue), "--json", "--cache-dir", str(tmp_path / "c")]
     assert main(argv) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["labels"] == ["cat", "dog", "bird"]
@@ -336,7 +400,27 @@ def test_cli_predict_prints_one_json_object(
     good, missing = payload["models"]
     assert [top[0]["label"] for top in good["images"]] == ["cat", "bird"]
     assert good["texts"][0][0]["label"] == "dog" and len(good["texts"][0]) == 2
-    assert missing["error"] == "fake:missing: not available offline"
+    assert missing["error"] == "cannot load: fake:missing: not available offline"
+    assert "error" not in payload  # one model answered: a result, not an error
+
+
+def test_cli_predict_where_no_model_answers_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, make_image, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import engine.models as models
+    from engine.cli import main
+
+    def load_model(spec: str, device: str | None = None):
+        raise ModelUnavailable(f"{spec}: not available offline")
+
+    monkeypatch.setattr(models, "load_model", load_model)
+    red = make_image(tmp_path / "red.png", colour=(250, 0, 0))
+    argv = ["predict", "--model", "fake:missing", "--labels", "cat,dog", str(red), "--json"]
+    assert main([*argv, "--cache-dir", str(tmp_path / "c")]) == 2
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["error"]["code"] == "model_unavailable"
+    assert "fake:missing: not available offline" in payload["error"]["message"]
+    assert payload["models"][0]["error"].startswith("cannot load: ")
 
 
 def test_cli_predict_bad_file_is_a_user_error(
@@ -346,6 +430,13 @@ def test_cli_predict_bad_file_is_a_user_error(
 
     bogus = tmp_path / "not-an-image.png"
     bogus.write_text("hello")
-    rc = main(["predict", "--model", "baseline:pixels", "--labels", "a,b", str(bogus)])
+    argv = ["predict", "--model", "baseline:pixels", "--labels", "a,b", str(bogus)]
+    rc = main([*argv, "--cache-dir", str(tmp_path / "c")])
     err = capsys.readouterr().err
     assert rc == 2 and "not-an-image.png" in err and err.count("\n") == 1
+    # --json: the same exit status, and the error as one JSON object on stdout
+    rc = main([*argv, "--cache-dir", str(tmp_path / "c"), "--json"])
+    out = capsys.readouterr()
+    assert rc == 2 and out.err == ""
+    error = json.loads(out.out)["error"]
+    assert error["code"] == "bad_input" and "not-an-image.png" in error["message"]

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.errors import ParallaxError
-from engine.params import PREDICT, PredictParams
+from engine.errors import ParallaxError, one_line
+from engine.params import PREDICT, PredictParams, check_templates
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from engine.analysis.fusion import HeadResult
-    from engine.analysis.zeroshot import ModelPrediction
+    from engine.analysis.zeroshot import ClassVectors, Embed, ModelPrediction
     from engine.models.base import EmbeddingModel
 
 log = logging.getLogger(__name__)
@@ -34,15 +34,6 @@ MAX_INPUTS = 64  # images + texts per prediction run: every answer is drawn side
 ModelLoader = Callable[[str], "EmbeddingModel"]
 # (index of the model, its spec, "loading" / "predicting" / "done", its answer once done)
 StepCallback = Callable[[int, str, str, "ModelPrediction | None"], None]
-
-
-def one_line(exc: BaseException) -> str:
-    """The one line a user sees for ``exc`` (an unexpected one names its type)."""
-    text = str(exc).strip().splitlines()
-    first = text[0][:300] if text else ""
-    if isinstance(exc, ParallaxError):
-        return first or type(exc).__name__
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def check_request(
@@ -124,17 +115,24 @@ def predict_each(
     params: PredictParams = PREDICT,
     load: ModelLoader = _default_loader,
     on_step: StepCallback | None = None,
+    class_vectors: ClassVectors | None = None,
+    embed: Embed | None = None,
 ) -> PredictionRun:
-    """Zero-shot answers of every model in ``specs`` for ``images`` and ``texts``.
+    """Zero-shot answers of every model in ``specs`` for ``images`` and ``texts``: the engine's
+    one loop over models (``Workspace.predict`` calls it for every door).
 
-    Labels and templates are checked once, before any model loads. ``load_ms`` is the time
-    ``load`` took (a shared, already loaded model costs ~0); ``latency_ms`` is inference only.
+    Labels and templates are checked once, before any model loads. Each model is independent:
+    one that cannot be loaded, lacks a tower or raises gets its one-line ``error`` and the next
+    still runs. ``load_ms`` is the time ``load`` took (a held model costs ~0); ``latency_ms``
+    is inference only. ``class_vectors`` and ``embed`` go to ``zeroshot.predict_model``.
     """
-    from engine.analysis.zeroshot import ModelPrediction, check_labels, check_templates, predict
+    from engine.analysis.zeroshot import ModelPrediction, check_labels, predict_model
 
+    names: list[str] = []
+    templates: list[str] = []
     if specs:
-        check_labels(labels)
-        check_templates(params.templates)
+        names = check_labels(labels)
+        templates = check_templates(params.templates)
     run = PredictionRun()
     for i, spec in enumerate(specs):
         if on_step is not None:
@@ -153,14 +151,16 @@ def predict_each(
         load_ms = (time.perf_counter() - t0) * 1000.0
         if on_step is not None:
             on_step(i, spec, "predicting", None)
-        (pred,) = predict(
-            [model],
-            images or None,
-            texts or None,
-            labels,
-            params.templates,
+        pred = predict_model(
+            model,
+            images,
+            texts,
+            names,
+            templates,
             params.ensemble,
             params.top_k,
+            class_vectors=class_vectors,
+            embed=embed,
         )
         pred.load_ms = load_ms
         run.scales[pred.model] = score_rule(model)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.errors import ParallaxError
+from engine.errors import ParallaxError, one_line
 from engine.params import DEFAULT_TEMPLATES as DEFAULT_TEMPLATES  # re-exported
 from engine.params import PREDICT
 from engine.params import check_templates as check_templates  # re-exported
@@ -262,98 +262,71 @@ class ModelPrediction:
         }
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    if isinstance(exc, ParallaxError):
-        return first or type(exc).__name__
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+ClassVectors = Callable[["EmbeddingModel", list[str]], np.ndarray]
+# (model, "image" | "text", items) -> vectors: lets a server batch inputs with other requests
+Embed = Callable[["EmbeddingModel", str, list[Any]], np.ndarray]
 
 
-def _load(spec: str | EmbeddingModel, device: str | None) -> tuple[EmbeddingModel, float]:
-    if not isinstance(spec, str):
-        return spec, 0.0
-    from engine.models import load_model  # lazy: pulls in torch and the adapters
-
-    t0 = time.perf_counter()
-    model = load_model(spec, device=device)
-    return model, (time.perf_counter() - t0) * 1000.0
+def _embed_with_model(model: EmbeddingModel, modality: str, items: list[Any]) -> np.ndarray:
+    return model.embed_images(items) if modality == IMAGE else model.embed_texts(items)
 
 
-def _predict_one(
+def predict_model(
     model: EmbeddingModel,
-    images: list[Image.Image] | None,
-    texts: list[str] | None,
-    labels: list[str],
-    templates: list[str],
-    ensemble: bool,
-    top_k: int,
-    out: ModelPrediction,
-) -> None:
-    problems: list[str] = []
-    t0 = time.perf_counter()
-    want_images = bool(images)
-    want_texts = bool(texts)
-    has_text = TEXT in model.modalities
-    if not has_text:
-        out.error = NOT_CLIP_LIKE if want_images else NO_TEXT_TOWER
-        return
-    if want_images and not is_clip_like(model):
-        problems.append(NOT_CLIP_LIKE)
-        want_images = False
-    if not (want_images or want_texts):
-        out.error = "; ".join(problems) or None
-        return
-    from engine.analysis.answerable import label_warnings, score_warnings
-
-    class_vectors = class_text_embeddings(model, labels, templates, ensemble)
-    out.warnings = label_warnings(model, labels, class_vectors)  # said before any scoring
-    if want_images:
-        scores = model_scores(model, model.embed_images(list(images or [])), class_vectors)
-        out.images = [scores.top_k(i, labels, top_k) for i in range(len(images or []))]
-        out.probabilities[IMAGE] = scores.probs
-        out.warnings += score_warnings(labels, scores.probs, "image")
-    if want_texts:
-        scores = model_scores(model, model.embed_texts(list(texts or [])), class_vectors)
-        out.texts = [scores.top_k(i, labels, top_k) for i in range(len(texts or []))]
-        out.probabilities[TEXT] = scores.probs
-        out.warnings += score_warnings(labels, scores.probs, "text")
-    out.latency_ms = (time.perf_counter() - t0) * 1000.0
-    out.error = "; ".join(problems) or None
-
-
-def predict(
-    models: Sequence[str | EmbeddingModel],
-    images: list[Image.Image] | None,
-    texts: list[str] | None,
+    images: Sequence[Image.Image] | None,
+    texts: Sequence[str] | None,
     labels: Sequence[str],
     templates: Sequence[str] = PREDICT.templates,
     ensemble: bool = PREDICT.ensemble,
     top_k: int = PREDICT.top_k,
-    device: str | None = None,
-) -> list[ModelPrediction]:
-    """Classify each image and text among ``labels`` with every model, side by side.
+    *,
+    class_vectors: ClassVectors | None = None,
+    embed: Embed | None = None,
+) -> ModelPrediction:
+    """One loaded model's zero-shot answer for ``images`` and ``texts`` among ``labels``.
 
-    Each model is independent: a model that cannot be loaded, lacks a tower or raises gets a
-    one-line ``error`` and the next model still runs. Loading time is kept out of
-    ``latency_ms`` (it is ``load_ms``) so the numbers compare the models' inference cost.
+    Never raises for what the model cannot do: a missing tower, or an exception while it
+    embeds, is the answer's one-line ``error`` (so a loop over models goes on; the one loop is
+    ``engine.analysis.predict.predict_each``). ``class_vectors`` lets a caller hold the label
+    prompts' vectors between requests; ``embed`` lets a server batch the inputs.
+    ``latency_ms`` is inference only (prompts included); ``load_ms`` is left to the caller.
     """
-    names = check_labels(labels)
-    tmpl = check_templates(templates)
-    if not images and not texts:
-        raise ParallaxError("nothing to classify: give at least one image or text")
-    results: list[ModelPrediction] = []
-    for spec in models:
-        name = spec if isinstance(spec, str) else str(getattr(spec, "spec", spec))
-        pred = ModelPrediction(model=name)
-        try:
-            model, pred.load_ms = _load(spec, device)
-            pred.model = str(getattr(model, "spec", name))
-            _predict_one(model, images, texts, names, tmpl, ensemble, top_k, pred)
-        except Exception as exc:  # one broken model must not take the others down
-            if not isinstance(exc, ParallaxError):
-                log.warning("model %s failed during predict", name, exc_info=True)
-            pred.error = _one_line(exc)
-            pred.latency_ms = None
-        results.append(pred)
-    return results
+    from engine.analysis.answerable import label_warnings, score_warnings
+
+    names = list(labels)
+    out = ModelPrediction(model=str(getattr(model, "spec", model)))
+    images = list(images or [])
+    texts = list(texts or [])
+    if TEXT not in model.modalities:
+        out.error = NOT_CLIP_LIKE if images else NO_TEXT_TOWER
+        return out
+    problems: list[str] = []
+    if images and not is_clip_like(model):
+        problems.append(NOT_CLIP_LIKE)
+        images = []
+    if not (images or texts):
+        out.error = "; ".join(problems) or None
+        return out
+    call = embed or _embed_with_model
+    t0 = time.perf_counter()
+    try:
+        if class_vectors is not None:
+            classes = class_vectors(model, names)
+        else:
+            classes = class_text_embeddings(model, names, templates, ensemble)
+        out.warnings = label_warnings(model, names, classes)  # said before any scoring
+        for modality, items in ((IMAGE, images), (TEXT, texts)):
+            if not items:
+                continue
+            scores = model_scores(model, call(model, modality, items), classes)
+            setattr(out, f"{modality}s", [scores.top_k(i, names, top_k) for i in range(len(items))])
+            out.probabilities[modality] = scores.probs
+            out.warnings += score_warnings(names, scores.probs, modality)
+    except Exception as exc:  # one broken model must not take the others down
+        if not isinstance(exc, ParallaxError):
+            log.warning("model %s failed during predict", out.model, exc_info=True)
+        out.error = one_line(exc)
+        return out
+    out.latency_ms = (time.perf_counter() - t0) * 1000.0
+    out.error = "; ".join(problems) or None
+    return out

@@ -2,10 +2,11 @@
 
 One module per command group (``listing``, ``embedding``, ``export``, ``bundle``, ``cache``,
 ``compare``); each exposes ``register(sub, common, embed_opts)`` and keeps its heavy imports
-inside the commands, so ``python -m engine --help`` stays fast. Shared helpers live in
-``engine.cli.common``.
-stdout carries the result (one JSON object with ``--json``); progress and errors go to stderr.
-A user error exits with status 2 and one line.
+inside the commands, so ``python -m engine --help`` stays fast. Every command builds one
+``Workspace`` and calls its verbs (``engine.cli.common.workspace``).
+stdout carries the result (one JSON object with ``--json``); progress goes to stderr. A user
+error exits with status 2 and one line: ``error: ...`` on stderr, or with ``--json`` one
+``{"error": {"code", "message"}}`` object on stdout (the HTTP service's shape and codes).
 """
 
 from __future__ import annotations
@@ -13,34 +14,74 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
-from engine.cli import bundle, cache, compare, embedding, export, listing, serve
-from engine.cli.common import EXIT_USER_ERROR, StderrProgress
+from engine.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    StderrProgress,
+    report_error,
+    wants_json,
+)
 from engine.errors import ParallaxError
 
 __all__ = ["COMMAND_GROUPS", "EXIT_USER_ERROR", "StderrProgress", "build_parser", "main"]
 
-# In the order ``--help`` lists them.
-COMMAND_GROUPS = (listing, embedding, export, bundle, cache, compare, serve)
+# The command modules, in the order ``--help`` lists them. They are imported when the parser is
+# built, not with this package: they read the engine's settings, and a bad limit in the
+# environment must become one error line (``main``), not a failed import.
+COMMAND_GROUPS = ("listing", "embedding", "export", "bundle", "cache", "compare", "serve")
+
+
+class UsageError(ParallaxError):
+    """A command line argparse cannot read (exit 2, like argparse's own errors)."""
+
+    def __init__(self, message: str, parser: argparse.ArgumentParser) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line raises ``UsageError`` so ``main`` can report it as
+    every other error (JSON under ``--json``); the subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self)
+
+
+class _Interrupted(ParallaxError):
+    """Ctrl-C, reported under ``--json`` like any other error (exit 130)."""
+
+    code = "interrupted"
 
 
 def _common_options(defaults: bool) -> argparse.ArgumentParser:
     """``--json``, ``--cache-dir``, ``--quiet``. Given before or after the command alike: the
     command's copies have no defaults (``SUPPRESS``), so they never overwrite a value given
     before the command with their own default."""
+    # Imported here, not at the top: ``engine.settings`` reads the environment's limits, and a
+    # bad one must reach engine.cli.console as one line, not fail the package's import.
+    from engine import settings
+
     common = argparse.ArgumentParser(
         add_help=False, argument_default=None if defaults else argparse.SUPPRESS
     )
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    common.add_argument("--cache-dir", help="cache root (default: $PARALLAX_CACHE or ./cache)")
+    common.add_argument(
+        "--cache-dir",
+        help=f"cache root (default: $PARALLAX_CACHE, else {settings.DEFAULT_CACHE_DIR})",
+    )
     common.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options(defaults=False)
-    parser = argparse.ArgumentParser(
-        prog="python -m engine",
+    # The installed command calls itself ``parallax``; ``python -m engine`` otherwise.
+    named = Path(sys.argv[0]).name == "parallax"
+    parser = _Parser(
+        prog="parallax" if named else "python -m engine",
         description="Parallax engine: datasets, models, cached embeddings and 2-D maps.",
         parents=[_common_options(defaults=True)],
     )
@@ -53,19 +94,41 @@ def build_parser() -> argparse.ArgumentParser:
     embed_opts.add_argument("--workers", type=int, help="image decode threads (default: cores)")
     embed_opts.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if present")
 
-    for group in COMMAND_GROUPS:
-        group.register(sub, common, embed_opts)
+    from engine.cli import bundle, cache, compare, embedding, export, listing, serve
+
+    groups = {
+        "listing": listing,
+        "embedding": embedding,
+        "export": export,
+        "bundle": bundle,
+        "cache": cache,
+        "compare": compare,
+        "serve": serve,
+    }
+    for name in COMMAND_GROUPS:
+        groups[name].register(sub, common, embed_opts)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = wants_json(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except ParallaxError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UsageError as exc:  # argparse's message and usage line, or the JSON object
+        if not as_json:
+            exc.parser.print_usage(sys.stderr)
+        report_error(exc, as_json, f"{exc.parser.prog}: error: {exc}")
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted: finished shards are kept; run again to resume", file=sys.stderr)
-        return 130
+    except ParallaxError as exc:
+        report_error(exc, as_json)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt as exc:
+        line = "interrupted: finished shards are kept; run again to resume"
+        report_error(_Interrupted(line) if as_json else exc, as_json, line)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: the traceback still goes to stderr, the JSON to stdout
+        if as_json:
+            report_error(exc, as_json)
+        raise

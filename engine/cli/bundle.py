@@ -6,26 +6,17 @@ import argparse
 from argparse import ArgumentParser
 from typing import Any
 
-from engine.cli.common import (
-    StderrProgress,
-    add_models_option,
-    emit,
-    open_cache,
-    require_dataset,
-)
+from engine.cli.common import StderrProgress, add_models_option, emit, require_dataset, workspace
 from engine.params import PROJECTION_METHODS
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from engine.outputs.bundle import write_bundle
-
-    result = write_bundle(
+    result = workspace(args).bundle(
         require_dataset(args, "bundle"),
         args.model,
         args.out,
         methods=tuple(args.method or PROJECTION_METHODS),
         include_vectors=not args.no_vectors,
-        cache=open_cache(args),
         progress=StderrProgress(args.quiet),
     )
     emit(

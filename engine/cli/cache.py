@@ -3,69 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import time
 from argparse import ArgumentParser
 from typing import Any
 
-from engine.cli.common import emit, open_cache
-
-
-def _entry_row(e: Any, manifests: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "kind": e.kind,
-        "key": e.key,
-        "name": e.name,
-        "bytes": e.bytes,
-        "last_used": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(e.last_used)),
-    }
-    if e.kind in ("vectors", "projections"):  # array entries: say what made them
-        m = manifests.get((e.kind, e.key), {})
-        row |= {k: m.get(k) for k in ("dataset", "model", "method", "shape", "created")}
-    return row
+from engine.cli.common import emit, workspace
 
 
 def _ls(args: argparse.Namespace) -> int:
-    from engine.store.space import format_bytes, kind_of
-
-    cache = open_cache(args)
-    every, kinds = cache.survey()
-    if args.kind:
-        kind_of(args.kind)  # an unknown kind is one clear line
-    stored = sorted(
-        (e for e in every if args.kind in (None, e.kind)), key=lambda e: e.last_used, reverse=True
-    )
-    manifests = {(e.kind, e.key): e.manifest for e in cache.entries()}
-    rows = [_entry_row(e, manifests) for e in stored]
-    total = sum(k.bytes + k.other_bytes for k in kinds)
-    payload = {
-        "root": str(cache.root),
-        "total_bytes": total,
-        "kinds": [
-            {
-                "kind": k.kind,
-                "entries": k.entries,
-                "bytes": k.bytes,
-                "other_bytes": k.other_bytes,
-                "holds": k.holds,
-            }
-            for k in kinds
-        ],
-        "entries": rows,  # newest use first
-    }
+    ws = workspace(args)
+    payload = ws.cache_usage(args.kind)  # entries: newest use first
+    size = ws.format_bytes
 
     def human() -> None:
-        print(f"cache at {cache.root}: {format_bytes(total)}")
+        print(f"cache at {payload['root']}: {size(payload['total_bytes'])}")
         print(f"  {'kind':<12} {'entries':>7} {'size':>10} {'unfinished':>10}  holds")
-        for k in kinds:
+        for k in payload["kinds"]:
             print(
-                f"  {k.kind:<12} {k.entries:>7} {format_bytes(k.bytes):>10} "
-                f"{format_bytes(k.other_bytes):>10}  {k.holds}"
+                f"  {k['kind']:<12} {k['entries']:>7} {size(k['bytes']):>10} "
+                f"{size(k['other_bytes']):>10}  {k['holds']}"
             )
         if args.entries:
-            for r in rows:
+            for r in payload["entries"]:
                 what = r.get("model") or r.get("method") or ""
                 print(
-                    f"  {r['kind']:<12} {r['name'][:40]:<40} {format_bytes(r['bytes']):>10} "
+                    f"  {r['kind']:<12} {r['name'][:40]:<40} {size(r['bytes']):>10} "
                     f"used {r['last_used']} {what}"
                 )
 
@@ -74,19 +35,17 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from engine.settings import cache_max_bytes, parse_size
-    from engine.store.space import format_bytes
-
-    cache = open_cache(args)
+    ws = workspace(args)
     # --max-bytes wins; else PARALLAX_CACHE_MAX_BYTES; else the 20 GB default.
-    limit = parse_size(args.max_bytes) if args.max_bytes else cache_max_bytes()
-    report = cache.prune(limit)
+    report = ws.prune(args.max_bytes)
+    limit = report.max_bytes
+    size = ws.format_bytes
 
     def brief(e: Any) -> dict[str, Any]:
         return {"kind": e.kind, "name": e.name, "bytes": e.bytes}
 
     payload = {
-        "root": str(cache.root),
+        "root": str(ws.root),
         "max_bytes": limit,
         "bytes_before": report.bytes_before,
         "bytes_after": report.bytes_after,
@@ -99,9 +58,9 @@ def _prune(args: argparse.Namespace) -> int:
     def human() -> None:
         freed = sum(e.bytes for e in report.removed)
         print(
-            f"removed {len(report.removed)} entries ({format_bytes(freed)}) and "
-            f"{len(report.orphans)} leftover temp files or unfinished jobs from {cache.root}; "
-            f"now {format_bytes(report.bytes_after)} of {format_bytes(limit)}"
+            f"removed {len(report.removed)} entries ({size(freed)}) and "
+            f"{len(report.orphans)} leftover temp files or unfinished jobs from {ws.root}; "
+            f"now {size(report.bytes_after)} of {size(limit)}"
         )
         if report.in_use:
             print(f"kept {len(report.in_use)} entries over the limit because they are in use")

@@ -1,7 +1,11 @@
-"""What every ``python -m engine`` command shares: output, progress, the cache, exit codes.
+"""What every ``python -m engine`` command shares: the workspace, output, progress, exit codes.
 
-stdout carries the result (one JSON object with ``--json``); progress and errors go to stderr, so
-``python -m engine embed ... --json | jq`` works. A user error exits with status 2 and one line.
+Every command builds one operator ``Workspace`` (``--cache-dir``) and calls its verbs: the CLI
+reaches the engine through ``engine.workspace``, ``engine.params``, ``engine.errors`` and
+``engine.settings`` (tests/test_cli.py counts them). stdout carries the result (one JSON object
+with ``--json``, an error included: ``{"error": {"code", "message"}}``); progress and errors go
+to stderr otherwise, so ``python -m engine embed ... --json | jq`` works. A user error exits
+with status 2.
 """
 
 from __future__ import annotations
@@ -10,20 +14,21 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ParallaxError
-from engine.store.progress import Progress
+from engine.errors import ParallaxError, error_body
 
 if TYPE_CHECKING:
-    from engine.store.cache import Cache
+    from engine.workspace import Workspace
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 class StderrProgress:
-    """Progress lines on stderr, at most a few per second (carriage-return updates on a tty)."""
+    """Progress lines on stderr, at most a few per second (carriage-return updates on a tty).
+    Takes the engine's progress snapshots (``done``, ``total``, ``line()``)."""
 
     def __init__(self, quiet: bool = False, interval_s: float = 0.5) -> None:
         self.quiet = quiet
@@ -31,7 +36,7 @@ class StderrProgress:
         self._last = 0.0
         self._tty = sys.stderr.isatty()
 
-    def __call__(self, p: Progress) -> None:
+    def __call__(self, p: Any) -> None:
         if self.quiet:
             return
         now = time.monotonic()
@@ -51,8 +56,41 @@ def emit(args: argparse.Namespace, payload: dict[str, Any], human: Callable[[], 
         human()
 
 
+def wants_json(argv: Sequence[str]) -> bool:
+    """Whether ``--json`` was given anywhere before a ``--`` (known before parsing succeeds)."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
+
+
+def report_error(exc: BaseException, as_json: bool, line: str | None = None) -> None:
+    """One error, the one way: ``{"error": {"code", "message"}}`` on stdout with ``--json``
+    (the HTTP service's shape and codes, ``engine.errors.error_code``), else ``line`` (default
+    ``error: <message>``) on stderr."""
+    if as_json:
+        print(json.dumps(error_body(exc)), flush=True)
+    else:
+        print(line or f"error: {exc}", file=sys.stderr)
+
+
 def progress_for(args: argparse.Namespace) -> StderrProgress:
     return StderrProgress(args.quiet)
+
+
+def workspace(args: argparse.Namespace) -> Workspace:
+    """The operator's workspace over ``--cache-dir`` (default ``$PARALLAX_CACHE``, else
+    ``engine.settings.DEFAULT_CACHE_DIR``)."""
+    from engine.workspace import Workspace
+
+    return Workspace(args.cache_dir)
+
+
+def open_cache(args: argparse.Namespace) -> Any:
+    """The workspace's cache (for commands that hand a cache to another door)."""
+    return workspace(args).cache
 
 
 def require_dataset(args: argparse.Namespace, command: str) -> str:
@@ -67,12 +105,6 @@ def add_models_option(
 ) -> None:
     """``--model``, given once per model, for every command that runs over models."""
     p.add_argument("--model", action="append", required=required, help=help)
-
-
-def open_cache(args: argparse.Namespace) -> Cache:
-    from engine.store.cache import Cache
-
-    return Cache(args.cache_dir)
 
 
 def embed_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -4,7 +4,7 @@
     python -m engine compare --dataset demo:digits --model baseline:pixels --model B --json
     python -m engine train-head --dataset demo:shapes --image-model A --text-model B --json
 
-Registered through ``engine.cli.COMMAND_GROUPS``; heavy imports stay inside the commands so
+Registered through ``engine.cli.build_parser``; heavy imports stay inside the commands so
 ``python -m engine --help`` stays fast.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 from argparse import ArgumentParser
-from pathlib import Path
 from typing import Any
 
 from engine.cli.common import (
@@ -20,32 +19,12 @@ from engine.cli.common import (
     add_models_option,
     embed_options,
     emit,
-    open_cache,
     progress_for,
     require_dataset,
+    workspace,
 )
-from engine.errors import ParallaxError
-from engine.params import COMPARE, HEADS, PREDICT
-
-
-def _open_image(path: str) -> Any:
-    """Decode one user file with the project's safe decoder (size and bomb limits)."""
-    try:
-        from engine.data.images import open_image_safely
-    except ImportError:  # pragma: no cover - the datasets package ships with the engine
-        open_image_safely = None
-    p = Path(path)
-    try:
-        if open_image_safely is not None:
-            return open_image_safely(p, name=p.name)
-        from PIL import Image
-
-        with Image.open(p) as im:
-            return im.convert("RGB")
-    except ParallaxError as exc:
-        raise ParallaxError(f"{path}: {exc}") from exc
-    except OSError as exc:
-        raise ParallaxError(f"{path}: cannot open image ({exc})") from exc
+from engine.errors import ModelUnavailable, ParallaxError, error_body
+from engine.params import COMPARE, HEAD_VARIANTS, HEADS, PREDICT, PredictParams, TrainConfig
 
 
 def _fmt(x: float | None, pct: bool = True) -> str:
@@ -56,27 +35,20 @@ def _fmt(x: float | None, pct: bool = True) -> str:
 
 # -- predict ---------------------------------------------------------------------------------
 def cmd_predict(args: argparse.Namespace) -> int:
-    from engine.analysis.zeroshot import DEFAULT_TEMPLATES, predict
-
     labels = [x.strip() for x in args.labels.split(",") if x.strip()]
-    templates = args.template or list(DEFAULT_TEMPLATES)
-    images = [_open_image(f) for f in args.files]
+    templates = list(args.template or PREDICT.templates)
     texts = list(args.text or [])
-    if not images and not texts:
+    if not args.files and not texts:
         raise ParallaxError("predict needs image FILEs and/or --text")
-    results = predict(
-        args.model,
-        images or None,
-        texts or None,
-        labels,
-        templates=templates,
-        ensemble=args.ensemble,
-        top_k=args.top_k,
-        device=args.device,
-    )
+    ws = workspace(args)
+    images = [ws.read_image(f) for f in args.files]
+    params = PredictParams(templates=tuple(templates), ensemble=args.ensemble, top_k=args.top_k)
+    results = ws.predict(
+        args.model, labels, images=images, texts=texts, params=params, device=args.device
+    ).preds
     inputs = [{"kind": "image", "name": f} for f in args.files]
     inputs += [{"kind": "text", "name": t} for t in texts]
-    payload = {
+    payload: dict[str, Any] = {
         "labels": labels,
         "templates": templates if args.ensemble else templates[:1],
         "ensemble": args.ensemble,
@@ -85,6 +57,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         # every model's warnings, one line each, prefixed with its name (engine.analysis.answerable)
         "warnings": [f"{r.model}: {w}" for r in results for w in r.warnings],
     }
+    answered = any(r.ok or r.images or r.texts for r in results)
+    if not answered:  # the exit status says so, and under --json the one error object too
+        why = "; ".join(f"{r.model}: {r.error}" for r in results)
+        payload |= error_body(ModelUnavailable(f"no model could answer ({why})"))
 
     def human() -> None:
         for r in results:
@@ -99,17 +75,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"  {name}: {best}")
 
     emit(args, payload, human)
-    return 0 if any(r.ok or r.images or r.texts for r in results) else EXIT_USER_ERROR
+    return 0 if answered else EXIT_USER_ERROR
 
 
 # -- compare ---------------------------------------------------------------------------------
 def cmd_compare(args: argparse.Namespace) -> int:
-    from engine.analysis.compare import compare_models
-
-    report = compare_models(
+    report = workspace(args).compare(
         require_dataset(args, "compare"),
         args.model,
-        cache=open_cache(args),
         k=args.k,
         seed=args.seed,
         templates=args.template,
@@ -156,8 +129,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 # -- train-head ------------------------------------------------------------------------------
 def cmd_train_head(args: argparse.Namespace) -> int:
-    from engine.analysis.fusion import TrainConfig, train_heads_for_dataset
-
     dataset = require_dataset(args, "train-head")
     if args.modality:
         raise ParallaxError(
@@ -166,11 +137,10 @@ def cmd_train_head(args: argparse.Namespace) -> int:
         )
     variants = [v.strip() for chunk in args.variants for v in chunk.split(",") if v.strip()]
     config = TrainConfig(max_epochs=args.epochs, hidden=args.hidden)
-    results = train_heads_for_dataset(
+    results = workspace(args).train_heads(
         dataset,
         args.image_model,
         args.text_model,
-        cache=open_cache(args),
         variants=variants,
         seed=args.seed,
         test_size=args.test_size,
@@ -196,8 +166,6 @@ def cmd_train_head(args: argparse.Namespace) -> int:
 
 # -- registration ----------------------------------------------------------------------------
 def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> None:
-    from engine.analysis.fusion import VARIANTS
-
     p = sub.add_parser(
         "predict", parents=[common], help="zero-shot classify image files and texts, per model"
     )
@@ -249,8 +217,8 @@ def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> No
     p.add_argument(
         "--variants",
         nargs="+",
-        default=list(VARIANTS),
-        help=f"heads to train (default: {' '.join(VARIANTS)})",
+        default=list(HEAD_VARIANTS),
+        help=f"heads to train (default: {' '.join(HEAD_VARIANTS)})",
     )
     p.add_argument("--seed", type=int, default=HEADS.seed)
     p.add_argument("--test-size", type=float, default=HEADS.test_size)

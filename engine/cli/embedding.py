@@ -6,39 +6,34 @@ import argparse
 from argparse import ArgumentParser
 from typing import TYPE_CHECKING, Any
 
-from engine.cli.common import (
-    StderrProgress,
-    add_models_option,
-    emit,
-    open_cache,
-    require_dataset,
-)
+from engine.cli.common import StderrProgress, add_models_option, emit, require_dataset, workspace
 from engine.errors import ParallaxError
-from engine.params import PROJECTION, PROJECTION_METHODS
+from engine.params import PROJECTION, PROJECTION_METHODS, ProjectionParams
 
 if TYPE_CHECKING:
-    from engine.embed.local import EmbeddingResult
+    from engine.workspace import Workspace
 
 
-def embed_one(args: argparse.Namespace, model: str) -> EmbeddingResult:
-    both = {
-        "modality": args.modality,
-        "cache": open_cache(args),
-        "batch_size": args.batch_size,
-        "progress": StderrProgress(args.quiet),
-    }
-    if getattr(args, "backend", "local") == "ray":
-        from engine.embed.ray_backend import RayOptions, embed_dataset_ray
-
-        options = RayOptions(address=args.ray_address, actors=args.ray_actors)
-        return embed_dataset_ray(require_dataset(args, "embed"), model, options=options, **both)
-    from engine.embed.local import embed_dataset
-
-    return embed_dataset(args.dataset, model, workers=args.workers, device=args.device, **both)
+def embed_one(ws: Workspace, args: argparse.Namespace, model: str) -> Any:
+    """One model's vectors of ``--dataset`` through ``Workspace.embed`` (an ``EmbeddingResult``)."""
+    backend = getattr(args, "backend", "local")
+    ray = {"address": args.ray_address, "actors": args.ray_actors} if backend == "ray" else None
+    return ws.embed(
+        require_dataset(args, "embed"),
+        model,
+        backend=backend,
+        modality=args.modality,
+        batch_size=args.batch_size,
+        device=args.device,
+        workers=args.workers,
+        ray_options=ray,
+        progress=StderrProgress(args.quiet),
+    )
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    results = [embed_one(args, m) for m in args.model]
+    ws = workspace(args)
+    results = [embed_one(ws, args, m) for m in args.model]
     payloads = [r.to_json() for r in results]
     # One shape for any number of models: always a ``results`` list; one model's fields stay at
     # the top level too, as before, so scripts written against one model keep working.
@@ -55,35 +50,25 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from engine.maps.project import project
-
+    ws = workspace(args)
+    params = ProjectionParams(
+        args.method, args.seed, args.n_neighbors, args.min_dist, args.fit_sample
+    )
     if args.vectors:
         source: Any = args.vectors
         embed_info: dict[str, Any] = {}
     else:
         if not (args.dataset and args.model):
             raise ParallaxError("project needs --vectors PATH, or --dataset and --model")
-        result = embed_one(args, args.model[0])
+        result = embed_one(ws, args, args.model[0])
         source = result.path
         embed_info = {"dataset": result.dataset, "model": result.model, "vectors": str(result.path)}
-    proj = project(
-        source,
-        args.method,
-        seed=args.seed,
-        n_neighbors=args.n_neighbors,
-        min_dist=args.min_dist,
-        fit_sample=args.fit_sample,
-        cache=open_cache(args),
-        progress=StderrProgress(args.quiet),
-    )
+    proj = ws.map(source, params, progress=StderrProgress(args.quiet))
     payload = {**embed_info, **proj.to_json()}
     if args.quality:
         import numpy as np
 
-        from engine.maps.project import map_quality
-
-        vectors = np.load(source, mmap_mode="r") if not isinstance(source, np.ndarray) else source
-        payload["quality"] = map_quality(vectors, proj.coords())
+        payload["quality"] = ws.map_quality(np.load(source, mmap_mode="r"), proj.coords())
 
     def human() -> None:
         state = "cached" if proj.cached else f"computed in {proj.seconds:.1f}s"

@@ -6,41 +6,28 @@ import argparse
 from argparse import ArgumentParser
 from typing import Any
 
-from engine.cli.common import emit, open_cache
+from engine.cli.common import emit, workspace
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from engine.data import list_demos, open_dataset
-
+    ws = workspace(args)
     if args.inspect:
-        ds = open_dataset(args.inspect, cache_root=open_cache(args).root)
-        labels: dict[str, int] = {}
-        for label in ds.labels:
-            key = "(none)" if label is None else str(label)
-            labels[key] = labels.get(key, 0) + 1
-        payload = {
-            "spec": ds.spec,
-            "name": ds.name,
-            "n": len(ds),
-            "has_images": ds.has_images,
-            "has_texts": ds.texts is not None,
-            "labels": labels,
-            "metadata_columns": list(ds.metadata().columns),
-            "fingerprint": ds.fingerprint(),
-            "skipped": [{"source": s.source, "reason": s.reason} for s in ds.skipped],
-        }
+        payload = ws.inspect(args.inspect)
 
         def human() -> None:
-            kinds = "images" if ds.has_images else ""
-            if ds.texts is not None:
+            kinds = "images" if payload["has_images"] else ""
+            if payload["has_texts"]:
                 kinds = (kinds + " + texts").strip(" +")
-            print(f"{ds.spec}: {len(ds)} items ({kinds}), {len(labels)} labels")
-            for s in ds.skipped:
-                print(f"  skipped {s.source}: {s.reason}")
+            print(
+                f"{payload['spec']}: {payload['n']} items ({kinds}), "
+                f"{len(payload['labels'])} labels"
+            )
+            for s in payload["skipped"]:
+                print(f"  skipped {s['source']}: {s['reason']}")
 
         emit(args, payload, human)
         return 0
-    demos = list_demos()
+    demos = ws.demos()
     emit(
         args,
         {"demos": demos},
@@ -50,9 +37,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from engine.models import known_models
-
-    models = known_models()
+    models = workspace(args).models()
 
     def human() -> None:
         for m in models:

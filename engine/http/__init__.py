@@ -16,7 +16,10 @@ if TYPE_CHECKING:
     from engine.http.settings import ServiceSettings
     from engine.store.cache import Cache
 
-INSTALL_HINT = "pip install -r requirements-serve.txt"
+# Installed with pip, the extra names the packages; a checkout has the pinned file.
+INSTALL_HINT = (
+    'pip install "parallax-engine[serve]", or in a checkout pip install -r requirements-serve.txt'
+)
 
 __all__ = ["create_app", "serve"]
 

@@ -5,14 +5,19 @@ Columns, one row per item in dataset order:
     id, label, [text], <metadata columns...>,
     <model>_x, <model>_y           one pair per model (float32, the engine's cached map)
     <model>_vector                 optional: the model's vectors (fixed-size list of float32)
-    <model>_neighbors              optional: row numbers of the k nearest items (list of int32)
+    <model>_neighbours             optional: each item's k nearest items under the model, as
+                                   Embedding Atlas reads them: {"ids": [row, ...],
+                                   "distances": [cosine distance, ...]}, nearest first
     image                          optional: a small PNG thumbnail per item (bytes)
 
-``<model>`` is a column-safe slug of the model spec (``demo:shapes-clip`` -> ``demo_shapes_clip``);
-the file's schema metadata (key ``parallax``) maps each slug back to its spec, the dataset spec
-and fingerprint, and the projection parameters. Embedding Atlas opens the file as is
-(``embedding-atlas FILE.parquet --x MODEL_x --y MODEL_y``), and pandas, Polars and DuckDB read it.
-Vectors and maps come from the cache (computed and cached first when missing).
+One naming scheme for every file the engine or the dashboard writes: ``<model>_<field>``
+(``column_name``; ``model_columns`` gives a list of models their columns). ``<model>`` is a
+column-safe slug of the model spec (``demo:shapes-clip`` -> ``demo_shapes_clip``): plain SQL
+identifiers, so DuckDB, pandas and Polars take them unquoted. The file's schema metadata (key
+``parallax``) maps each slug back to its spec, the dataset spec and fingerprint, and the
+projection parameters. Embedding Atlas opens the file as is (``embedding-atlas FILE.parquet --x
+MODEL_x --y MODEL_y --neighbors MODEL_neighbours``). A metadata column whose name is taken is
+written as ``meta_<name>``. Vectors and maps come from the cache (computed first when missing).
 """
 
 from __future__ import annotations
@@ -61,6 +66,60 @@ def unique_slugs(specs: Sequence[str]) -> list[str]:
     return out
 
 
+FIELDS = ("x", "y", "vector", "neighbours")
+
+
+def column_name(slug: str, field: str) -> str:
+    """The column of one model's ``field`` (one of ``FIELDS``): ``<slug>_<field>``."""
+    if field not in FIELDS:
+        raise ValueError(f"unknown export field {field!r}: one of {', '.join(FIELDS)}")
+    return f"{slug}_{field}"
+
+
+@dataclass(frozen=True)
+class ModelColumns:
+    """The column names of one model in an export (``model_columns``)."""
+
+    spec: str
+    slug: str
+
+    @property
+    def x(self) -> str:
+        return column_name(self.slug, "x")
+
+    @property
+    def y(self) -> str:
+        return column_name(self.slug, "y")
+
+    @property
+    def vector(self) -> str:
+        return column_name(self.slug, "vector")
+
+    @property
+    def neighbours(self) -> str:
+        return column_name(self.slug, "neighbours")
+
+
+def model_columns(specs: Sequence[str]) -> list[ModelColumns]:
+    """The columns of each of ``specs`` (labels or specs, in order; the same spec twice gets
+    two sets: ``a_x`` then ``a_2_x``). Every table of maps the engine or a page writes names
+    its columns through this."""
+    return [ModelColumns(spec, slug) for spec, slug in zip(specs, unique_slugs(specs), strict=True)]
+
+
+def neighbours_array(idx: np.ndarray, similarities: np.ndarray) -> pa.Array:
+    """Embedding Atlas's neighbours form, one struct per row: ``{"ids": [row numbers],
+    "distances": [1 - cosine]}`` (``ids`` are zero-based row indices, as Atlas reads them)."""
+    import pyarrow as pa
+
+    n, k = idx.shape
+    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
+    ids = pa.ListArray.from_arrays(offsets, pa.array(idx.reshape(-1).astype(np.int32)))
+    distances = (1.0 - np.asarray(similarities, dtype=np.float32)).reshape(-1)
+    dist = pa.ListArray.from_arrays(offsets, pa.array(np.maximum(distances, 0.0)))
+    return pa.StructArray.from_arrays([ids, dist], names=["ids", "distances"])
+
+
 @dataclass
 class ExportResult:
     path: Path
@@ -69,6 +128,7 @@ class ExportResult:
     models: dict[str, str]  # slug -> spec
     bytes: int
     map_columns: dict[str, tuple[str, str]] = field(default_factory=dict)  # spec -> (x, y)
+    neighbour_columns: dict[str, str] = field(default_factory=dict)  # spec -> column, if any
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +137,7 @@ class ExportResult:
             "columns": self.columns,
             "models": self.models,
             "map_columns": {k: list(v) for k, v in self.map_columns.items()},
+            "neighbour_columns": dict(self.neighbour_columns),
             "bytes": self.bytes,
         }
 
@@ -105,12 +166,14 @@ def _thumbnail_png(dataset: Dataset, index: int) -> bytes | None:
     return buf.getvalue()
 
 
-def _metadata_columns(dataset: Dataset) -> dict[str, Any]:
+def _metadata_columns(dataset: Dataset, taken: set[str]) -> dict[str, Any]:
+    """The dataset's metadata columns; a name already ``taken`` (``id``, a model's column)
+    becomes ``meta_<name>``."""
     meta = dataset.metadata()
     out: dict[str, Any] = {}
     for name in meta.columns:
         key = str(name)
-        if key in RESERVED or key.endswith(("_x", "_y", "_vector", "_neighbors")):
+        while key in taken or key in out:
             key = f"meta_{key}"
         out[key] = meta[name].tolist()
     return out
@@ -138,33 +201,34 @@ def build_table(
     }
     if dataset.texts is not None:
         columns["text"] = pa.array(dataset.texts, pa.string())
-    for key, values in _metadata_columns(dataset).items():
+    names = model_columns([m.spec for m in maps])
+    taken = set(RESERVED) | {column_name(c.slug, f) for c in names for f in FIELDS}
+    for key, values in _metadata_columns(dataset, taken).items():
         try:
             columns[key] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them readable as text
             columns[key] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    slugs = unique_slugs([m.spec for m in maps])
     info_models: dict[str, Any] = {}
-    for m, slug in zip(maps, slugs, strict=True):
+    for m, col in zip(maps, names, strict=True):
         xy = np.asarray(m.coords, dtype=np.float32)
         if xy.shape != (n, 2):
             raise ParallaxError(f"{m.spec}: a map of {xy.shape[0]} points for {n} items")
-        columns[f"{slug}_x"] = pa.array(xy[:, 0])
-        columns[f"{slug}_y"] = pa.array(xy[:, 1])
+        columns[col.x] = pa.array(xy[:, 0])
+        columns[col.y] = pa.array(xy[:, 1])
         if (vectors or neighbours) and m.vectors is None:
             raise ParallaxError(f"{m.spec}: no cached vectors to export")
         if vectors or neighbours:
             array = np.asarray(m.vectors.load(), dtype=np.float32)  # type: ignore[union-attr]
             if vectors:
                 flat = pa.array(array.reshape(-1))
-                columns[f"{slug}_vector"] = pa.FixedSizeListArray.from_arrays(flat, array.shape[1])
+                columns[col.vector] = pa.FixedSizeListArray.from_arrays(flat, array.shape[1])
             if neighbours:
                 from engine.maps.knn import exact_knn
 
                 unit = array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
-                idx, _ = exact_knn(unit, min(neighbours, max(n - 1, 1)))
-                columns[f"{slug}_neighbors"] = pa.array(list(idx.astype(np.int32)))
-        info_models[slug] = {"spec": m.spec, "modality": m.modality, **m.info}
+                idx, sims = exact_knn(unit, min(neighbours, max(n - 1, 1)))
+                columns[col.neighbours] = neighbours_array(idx, sims)
+        info_models[col.slug] = {"spec": m.spec, "modality": m.modality, **m.info}
     if thumbnails and dataset.has_images:
         columns["image"] = pa.array([_thumbnail_png(dataset, i) for i in range(n)], pa.binary())
     table = pa.table(columns)
@@ -232,12 +296,13 @@ def export_parquet(
         raise ParallaxError(f"cannot write {path}: {exc.strerror or exc}") from exc
     atomic_write_bytes(path, data)
     log.info("exported %d rows x %d columns to %s", len(dataset), len(table.columns), path)
-    slugs = unique_slugs(list(model_specs))
+    names = model_columns(list(model_specs))
     return ExportResult(
         path=path,
         rows=len(dataset),
         columns=list(table.column_names),
-        models=dict(zip(slugs, model_specs, strict=True)),
+        models={c.slug: c.spec for c in names},
         bytes=len(data),
-        map_columns={s: (f"{g}_x", f"{g}_y") for s, g in zip(model_specs, slugs, strict=True)},
+        map_columns={c.spec: (c.x, c.y) for c in names},
+        neighbour_columns={c.spec: c.neighbours for c in names} if neighbours else {},
     )

@@ -29,6 +29,21 @@ from engine.errors import CacheError
 TEMP_PREFIX = ".tmp-"
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells it (``os.umask`` can only
+    be read by setting it, which races with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 def write_error(path: Path, exc: OSError) -> CacheError:
     """The one-line error for a failed cache write (full disk, read-only, no permission)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -65,6 +80,9 @@ def atomic_file(path: Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path))
+        # mkstemp makes the file 0600; the finished file gets what ``open(path, "w")`` would
+        # give (0666 less the umask: 0644 under the usual 022), so exports are readable.
+        os.fchmod(fd, 0o666 & ~_umask())
         os.close(fd)
     except OSError as exc:
         raise write_error(path, exc) from exc
