@@ -220,14 +220,16 @@ def test_hostile_files_through_the_cli(tmp_path: Path) -> None:
     reasons = {s["source"]: s["reason"] for s in payload["skipped"]}
     for name, (_, expected) in hostile_files().items():
         assert expected in reasons[name], (name, reasons)
-    # A folder holding only hostile files: one line on stderr, exit 2, no traceback.
+    # A folder holding only hostile files: exit 2, no traceback, and (under --json) one JSON
+    # error object on stdout, the HTTP error shape.
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "bomb.png").write_bytes(_bomb_png(100_000, 100_000))
     cmd[5] = f"folder:{bad}"
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.strip().count("\n") == 0 and "decompression bomb" in out.stderr
+    error = json.loads(out.stdout)["error"]
+    assert error["code"] == "dataset_unavailable" and "decompression bomb" in error["message"]
 
 
 def test_special_files_are_never_opened(tmp_path: Path, cache_root: Path) -> None:

@@ -61,7 +61,7 @@ def _common_options(defaults: bool) -> argparse.ArgumentParser:
     command's copies have no defaults (``SUPPRESS``), so they never overwrite a value given
     before the command with their own default."""
     # Imported here, not at the top: ``engine.settings`` reads the environment's limits, and a
-    # bad one must reach engine.cli.console as one line, not fail the package's import.
+    # bad one must reach engine.__main__ as one line, not fail the package's import.
     from engine import settings
 
     common = argparse.ArgumentParser(
