@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine import settings
 from engine.errors import DatasetError, ModelUnavailable, ParallaxError
 
 SERVER_PATHS_ENV = "PARALLAX_SERVER_PATHS"
@@ -60,8 +61,7 @@ def resolved(path: str | os.PathLike[str]) -> Path:
 
 def server_roots_from_env() -> tuple[Path, ...]:
     """``PARALLAX_SERVER_PATHS`` (``os.pathsep``-separated), resolved; empty when unset."""
-    raw = os.environ.get(SERVER_PATHS_ENV, "").strip()
-    return tuple(resolved(p.strip()) for p in raw.split(os.pathsep) if p.strip())
+    return tuple(resolved(p) for p in settings.server_paths())
 
 
 def check_owner(owner: str) -> str:

@@ -168,13 +168,14 @@ KILLED_EXTRACTION = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import engine.data.archive as archive
+    from engine.store.cache import Cache
     real = archive._copy_counted
     def slow(src, dest, declared):
         print("COPYING", flush=True)
         time.sleep(0.2)
         return real(src, dest, declared)
     archive._copy_counted = slow
-    archive.extract_archive(Path(sys.argv[1]), Path(sys.argv[2]))
+    archive.extract_archive(Path(sys.argv[1]), Cache(sys.argv[2]))
     """
 )
 
@@ -281,4 +282,4 @@ def test_one_module_writes_atomically() -> None:
         for p in engine_dir.rglob("*.py")
         if "os.fsync(" in p.read_text(encoding="utf-8")
     )
-    assert callers == ["atomic.py"]
+    assert callers == ["store/atomic.py"]
