@@ -52,5 +52,5 @@ setup(
         "hf": requirements("requirements-hf.txt"),
     },
     data_files=shipped_models(),
-    entry_points={"console_scripts": ["parallax = engine.cli.console:run"]},
+    entry_points={"console_scripts": ["parallax = engine.__main__:main"]},
 )

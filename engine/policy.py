@@ -22,6 +22,7 @@ Paths are resolved (``..``, symlinks) before any comparison. The policy does no 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -30,6 +31,8 @@ from pathlib import Path
 
 from engine import settings
 from engine.errors import DatasetError, ModelUnavailable, ParallaxError
+
+log = logging.getLogger(__name__)
 
 SERVER_PATHS_ENV = "PARALLAX_SERVER_PATHS"
 UPLOADS_DIR = "uploads"  # cache/uploads/<owner>/: each visitor's private namespace
@@ -140,6 +143,11 @@ class VisitorPolicy:
             return f"this deployment only opens server paths under {SERVER_PATHS_ENV} ({roots})"
         return None
 
+    def _refused(self, exc: PolicyError) -> PolicyError:
+        """``exc``, logged: an operator reading the log sees every refusal and whose it was."""
+        log.info("policy refused (visitor %s): %s", self.owner or "-", exc)
+        return exc
+
     # -- dataset specs ---------------------------------------------------------------------
     def check_dataset_spec(self, spec: str) -> None:
         """Raise ``DatasetRefused`` (one line) if a visitor may not open ``spec``."""
@@ -150,7 +158,7 @@ class VisitorPolicy:
             return  # demo:* carries no path
         why = self.path_refusal(rest.strip())
         if why is not None:
-            raise DatasetRefused(f"{kind}:{_short(rest.strip())} is refused: {why}")
+            raise self._refused(DatasetRefused(f"{kind}:{_short(rest.strip())} is refused: {why}"))
 
     # -- model specs -----------------------------------------------------------------------
     def check_model_spec(self, spec: str) -> None:
@@ -161,8 +169,10 @@ class VisitorPolicy:
         """
         text = str(spec).strip()
         if _REMOTE_CODE_RE.search(text):
-            raise ModelRefused(
-                f"{_short(text)} is refused: a visitor may never enable trust_remote_code"
+            raise self._refused(
+                ModelRefused(
+                    f"{_short(text)} is refused: a visitor may never enable trust_remote_code"
+                )
             )
         kind = text.partition(":")[0].lower()
         if kind in ("demo", "baseline"):
@@ -174,18 +184,24 @@ class VisitorPolicy:
         if local is not None:
             why = self.path_refusal(local, own_ok=False)
             if why is not None:
-                raise ModelRefused(f"{_short(text)} is refused: a local model path, and {why}")
+                raise self._refused(
+                    ModelRefused(f"{_short(text)} is refused: a local model path, and {why}")
+                )
         from engine.models.spec import parse_spec as parse_model
 
         parsed = parse_model(text)
         if parsed.trust_remote_code:
-            raise ModelRefused(
-                f"{_short(text)} is refused: a visitor may never enable trust_remote_code"
+            raise self._refused(
+                ModelRefused(
+                    f"{_short(text)} is refused: a visitor may never enable trust_remote_code"
+                )
             )
         if parsed.path is not None:
             why = self.path_refusal(parsed.path, own_ok=False)
             if why is not None:
-                raise ModelRefused(f"{_short(text)} is refused: a local model path, and {why}")
+                raise self._refused(
+                    ModelRefused(f"{_short(text)} is refused: a local model path, and {why}")
+                )
 
     def allowed_model_specs(self, specs: Iterable[str]) -> tuple[list[str], list[str]]:
         """Split ``specs`` into (allowed, refusal lines): for a link's model list. A spec

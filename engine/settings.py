@@ -174,7 +174,7 @@ LIMITS, STORE, ACCESS, COMPUTE, SERVICE, TESTS = (
 
 
 class Environment(BaseSettings):
-    """The table: field ``X`` is the environment variable ``PARALLAX_X``."""
+    """The table: field ``NAME`` is the environment variable ``PARALLAX_`` + ``NAME``."""
 
     model_config = SettingsConfigDict(
         env_prefix=PREFIX, case_sensitive=True, env_ignore_empty=True, extra="ignore"
@@ -196,8 +196,8 @@ class Environment(BaseSettings):
     MAX_TEXT_CHARS: Count = _setting(
         20_000,
         "one text: longer texts are truncated, NULs removed, lone surrogates replaced; Parquet "
-        "text cells are cut to it while read; a CSV / JSONL cell longer than 50x this refuses "
-        "the manifest before it is held",
+        "text cells are cut to it while read, batch by batch; a CSV / JSONL cell longer than "
+        "50x this (at least 8,000,000 characters) refuses the manifest before it is held",
         section=LIMITS,
     )
     MAX_ITEMS: Count = _setting(
@@ -237,7 +237,7 @@ class Environment(BaseSettings):
         False,
         "let manifest URLs reach loopback / private / link-local hosts (local use, tests); off, "
         "every address a name resolves to must be public, for the first request and each "
-        "redirect",
+        "redirect, and the connection goes to the address that was checked",
         read="call",
         section=LIMITS,
     )
@@ -435,8 +435,8 @@ def _adapter(field: str) -> TypeAdapter[Any]:
 
 
 def value(name: str) -> Any:
-    """One setting (``"PARALLAX_X"`` or ``"X"``) read from the environment now, parsed by the
-    table's own type; its default when unset or empty."""
+    """One setting (its variable name, or its field name) read from the environment now,
+    parsed by the table's own type; its default when unset or empty."""
     field = _field_name(name)
     raw = os.environ.get(PREFIX + field, "")
     if raw == "":

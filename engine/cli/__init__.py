@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from engine.cli import bundle, cache, compare, embedding, export, listing, serve
 from engine.cli.common import EXIT_USER_ERROR, StderrProgress
 from engine.errors import ParallaxError
+from engine.settings import configure_logging
 
 __all__ = ["COMMAND_GROUPS", "EXIT_USER_ERROR", "StderrProgress", "build_parser", "main"]
 
@@ -25,15 +26,22 @@ COMMAND_GROUPS = (listing, embedding, export, bundle, cache, compare, serve)
 
 
 def _common_options(defaults: bool) -> argparse.ArgumentParser:
-    """``--json``, ``--cache-dir``, ``--quiet``. Given before or after the command alike: the
-    command's copies have no defaults (``SUPPRESS``), so they never overwrite a value given
-    before the command with their own default."""
+    """``--json``, ``--cache-dir``, ``--quiet``, ``-v``. Given before or after the command
+    alike: the command's copies have no defaults (``SUPPRESS``), so they never overwrite a value
+    given before the command with their own default."""
     common = argparse.ArgumentParser(
         add_help=False, argument_default=None if defaults else argparse.SUPPRESS
     )
     common.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     common.add_argument("--cache-dir", help="cache root (default: $PARALLAX_CACHE or ./cache)")
     common.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if defaults else argparse.SUPPRESS,
+        help="log on stderr: -v what the engine does (prune, evictions, refusals), -vv debug",
+    )
     return common
 
 
@@ -61,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The service's log shows what the engine does (INFO) even without -v.
+    configure_logging(args.verbose + (1 if args.command == "serve" else 0))
     try:
         return int(args.func(args) or 0)
     except ParallaxError as exc:
