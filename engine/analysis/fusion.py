@@ -558,6 +558,5 @@ def train_heads_for_dataset(
         return train_and_save
 
     return {
-        v: read_through(cache, "heads", key_for(v), read=saved, make=make(v)).value
-        for v in wanted
+        v: read_through(cache, "heads", key_for(v), read=saved, make=make(v)).value for v in wanted
     }

@@ -308,6 +308,7 @@ def project(
     settings = ProjectionParams(method, seed, n_neighbors, min_dist, fit_sample)
     params = settings.key_material()
     key = settings.cache_key(source_key)
+
     def compute() -> tuple[np.ndarray, dict[str, Any]]:
         coords = compute_projection(
             np.asarray(array), method, seed, n_neighbors, min_dist, fit_sample, progress
