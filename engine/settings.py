@@ -571,7 +571,7 @@ def configure_logging(verbosity: int = 0) -> None:
     again only changes the level. Library users who configure logging themselves need not call
     it; the CLI and the HTTP service do."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logger = logging.getLogger("engine")
+    logger = logging.getLogger(__name__.partition(".")[0])  # "engine": every engine logger
     logger.setLevel(level)
     ours = [h for h in logger.handlers if getattr(h, "_parallax", False)]
     if not ours:

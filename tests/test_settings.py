@@ -224,3 +224,21 @@ def test_cli_verbose_flag_logs_a_prune_at_info(tmp_path: Path) -> None:
     assert quiet.returncode == loud.returncode == 0, loud.stderr
     assert "engine.store.space: prune" not in quiet.stderr
     assert "INFO engine.store.space: prune" in loud.stderr
+
+
+def test_a_policy_refusal_is_logged_at_info(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from engine.policy import DatasetRefused, ModelRefused, VisitorPolicy
+
+    monkeypatch.delenv("PARALLAX_SERVER_PATHS", raising=False)
+    policy = VisitorPolicy.for_visitor(tmp_path / "cache", "visitor1")
+    with caplog.at_level(logging.INFO, logger="engine.policy"):
+        with pytest.raises(DatasetRefused):
+            policy.check_dataset_spec("folder:/etc")
+        with pytest.raises(ModelRefused):
+            policy.check_model_spec("hf:org/repo?trust_remote_code=1")
+        policy.check_dataset_spec("demo:digits")  # allowed: not logged
+    lines = [r.getMessage() for r in caplog.records if r.name == "engine.policy"]
+    assert len(lines) == 2 and all(x.startswith("policy refused (visitor visitor1)") for x in lines)
+    assert "folder:/etc is refused" in lines[0] and "trust_remote_code" in lines[1]

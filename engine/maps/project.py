@@ -287,7 +287,7 @@ def project(
     of the array, plus every parameter that changes the result.
     """
     t0 = time.perf_counter()
-    cache = cache or Cache()
+    cache = Cache.or_default(cache)
     if isinstance(vectors, Entry):
         source_key, array = vectors.key, vectors.load()
     elif isinstance(vectors, (str, Path)):
