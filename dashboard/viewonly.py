@@ -20,6 +20,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from engine import settings
 from engine.errors import ParallaxError
 from engine.settings import REPO_ROOT
 
@@ -40,8 +41,6 @@ MESSAGE = (
     "view-only: this deployment has no models; run `python -m engine bundle ...` where models "
     "are (see docs/deploy.md)"
 )
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 def sentence() -> str:
@@ -66,12 +65,8 @@ def models_installed() -> bool:
 
 
 def is_view_only() -> bool:
-    value = os.environ.get(VIEW_ONLY_ENV, "").strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    return not models_installed()
+    said = settings.view_only()  # the operator's word (engine.settings' yes/no parser)
+    return (not models_installed()) if said is None else said
 
 
 def model_loadable(spec: str) -> bool:
@@ -88,7 +83,7 @@ def require_model(spec: str, what: str | None = None) -> None:
 def configured_bundle() -> Path | None:
     """The bundle a new session opens: ``PARALLAX_BUNDLE``, else the demo bundle in view-only
     mode (when it exists), else None."""
-    value = os.environ.get(BUNDLE_ENV, "").strip()
+    value = settings.bundle()
     if value:
         path = Path(value).expanduser()
         return path if path.is_absolute() else REPO_ROOT / path

@@ -26,13 +26,17 @@ Paths are resolved (``..``, symlinks) before any comparison. The policy does no 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine import settings
 from engine.errors import DatasetError, Forbidden, ModelUnavailable, ParallaxError
+
+log = logging.getLogger(__name__)
 
 SERVER_PATHS_ENV = "PARALLAX_SERVER_PATHS"
 UPLOADS_DIR = "uploads"  # cache/uploads/<owner>/: each visitor's private namespace
@@ -68,8 +72,7 @@ def resolved(path: str | os.PathLike[str]) -> Path:
 
 def server_roots_from_env() -> tuple[Path, ...]:
     """``PARALLAX_SERVER_PATHS`` (``os.pathsep``-separated), resolved; empty when unset."""
-    raw = os.environ.get(SERVER_PATHS_ENV, "").strip()
-    return tuple(resolved(p.strip()) for p in raw.split(os.pathsep) if p.strip())
+    return tuple(resolved(p) for p in settings.server_paths())
 
 
 def check_owner(owner: str) -> str:
@@ -148,6 +151,11 @@ class VisitorPolicy:
             return f"this deployment only opens server paths under {SERVER_PATHS_ENV} ({roots})"
         return None
 
+    def _refused(self, exc: PolicyError) -> PolicyError:
+        """``exc``, logged: an operator reading the log sees every refusal and whose it was."""
+        log.info("policy refused (visitor %s): %s", self.owner or "-", exc)
+        return exc
+
     # -- dataset specs ---------------------------------------------------------------------
     def check_dataset_spec(self, spec: str) -> None:
         """Raise ``DatasetRefused`` (one line) if a visitor may not open ``spec``.
@@ -161,13 +169,15 @@ class VisitorPolicy:
         kind, rest, _ = parse_spec(spec)
         row = DATASET_KINDS.get(kind)
         if row is None or not row.visitor:
-            raise DatasetRefused(f"{kind}: datasets are not open to visitors of this deployment")
+            raise self._refused(
+                DatasetRefused(f"{kind}: datasets are not open to visitors of this deployment")
+            )
         path = row.path_of(rest)
         if path is None:
             return
         why = self.path_refusal(path.strip() or ".")
         if why is not None:
-            raise DatasetRefused(f"{kind}:{_short(rest.strip())} is refused: {why}")
+            raise self._refused(DatasetRefused(f"{kind}:{_short(rest.strip())} is refused: {why}"))
 
     # -- model specs -----------------------------------------------------------------------
     def check_model_name(self, spec: str) -> None:
@@ -176,19 +186,25 @@ class VisitorPolicy:
         kind the model table does not open to visitors. Loading asks ``check_model_spec``."""
         text = str(spec).strip()
         if _REMOTE_CODE_RE.search(text):
-            raise ModelRefused(
-                f"{_short(text)} is refused: a visitor may never enable trust_remote_code"
+            raise self._refused(
+                ModelRefused(
+                    f"{_short(text)} is refused: a visitor may never enable trust_remote_code"
+                )
             )
         from engine.models.registry import visitor_rule
 
         kind = text.partition(":")[0]
         if visitor_rule(kind) == "never":
-            raise ModelRefused(f"{_short(text)} is refused: {kind}: models are not for visitors")
+            raise self._refused(
+                ModelRefused(f"{_short(text)} is refused: {kind}: models are not for visitors")
+            )
         local = _local_model_path(text)
         if local is not None and kind != "demo":
             why = self.path_refusal(local, own_ok=False)
             if why is not None:
-                raise ModelRefused(f"{_short(text)} is refused: a local model path, and {why}")
+                raise self._refused(
+                    ModelRefused(f"{_short(text)} is refused: a local model path, and {why}")
+                )
 
     def check_model_spec(self, spec: str) -> None:
         """Raise ``ModelRefused`` (one line) if a visitor may not load ``spec``.
@@ -206,16 +222,20 @@ class VisitorPolicy:
         text = str(spec).strip()
         parsed = parse_model(text)  # unknown aliases fail here with the registry's own line
         if parsed.trust_remote_code:
-            raise ModelRefused(
-                f"{_short(text)} is refused: a visitor may never enable trust_remote_code"
+            raise self._refused(
+                ModelRefused(
+                    f"{_short(text)} is refused: a visitor may never enable trust_remote_code"
+                )
             )
         if parsed.path is not None and parsed.alias is None:
             why = self.path_refusal(parsed.path, own_ok=False)
             if why is not None:
-                raise ModelRefused(f"{_short(text)} is refused: a local model path, and {why}")
+                raise self._refused(
+                    ModelRefused(f"{_short(text)} is refused: a local model path, and {why}")
+                )
         why = visitor_refusal(parsed)
         if why is not None:
-            raise ModelRefused(f"{_short(text)} is refused: {why}")
+            raise self._refused(ModelRefused(f"{_short(text)} is refused: {why}"))
 
     def allowed_model_specs(self, specs: Iterable[str]) -> tuple[list[str], list[str]]:
         """Split ``specs`` into (allowed, refusal lines): for a link's model list. Names only

@@ -1,25 +1,44 @@
-"""Where the cache lives and the limits that guard it.
+"""Every ``PARALLAX_*`` setting, once: name, type, default, help. The one reader of them.
 
-Resolution order for the cache directory: an explicit argument (the CLI's ``--cache-dir``),
-then the ``PARALLAX_CACHE`` environment variable, then ``cache/`` at the repository root (or
+``Environment`` (pydantic-settings) is the table. Each field is one variable
+(``PARALLAX_<FIELD>``), with one parser per kind of value: sizes (``500M``, ``20G``, a plain
+number), seconds, yes/no flags (``1/true/yes/on`` or ``0/false/no/off``), a few fixed words, and
+lists. A value that does not parse is one ``ParallaxError`` line naming the variable.
+
+Two moments of reading, as before the table existed:
+
+- *at start*: the limits below (``MAX_ITEMS``, the quotas, ...) are read once, when this module
+  is imported, into module attributes. Code reads the attribute at call time, so a test (or a
+  launcher) can ``monkeypatch.setattr(settings, "MAX_ITEMS", 3)``.
+- *per call*: the switches an operator or a test flips at run time (``allow_private_urls()``,
+  ``server_paths()``, ``cache_dir()``, ...) are read from the environment on every call.
+
+No other module reads a ``PARALLAX_*`` variable: it asks this one. ``docs/settings.md`` is
+generated from the table (``python -m engine.settings --markdown > docs/settings.md``) and a
+test keeps it equal. Resolution of the cache directory: an explicit argument (the CLI's
+``--cache-dir``), then ``PARALLAX_CACHE``, then ``cache/`` at the repository root (or
 ``~/.cache/parallax`` when the engine was installed with ``pip install .``).
-
-Every limit below can be changed through the environment variable named beside it (read once,
-at import). docs/security.md lists them with the threat each one answers.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from engine.errors import CacheError, ParallaxError
 
-T = TypeVar("T")
+log = logging.getLogger(__name__)
 
+PREFIX = "PARALLAX_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # A checkout has dashboard/ beside engine/; ``pip install .`` puts engine/ alone in site-packages,
 # where neither a cache nor the shipped models can live next to it.
@@ -34,27 +53,10 @@ SHIPPED_MODELS_DIR = (
     REPO_ROOT / "models" if IN_CHECKOUT else Path(sys.prefix) / "share" / "parallax" / "models"
 )
 
-
-def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """Return the cache root, creating it if needed (``CacheError`` if it cannot be)."""
-    if override is not None:
-        root = Path(override)
-    elif os.environ.get("PARALLAX_CACHE"):
-        root = Path(os.environ["PARALLAX_CACHE"])
-    else:
-        root = DEFAULT_CACHE_DIR
-    root = root.expanduser().resolve()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file in the way, a read-only or full disk, no permission
-        raise CacheError(
-            f"cannot use {root} as the cache directory: {exc.strerror or exc} (set "
-            "PARALLAX_CACHE or --cache-dir to a writable directory)"
-        ) from exc
-    return root
-
-
+# -- the parsers: one per kind of value ---------------------------------------------------------
 _UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 def parse_size(text: str) -> int:
@@ -69,93 +71,662 @@ def parse_size(text: str) -> int:
     return value
 
 
-def _number_env(name: str, default: T, parse: Callable[[str], T], example: str) -> T:
-    """``$name`` read by ``parse`` (``default`` when unset); one line naming it when unreadable."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return parse(value)
-    except (ValueError, ParallaxError):
-        raise ParallaxError(f"{name}={value!r} is not a number {example}") from None
+def parse_flag(text: str) -> bool:
+    """``1/true/yes/on`` -> True, ``0/false/no/off`` -> False (any case), else ``ValueError``."""
+    word = str(text).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError("a yes/no value (use 1/true/yes/on or 0/false/no/off)")
 
 
-def _int_env(name: str, default: int) -> int:
-    return _number_env(name, default, parse_size, "(e.g. 1000 or 500M)")
+def _size(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except ParallaxError:
+            raise ValueError("a number (e.g. 1000 or 500M)") from None
+    return value
 
 
-def _float_env(name: str, default: float) -> float:
-    return _number_env(name, default, float, "of seconds")
+def _number_of(unit: str) -> Callable[[object], object]:
+    """A non-negative decimal number of ``unit`` (seconds, milliseconds)."""
+
+    def number(value: object) -> object:
+        if isinstance(value, str):
+            try:
+                parsed = float(value.strip())
+            except ValueError:
+                raise ValueError(f"a number of {unit}") from None
+            if parsed < 0:
+                raise ValueError(f"a number of {unit} (not negative)")
+            return parsed
+        return value
+
+    return number
 
 
-def _flag_env(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def _flag(value: object) -> object:
+    return parse_flag(value) if isinstance(value, str) else value
 
 
-# Limits applied to untrusted input. Each can be raised through the environment.
-MAX_IMAGE_PIXELS = _int_env("PARALLAX_MAX_IMAGE_PIXELS", 64_000_000)  # refused before decoding
-MAX_IMAGE_FILE_BYTES = _int_env("PARALLAX_MAX_IMAGE_FILE_BYTES", 50 * 1024**2)
-MAX_TEXT_CHARS = _int_env("PARALLAX_MAX_TEXT_CHARS", 20_000)  # longer texts are truncated
-MAX_ITEMS = _int_env("PARALLAX_MAX_ITEMS", 2_000_000)
-MAX_MANIFEST_BYTES = _int_env("PARALLAX_MAX_MANIFEST_BYTES", 1024**3)  # the table file itself
-MAX_ARCHIVE_MEMBERS = _int_env("PARALLAX_MAX_ARCHIVE_MEMBERS", 200_000)
-MAX_ARCHIVE_BYTES = _int_env("PARALLAX_MAX_ARCHIVE_BYTES", 4 * 1024**3)  # total uncompressed
-MAX_ARCHIVE_RATIO = _int_env(
-    "PARALLAX_MAX_ARCHIVE_RATIO", 200
-)  # per member, uncompressed/compressed
-# Opened datasets a long-lived server keeps for every session, in (approximate) bytes.
-DATASET_CACHE_BYTES = _int_env("PARALLAX_DATASET_CACHE_BYTES", 1024**3)
-# Loaded models a long-lived process keeps (parameter bytes); the least recently used goes first.
-MODEL_CACHE_BYTES = _int_env("PARALLAX_MODEL_CACHE_BYTES", 1024**3)
-# Held datasets and models unused this long are released and the heap handed back to the OS,
-# so a shared server's memory comes back down after its visitors leave.
-IDLE_RELEASE_S = _float_env("PARALLAX_IDLE_RELEASE_S", 300.0)
-DOWNLOAD_TIMEOUT_S = _float_env("PARALLAX_DOWNLOAD_TIMEOUT_S", 5.0)  # connect, and each read
-DOWNLOAD_DEADLINE_S = _float_env("PARALLAX_DOWNLOAD_DEADLINE_S", 60.0)  # one whole download
+def _words(*allowed: str, flags: bool = False) -> Callable[[object], object]:
+    """One of ``allowed`` (lower-cased); with ``flags`` also the yes/no words for on/off."""
 
-# Disk quotas per cache namespace (engine.store.space). Going over one first removes that
-# namespace's least-recently-used entries not in use; if still over, one QuotaError line.
-QUOTA_UPLOADS = _int_env("PARALLAX_QUOTA_UPLOADS", 1024**3)  # per owner (session / visitor)
-QUOTA_EXTRACTED = _int_env("PARALLAX_QUOTA_EXTRACTED", 20 * 1024**3)  # all unpacked archives
-QUOTA_DOWNLOADS = _int_env("PARALLAX_QUOTA_DOWNLOADS", 5 * 1024**3)  # all URL downloads
-# Temp names and unfinished jobs older than this, whose writer is gone, are removed by prune.
-ORPHAN_AGE_S = _float_env("PARALLAX_ORPHAN_AGE_S", 3600.0)
+    def check(value: object) -> object:
+        word = str(value).strip().lower()
+        if flags and word in TRUE_WORDS:
+            return "on"
+        if flags and word in FALSE_WORDS:
+            return "off"
+        if word in allowed:
+            return word
+        raise ValueError(f"one of {', '.join(allowed)}")
 
-# -- budgets (#27) --
-# One deployment's memory (default: a Community Cloud app, ~1 GiB); the per-decode and upload
-# budgets below derive from it unless set on their own. docs/deploy.md sizes them.
-MEMORY_BYTES = _int_env("PARALLAX_MEMORY_BYTES", 1024**3)
-# What one decode may materialise: one table (Parquet / CSV / JSON lines, decoded), one
-# visitor's upload staged, one request's images (x 4 bytes per pixel).
-DECODE_BYTES = _int_env("PARALLAX_DECODE_BYTES", MEMORY_BYTES // 8)
-# One upload, refused past this in one line (Streamlit's server.maxUploadSize should match it).
-MAX_UPLOAD_BYTES = _int_env("PARALLAX_MAX_UPLOAD_BYTES", DECODE_BYTES)
-# Pixels (width x height, from the headers) that one request or one batch may decode in total.
-REQUEST_PIXELS = _int_env("PARALLAX_REQUEST_PIXELS", MAX_IMAGE_PIXELS)
-# Parameter bytes of the largest model a visitor may have built (known before it is built).
-MAX_MODEL_BYTES = _int_env("PARALLAX_MAX_MODEL_BYTES", MEMORY_BYTES // 2)
-# Every visitor's uploads together (the per-owner quota is QUOTA_UPLOADS), and their lifetime:
-# uploads not used for this long are removed by ``cache prune`` (and at the next upload).
-QUOTA_UPLOADS_TOTAL = _int_env("PARALLAX_QUOTA_UPLOADS_TOTAL", 2 * 1024**3)
-UPLOAD_TTL_S = _float_env("PARALLAX_UPLOAD_TTL_S", 24 * 3600.0)
-# Model specs (comma-separated) the operator adds to what visitors may load (besides the
-# shipped ``demo:`` models, the baselines and the catalogue's hub names).
-VISITOR_MODELS = tuple(
-    s.strip() for s in os.environ.get("PARALLAX_VISITOR_MODELS", "").split(",") if s.strip()
+    return check
+
+
+def _split(separator: str) -> Callable[[object], object]:
+    def split(value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(separator) if v.strip())
+        return value
+
+    return split
+
+
+def _text(value: object) -> object:
+    return (value.strip() or None) if isinstance(value, str) else value
+
+
+Bytes = Annotated[int, BeforeValidator(_size)]  # shown as 50M / 1G in the docs
+Count = Annotated[int, BeforeValidator(_size)]  # a plain number (``2M`` is read too)
+Seconds = Annotated[float, BeforeValidator(_number_of("seconds"))]
+Millis = Annotated[float, BeforeValidator(_number_of("milliseconds"))]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+AutoFlag = Annotated[bool | None, BeforeValidator(_flag)]  # unset: decided by the engine
+OnOffAuto = Annotated[str, BeforeValidator(_words("auto", "on", "off", flags=True))]
+Precision = Annotated[str, BeforeValidator(_words("auto", "fp32", "bf16", "fp16"))]
+Commas = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split(","))]
+Paths = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split(os.pathsep))]
+Text = Annotated[str | None, BeforeValidator(_text)]
+DerivedBytes = Annotated[int | None, BeforeValidator(_size)]  # unset: derived from another
+
+_WHAT = {  # how a bad value's error line names what was expected, per type
+    "Bytes": "a number (e.g. 1000 or 500M)",
+    "Count": "a number (e.g. 1000 or 500M)",
+}
+
+
+def _setting(default: Any, help: str, *, read: str = "start", section: str) -> Any:
+    """A table row: ``read`` is "start" (at import, a module attribute) or "call" (per call)."""
+    return Field(default, description=help, json_schema_extra={"read": read, "section": section})
+
+
+LIMITS, BUDGETS, STORE, ACCESS, COMPUTE, SERVICE, TESTS = (
+    "Input limits",
+    "Budgets of a shared deployment",
+    "Cache and disk",
+    "Deployment and access",
+    "Compute",
+    "HTTP service",
+    "Tests",
 )
-# -- end budgets (#27) --
 
+
+class Environment(BaseSettings):
+    """The table: field ``NAME`` is the environment variable ``PARALLAX_`` + ``NAME``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, case_sensitive=True, env_ignore_empty=True, extra="ignore"
+    )
+
+    # -- input limits: what an untrusted dataset, upload or download may be ---------------------
+    MAX_IMAGE_PIXELS: Count = _setting(
+        64_000_000,
+        "width x height of one image, checked from the header before any pixel is decoded; "
+        "Pillow's own guard is set to the same value and its warning turned into an error",
+        section=LIMITS,
+    )
+    MAX_IMAGE_FILE_BYTES: Bytes = _setting(
+        50 * 1024**2,
+        "one image file or download (empty files are refused too); the HTTP service's limit on "
+        "one uploaded image",
+        section=LIMITS,
+    )
+    MAX_TEXT_CHARS: Count = _setting(
+        20_000,
+        "one text: longer texts are truncated, NULs removed, lone surrogates replaced; Parquet "
+        "text cells are cut to it while read, batch by batch; a CSV / JSONL cell longer than "
+        "50x this (at least 8,000,000 characters) refuses the manifest before it is held",
+        section=LIMITS,
+    )
+    MAX_ITEMS: Count = _setting(
+        2_000_000,
+        "items in one folder / manifest / archive (one error naming this)",
+        section=LIMITS,
+    )
+    MAX_MANIFEST_BYTES: Bytes = _setting(
+        1024**3,
+        "the manifest file itself, checked before it is read; also what a Parquet table "
+        "(manifest or bundle member) may decode to",
+        section=LIMITS,
+    )
+    MAX_ARCHIVE_MEMBERS: Count = _setting(
+        200_000, "members of one archive (the whole archive is refused)", section=LIMITS
+    )
+    MAX_ARCHIVE_BYTES: Bytes = _setting(
+        4 * 1024**3,
+        "total uncompressed size of one archive or bundle, declared and actually written",
+        section=LIMITS,
+    )
+    MAX_ARCHIVE_RATIO: Count = _setting(
+        200,
+        "uncompressed / compressed size per zip member (per stream for .tar.gz)",
+        section=LIMITS,
+    )
+    DOWNLOAD_TIMEOUT_S: Seconds = _setting(
+        5.0, "seconds to connect, and for each read, of a manifest URL", section=LIMITS
+    )
+    DOWNLOAD_DEADLINE_S: Seconds = _setting(
+        60.0,
+        "seconds for one whole download (connect, headers and body); a watchdog shuts every "
+        "socket the download opened, so a trickling server cannot hold it",
+        section=LIMITS,
+    )
+    ALLOW_PRIVATE_URLS: Flag = _setting(
+        False,
+        "let manifest URLs reach loopback / private / link-local hosts (local use, tests); off, "
+        "every address a name resolves to must be public, for the first request and each "
+        "redirect, and the connection goes to the address that was checked",
+        read="call",
+        section=LIMITS,
+    )
+
+    # -- the cache and the disk it may take ------------------------------------------------------
+    CACHE: Text = _setting(
+        None,
+        "the cache directory (`--cache-dir` wins); unset: `cache/` in a checkout, "
+        "`~/.cache/parallax` when installed",
+        read="call",
+        section=STORE,
+    )
+    CACHE_MAX_BYTES: Bytes = _setting(
+        20 * 1024**3,
+        "what `python -m engine cache prune` keeps when `--max-bytes` is not given (every kind "
+        "counts)",
+        read="call",
+        section=STORE,
+    )
+    QUOTA_UPLOADS: Bytes = _setting(
+        1024**3,
+        "disk for one owner's (session's / visitor's) uploads; past it, that owner's "
+        "least-recently-used uploads not in use are removed, else one QuotaError line",
+        section=STORE,
+    )
+    QUOTA_EXTRACTED: Bytes = _setting(
+        20 * 1024**3,
+        "disk for all extracted archives (checked against declared sizes before inflating); "
+        "same rule",
+        section=STORE,
+    )
+    QUOTA_DOWNLOADS: Bytes = _setting(
+        5 * 1024**3, "disk for all manifest URL downloads; same rule", section=STORE
+    )
+    ORPHAN_AGE_S: Seconds = _setting(
+        3600.0,
+        "`cache prune` removes temp names and unfinished jobs older than this (seconds) whose "
+        "writer is gone",
+        section=STORE,
+    )
+    DATASET_CACHE_BYTES: Bytes = _setting(
+        1024**3,
+        "opened datasets a long-lived process keeps for all sessions (approximate bytes; least "
+        "recently used released first, the newest always kept)",
+        section=STORE,
+    )
+    MODEL_CACHE_BYTES: Bytes = _setting(
+        1024**3,
+        "loaded models a long-lived process keeps (parameter bytes; least recently used first)",
+        section=STORE,
+    )
+    IDLE_RELEASE_S: Seconds = _setting(
+        300.0,
+        "held datasets, models and prompt vectors unused this long (seconds) are released and "
+        "the heap handed back to the operating system, so a shared server's memory comes back "
+        "down after its visitors leave; 0 keeps them until the byte bounds push them out",
+        section=STORE,
+    )
+    QUOTA_UPLOADS_TOTAL: Bytes = _setting(
+        2 * 1024**3,
+        "disk for every visitor's uploads together (the per-owner quota is QUOTA_UPLOADS)",
+        section=STORE,
+    )
+    UPLOAD_TTL_S: Seconds = _setting(
+        24 * 3600.0,
+        "uploads not used for this long (seconds) are removed by `cache prune` and at the next "
+        "upload",
+        section=STORE,
+    )
+
+    # -- budgets: one deployment's memory, and what one request may take of it -----------------
+    MEMORY_BYTES: Bytes = _setting(
+        1024**3,
+        "the deployment's memory (default: a Community Cloud app, ~1 GiB); the decode, upload "
+        "and model budgets below derive from it unless set on their own (docs/deploy.md)",
+        section=BUDGETS,
+    )
+    DECODE_BYTES: DerivedBytes = _setting(
+        None,
+        "what one decode may materialise: one table (Parquet / CSV / JSON lines, decoded), one "
+        "staged upload, one request's images at 4 bytes a pixel; unset: MEMORY_BYTES / 8",
+        section=BUDGETS,
+    )
+    MAX_UPLOAD_BYTES: DerivedBytes = _setting(
+        None,
+        "one upload, refused past this in one line (Streamlit's server.maxUploadSize should "
+        "match it); unset: DECODE_BYTES",
+        section=BUDGETS,
+    )
+    REQUEST_PIXELS: DerivedBytes = _setting(
+        None,
+        "pixels (width x height, from the headers) one request or batch may decode in all; "
+        "unset: MAX_IMAGE_PIXELS",
+        section=BUDGETS,
+    )
+    MAX_MODEL_BYTES: DerivedBytes = _setting(
+        None,
+        "parameter bytes of the largest model a visitor may have built, known before it is "
+        "built; unset: MEMORY_BYTES / 2",
+        section=BUDGETS,
+    )
+    VISITOR_MODELS: Commas = _setting(
+        (),
+        "model specs (comma-separated) the operator adds to what visitors may load, besides the "
+        "shipped `demo:` models, the baselines and the catalogue's hub names",
+        section=BUDGETS,
+    )
+
+    # -- who may open what, and which app runs -------------------------------------------------
+    SERVER_PATHS: Paths = _setting(
+        (),
+        "roots (`:`-separated) under which a visitor's typed or linked server path, or local "
+        "model path, may lie; unset = no server path at all. The cache and any folder holding "
+        "it are refused whatever it says (docs/security.md)",
+        read="call",
+        section=ACCESS,
+    )
+    VIEW_ONLY: AutoFlag = _setting(
+        None,
+        "yes: the dashboard browses bundles only (no models); no: the full app; unset: "
+        "view-only exactly when torch is not installed",
+        read="call",
+        section=ACCESS,
+    )
+    BUNDLE: Text = _setting(
+        None,
+        "the bundle a new dashboard session opens (a path, relative to the repository root or "
+        "absolute); unset: the committed demo bundle in view-only mode",
+        read="call",
+        section=ACCESS,
+    )
+    OFFLINE: Flag = _setting(
+        False,
+        "never try the Hugging Face hub: models come from local paths or its cache only (as "
+        "`HF_HUB_OFFLINE=1`, which is honoured too)",
+        read="call",
+        section=ACCESS,
+    )
+
+    # -- how forward passes and maps run ----------------------------------------------------------
+    PRECISION: Precision = _setting(
+        "auto",
+        "precision of forward passes on CUDA: auto (bf16 where the GPU has it, else fp16), "
+        "fp32, bf16 or fp16; the CPU always runs fp32. Part of the vectors' cache key",
+        read="call",
+        section=COMPUTE,
+    )
+    DEVICE_DECODE: OnOffAuto = _setting(
+        "auto",
+        "decode and resize images on the device (nvJPEG): auto (on CUDA only), on (any "
+        "device), off (Pillow)",
+        read="call",
+        section=COMPUTE,
+    )
+    TORCH_COMPILE: Flag = _setting(
+        False,
+        "torch.compile the image tower on CUDA (off: not measured to win end to end)",
+        read="call",
+        section=COMPUTE,
+    )
+    GPU_UMAP: OnOffAuto = _setting(
+        "auto",
+        "UMAP fits on the GPU with cuML: auto (when cuML and a GPU are there), on (cuML or one "
+        "error line), off",
+        read="call",
+        section=COMPUTE,
+    )
+
+    # -- the HTTP service (read when it starts; its command-line flags win) -----------------------
+    API_KEYS: Commas = _setting(
+        (),
+        "comma-separated keys; every route but `/v1/health` then needs "
+        "`Authorization: Bearer KEY`; unset: no auth",
+        read="serve",
+        section=SERVICE,
+    )
+    CORS_ORIGINS: Commas = _setting(
+        (),
+        "comma-separated origins allowed to call from a browser; unset: no CORS headers",
+        read="serve",
+        section=SERVICE,
+    )
+    API_MAX_BATCH: Count = _setting(
+        64, "items in one batched forward pass (`--max-batch`)", read="serve", section=SERVICE
+    )
+    API_BATCH_WAIT_MS: Millis = _setting(
+        5.0,
+        "milliseconds a batch waits for other requests once one arrived (`--batch-wait-ms`)",
+        read="serve",
+        section=SERVICE,
+    )
+    API_MAX_IMAGES: Count = _setting(
+        64, "images in one request (413 above)", read="serve", section=SERVICE
+    )
+    API_MAX_TEXTS: Count = _setting(
+        256, "texts in one request (413 above)", read="serve", section=SERVICE
+    )
+    API_MAX_BODY_BYTES: Bytes = _setting(
+        256 * 1024**2, "one request body (413 above)", read="serve", section=SERVICE
+    )
+
+    # -- the test suite ---------------------------------------------------------------------------
+    TEST_SEED: Annotated[int | None, BeforeValidator(_size)] = _setting(
+        None,
+        "replays a seeded run of tests/test_reliability.py (unset: a new seed, printed)",
+        read="tests",
+        section=TESTS,
+    )
+
+
+FIELDS: dict[str, FieldInfo] = dict(Environment.model_fields)
+NAMES: tuple[str, ...] = tuple(PREFIX + name for name in FIELDS)
+
+
+def _field_name(name: str) -> str:
+    short = name.removeprefix(PREFIX)
+    if short not in FIELDS:
+        raise KeyError(f"{name} is not a Parallax setting (engine/settings.py)")
+    return short
+
+
+def _what(field: str) -> str:
+    annotation = Environment.__annotations__.get(field, "")
+    return _WHAT.get(str(annotation), "")
+
+
+def _error_line(exc: ValidationError, field: str | None = None) -> ParallaxError:
+    """The first problem of ``exc`` as one line naming the variable and its value (``field``
+    when the error itself names none: a single-value check)."""
+    err = exc.errors()[0]
+    field = field or (str(err["loc"][0]) if err["loc"] else "")
+    name = PREFIX + field
+    raw = os.environ.get(name, err.get("input"))
+    cause = err.get("ctx", {}).get("error")
+    expected = str(cause) if isinstance(cause, ValueError) else (_what(field) or err["msg"])
+    return ParallaxError(f"{name}={raw!r} is not {expected} (see docs/settings.md)")
+
+
+def load() -> Environment:
+    """Every setting from the environment now (``ParallaxError``, one line, on a bad value)."""
+    try:
+        return Environment()
+    except ValidationError as exc:
+        raise _error_line(exc) from None
+
+
+@cache
+def _adapter(field: str) -> TypeAdapter[Any]:
+    info = FIELDS[field]
+    return TypeAdapter(Annotated[info.annotation, *info.metadata])
+
+
+def value(name: str) -> Any:
+    """One setting (its variable name, or its field name) read from the environment now,
+    parsed by the table's own type; its default when unset or empty."""
+    field = _field_name(name)
+    raw = os.environ.get(PREFIX + field, "")
+    if raw == "":
+        return FIELDS[field].default
+    try:
+        return _adapter(field).validate_python(raw)
+    except ValidationError as exc:
+        raise _error_line(exc, field) from None
+
+
+def unknown_names() -> list[str]:
+    """``PARALLAX_*`` variables set in the environment that no setting has (typos)."""
+    return sorted(k for k in os.environ if k.startswith(PREFIX) and k not in NAMES)
+
+
+# -- read at start: module attributes that code reads at call time -----------------------------
+_START = load()
+for _name in unknown_names():
+    log.warning("%s is set but is not a Parallax setting (docs/settings.md lists them)", _name)
+
+MAX_IMAGE_PIXELS: int = _START.MAX_IMAGE_PIXELS
+MAX_IMAGE_FILE_BYTES: int = _START.MAX_IMAGE_FILE_BYTES
+MAX_TEXT_CHARS: int = _START.MAX_TEXT_CHARS
+MAX_ITEMS: int = _START.MAX_ITEMS
+MAX_MANIFEST_BYTES: int = _START.MAX_MANIFEST_BYTES
+MAX_ARCHIVE_MEMBERS: int = _START.MAX_ARCHIVE_MEMBERS
+MAX_ARCHIVE_BYTES: int = _START.MAX_ARCHIVE_BYTES
+MAX_ARCHIVE_RATIO: int = _START.MAX_ARCHIVE_RATIO
+DATASET_CACHE_BYTES: int = _START.DATASET_CACHE_BYTES
+MODEL_CACHE_BYTES: int = _START.MODEL_CACHE_BYTES
+DOWNLOAD_TIMEOUT_S: float = _START.DOWNLOAD_TIMEOUT_S
+DOWNLOAD_DEADLINE_S: float = _START.DOWNLOAD_DEADLINE_S
+QUOTA_UPLOADS: int = _START.QUOTA_UPLOADS
+QUOTA_EXTRACTED: int = _START.QUOTA_EXTRACTED
+QUOTA_DOWNLOADS: int = _START.QUOTA_DOWNLOADS
+ORPHAN_AGE_S: float = _START.ORPHAN_AGE_S
+IDLE_RELEASE_S: float = _START.IDLE_RELEASE_S
+QUOTA_UPLOADS_TOTAL: int = _START.QUOTA_UPLOADS_TOTAL
+UPLOAD_TTL_S: float = _START.UPLOAD_TTL_S
+# -- budgets (#27): the derived ones follow MEMORY_BYTES unless set on their own --
+MEMORY_BYTES: int = _START.MEMORY_BYTES
+DECODE_BYTES: int = _START.DECODE_BYTES or MEMORY_BYTES // 8
+MAX_UPLOAD_BYTES: int = _START.MAX_UPLOAD_BYTES or DECODE_BYTES
+REQUEST_PIXELS: int = _START.REQUEST_PIXELS or MAX_IMAGE_PIXELS
+MAX_MODEL_BYTES: int = _START.MAX_MODEL_BYTES or MEMORY_BYTES // 2
+VISITOR_MODELS: tuple[str, ...] = _START.VISITOR_MODELS
 # ``python -m engine cache prune`` keeps at most this much when ``--max-bytes`` is not given.
-DEFAULT_CACHE_MAX_BYTES = 20 * 1024**3
+DEFAULT_CACHE_MAX_BYTES: int = FIELDS["CACHE_MAX_BYTES"].default
+
+
+# -- read per call ------------------------------------------------------------------------------
+def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """Return the cache root, creating it if needed (``CacheError`` if it cannot be)."""
+    configured = value("CACHE") if override is None else None
+    root = Path(override) if override is not None else Path(configured or DEFAULT_CACHE_DIR)
+    root = root.expanduser().resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, a read-only or full disk, no permission
+        raise CacheError(
+            f"cannot use {root} as the cache directory: {exc.strerror or exc} (set "
+            "PARALLAX_CACHE or --cache-dir to a writable directory)"
+        ) from exc
+    return root
 
 
 def cache_max_bytes() -> int:
-    """``PARALLAX_CACHE_MAX_BYTES`` (bytes, or ``20G`` style), default 20 GB; read per call."""
-    return _int_env("PARALLAX_CACHE_MAX_BYTES", DEFAULT_CACHE_MAX_BYTES)
+    """``PARALLAX_CACHE_MAX_BYTES`` (bytes, or ``20G`` style), default 20 GB."""
+    return int(value("CACHE_MAX_BYTES"))
 
 
 def allow_private_urls() -> bool:
-    """``PARALLAX_ALLOW_PRIVATE_URLS=1`` lets manifest URLs reach loopback, private and
-    link-local addresses (off by default: a public deployment must not become a proxy into
-    its own network). Read per call, so a test or a launcher can change it at run time."""
-    return _flag_env("PARALLAX_ALLOW_PRIVATE_URLS")
+    """``PARALLAX_ALLOW_PRIVATE_URLS``: manifest URLs may reach loopback, private and link-local
+    addresses (off by default: a public deployment must not become a proxy into its own
+    network). Read per call, so a test or a launcher can change it at run time."""
+    return bool(value("ALLOW_PRIVATE_URLS"))
+
+
+def server_paths() -> tuple[str, ...]:
+    """``PARALLAX_SERVER_PATHS``: the operator's roots for visitors' server paths (unresolved)."""
+    return tuple(value("SERVER_PATHS"))
+
+
+def view_only() -> bool | None:
+    """``PARALLAX_VIEW_ONLY``: True / False when the operator said so, None when unset."""
+    return value("VIEW_ONLY")
+
+
+def bundle() -> str | None:
+    """``PARALLAX_BUNDLE`` as written (a path), or None."""
+    return value("BUNDLE")
+
+
+def offline() -> str | None:
+    """The variable that forbids hub access now: ``PARALLAX_OFFLINE``, else the hub library's own
+    ``HF_HUB_OFFLINE`` (read with the same yes/no words, never an error: it is not ours); None
+    when neither is set."""
+    if value("OFFLINE"):
+        return PREFIX + "OFFLINE"
+    hub = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    return "HF_HUB_OFFLINE" if hub in TRUE_WORDS else None
+
+
+def precision() -> str:
+    """``PARALLAX_PRECISION``: auto, fp32, bf16 or fp16."""
+    return str(value("PRECISION"))
+
+
+def device_decode() -> str:
+    """``PARALLAX_DEVICE_DECODE``: auto, on or off."""
+    return str(value("DEVICE_DECODE"))
+
+
+def torch_compile() -> bool:
+    """``PARALLAX_TORCH_COMPILE``."""
+    return bool(value("TORCH_COMPILE"))
+
+
+def gpu_umap() -> str:
+    """``PARALLAX_GPU_UMAP``: auto, on or off."""
+    return str(value("GPU_UMAP"))
+
+
+def service() -> dict[str, Any]:
+    """The HTTP service's settings, by ``ServiceSettings`` field name (read now)."""
+    return {
+        "api_keys": value("API_KEYS"),
+        "cors_origins": value("CORS_ORIGINS"),
+        "max_batch": value("API_MAX_BATCH"),
+        "batch_wait_ms": value("API_BATCH_WAIT_MS"),
+        "max_images": value("API_MAX_IMAGES"),
+        "max_texts": value("API_MAX_TEXTS"),
+        "max_body_bytes": value("API_MAX_BODY_BYTES"),
+        "max_image_bytes": MAX_IMAGE_FILE_BYTES,
+    }
+
+
+# -- logging -------------------------------------------------------------------------------------
+def configure_logging(verbosity: int = 0) -> None:
+    """One stderr handler for the ``engine`` loggers: WARNING by default, INFO with ``-v``
+    (prune, evictions, policy refusals, cache misses), DEBUG with ``-vv``. Idempotent: calling it
+    again only changes the level. Library users who configure logging themselves need not call
+    it; the CLI and the HTTP service do."""
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logger = logging.getLogger(__name__.partition(".")[0])  # "engine": every engine logger
+    logger.setLevel(level)
+    ours = [h for h in logger.handlers if getattr(h, "_parallax", False)]
+    if not ours:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._parallax = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        ours = [handler]
+    for handler in ours:
+        handler.setLevel(level)
+
+
+# -- the documentation --------------------------------------------------------------------------
+_READ = {
+    "start": "at start",
+    "call": "per call",
+    "serve": "at `serve`",
+    "tests": "by the tests",
+}
+
+
+def _shown(field: str, default: Any) -> str:
+    if default is None:
+        return "unset"
+    if isinstance(default, tuple):
+        return "unset" if not default else ",".join(default)
+    if isinstance(default, bool):
+        return "yes" if default else "no"
+    if "Bytes" in str(Environment.__annotations__.get(field, "")) and default:
+        for unit, size in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+            if default % size == 0:
+                return f"{default // size}{unit}"
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    if isinstance(default, int):
+        return f"{default:,}"
+    return str(default)
+
+
+def markdown() -> str:
+    """``docs/settings.md``: every setting, grouped, with its default and meaning."""
+    lines = [
+        "# Settings",
+        "",
+        "<!-- Generated from engine/settings.py by `python -m engine.settings --markdown`;",
+        "     tests/test_settings.py checks that this file equals it: edit the table. -->",
+        "",
+        "Every `PARALLAX_*` environment variable Parallax reads. The operator sets them (the",
+        "environment, Streamlit secrets, `docker run -e`); a visitor cannot. Sizes take `500M` /",
+        "`20G` or a plain number of bytes; yes/no values take `1/true/yes/on` or `0/false/no/off`.",
+        "A value that does not parse stops the program with one line naming the variable.",
+        "",
+        "*Read*: **at start** means once, when the engine is imported (restart to change it);",
+        "**per call** means every time it is needed; **at `serve`** when the HTTP service starts.",
+        "docs/security.md explains the threat each limit answers.",
+    ]
+    sections: dict[str, list[str]] = {}
+    for field, info in FIELDS.items():
+        extra = info.json_schema_extra or {}
+        assert isinstance(extra, dict)
+        rows = sections.setdefault(str(extra["section"]), [])
+        rows.append(
+            f"| `{PREFIX}{field}` | {_shown(field, info.default)} | {_READ[str(extra['read'])]} "
+            f"| {info.description} |"
+        )
+    for section, rows in sections.items():
+        lines += ["", f"## {section}", "", "| variable | default | read | meaning |"]
+        lines += ["|---|---|---|---|", *rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m engine.settings [--markdown | --check]``: the docs page, or check the
+    environment now (one line per problem, status 2)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--markdown"]:
+        sys.stdout.write(markdown())
+        return 0
+    try:
+        current = load()
+    except ParallaxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for field in FIELDS:
+        print(f"{PREFIX}{field}={getattr(current, field)!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

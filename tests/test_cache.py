@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from engine.data import open_dataset
 from engine.data.thumbnails import build_thumbnails
 from engine.embed.local import embed_dataset
 from engine.errors import QuotaError
+from engine.store import memo
 from engine.store import space as cache_space
 from engine.store.atomic import temp_prefix
 from engine.store.cache import Cache, locked
@@ -168,13 +170,14 @@ KILLED_EXTRACTION = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import engine.data.archive as archive
+    from engine.store.cache import Cache
     real = archive._copy_counted
     def slow(src, dest, declared):
         print("COPYING", flush=True)
         time.sleep(0.2)
         return real(src, dest, declared)
     archive._copy_counted = slow
-    archive.extract_archive(Path(sys.argv[1]), Path(sys.argv[2]))
+    archive.extract_archive(Path(sys.argv[1]), Cache(sys.argv[2]))
     """
 )
 
@@ -227,7 +230,9 @@ def test_prune_removes_what_killed_jobs_left_and_nothing_alive(tmp_path: Path) -
     assert sorted(p.name for p in cache.prune(10**12).orphans) == sorted([busy.name, staging.name])
 
 
-def test_extraction_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_extraction_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = Cache(tmp_path / "cache")
     first = image_zip(tmp_path / "one.zip", 6, seed=1)
     one_size = sum(i.file_size for i in zipfile.ZipFile(first).infolist())
@@ -243,8 +248,12 @@ def test_extraction_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert len(kept) == 6 and kept.load_image(0).size == (32, 32)
     del kept
     gc.collect()  # closed: now the older extraction makes room
-    assert len(open_dataset(f"zip:{second}", cache_root=cache.root)) == 6
+    with caplog.at_level(logging.INFO, logger="engine.store.space"):
+        assert len(open_dataset(f"zip:{second}", cache_root=cache.root)) == 6
     assert len(cache.stored("extracted")) == 1
+    evicted = [r.getMessage() for r in caplog.records if r.name == "engine.store.space"]
+    assert len(evicted) == 1 and "PARALLAX_QUOTA_EXTRACTED" in evicted[0], evicted
+    assert "removed least-recently-used extracted/" in evicted[0]
 
 
 def test_config_quotas_come_from_the_environment() -> None:
@@ -281,4 +290,63 @@ def test_one_module_writes_atomically() -> None:
         for p in engine_dir.rglob("*.py")
         if "os.fsync(" in p.read_text(encoding="utf-8")
     )
-    assert callers == ["atomic.py"]
+    assert callers == ["store/atomic.py"]
+
+
+# -- the read-through helper (engine.store.memo) -------------------------------------------
+def test_read_through_computes_once_and_then_reads(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    calls: list[int] = []
+
+    def compute() -> dict[str, int]:
+        calls.append(1)
+        return {"answer": 42}
+
+    first = memo.json_entry(cache, "compare", "k1", compute)
+    second = memo.json_entry(cache, "compare", "k1", compute)
+    assert (first.cached, second.cached) == (False, True)
+    assert first.value == second.value == {"answer": 42} and len(calls) == 1
+    assert first.path == cache.path("compare", "k1") and first.path.is_file()
+
+
+def test_read_through_looks_again_under_the_lock(tmp_path: Path) -> None:
+    """Another writer finishing between the first look-up and the lock: nothing is computed."""
+    cache = Cache(tmp_path / "cache")
+    looks: list[int] = []
+
+    def read(path: Path) -> str | None:
+        looks.append(1)
+        if len(looks) == 1:  # missing at first; the other writer finishes meanwhile
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("theirs")
+            return None
+        return path.read_text()
+
+    def make(path: Path) -> str:
+        raise AssertionError("computed although the entry was there under the lock")
+
+    got = memo.read_through(cache, "compare", "k2", read=read, make=make)
+    assert (got.value, got.cached, len(looks)) == ("theirs", True, 2)
+
+
+def test_a_torn_entry_is_recomputed_and_an_unkept_value_never_stored(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    path = cache.path("compare", "k3")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"half": ')  # a foreign or torn file
+    got = memo.json_entry(cache, "compare", "k3", lambda: {"whole": 1})
+    assert not got.cached and json.loads(path.read_text()) == {"whole": 1}
+    # keep=False (e.g. a result built from failed models): returned, never stored.
+    calls: list[int] = []
+    for _ in range(2):
+        memo.json_entry(cache, "compare", "k4", lambda: calls.append(1) or {}, keep=lambda v: False)
+    assert len(calls) == 2 and not cache.path("compare", "k4").exists()
+
+
+def test_array_entries_read_through(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    coords = np.arange(6, dtype=np.float32).reshape(3, 2)
+    made = memo.array_entry(cache, "projections", "k5", lambda: (coords, {"n": 3}))
+    again = memo.array_entry(cache, "projections", "k5", lambda: (coords * 0, {"n": 0}))
+    assert not made.cached and again.cached and again.value.manifest["n"] == 3
+    assert np.array_equal(again.value.load(), coords)

@@ -344,10 +344,11 @@ def compare_models(
     are computed on the same rows. Past ``max_items`` rows a seeded sample is used (exact kNN
     is quadratic). A model that cannot be loaded or embedded is reported with ``error``.
     """
-    from engine.store.cache import Cache, atomic_write_json, locked
+    from engine.store.cache import Cache
+    from engine.store.memo import json_entry
 
     t0 = time.perf_counter()
-    cache = cache or Cache()
+    cache = Cache.or_default(cache)
     from engine.data import as_dataset
 
     dataset = as_dataset(dataset, cache.root)
@@ -369,32 +370,22 @@ def compare_models(
     key = comparison_key(
         dataset, [r.result.key if r.result else f"error:{r.name}" for r in runs], params
     )
-    path = cache.path("compare", key)
     # Failed models are usually transient (weights missing, typo): never cache their absence.
     cacheable = all(r.error is None for r in runs)
 
-    def read_cached() -> ComparisonReport | None:
-        if not (cacheable and path.is_file()):
-            return None
-        try:
-            report = ComparisonReport.from_json(json.loads(path.read_text()), cached=True)
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # a corrupt entry is recomputed and overwritten
-        cache.touch(path)  # a use: prune removes least-recently-used entries first
-        report.seconds = time.perf_counter() - t0
-        return report
+    def compute() -> ComparisonReport:
+        return _compute(dataset, runs, key, params, tmpl, progress)
 
-    report = read_cached()
-    if report is not None:
-        return report
-    with locked(cache.root, key):
-        report = read_cached()  # another process may have finished it while we waited
-        if report is not None:
-            return report
-        report = _compute(dataset, runs, key, params, tmpl, progress)
-        report.seconds = time.perf_counter() - t0
-        if cacheable and not any(r.load_failed for r in runs):
-            atomic_write_json(path, report.to_json(include_items=True))
+    report = json_entry(
+        cache,
+        "compare",
+        key,
+        compute,
+        decode=lambda obj: ComparisonReport.from_json(obj, cached=True) if cacheable else None,
+        encode=lambda r: r.to_json(include_items=True),
+        keep=lambda r: cacheable and not any(run.load_failed for run in runs),
+    ).value
+    report.seconds = time.perf_counter() - t0
     return report
 
 

@@ -17,7 +17,7 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -456,10 +456,11 @@ def train_heads_for_dataset(
     ``cache_root/heads/<key>/``. A head already saved for the same vectors, labels and
     settings is loaded instead of retrained (``cached=True``)."""
     from engine.embed.local import embed_dataset
-    from engine.store.cache import Cache, locked
+    from engine.store.cache import Cache
+    from engine.store.memo import read_through
 
     cfg = config or TrainConfig()
-    cache = cache or Cache()
+    cache = Cache.or_default(cache)
     from engine.data import as_dataset
 
     dataset = as_dataset(dataset, cache.root)
@@ -497,46 +498,65 @@ def train_heads_for_dataset(
     def key_for(variant: str) -> str:
         return head_params.cache_key(variant, img.key, txt.key, digest)
 
-    results: dict[str, HeadResult] = {}
-    todo: list[str] = []
-    for v in dict.fromkeys(variants):
+    wanted = list(dict.fromkeys(variants))
+    for v in wanted:
         if v not in VARIANTS:
             raise ParallaxError(f"unknown head variant {v!r}: choose from {', '.join(VARIANTS)}")
-        path = heads_dir(cache, key_for(v))
-        if (path / SIDECAR_FILE).is_file():
-            try:
-                results[v] = _result_from_saved(load_head(path), path)
-                cache.touch(path)  # a use: prune removes least-recently-used entries first
-                continue
-            except CacheError:
-                pass  # corrupt: retrain and overwrite
-        todo.append(v)
-    if todo:
-        xi = np.asarray(img.vectors()[rows], dtype=np.float32)
-        xt = np.asarray(txt.vectors()[rows], dtype=np.float32)
-        trained = train_heads(
-            xi,
-            xt,
-            labels,
-            variants=todo,
-            seed=seed,
-            test_size=test_size,
-            progress=progress,
-            config=cfg,
-        )
-        for v, res in trained.items():
-            key = key_for(v)
-            res.head.meta.update(
-                {
-                    "dataset": dataset.spec,
-                    "image_model": img.model if _uses(v)[0] else None,
-                    "text_model": txt.model if _uses(v)[1] else None,
-                    "epochs": res.epochs,
-                    "best_epoch": res.best_epoch,
-                    "n_items": len(rows),
-                }
+
+    def saved(path: Path) -> HeadResult | None:
+        if not (path / SIDECAR_FILE).is_file():
+            return None
+        try:
+            return _result_from_saved(load_head(path), path)
+        except CacheError:
+            return None  # corrupt: retrain and overwrite
+
+    trained: dict[str, HeadResult] = {}
+
+    def train(variant: str) -> HeadResult:
+        """``variant`` trained together with every other wanted one not saved yet (one pass
+        over the vectors for all of them)."""
+        if variant not in trained:
+            todo = [
+                v
+                for v in wanted
+                if v == variant
+                or (v not in trained and saved(heads_dir(cache, key_for(v))) is None)
+            ]
+            xi = np.asarray(img.vectors()[rows], dtype=np.float32)
+            xt = np.asarray(txt.vectors()[rows], dtype=np.float32)
+            fresh = train_heads(
+                xi,
+                xt,
+                labels,
+                variants=todo,
+                seed=seed,
+                test_size=test_size,
+                progress=progress,
+                config=cfg,
             )
-            with locked(cache.root, key):
-                res.path = save_head(res.head, heads_dir(cache, key))
-            results[v] = res
-    return {v: results[v] for v in dict.fromkeys(variants)}
+            for v, res in fresh.items():
+                res.head.meta.update(
+                    {
+                        "dataset": dataset.spec,
+                        "image_model": img.model if _uses(v)[0] else None,
+                        "text_model": txt.model if _uses(v)[1] else None,
+                        "epochs": res.epochs,
+                        "best_epoch": res.best_epoch,
+                        "n_items": len(rows),
+                    }
+                )
+                trained[v] = res
+        return trained[variant]
+
+    def make(variant: str) -> Callable[[Path], HeadResult]:
+        def train_and_save(path: Path) -> HeadResult:
+            res = train(variant)
+            res.path = save_head(res.head, path)
+            return res
+
+        return train_and_save
+
+    return {
+        v: read_through(cache, "heads", key_for(v), read=saved, make=make(v)).value for v in wanted
+    }

@@ -25,6 +25,7 @@ from engine.cli.common import (
     wants_json,
 )
 from engine.errors import ParallaxError
+from engine.settings import configure_logging
 
 __all__ = ["COMMAND_GROUPS", "EXIT_USER_ERROR", "StderrProgress", "build_parser", "main"]
 
@@ -57,11 +58,9 @@ class _Interrupted(ParallaxError):
 
 
 def _common_options(defaults: bool) -> argparse.ArgumentParser:
-    """``--json``, ``--cache-dir``, ``--quiet``. Given before or after the command alike: the
-    command's copies have no defaults (``SUPPRESS``), so they never overwrite a value given
-    before the command with their own default."""
-    # Imported here, not at the top: ``engine.settings`` reads the environment's limits, and a
-    # bad one must reach engine.__main__ as one line, not fail the package's import.
+    """``--json``, ``--cache-dir``, ``--quiet``, ``-v``. Given before or after the command
+    alike: the command's copies have no defaults (``SUPPRESS``), so they never overwrite a value
+    given before the command with their own default."""
     from engine import settings
 
     common = argparse.ArgumentParser(
@@ -73,6 +72,13 @@ def _common_options(defaults: bool) -> argparse.ArgumentParser:
         help=f"cache root (default: $PARALLAX_CACHE, else {settings.DEFAULT_CACHE_DIR})",
     )
     common.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if defaults else argparse.SUPPRESS,
+        help="log on stderr: -v what the engine does (prune, evictions, refusals), -vv debug",
+    )
     return common
 
 
@@ -115,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     as_json = wants_json(argv)
     try:
         args = build_parser().parse_args(argv)
+        # The service's log shows what the engine does (INFO) even without -v.
+        configure_logging(args.verbose + (1 if args.command == "serve" else 0))
         return int(args.func(args) or 0)
     except UsageError as exc:  # argparse's message and usage line, or the JSON object
         if not as_json:

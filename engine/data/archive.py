@@ -35,9 +35,9 @@ from engine.data.folder import FolderDataset, is_hidden, is_within
 from engine.data.manifest import ManifestDataset
 from engine.errors import CacheError, DatasetError
 from engine.store.atomic import atomic_dir
-from engine.store.cache import Cache, Lease, locked
+from engine.store.cache import Cache, Lease
+from engine.store.memo import read_through
 from engine.store.progress import ProgressCallback
-from engine.store.space import touch
 
 COMPLETE_MARKER = ".complete"
 SKIPPED_FILE = ".skipped.json"
@@ -314,28 +314,32 @@ def unpack_into(
 
 
 def extract_archive(
-    archive: Path, cache_root: Path, kind: str = "zip"
+    archive: Path, cache: Cache | None = None, kind: str = "zip"
 ) -> tuple[Path, list[SkippedItem], Lease]:
     """Extract (or reuse) ``archive`` under the cache; returns (folder, skipped members, a
     lease that keeps ``prune`` off the folder until it is released or garbage-collected)."""
     digest = file_sha256(archive)
-    cache = Cache(cache_root)
-    target = cache.path("extracted", digest)
+    cache = Cache.or_default(cache)
     lease = cache.lease("extracted", digest)  # before the check: prune cannot slip in between
-    if (target / COMPLETE_MARKER).is_file():
-        touch(target)
-    else:
-        with locked(cache.root, digest):  # one extractor per archive across processes
-            # Under the lock no other writer of this archive is alive: whatever temp folder
-            # a killed extraction left goes now, not an hour later at a prune.
-            remove_stale_temps(target)
-            if not (target / COMPLETE_MARKER).is_file():  # another process may have finished
-                budget = cache.budget(
-                    "extracted", settings.QUOTA_EXTRACTED, setting="PARALLAX_QUOTA_EXTRACTED"
-                )
-                unpack_into(
-                    archive, kind, target, lambda n: budget.charge(n, f"unpacking {archive.name}")
-                )
+
+    def unpack(target: Path) -> Path:
+        # Under the writer lock no other extractor of this archive is alive: whatever temp
+        # folder a killed extraction left goes now, not an hour later at a prune.
+        remove_stale_temps(target)
+        budget = cache.budget(
+            "extracted", settings.QUOTA_EXTRACTED, setting="PARALLAX_QUOTA_EXTRACTED"
+        )
+        unpack_into(archive, kind, target, lambda n: budget.charge(n, f"unpacking {archive.name}"))
+        return target
+
+    # One extractor per archive across processes; the marker, written last, says it is whole.
+    target = read_through(
+        cache,
+        "extracted",
+        digest,
+        read=lambda path: path if (path / COMPLETE_MARKER).is_file() else None,
+        make=unpack,
+    ).value
     try:
         record = json.loads((target / SKIPPED_FILE).read_text(encoding="utf-8"))
         skipped = [SkippedItem(r["source"], r["reason"]) for r in record]
@@ -369,7 +373,7 @@ def open_archive(
             kind = "tar"  # zip:PATH also accepts a tar archive
         else:
             raise DatasetError(f"not a zip archive: {archive}")
-    folder, skipped, lease = extract_archive(archive, cache_root, kind)
+    folder, skipped, lease = extract_archive(archive, Cache(cache_root), kind)
     root = _content_root(folder)
     manifests = [
         p

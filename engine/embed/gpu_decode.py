@@ -19,7 +19,6 @@ too): that is how the tests exercise it on machines without a GPU.
 from __future__ import annotations
 
 import io
-import os
 import queue
 import threading
 import warnings
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from engine import settings
 from engine.errors import ItemError
 
 T = TypeVar("T")
@@ -41,12 +41,8 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def decode_mode() -> str:
-    mode = os.environ.get(ENV_MODE, "auto").strip().lower() or "auto"
-    if mode in ("1", "true", "yes"):
-        return "on"
-    if mode in ("0", "false", "no"):
-        return "off"
-    return mode if mode in ("auto", "on", "off") else "auto"
+    """``PARALLAX_DEVICE_DECODE``: auto, on or off (the yes/no words too; others: one error)."""
+    return settings.device_decode()
 
 
 def wanted(device: str) -> bool:

@@ -31,7 +31,8 @@ from engine.models.identity import recall as recall_identity
 from engine.models.identity import remember as remember_identity
 from engine.params import EmbedParams
 from engine.store.atomic import atomic_file, atomic_save_npy
-from engine.store.cache import Cache, Entry, locked
+from engine.store.cache import Cache, Entry
+from engine.store.memo import array_entry, claim
 from engine.store.progress import ProgressCallback, ProgressTracker
 
 log = logging.getLogger(__name__)
@@ -368,30 +369,24 @@ def _embed_column(
     modality = _column_modality(dataset, modality)
     identity = column_identity(spec, vectors)
     key = EmbedParams.vectors_key(dataset.fingerprint(), identity, modality)
-    entry = cache.get("vectors", key)
-    cached = entry is not None
-    if entry is None:
-        with locked(cache.root, key):
-            entry = cache.get("vectors", key) or cache.put(
-                "vectors",
-                key,
-                vectors,
-                {
-                    "dataset": dataset.spec,
-                    "dataset_fingerprint": dataset.fingerprint(),
-                    "model": spec.strip(),
-                    "model_identity": identity,
-                    "modality": modality,
-                    "n": len(vectors),
-                    "dim": int(vectors.shape[1]),
-                    "device": "none",
-                    "seconds": round(time.perf_counter() - t0, 3),
-                    "failed": [],
-                    "dataset_skipped": [
-                        {"source": s.source, "reason": s.reason} for s in dataset.skipped
-                    ],
-                },
-            )
+    manifest = {
+        "dataset": dataset.spec,
+        "dataset_fingerprint": dataset.fingerprint(),
+        "model": spec.strip(),
+        "model_identity": identity,
+        "modality": modality,
+        "n": len(vectors),
+        "dim": int(vectors.shape[1]),
+        "device": "none",
+        "failed": [],
+        "dataset_skipped": [{"source": s.source, "reason": s.reason} for s in dataset.skipped],
+    }
+
+    def compute() -> tuple[np.ndarray, dict[str, Any]]:
+        return vectors, {**manifest, "seconds": round(time.perf_counter() - t0, 3)}
+
+    memo = array_entry(cache, "vectors", key, compute)
+    entry, cached = memo.value, memo.cached
     return EmbeddingResult.from_entry(dataset, spec.strip(), modality, entry, cached, t0)
 
 
@@ -400,14 +395,10 @@ def claim_vectors(cache: Cache, key: str) -> Iterator[Entry | None]:
     """The finished vectors under ``key``, or None while this process holds the key's lock to
     compute them (looked up again under the lock: another process may have finished the same
     job while this one waited). Every embedding backend starts its job with this."""
-    entry = cache.get("vectors", key)
-    if entry is not None:
-        if cache.partial_dir("vectors", key).exists():  # a kill between manifest and cleanup
-            cache.drop_partial("vectors", key)
+    with claim(cache, "vectors", key, lambda path: cache.get("vectors", key)) as entry:
+        if entry is not None and cache.partial_dir("vectors", key).exists():
+            cache.drop_partial("vectors", key)  # a kill between manifest and cleanup
         yield entry
-        return
-    with locked(cache.root, key):
-        yield cache.get("vectors", key)
 
 
 def embed_dataset(
@@ -427,7 +418,7 @@ def embed_dataset(
     modality) is returned as is (``cached=True``); an interrupted one is resumed.
     """
     t0 = time.perf_counter()
-    cache = cache or Cache()
+    cache = Cache.or_default(cache)
     from engine.data import as_dataset
 
     dataset = as_dataset(dataset, cache.root)

@@ -1,19 +1,15 @@
-"""The HTTP service's settings: every default once, each overridable by an environment variable.
+"""The HTTP service's settings: its typed view of ``engine.settings`` plus command-line values.
 
-The operator (environment, command line) sets these; a client cannot. docs/api.md lists them.
+The operator (environment, command line) sets these; a client cannot. The environment part is
+in the one settings table (``engine.settings``, docs/settings.md); defaults not read from the
+environment stay here.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from engine import settings
-from engine.errors import ParallaxError
-
-
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 @dataclass(frozen=True)
@@ -34,25 +30,8 @@ class ServiceSettings:
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServiceSettings:
-        """Defaults, then ``PARALLAX_API_*`` variables, then explicit ``overrides`` (the CLI)."""
-        env = os.environ
-        values: dict[str, object] = {
-            "api_keys": _split(env.get("PARALLAX_API_KEYS", "")),
-            "cors_origins": _split(env.get("PARALLAX_CORS_ORIGINS", "")),
-        }
-        numeric = {
-            "PARALLAX_API_MAX_BATCH": ("max_batch", int),
-            "PARALLAX_API_BATCH_WAIT_MS": ("batch_wait_ms", float),
-            "PARALLAX_API_MAX_IMAGES": ("max_images", int),
-            "PARALLAX_API_MAX_TEXTS": ("max_texts", int),
-            "PARALLAX_API_MAX_BODY_BYTES": ("max_body_bytes", settings.parse_size),
-        }
-        for var, (name, parse) in numeric.items():
-            raw = env.get(var, "").strip()
-            if raw:
-                try:
-                    values[name] = parse(raw)
-                except (ValueError, ParallaxError):
-                    raise ParallaxError(f"{var}={raw!r} is not a number") from None
+        """Defaults, then the ``PARALLAX_API_*`` settings (``engine.settings``, read now), then
+        explicit ``overrides`` (the CLI)."""
+        values: dict[str, object] = settings.service()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -14,20 +14,17 @@ to, the CPU map's for the same seed; each is reproducible on its own.
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import numpy as np
 
+from engine import settings
 from engine.errors import ParallaxError
 
 ENV = "PARALLAX_GPU_UMAP"
 
 
 def _mode() -> str:
-    mode = os.environ.get(ENV, "auto").strip().lower()
-    return {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}.get(
-        mode, mode if mode in ("auto", "on", "off") else "auto"
-    )
+    return settings.gpu_umap()
 
 
 def gpu_present() -> bool:

@@ -23,6 +23,7 @@ from engine.errors import ParallaxError
 from engine.maps import gpu_umap
 from engine.params import PROJECTION, PROJECTION_METHODS, ProjectionParams
 from engine.store.cache import Cache, Entry, hash_array
+from engine.store.memo import array_entry
 from engine.store.progress import ProgressCallback, ProgressTracker
 
 METHODS = PROJECTION_METHODS
@@ -286,7 +287,7 @@ def project(
     of the array, plus every parameter that changes the result.
     """
     t0 = time.perf_counter()
-    cache = cache or Cache()
+    cache = Cache.or_default(cache)
     if isinstance(vectors, Entry):
         source_key, array = vectors.key, vectors.load()
     elif isinstance(vectors, (str, Path)):
@@ -307,41 +308,26 @@ def project(
     settings = ProjectionParams(method, seed, n_neighbors, min_dist, fit_sample)
     params = settings.key_material()
     key = settings.cache_key(source_key)
-    entry = cache.get("projections", key)
-    if entry is None:
-        from engine.store.cache import locked
 
-        with locked(cache.root, key):
-            entry = cache.get("projections", key)
-            if entry is None:
-                coords = compute_projection(
-                    np.asarray(array), method, seed, n_neighbors, min_dist, fit_sample, progress
-                )
-                entry = cache.put(
-                    "projections",
-                    key,
-                    coords,
-                    {
-                        "source": source_key,
-                        "method": method,
-                        "params": params,
-                        "n": len(coords),
-                        "seconds": round(time.perf_counter() - t0, 3),
-                    },
-                )
-                return ProjectionResult(
-                    method,
-                    len(coords),
-                    False,
-                    time.perf_counter() - t0,
-                    entry.array_path,
-                    key,
-                    params,
-                )
+    def compute() -> tuple[np.ndarray, dict[str, Any]]:
+        coords = compute_projection(
+            np.asarray(array), method, seed, n_neighbors, min_dist, fit_sample, progress
+        )
+        manifest = {
+            "source": source_key,
+            "method": method,
+            "params": params,
+            "n": len(coords),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        return coords, manifest
+
+    memo = array_entry(cache, "projections", key, compute)
+    entry = memo.value
     return ProjectionResult(
         method,
         int(entry.manifest["n"]),
-        True,
+        memo.cached,
         time.perf_counter() - t0,
         entry.array_path,
         key,

@@ -7,12 +7,12 @@ dashboard's view-only mode.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from engine import settings
 from engine.errors import ModelUnavailable
 
 
@@ -61,7 +61,7 @@ def precision(device: str) -> str:
     """
     if not is_cuda(device):
         return "fp32"
-    wanted = os.environ.get(ENV_PRECISION, "auto").strip().lower()
+    wanted = settings.precision()
     if wanted in ("fp32", "bf16", "fp16"):
         return wanted
     import torch
@@ -130,7 +130,7 @@ def prepare_module(module: Any, device: str) -> Any:
     import torch
 
     module = module.to(memory_format=torch.channels_last)
-    if os.environ.get(ENV_COMPILE, "").strip().lower() in ("1", "true", "yes"):
+    if settings.torch_compile():
         module = torch.compile(module, dynamic=True)
     return module
 

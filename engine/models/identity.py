@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from engine.errors import ModelUnavailable
 from engine.models.registry import adapter_for
 from engine.models.spec import ModelSpec, parse_spec
-from engine.store.atomic import atomic_write_json
+from engine.store.memo import json_entry
 
 if TYPE_CHECKING:
     from engine.models.base import EmbeddingModel
@@ -151,16 +151,11 @@ def remember(spec: str | ModelSpec, model: EmbeddingModel, cache: Cache) -> None
     key = source_key(parsed)
     if key is None:
         return
-    path = cache.path(IDENTITIES, key)
-    if path.is_file():
-        return
-    log.info("recorded the identity of %s (source %s)", parsed.display, key[:12])
-    atomic_write_json(
-        path,
-        {
-            "spec": parsed.canonical,
-            "identity": model.identity,
-            "modalities": sorted(model.modalities),
-            "dim": int(model.dim),
-        },
-    )
+    record = {
+        "spec": parsed.canonical,
+        "identity": model.identity,
+        "modalities": sorted(model.modalities),
+        "dim": int(model.dim),
+    }
+    if not json_entry(cache, IDENTITIES, key, lambda: record).cached:
+        log.info("recorded the identity of %s (source %s)", parsed.display, key[:12])

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from engine import settings
 from engine.errors import ModelUnavailable
 
 if TYPE_CHECKING:
@@ -52,13 +53,9 @@ TOKENIZER_PATTERNS = [
 ]
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def offline_forced() -> bool:
     """True when the user said "no network": ``PARALLAX_OFFLINE`` or the hub's own flag."""
-    return _flag("PARALLAX_OFFLINE") or _flag("HF_HUB_OFFLINE")
+    return settings.offline() is not None
 
 
 def hf_home() -> str:
@@ -154,10 +151,9 @@ def unavailable(spec: str, repo: str, reason: str) -> ModelUnavailable:
 
 
 def _why_offline() -> str:
-    if _flag("PARALLAX_OFFLINE"):
-        return "PARALLAX_OFFLINE=1 forbids downloads"
-    if _flag("HF_HUB_OFFLINE"):
-        return "HF_HUB_OFFLINE=1 forbids downloads"
+    forced_by = settings.offline()
+    if forced_by is not None:
+        return f"{forced_by}=1 forbids downloads"
     host, port = _hub_address()
     return f"{host}:{port} cannot be reached (offline?)"
 

@@ -105,6 +105,12 @@ class Cache(CacheSpace):
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = cache_dir(root)
 
+    @classmethod
+    def or_default(cls, cache: Cache | None) -> Cache:
+        """``cache`` itself, or the default cache (``PARALLAX_CACHE`` / ``./cache``): the one
+        spelling of an optional ``cache: Cache | None`` parameter."""
+        return cache if cache is not None else cls()
+
     # -- finished entries -------------------------------------------------------------------
     def entry_dir(self, kind: str, key: str) -> Path:
         return self.path(kind, key)

@@ -17,6 +17,7 @@ than
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -35,6 +36,8 @@ from engine.store.locks import (
     use_lock_path,
     writer_lock_path,
 )
+
+log = logging.getLogger(__name__)
 
 # A key becomes a folder or file name: no separators, no dots (keys may come from a bundle).
 SAFE_KEY = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -486,6 +489,18 @@ class CacheSpace:
             else:
                 in_use.append(entry)
         self._drop_empty_owners()
+        for entry in removed:
+            log.debug("prune removed %s/%s (%s)", entry.kind, entry.name, format_bytes(entry.bytes))
+        log.info(
+            "prune %s: %s -> %s (limit %s); removed %d entries and %d orphans, kept %d in use",
+            self.root,
+            format_bytes(before),
+            format_bytes(total),
+            format_bytes(max_bytes),
+            len(removed),
+            len(orphans),
+            len(in_use),
+        )
         return PruneReport(max_bytes, before, total, removed, in_use, orphans)
 
     def _drop_empty_owners(self) -> None:
@@ -517,6 +532,15 @@ class CacheSpace:
                     break
                 if self.remove_unless_in_use(entry):
                     used -= entry.bytes
+                    log.info(
+                        "quota %s (%s): removed least-recently-used %s/%s (%s) for %s",
+                        setting,
+                        format_bytes(quota),
+                        kind,
+                        entry.name,
+                        format_bytes(entry.bytes),
+                        what,
+                    )
         if used + nbytes <= quota:
             return used
         whose = _QUOTA_OWNERS.get(kind, f"cached {kind}")
