@@ -578,8 +578,14 @@ class Workspace:
     def prune(self, max_bytes: int | str | None = None):
         """Remove leftovers, then least-recently-used entries until the cache fits in
         ``max_bytes`` (``20G`` style or bytes; default ``PARALLAX_CACHE_MAX_BYTES`` or 20 GB).
-        Entries in use stay. Returns the ``PruneReport`` (its ``max_bytes`` is the limit)."""
+        Entries in use stay; uploads unused for ``PARALLAX_UPLOAD_TTL_S`` go first, whatever
+        the size. Returns the ``PruneReport`` (its ``max_bytes`` is the limit)."""
         self._operator_only("pruning the cache")
+        from engine.store.uploads import expire_uploads
+
+        expired = expire_uploads(self.cache)
+        if expired:
+            log.info("prune: %d uploads past their time to live removed", len(expired))
         if max_bytes is None:
             limit = settings.cache_max_bytes()
         elif isinstance(max_bytes, str):

@@ -114,3 +114,25 @@ def test_check_request_refuses_what_cannot_be_answered() -> None:
     ]:
         with pytest.raises(ParallaxError, match=words):
             check_request(*args)
+
+
+def test_the_images_of_one_request_share_one_pixel_budget(monkeypatch) -> None:
+    """Each image is under the per-image limit, together they are over the request's."""
+    import io
+
+    from PIL import Image
+
+    from engine import settings
+    from engine.analysis.predict import decode_images
+    from engine.policy import BudgetError
+
+    def png(side: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (side, side), (10, 20, 30)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    monkeypatch.setattr(settings, "REQUEST_PIXELS", 3 * 100 * 100)
+    images, names, errors = decode_images([(f"{i}.png", png(100)) for i in range(3)])
+    assert len(images) == 3 and not errors
+    with pytest.raises(BudgetError, match="PARALLAX_REQUEST_PIXELS"):
+        decode_images([(f"{i}.png", png(100)) for i in range(4)])

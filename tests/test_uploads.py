@@ -152,3 +152,25 @@ def test_upload_quota_per_owner(cache_root: Path, monkeypatch: pytest.MonkeyPatc
     # One upload bigger than the whole quota never fits.
     with pytest.raises(QuotaError, match=r"more than the .* quota for your uploads"):
         stage_upload([UploadFile("big.png", png(size=256))], "alice", cache=cache)
+
+
+def test_prune_removes_uploads_past_their_time_to_live(
+    cache_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload does not outlive its visitor: ``cache prune`` (the Workspace's verb, what the
+    CLI runs) removes uploads unused for ``PARALLAX_UPLOAD_TTL_S``, even under the size limit."""
+    import os
+    import time
+
+    from engine.workspace import Workspace
+
+    ws = Workspace(cache_root)
+    old = stage_upload([UploadFile("old.png", png())], "ann", cache=ws.cache)
+    fresh = stage_upload([UploadFile("new.png", png())], "bob", cache=ws.cache)
+    old_entry = Path(old.split(":", 1)[1]).parent  # folder:<upload entry>/images
+    past = time.time() - 3 * 3600
+    os.utime(old_entry, (past, past))
+    monkeypatch.setattr(settings, "UPLOAD_TTL_S", 3600.0)
+    ws.prune("20G")
+    assert not old_entry.exists()
+    assert Path(fresh.split(":", 1)[1]).is_dir()

@@ -54,14 +54,21 @@ def decode_images(
     files: Iterable[tuple[str, bytes]],
 ) -> tuple[list[Image.Image], list[str], list[str]]:
     """(images, their names, one-line errors) for uploaded ``(name, bytes)``, decoded with the
-    engine's safe decoder (size and decompression-bomb limits)."""
-    from engine.data.images import open_image_safely
+    engine's safe decoder (size and decompression-bomb limits). The pixels of all the images
+    count against one request budget (``PixelBudget``, from the headers, before decoding):
+    past it the whole request is refused with one ``BudgetError`` line, since many images
+    each under the per-image limit would otherwise add up to gigabytes."""
+    from engine.data.images import PixelBudget, open_image_safely
+    from engine.policy import BudgetError
 
+    budget = PixelBudget()
     images, names, errors = [], [], []
     for name, data in files:
         try:
-            images.append(open_image_safely(data, name=name))
+            images.append(open_image_safely(data, name=name, budget=budget))
             names.append(name)
+        except BudgetError:
+            raise
         except ParallaxError as exc:
             errors.append(f"{name}: {exc}")
     return images, names, errors
