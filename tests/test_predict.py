@@ -133,6 +133,7 @@ def test_the_images_of_one_request_share_one_pixel_budget(monkeypatch) -> None:
 
     monkeypatch.setattr(settings, "REQUEST_PIXELS", 3 * 100 * 100)
     images, names, errors = decode_images([(f"{i}.png", png(100)) for i in range(3)])
+    assert names == ["0.png", "1.png", "2.png"]
     assert len(images) == 3 and not errors
     with pytest.raises(BudgetError, match="PARALLAX_REQUEST_PIXELS"):
         decode_images([(f"{i}.png", png(100)) for i in range(4)])
