@@ -65,6 +65,24 @@ def embedded_sources(ds: Any, preferred: list[str]) -> list[MapSource]:
     return out
 
 
+def default_maps(sources: list[MapSource], n: int = 2) -> list[str]:
+    """The maps drawn first: the first ``n`` sources, skipping a map of texts whose text
+    tower an earlier one shares (the two shipped CLIPs read texts alike: identical maps)."""
+    ws = resources.workspace()
+    chosen: list[str] = []
+    towers: set[str] = set()
+    for s in sources:
+        tower = ws.text_tower(s.model) if s.modality == "text" else None
+        if tower is not None and tower in towers:
+            continue
+        if tower is not None:
+            towers.add(tower)
+        chosen.append(s.label)
+        if len(chosen) == n:
+            break
+    return chosen
+
+
 def model_modalities(spec: str) -> frozenset[str] | None:
     """A model's modalities from the registry (no weights loaded); None if unknown."""
     try:

@@ -688,12 +688,20 @@ class Workspace:
         return out[:n]
 
     def prediction_defaults(self, options: Sequence[str], session: Sequence[str]) -> list[str]:
-        """The Compare page's prediction models: every image–text model among ``options``
-        (the session's first, then the shipped CLIPs), else the session's text models."""
-        mods = {m["spec"]: set(m.get("modalities") or ()) for m in self.models()}
-        ranked = [s for s in [*session, *_PREDICTION_DEFAULTS, *options] if s in options]
-        clip_like = [s for s in ranked if {"image", "text"} <= mods.get(s, set())]
-        return list(dict.fromkeys(clip_like or ranked[:2]))
+        """The Compare page's prediction models: every image–text model among ``options`` that
+        answers here (the session's first, then the shipped CLIPs; one needing a download only
+        when the session chose it), else the first two of the session's."""
+        known = {m["spec"]: m for m in self.models()}
+
+        def clip_like(spec: str) -> bool:
+            info = known.get(spec, {})
+            both = {"image", "text"} <= set(info.get("modalities") or ())
+            return both and (bool(info.get("available_offline")) or spec in session)
+
+        ranked = list(
+            dict.fromkeys(s for s in [*session, *_PREDICTION_DEFAULTS, *options] if s in options)
+        )
+        return [s for s in ranked if clip_like(s)] or ranked[:2]
 
     # predictions on uploads
     @property
