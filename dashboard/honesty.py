@@ -15,7 +15,6 @@ import streamlit as st
 
 from dashboard import resources, ui
 
-
 # The engine's lines (``engine.analysis.answerable``) that follow from another one: labels read
 # as unknown words are embedded alike, and labels embedded alike score near chance.
 UNKNOWN = "vocabulary"

@@ -90,9 +90,7 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> Iterator[tupl
 def front_modules() -> dict[str, Path]:
     """Every module of dashboard/, pages/ and training/ by its dotted name (pages are
     scripts, named ``pages.<file>`` here: nothing imports them, but they import the rest)."""
-    return {
-        module_name(p): p for front in FRONTS for p in sorted((REPO / front).rglob("*.py"))
-    }
+    return {module_name(p): p for front in FRONTS for p in sorted((REPO / front).rglob("*.py"))}
 
 
 def import_graph(modules: dict[str, Path] | None = None) -> dict[str, set[str]]:

@@ -111,7 +111,6 @@ def test_map_search_scores_every_row_and_ranks_like_them(tmp_path) -> None:
     assert np.isclose(ranked[-1], np.sort(found.scores)[-SEARCH.k], atol=1e-5)
 
 
-
 def test_hover_component_state_is_parsed_defensively() -> None:
     from dashboard.hover import MAX_WANTED, wanted_chunks
 
