@@ -26,7 +26,9 @@ def _root_causes(warnings: Sequence[str]) -> list[str]:
     """A model's warnings without the lines that only restate a cause it already gave."""
     lines = list(dict.fromkeys(str(x) for x in warnings if x))
     if any(UNKNOWN in w for w in lines):
-        return [w for w in lines if ALIKE not in w and CHANCE not in w]
+        follows = [w for w in lines if ALIKE in w or CHANCE in w]
+        tail = "; so the model cannot tell them apart" if follows else ""
+        return [w + (tail if UNKNOWN in w else "") for w in lines if w not in follows]
     if any(ALIKE in w for w in lines):
         return [w for w in lines if CHANCE not in w]
     return lines
