@@ -71,6 +71,21 @@ def errors(at: AppTest) -> list[str]:
     return [e.value for e in at.error]
 
 
+def serve_fake_model(monkeypatch, model) -> None:
+    """The workspace (the one door) loads ``model`` for the fake spec; real specs as ever."""
+    from engine.workspace import Workspace
+
+    check, load = Workspace.check_model_spec, Workspace.model
+    monkeypatch.setattr(
+        Workspace, "check_model_spec", lambda ws, spec: None if spec == SECOND else check(ws, spec)
+    )
+    monkeypatch.setattr(
+        Workspace,
+        "model",
+        lambda ws, spec, **kw: model if spec == SECOND else load(ws, spec, **kw),
+    )
+
+
 def test_empty_state_links_to_embed():
     at = open_page(dataset="demo:shapes?n=100&seed=7")
     assert not scatter_maps(at)
@@ -186,10 +201,11 @@ def test_text_search_says_when_a_model_has_no_text_tower(embedded):
 
 
 def test_text_search_with_a_two_tower_model_scores_every_item(embedded, monkeypatch):
-    """The fake second model embeds images and texts in one space, like CLIP."""
-    from dashboard import state
+    """The fake second model embeds images and texts in one space, like CLIP. The search is
+    the workspace's (``Workspace.search``): the default k of every door, every row scored."""
+    from engine.params import SEARCH
 
-    monkeypatch.setattr(state, "get_model", lambda spec: MeanColourModel(dim=16))
+    serve_fake_model(monkeypatch, MeanColourModel(dim=16))
     at = open_page([PIXELS, SECOND])
     at.selectbox(key="map_query_model").set_value(SECOND).run()
     at.text_input(key="map_query").input("a round zero")
@@ -199,7 +215,7 @@ def test_text_search_with_a_two_tower_model_scores_every_item(embedded, monkeypa
     assert any("Best matches for **a round zero**" in m.value for m in at.markdown)
     scores = at.session_state["map_search"]["scores"]
     assert scores.shape == (1797,) and np.isfinite(scores).all()
-    assert len(at.image) == 12  # the best matches, as thumbnails
+    assert len(at.image) == SEARCH.k  # the best matches, as thumbnails
     # the scores colour the maps of both models
     at.selectbox(key="map_colour").set_value("text search score").run()
     assert not at.exception, at.exception
