@@ -221,3 +221,28 @@ def test_text_search_with_a_two_tower_model_scores_every_item(embedded, monkeypa
     assert not at.exception, at.exception
     for m in scatter_maps(at):
         assert m["n"] == 1797 and m["colours"]["scale"] and "score" in m["colours"]["title"]
+
+
+def test_the_sidebar_lists_every_map_drawn(embedded):
+    at = open_page([PIXELS, SECOND])
+    assert [m["title"].split(" · ")[0] for m in scatter_maps(at)] == [PIXELS, SECOND]
+    assert [c.value for c in at.sidebar.code] == [DATASET, PIXELS, SECOND]
+    # and the address carries both, so a reload draws both again
+    again = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    for key in ("ds", "m", "proj"):
+        again.query_params[key] = at.query_params[key]
+    again.run()
+    assert not again.exception, again.exception
+    assert [m["title"].split(" · ")[0] for m in scatter_maps(again)] == [PIXELS, SECOND]
+
+
+def test_texts_are_first_mapped_by_models_with_different_text_towers():
+    """On texts the two shipped CLIPs draw the same map (one frozen text tower): the first
+    maps are one of them and the text model, never both CLIPs."""
+    from dashboard import map_view as mv
+
+    clip, small, text = "demo:shapes-clip", "demo:shapes-clip-small", "st:all-MiniLM-L6-v2"
+    sources = [mv.MapSource(s, s, "text", None) for s in (clip, small, text)]
+    assert mv.default_maps(sources) == [clip, text]
+    images = [mv.MapSource(s, s, "image", None) for s in (clip, small)]
+    assert mv.default_maps(images) == [clip, small]  # their image towers differ
