@@ -86,13 +86,6 @@ def prediction_model_options(
     return list(dict.fromkeys(out))
 
 
-def is_clip_like_spec(known: Sequence[Mapping[str, Any]], spec: str) -> bool:
-    for m in known:
-        if m["spec"] == spec:
-            return {"image", "text"} <= set(m.get("modalities") or ())
-    return False
-
-
 # -- predictions on uploads ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class InputItem:

@@ -49,9 +49,6 @@ def test_prediction_model_options_need_a_text_tower():
     ]
     out = cv.prediction_model_options(known, ["baseline:pixels", "hf:/some/clip", "baseline:text"])
     assert out == ["baseline:text", "open_clip:X/y", "hf:/some/clip"]
-    assert cv.is_clip_like_spec(known, "open_clip:X/y")
-    assert not cv.is_clip_like_spec(known, "baseline:text")
-    assert not cv.is_clip_like_spec(known, "unknown:model")
 
 
 # -- predictions --------------------------------------------------------------------------------
