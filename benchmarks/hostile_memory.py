@@ -121,32 +121,49 @@ def rss():  # what is still referenced: freed heap handed back first, in both ch
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     return status("VmRSS")
-try:
+try:  # the one door: the Workspace stages and opens, its holder keeps the datasets
+    from engine.workspace import Workspace
+
+    def stage(name, buf, root):
+        return Workspace(root).stage_upload([(name, buf)], "visitor")
+
+    class DatasetRegistry:  # a fresh registry = the shared holders emptied
+        roots = set()
+
+        def __init__(self):
+            for root in self.roots:
+                Workspace(root).release()
+
+        def get(self, spec, root):
+            self.roots.add(root)
+            return Workspace(root).visitor("visitor").open(spec)
+except ImportError:
+  try:
     from engine.store.uploads import UploadFile, stage_upload
     from engine.store.cache import Cache
     from dashboard.resources import DatasetRegistry
 
     def stage(name, buf, root):
         return stage_upload([UploadFile(name, buf)], owner="visitor", cache=Cache(root))
-except ImportError:  # the code before engine.store.uploads: pages/data.py save_upload, kind "zip"
-    from dashboard import viewonly
-    from dashboard.state import DatasetRegistry, safe_filename
-    from engine.errors import DatasetError
+  except ImportError:  # before engine.store.uploads: pages/data.py save_upload, kind "zip"
+      from dashboard import viewonly
+      from dashboard.state import DatasetRegistry, safe_filename
+      from engine.errors import DatasetError
 
-    def stage(name, buf, root):
-        digest = hashlib.sha256()
-        digest.update(name.encode() + b"\\0")
-        digest.update(buf)
-        folder = root / "uploads" / "visitor" / f"upload-{{digest.hexdigest()[:16]}}"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / safe_filename(name, "upload.zip")
-        with open(path, "wb") as out:
-            out.write(buf)
-        if viewonly.looks_like_bundle(path, name):
-            return viewonly.bundle_spec(path)
-        if not zipfile.is_zipfile(path):
-            raise DatasetError(f"{{name}} is not a zip archive")
-        return f"zip:{{path}}"
+      def stage(name, buf, root):
+          digest = hashlib.sha256()
+          digest.update(name.encode() + b"\\0")
+          digest.update(buf)
+          folder = root / "uploads" / "visitor" / f"upload-{{digest.hexdigest()[:16]}}"
+          folder.mkdir(parents=True, exist_ok=True)
+          path = folder / safe_filename(name, "upload.zip")
+          with open(path, "wb") as out:
+              out.write(buf)
+          if viewonly.looks_like_bundle(path, name):
+              return viewonly.bundle_spec(path)
+          if not zipfile.is_zipfile(path):
+              raise DatasetError(f"{{name}} is not a zip archive")
+          return f"zip:{{path}}"
 def warm_up():  # the modules that opening imports lazily: not the input's cost either
     buf = io.BytesIO(small.read_bytes())
     DatasetRegistry().get(stage(small.name, buf.getbuffer(), root / "w"), root / "w")

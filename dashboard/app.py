@@ -1,8 +1,9 @@
 """Parallax dashboard entry point: ``streamlit run dashboard/app.py`` from the repository root.
 
 This file is the frame around every page: it makes ``engine`` and ``dashboard`` importable,
-registers the pages with ``st.navigation`` and draws the sidebar (current dataset and models).
-Pages that other engineers are still writing (Map, Compare) appear once their file exists.
+registers the pages with ``st.navigation`` and applies a shared link once. Each page draws the
+sidebar itself (``state.sidebar``) once it knows what it shows, so the sidebar always names the
+dataset and models on the page.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ if str(REPO_ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only
 
 import streamlit as st  # noqa: E402
 
-from dashboard import links, state, ui  # noqa: E402
-from engine.maps.project import start_warm_up  # noqa: E402
+from dashboard import links, resources, ui  # noqa: E402
 
 # (file, title, icon); the first is the default page.
 PAGE_TABLE = [
@@ -26,39 +26,21 @@ PAGE_TABLE = [
     ("embed.py", "Embed", ":material/memory:"),
     ("map.py", "Map", ":material/scatter_plot:"),
     ("compare.py", "Compare", ":material/compare:"),
+    ("findings.py", "Findings", ":material/lightbulb:"),
 ]
 
 
 def build_pages() -> list:
     pages = []
     for i, (name, title, icon) in enumerate(PAGE_TABLE):
-        path = state.page_file(name)
+        path = ui.page_file(name)
         if path.is_file():
             pages.append(st.Page(path, title=title, icon=icon, default=i == 0))
     return pages
 
 
-def sidebar() -> None:
-    with st.sidebar:
-        if state.view_only():
-            st.caption(
-                ":material/visibility: **View-only**: precomputed bundles, no models here "
-                "(docs/deploy.md)."
-            )
-        st.markdown("**Dataset**")
-        spec = state.dataset_spec()
-        st.code(spec, language=None)
-        with ui.guard("Opening the dataset"):
-            ds = state.current_dataset()
-            st.caption(ui.dataset_caption(ds))
-        st.markdown("**Models**")
-        for model in state.model_specs():
-            st.code(model, language=None)
-
-
 st.set_page_config(page_title="Parallax", page_icon=":material/scatter_plot:", layout="wide")
-start_warm_up()  # the map path's imports run in a background thread while the first page draws
+resources.workspace().warm_up()  # the map path's imports run in a background thread meanwhile
 page = st.navigation(build_pages())
 links.restore_from_url()  # a shared link reopens the same view (before any page reads state)
-sidebar()
 page.run()

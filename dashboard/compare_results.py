@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import compare_view as cv
-from dashboard import honesty, item_view, keys, resources, state, ui
+from dashboard import honesty, item_view, keys, state, ui
 from engine.params import PredictParams
 
 TAB_PREDICT = "Predictions on uploads"
@@ -31,9 +31,28 @@ def download(frame: pd.DataFrame, name: str, key: str, index: bool = False) -> N
     )
 
 
+def _shown(value: Any, fmt: str | None) -> str:
+    if pd.isna(value):
+        return "–"
+    if fmt == "percent":
+        return f"{float(value):.1%}"
+    if fmt and "%" in fmt:
+        return fmt % float(value)
+    return str(value)
+
+
 def show_table(frame: pd.DataFrame, key: str, columns: dict[str, Any]) -> None:
-    """A result table as every section draws it: full width, no index, named columns."""
-    st.dataframe(frame, hide_index=True, width="stretch", key=key, column_config=columns)
+    """A result table as every section draws it: full width, no index, named columns. A
+    missing number (a metric a model does not have) reads "–", never "None"."""
+    shown, config = frame.copy(), dict(columns)
+    for col in shown.columns:
+        if not shown[col].isna().any():
+            continue
+        spec = config.get(col) or {}
+        fmt = (spec.get("type_config") or {}).get("format")
+        shown[col] = [_shown(v, fmt) for v in shown[col]]
+        config[col] = st.column_config.TextColumn(spec.get("label") or str(col))
+    st.dataframe(shown, hide_index=True, width="stretch", key=key, column_config=config)
 
 
 def predict_with_status(
@@ -45,9 +64,9 @@ def predict_with_status(
     params: PredictParams,
     fusion: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Every model's answer (``engine.analysis.predict``), with a status line per model."""
-    from engine.analysis.predict import fusion_prediction, predict_each
-
+    """Every model's answer (``Workspace.predict``: one loop for every door), with a status
+    line per model; the fusion heads' answer after them."""
+    ws = state.workspace()
     n_inputs = len(images) + len(texts)
     with st.status(
         f"Classifying {n_inputs} input(s) with {len(specs)} model(s)…", expanded=True
@@ -58,32 +77,33 @@ def predict_with_status(
             if stage != "done":
                 bar.progress(i / max(1, len(specs)), text=f"{spec}: {stage}…")
             elif pred.error and pred.error.startswith("cannot load"):
-                st.write(f"{spec}: could not be loaded")
+                st.text(f"{spec}: could not be loaded")
             else:
-                st.write(f"{spec}: " + (pred.error or f"{pred.latency_ms:.0f} ms"))
+                st.text(f"{spec}: " + (pred.error or f"{pred.latency_ms:.0f} ms"))
 
-        run = predict_each(
-            specs, images, texts, labels, params=params, load=state.get_model, on_step=step
-        )
+        preds: list[Any] = []
+        scales: dict[str, str] = {}
+        if specs:
+            run = ws.predict(specs, labels, images=images, texts=texts, params=params, on_step=step)
+            preds, scales = list(run.preds), dict(run.scales)
         if fusion is not None:
-            heads = fusion_prediction(
+            heads = ws.predict_with_heads(
                 fusion["results"],
                 f"fusion heads · {fusion['dataset']}",
                 fusion["image_model"],
                 fusion["text_model"],
-                images,
-                texts,
-                params.top_k,
-                load=state.get_model,
+                images=images,
+                texts=texts,
+                top_k=params.top_k,
             )
-            run.preds.append(heads)
+            preds.append(heads)
         bar.progress(1.0, text="done")
         status.update(label=f"Classified {n_inputs} input(s)", state="complete", expanded=False)
     return {
         "inputs": cv.inputs_of(names, texts),
         "thumbs": [cv.thumbnail_of(image) for image in images],
-        "preds": run.preds,
-        "scales": run.scales,
+        "preds": preds,
+        "scales": scales,
         "labels": labels,
         "templates": list(params.templates if params.ensemble else params.templates[:1]),
     }
@@ -99,33 +119,34 @@ def show_predictions(result: dict[str, Any]) -> None:
     preds, inputs = result["preds"], result["inputs"]
     st.caption(
         f"{len(result['labels'])} candidate label(s) · prompt(s): "
-        + " | ".join(f"`{t}`" for t in result["templates"][:6])
+        + " | ".join(f"“{ui.plain(t)}”" for t in result["templates"][:6])
         + (" …" if len(result["templates"]) > 6 else "")
     )
-    honesty.warnings_banner(f"{p.model}: {w}" for p in preds for w in getattr(p, "warnings", []))
+    # one line per cause, not one per model and consequence (unknown words -> alike -> chance)
+    honesty.warnings_banner(honesty.by_cause({p.model: p.warnings or [] for p in preds}))
     widths = [1.2] + [2] * len(preds)
     head = st.columns(widths)
     head[0].markdown("**Input**")
     for col, p in zip(head[1:], preds, strict=True):
         with col:
-            st.markdown(f"**{p.model}**")
+            st.markdown(f"**{ui.plain(p.model)}**")
             rule = result.get("scales", {}).get(p.model)
             st.caption(
                 f"inference {fmt_ms(p.latency_ms)} · load {fmt_ms(p.load_ms)}"
                 + (f" · {rule}" if rule else "")
             )
             if p.error:
-                st.error(p.error, icon=":material/error:")
+                st.error(ui.plain(p.error), icon=":material/error:")
     answers = [cv.answers_for(p, inputs) for p in preds]
     image_no = 0
     for idx, item in enumerate(inputs):
         st.divider()
         row = st.columns(widths)
         if item.kind == "image":
-            row[0].image(result["thumbs"][image_no], caption=item.name, width=140)
+            row[0].image(result["thumbs"][image_no], caption=ui.plain(item.name), width=140)
             image_no += 1
         else:
-            row[0].markdown(f"> {item.name}")
+            row[0].markdown(f"> {ui.plain(item.name)}")
         for j in range(len(preds)):
             top = answers[j][idx]
             if top:
@@ -168,9 +189,9 @@ def show_report(report: Any, ds: Any) -> None:
     honesty.warnings_banner(report.warnings())
     for m in report.models:
         if m.get("error"):
-            st.error(f"{m['model']}: {m['error']}", icon=":material/error:")
+            st.error(ui.plain(f"{m['model']}: {m['error']}"), icon=":material/error:")
         for note in m.get("notes") or []:
-            st.caption(f"{m['model']}: {note}")
+            st.caption(ui.plain(f"{m['model']}: {note}"))
 
     st.subheader("Accuracy per model")
     metrics = cv.metrics_frame(report)
@@ -264,7 +285,7 @@ def show_report(report: Any, ds: Any) -> None:
     if memo_key not in memo:
         with st.spinner("Preparing thumbnails…"):
             memo.clear()  # keep only the current table
-            memo[memo_key] = cv.disagreement_frame(report, ds, source, resources.engine_cache())
+            memo[memo_key] = cv.disagreement_frame(report, ds, source, state.workspace())
     table = memo[memo_key]
     if table.empty:
         st.success("The models agree on every compared item.", icon=":material/check:")
@@ -307,7 +328,7 @@ def switch_to_map(n: int) -> None:
     from streamlit.errors import StreamlitAPIException
 
     try:
-        st.switch_page(state.page_file("map.py"))
+        st.switch_page(ui.page_file("map.py"))
     except StreamlitAPIException:  # the page runs outside the app's navigation (tests)
         st.success(f"{n:,} item(s) are now selected on the Map page.", icon=":material/check:")
         ui.page_link("map.py", "Open the Map page", ":material/scatter_plot:")
@@ -316,8 +337,8 @@ def switch_to_map(n: int) -> None:
 def show_heads(fusion: dict[str, Any]) -> None:
     """The trained heads: held-out accuracy per variant, the CSV, and where they are saved."""
     st.markdown(
-        f"**Held-out accuracy** · images: `{fusion['image_model']}` · texts: "
-        f"`{fusion['text_model']}`"
+        f"**Held-out accuracy** · images: {ui.plain(fusion['image_model'])} · texts: "
+        f"{ui.plain(fusion['text_model'])}"
     )
     heads = cv.heads_frame(fusion["results"])
     show_table(

@@ -1,8 +1,9 @@
 """Tables, figures and small parsers for the Compare page (pure functions, no Streamlit).
 
-Everything here takes engine objects (``ModelPrediction``, ``ComparisonReport``, ``HeadResult``,
-a ``Dataset``, a ``Cache``) and returns pandas frames, plotly figures, bytes or plain values, so
-the page stays a thin layer of widgets and every number it shows can be unit-tested.
+Everything here takes the engine's result objects (a prediction, a comparison report, trained
+heads, a dataset: typed ``Any`` here, they come through ``engine.workspace.Workspace``) and
+returns pandas frames, plotly figures, bytes or plain values, so the page stays a thin layer of
+widgets and every number it shows can be unit-tested.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
     from PIL import Image
 
-    from engine.analysis.compare import ComparisonReport
-    from engine.analysis.fusion import HeadResult
-    from engine.analysis.zeroshot import ModelPrediction
-    from engine.data.base import Dataset
-    from engine.store.cache import Cache
+# The engine's result types, as this module reads them (attributes named in each docstring).
+ComparisonReport = Any
+HeadResult = Any
+ModelPrediction = Any
+Dataset = Any
 
 # The Map page clears its selection when the stored fingerprint differs from the current
 # dataset's, so the rows, their source and the fingerprint are set together.
@@ -85,13 +86,6 @@ def prediction_model_options(
     return list(dict.fromkeys(out))
 
 
-def is_clip_like_spec(known: Sequence[Mapping[str, Any]], spec: str) -> bool:
-    for m in known:
-        if m["spec"] == spec:
-            return {"image", "text"} <= set(m.get("modalities") or ())
-    return False
-
-
 # -- predictions on uploads ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class InputItem:
@@ -117,16 +111,38 @@ def answers_for(pred: ModelPrediction, inputs: Sequence[InputItem]) -> list[list
     return out
 
 
+TIE_DECIMALS = 4  # probabilities equal to 4 decimals (0.01 %: what the page shows) are tied
+
+
+def shared_ranks(probabilities: Sequence[float]) -> list[int]:
+    """Competition ranks of probabilities sorted best first: tied answers share one rank
+    (three labels at 33.33 % are all rank 1, the next is rank 4), so no tie looks ordered."""
+    ranks: list[int] = []
+    for i, p in enumerate(probabilities):
+        tied = i > 0 and round(float(p), TIE_DECIMALS) == round(
+            float(probabilities[i - 1]), TIE_DECIMALS
+        )
+        ranks.append(ranks[-1] if tied else i + 1)
+    return ranks
+
+
 def topk_frame(top: Sequence[tuple[str, float, int]] | None) -> pd.DataFrame:
-    """``rank``, ``label``, ``probability`` of one input's top-k (best first)."""
-    rows = [{"rank": int(r), "label": str(lab), "probability": float(p)} for lab, p, r in top or []]
+    """``rank``, ``label``, ``probability`` of one input's top-k (best first); tied answers
+    share their rank."""
+    items = list(top or [])
+    ranks = shared_ranks([p for _, p, _ in items])
+    rows = [
+        {"rank": rank, "label": str(lab), "probability": float(p)}
+        for (lab, p, _), rank in zip(items, ranks, strict=True)
+    ]
     return pd.DataFrame(rows, columns=["rank", "label", "probability"])
 
 
 def predictions_frame(
     preds: Sequence[ModelPrediction], inputs: Sequence[InputItem]
 ) -> pd.DataFrame:
-    """Long table: one row per (input, model, rank), plus each model's timing and error."""
+    """Long table: one row per (input, model, rank), plus each model's timing and error (an
+    input a model did not answer is one row with no rank; tied answers share a rank)."""
     columns = [
         "input",
         "kind",
@@ -147,14 +163,17 @@ def predictions_frame(
                 "model": pred.model,
                 "latency_ms": pred.latency_ms,
                 "load_ms": pred.load_ms,
-                "error": pred.error,
+                "error": pred.error or "",
             }
             if not top:
-                rows.append({**base, "rank": None, "label": None, "probability": None})
+                rows.append({**base, "rank": None, "label": "", "probability": None})
                 continue
-            for lab, p, r in top:
-                rows.append({**base, "rank": int(r), "label": lab, "probability": float(p)})
-    return pd.DataFrame(rows, columns=columns)
+            ranks = shared_ranks([p for _, p, _ in top])
+            for (lab, p, _), rank in zip(top, ranks, strict=True):
+                rows.append({**base, "rank": rank, "label": lab, "probability": float(p)})
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["rank"] = frame["rank"].astype("Int64")
+    return frame
 
 
 def timing_frame(preds: Sequence[ModelPrediction]) -> pd.DataFrame:
@@ -165,7 +184,7 @@ def timing_frame(preds: Sequence[ModelPrediction]) -> pd.DataFrame:
                 "model": p.model,
                 "load_ms": p.load_ms,
                 "latency_ms": p.latency_ms,
-                "error": p.error,
+                "error": p.error or "",
             }
             for p in preds
         ],
@@ -209,8 +228,8 @@ def metrics_frame(report: ComparisonReport) -> pd.DataFrame:
                 "knn_accuracy": m.get("knn_accuracy"),
                 "linear_probe_accuracy": probe.get("accuracy"),
                 "zero_shot_accuracy": zs.get("accuracy"),
-                "failed": m.get("failed"),
-                "error": m.get("error"),
+                "failed": m.get("failed") or 0,
+                "error": m.get("error") or "",
             }
         )
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
@@ -388,15 +407,13 @@ def image_data_url(image: Image.Image, fmt: str = "PNG") -> str:
 
 
 def thumbnail_urls(
-    dataset: Dataset, rows: Sequence[int], cache: Cache | None, size: int = THUMB_PX
+    dataset: Dataset, rows: Sequence[int], workspace: Any, size: int = THUMB_PX
 ) -> list[str | None]:
-    """Small PNG data URLs of the items at ``rows`` (engine thumbnails; sheets not yet built
-    are not built for this: only the listed items are decoded). None for items that fail."""
-    from engine.data.thumbnails import thumbnails
-
+    """Small PNG data URLs of the items at ``rows`` (``Workspace.thumbnails``; sheets not yet
+    built are not built for this: only the listed items are decoded)."""
     if not getattr(dataset, "has_images", False) or len(rows) == 0:
         return [None] * len(rows)
-    images = thumbnails(dataset, [int(r) for r in rows], cache, size=size, build_missing=False)
+    images = workspace.thumbnails(dataset, [int(r) for r in rows], size=size)
     return [image_data_url(im) for im in images]
 
 
@@ -404,7 +421,7 @@ def disagreement_frame(
     report: ComparisonReport,
     dataset: Dataset,
     source: str = "knn",
-    cache: Cache | None = None,
+    workspace: Any = None,
     max_thumbs: int = MAX_THUMBS,
 ) -> pd.DataFrame:
     """The engine's disagreement table plus the dataset ``row`` of each item, a ``thumbnail``
@@ -415,8 +432,8 @@ def disagreement_frame(
         keep = table["id"].astype(str).isin(set(map(str, dataset.ids)))
         table = table[keep].reset_index(drop=True)
     table.insert(0, "row", rows)
-    if getattr(dataset, "has_images", False):
-        urls = thumbnail_urls(dataset, rows[:max_thumbs].tolist(), cache)
+    if getattr(dataset, "has_images", False) and workspace is not None:
+        urls = thumbnail_urls(dataset, rows[:max_thumbs].tolist(), workspace)
         table.insert(2, "thumbnail", urls + [None] * (len(table) - len(urls)))
     if dataset.texts is not None:  # the item itself, beside its id (not past the last column)
         where = 3 if "thumbnail" in table.columns else 2

@@ -1,10 +1,11 @@
 """Filter the maps by label and metadata, and keep selections as named subsets.
 
-The filter is a list of clauses (``engine.data.filters``): the items outside it are greyed on every
-map (their colour becomes "missing"), and one click selects the items inside it. A selection
-can be kept under a name with the dataset (``engine.store.subsets``, in the cache, in this
-visitor's own namespace), downloaded, deleted, and reopened by whoever holds its link
-(``?subset=TOKEN``: an unguessable token, never a name another visitor could guess).
+The filter is a list of clauses in their plain JSON form (``Workspace.filter_mask``): the items
+outside it are greyed on every map (their colour becomes "missing"), and one click selects the
+items inside it. A selection can be kept under a name with the dataset (``Workspace.keep_subset``,
+in the cache, in this visitor's own namespace), downloaded, deleted, and reopened by whoever holds
+its link (``?subset=TOKEN``: an unguessable token, never a name another visitor could guess). A
+subset's name is visitor input: always shown escaped.
 """
 
 from __future__ import annotations
@@ -19,16 +20,7 @@ import streamlit as st
 
 from dashboard import keys, maps, state, ui
 from dashboard.map_view import set_selection
-from dashboard.resources import engine_cache
-from engine.data.filters import Clause, column_kinds, filter_json, row_mask
 from engine.errors import ParallaxError
-from engine.store.subsets import (
-    delete_subset,
-    list_subsets,
-    open_link,
-    save_subset,
-    subset_frame,
-)
 
 MAX_COLUMNS = 8  # metadata columns offered as filter controls
 MAX_OPTIONS = 200  # values listed in a value filter
@@ -47,30 +39,32 @@ def _column_values(ds: Any, column: str) -> pd.Series:
     return ds.metadata()[column]
 
 
-def _control(ds: Any, column: str, kind: str, key: str) -> Clause | None:
-    """One column's control; its clause, or None while it filters nothing."""
+def _control(ds: Any, column: str, kind: str, key: str) -> dict[str, Any] | None:
+    """One column's control; its clause (plain JSON), or None while it filters nothing."""
+    label = ui.plain(column)  # a metadata column's name is the data's: a widget label is Markdown
     if kind == "values":
-        picked = st.multiselect(column, _values(_column_values(ds, column)), key=key)
-        return Clause(column, "in", values=tuple(picked)) if picked else None
+        picked = st.multiselect(label, _values(_column_values(ds, column)), key=key)
+        return {"column": column, "op": "in", "values": list(picked)} if picked else None
     if kind == "number":
         nums = pd.to_numeric(ds.metadata()[column], errors="coerce").dropna()
         if nums.empty or float(nums.min()) == float(nums.max()):
             return None
         lo, hi = float(nums.min()), float(nums.max())
-        chosen = st.slider(column, lo, hi, (lo, hi), key=key)
+        chosen = st.slider(label, lo, hi, (lo, hi), key=key)
         if chosen == (lo, hi):
             return None
-        return Clause(column, "range", low=float(chosen[0]), high=float(chosen[1]))
-    text = st.text_input(f"{column} contains", key=key).strip()
-    return Clause(column, "contains", text=text) if text else None
+        return {"column": column, "op": "range", "min": float(chosen[0]), "max": float(chosen[1])}
+    text = st.text_input(f"{label} contains", key=key).strip()
+    return {"column": column, "op": "contains", "text": text} if text else None
 
 
 def filter_controls(ds: Any, key: str = "map_filter") -> np.ndarray | None:
     """The filter expander; the mask of matching rows, or None when nothing is filtered."""
-    kinds = column_kinds(ds)
+    ws = resources.workspace()
+    kinds = ws.filter_columns(ds)
     shown = ["label", *[c for c in kinds if c != "label"][:MAX_COLUMNS]]
     fingerprint = ds.fingerprint()
-    clauses: list[Clause] = []
+    clauses: list[dict[str, Any]] = []
     active = st.session_state.get(keys.MAP_FILTER) or {}
     title = "Filter by label and metadata"
     if active.get("dataset") == fingerprint and active.get("clauses"):
@@ -82,21 +76,18 @@ def filter_controls(ds: Any, key: str = "map_filter") -> np.ndarray | None:
                 clause = _control(ds, column, kinds[column], f"{key}_{fingerprint[:8]}_{column}")
             if clause is not None:
                 clauses.append(clause)
-        mask = None
+        mask, described = None, []
         if clauses:
             with ui.guard("Filtering"):
-                mask = row_mask(ds, clauses)
-        st.session_state[keys.MAP_FILTER] = {
-            "dataset": fingerprint,
-            "clauses": filter_json(clauses),
-        }
+                mask, described = ws.filter_mask(ds, clauses)
+        st.session_state[keys.MAP_FILTER] = {"dataset": fingerprint, "clauses": clauses}
         if mask is None:
             st.caption("No filter: every item is drawn in colour.")
             return None
         n = int(mask.sum())
         st.markdown(
             f"**{n:,} of {len(ds):,} items** match: "
-            + " · ".join(f"`{c.describe()}`" for c in clauses)
+            + " · ".join(ui.plain(d) for d in described)
             + "; the others are greyed on every map."
         )
         if st.button(f"Select the {n:,} matching items", key=f"{key}_select", disabled=n == 0):
@@ -128,9 +119,9 @@ def apply_subset_link(ds: Any) -> None:
         return
     st.session_state[keys.MAP_SUBSET_APPLIED] = done
     try:
-        subset = open_link(ds, token, engine_cache())
+        subset = state.workspace().subset_from_link(ds, token)
     except ParallaxError as exc:
-        st.warning(f"The link's subset was not opened: {exc}", icon=":material/link_off:")
+        st.warning(ui.plain(f"The link's subset was not opened: {exc}"), icon=":material/link_off:")
         return
     set_selection(subset.rows, "subset")
 
@@ -144,8 +135,7 @@ def subset_link(token: str) -> str:
 def subsets_section(ds: Any, rows: np.ndarray) -> None:
     """Keep the selection under a name; open, download or share the subsets kept."""
     st.subheader("Named subsets")
-    cache = engine_cache()
-    owner = state.session_id()  # a visitor's subsets are theirs: shared only by link
+    ws = state.workspace()  # a visitor's subsets are theirs: shared only by link
     with st.form("map_subset_form", border=False, clear_on_submit=True):
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
         name = c1.text_input(
@@ -155,9 +145,9 @@ def subsets_section(ds: Any, rows: np.ndarray) -> None:
             with ui.guard("Keeping the subset"):
                 active = st.session_state.get(keys.MAP_FILTER) or {}
                 spec = active.get("clauses") if active.get("dataset") == ds.fingerprint() else None
-                kept = save_subset(ds, name, rows, cache, filter_spec=spec or None, owner=owner)
+                kept = ws.keep_subset(ds, name, rows, filter_spec=spec or None)
                 st.success(f"Kept {len(kept.rows):,} item(s) as **{ui.plain(kept.name)}**.")
-    kept = list_subsets(ds, cache, owner=owner)
+    kept = ws.subsets(ds)
     if not kept:
         st.caption("No subset kept with this dataset yet.")
         return
@@ -175,7 +165,7 @@ def subsets_section(ds: Any, rows: np.ndarray) -> None:
         st.rerun()
     s3.download_button(
         "Download CSV",
-        data=lambda: subset_frame(ds, subset).to_csv(index=False).encode("utf-8"),
+        data=lambda: ws.subset_csv(ds, subset),
         file_name=f"parallax-subset-{chosen}.csv",
         mime="text/csv",
         icon=":material/download:",
@@ -183,7 +173,7 @@ def subsets_section(ds: Any, rows: np.ndarray) -> None:
     )
     if s4.button("Delete", icon=":material/delete:", key="map_subset_delete"):
         with ui.guard("Deleting the subset"):
-            delete_subset(ds, chosen, cache, owner=owner)
+            ws.delete_subset(ds, chosen)
             st.rerun()
     if subset.token:
         st.caption("Link to reopen it on this deployment (append to the app's Map page address):")

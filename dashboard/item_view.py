@@ -1,7 +1,7 @@
 """One item in detail: the full image or text, its label and metadata, and its nearest
 neighbours under every embedded model side by side, with how much the models agree.
 
-The neighbours and their overlap are the engine's (``engine.analysis.item_neighbours``); this module
+The neighbours and their overlap are the workspace's (``Workspace.item_neighbours``); this module
 draws them. The Map page opens it for a one-item selection (or an item picked from a larger
 one), the Compare page for one picked row of its disagreement table.
 """
@@ -15,17 +15,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import ui
-from dashboard.resources import engine_cache
-from engine.analysis.item_neighbours import DEFAULT_K, MAX_K, ItemNeighbours, item_neighbours
+from dashboard import projections, resources, ui
 
 COLUMNS_PER_ROW = 4  # model columns side by side before wrapping
 SHARED = "●"  # marks a neighbour every model agrees on
 
 
-def item_caption(ds: Any, row: int) -> str:
+def item_caption(ds: Any, row: int, markdown: bool = True) -> str:
+    """``id · label`` of one item; escaped for Markdown (an image caption is Markdown, the
+    data is not), as is for an option of a menu (plain text)."""
     label = ds.labels[row]
-    return f"{ds.ids[row]}" + ("" if label is None else f" · {label}")
+    text = f"{ds.ids[row]}" + ("" if label is None else f" · {label}")
+    return ui.plain(text) if markdown else text
 
 
 def _details(ds: Any, row: int) -> None:
@@ -36,7 +37,7 @@ def _details(ds: Any, row: int) -> None:
             with ui.guard(f"Loading item {ds.ids[row]}"):
                 st.image(ds.load_image(row), caption=item_caption(ds, row), width="stretch")
         if ds.texts is not None:
-            st.markdown(f"> {ds.texts[row]}")
+            st.markdown(f"> {ui.plain(ds.texts[row])}")
     with right:
         fields: dict[str, Any] = {"id": ds.ids[row], "row": row, "label": ds.labels[row]}
         meta = ds.metadata()
@@ -46,15 +47,13 @@ def _details(ds: Any, row: int) -> None:
         st.dataframe(table, hide_index=True, width="stretch", key=f"item_fields_{row}")
 
 
-def _neighbour_column(ds: Any, result: ItemNeighbours, index: int, key: str) -> None:
-    from engine.data.thumbnails import thumbnails
-
+def _neighbour_column(ds: Any, result: Any, index: int, key: str) -> None:
     m = result.models[index]
     shared = set(result.shared_by_all)
-    st.markdown(f"**{m.model}**")
+    st.markdown(f"**{ui.plain(m.model)}**")
     rows = np.asarray(m.rows, dtype=np.int64)
     if ds.has_images:
-        images = thumbnails(ds, rows.tolist(), engine_cache(), build_missing=False)
+        images = resources.workspace().thumbnails(ds, rows.tolist())
         cols = st.columns(2)
         for slot, (r, image) in enumerate(zip(rows, images, strict=True)):
             mark = f" {SHARED}" if int(r) in shared else ""
@@ -76,12 +75,14 @@ def show_item(ds: Any, row: int, entries: Mapping[str, Any], key: str = "item") 
     """The detail of ``row``; ``entries`` maps a model's name to its vectors entry (``load()``
     gives the N x D vectors of this dataset)."""
     row = int(row)
-    st.markdown(f"#### Item {ds.ids[row]}")
+    st.markdown(f"#### Item {ui.plain(ds.ids[row])}")
     _details(ds, row)
-    k = int(st.number_input("Neighbours per model", 1, MAX_K, DEFAULT_K, key=f"{key}_k"))
+    ws = resources.workspace()
+    default_k, max_k = ws.neighbour_k
+    k = int(st.number_input("Neighbours per model", 1, max_k, default_k, key=f"{key}_k"))
     result = None
     with ui.guard(f"Finding the neighbours of {ds.ids[row]}"):
-        result = item_neighbours({name: e.load() for name, e in entries.items()}, row, k)
+        result = ws.item_neighbours({name: e.load() for name, e in entries.items()}, row, k)
     if result is None:
         return
     st.caption(
@@ -110,15 +111,13 @@ def pick_item(ds: Any, rows: np.ndarray, key: str) -> int | None:
         "Open one item in detail",
         options,
         key=key,
-        format_func=lambda r: "—" if r is None else item_caption(ds, r),
+        format_func=lambda r: "—" if r is None else item_caption(ds, r, markdown=False),
     )
 
 
 def report_entries(report: Any, ds: Any) -> dict[str, Any]:
     """The vectors entry each model of a comparison report used, by model name."""
-    from dashboard.projections import embedded_models
-
-    by_key = {e.key: e for mods in embedded_models(ds).values() for e in mods.values()}
+    by_key = {e.key: e for mods in projections.embedded_models(ds).values() for e in mods.values()}
     return {
         m["model"]: by_key[m["vectors_key"]]
         for m in report.models

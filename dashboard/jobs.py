@@ -48,10 +48,6 @@ class JobRunner:
                 self._jobs[key] = job
             return job
 
-    def get(self, key: str) -> Job | None:
-        with self._lock:
-            return self._jobs.get(key)
-
     def forget(self, key: str) -> None:
         """Drop a finished job (e.g. a failed one, so that a retry starts afresh)."""
         with self._lock:

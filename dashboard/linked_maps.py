@@ -2,9 +2,9 @@
 
 Turns a page's maps (coordinates + projection keys), its colouring and its selection into
 ``dashboard.components.scatter`` elements: the maps are aligned onto the first
-(``engine.maps.align``), share one [-1, 1] frame (so linked zoom shows the same region of each), are
-coloured from one palette, and are linked: hovering or selecting in one highlights the same items
-in all of them, in the browser.
+(``Workspace.align_maps``), share one [-1, 1] frame (so linked zoom shows the same region of
+each), are coloured from one palette, and are linked: hovering or selecting in one highlights
+the same items in all of them, in the browser.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from dashboard import maps
+from dashboard import maps, projections, resources
 from dashboard.components.scatter import (
     Colours,
     Payload,
@@ -25,7 +25,6 @@ from dashboard.components.scatter import (
     positions_payload,
     scatter_map,
 )
-from engine.maps import align
 from engine.maps import payload as mapdata
 
 SCALE_STOPS = 7
@@ -111,7 +110,8 @@ def _aligned_payloads(
 ) -> tuple[tuple[Payload, ...], tuple[np.ndarray, ...]]:
     """Positions of the maps ``keys`` (their projection keys), aligned onto the first or not, in
     one shared frame. Cached per set of maps: the bytes are built once, not per rerun."""
-    layouts = align.align_maps(list(_coords)) if aligned else [np.asarray(c) for c in _coords]
+    ws = resources.workspace()
+    layouts = ws.align_maps(list(_coords)) if aligned else [np.asarray(c) for c in _coords]
     frame = mapdata.shared_frame(layouts)
     payloads = tuple(
         positions_payload(xy, frame, f"{key}|{'aligned' if aligned else 'raw'}|{keys[0]}")
@@ -135,7 +135,9 @@ def displacement_colouring(reference: np.ndarray, other: np.ndarray, names: str)
     """Each item's distance between two aligned maps (in RMS radii of the first), as a
     colouring: bright = the two models put this item in different places."""
     return maps.numeric(
-        align.displacement(reference, other), f"displacement {names}", colorscale="Inferno"
+        resources.workspace().displacement(reference, other),
+        f"displacement {names}",
+        colorscale="Inferno",
     )
 
 
@@ -194,15 +196,13 @@ def draw_maps(
 def draw_cached_maps(ds: Any, spec: str, models: list[str], method: str, group: str) -> None:
     """``models``' cached maps of ``ds`` side by side, aligned and linked, with hover previews
     (Home: nothing to select, no model loaded; UMAP only when it is in the cache)."""
-    from dashboard import hover, projections, resources
-    from engine.maps.project import project
+    from dashboard import hover
 
     specs = []
     for i, model in enumerate(models):
         entry = projections.cached_vectors(ds, model)
-        result = project(entry, method.lower(), cache=resources.engine_cache())
-        coords = projections.load_coords(result.key, str(result.path))
-        specs.append(MapSpec(f"{group}_{i}", f"{model} · {method}", coords, result.key))
+        coords, key = projections.map_coords(entry, method.lower())
+        specs.append(MapSpec(f"{group}_{i}", f"{model} · {method}", coords, key))
     draw_maps(
         specs,
         maps.categorical(ds.labels, "label"),

@@ -38,9 +38,9 @@ def restore_from_url() -> None:
             state.set_dataset_spec(view.dataset)
     if view.models:
         # A link's model list is visitor input too: refused specs never reach the session.
-        allowed, refused = state.visitor_policy().allowed_model_specs(
-            dict.fromkeys(m.split(" · ")[0] for m in view.models)
-        )
+        policy = state.workspace().policy
+        specs = list(dict.fromkeys(m.split(" · ")[0] for m in view.models))
+        allowed, refused = policy.allowed_model_specs(specs) if policy else (specs, [])
         if refused:
             st.session_state.setdefault(
                 keys.URL_ERROR, f"The link's model was not used: {refused[0]}"

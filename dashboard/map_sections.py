@@ -1,8 +1,8 @@
 """The Map page's sections under the maps: the selection, model agreement and text search.
 
 Each takes what the page already has (the dataset, its map sources, the drawn maps) and draws
-one section; the work is the engine's (neighbour overlap, a text query's vector) or
-``dashboard.maps``' (tables, cosine scores).
+one section; the work is the workspace's (neighbour overlap, text search, the export) or
+``dashboard.maps``' (tables).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import honesty, item_view, keys, maps, state, ui, viewonly
+from dashboard import honesty, item_view, keys, maps, resources, state, ui, viewonly
 from dashboard.map_view import (
     AGREEMENT,
     AGREEMENT_AUTO_LIMIT,
@@ -24,20 +24,14 @@ from dashboard.map_view import (
     clear_selection,
     model_modalities,
 )
-from dashboard.resources import engine_cache
-from engine.analysis.answerable import query_warnings
-from engine.errors import ParallaxError
 
 GALLERY_CAP = 60
 GALLERY_COLUMNS = 10
-SEARCH_RESULTS = 12
 AGREEMENT_TABLE_ROWS = 2_000
 
 
 def gallery(ds: Any, rows: np.ndarray, captions: list[str] | None = None) -> None:
     """Thumbnails (images) or a table (texts) of ``rows``."""
-    from engine.data.thumbnails import thumbnails
-
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
         return
@@ -54,14 +48,14 @@ def gallery(ds: Any, rows: np.ndarray, captions: list[str] | None = None) -> Non
         st.dataframe(frame, hide_index=True, width="stretch")
         return
     with ui.guard("Loading thumbnails"):
-        images = thumbnails(ds, rows.tolist(), engine_cache(), build_missing=False)
+        images = resources.workspace().thumbnails(ds, rows.tolist())
         cols = st.columns(GALLERY_COLUMNS)
         for slot, (i, image) in enumerate(zip(rows, images, strict=True)):
             label = ds.labels[i]
             caption = str(ds.ids[i]) if label is None else f"{label}"
             if captions is not None:
                 caption = f"{caption} · {captions[slot]}"
-            cols[slot % GALLERY_COLUMNS].image(image, caption=caption, width="stretch")
+            cols[slot % GALLERY_COLUMNS].image(image, caption=ui.plain(caption), width="stretch")
 
 
 # -- selection ----------------------------------------------------------------------------------
@@ -83,12 +77,13 @@ def selection_section(
     gallery(ds, rows[:GALLERY_CAP])
 
     def export_frame() -> pd.DataFrame:
+        stems = resources.workspace().export_columns([d.source.label for d in drawn])
         return maps.selection_frame(
             rows,
             ids=ds.ids,
             labels=ds.labels,
             metadata=ds.metadata(),
-            coords={d.source.label: d.coords for d in drawn},
+            coords={stem: d.coords for stem, d in zip(stems, drawn, strict=True)},
             texts=ds.texts,
         )
 
@@ -116,25 +111,28 @@ def selection_section(
 
 # -- export -------------------------------------------------------------------------------------
 def export_maps_button(ds: Any, drawn: list[DrawnMap]) -> None:
-    """Every drawn map in one Parquet file (``engine.outputs.export``): one row per item with its
-    id,
-    label, metadata and an x/y pair per model, for Embedding Atlas, pandas, Polars or DuckDB."""
-    from engine.outputs import export
-
-    maps = [
-        export.ModelMap(
-            d.source.label,
-            d.coords,
-            d.source.entry,
-            d.source.modality,
-            {"vectors_key": d.source.entry.key, "map_key": d.projection_key, "method": d.method},
-        )
+    """Every drawn map in one Parquet file (``Workspace.export_bytes``): one row per item with
+    its id, label, metadata and an x/y pair per model, for Embedding Atlas, pandas, Polars or
+    DuckDB."""
+    ws = resources.workspace()
+    maps_out = [
+        {
+            "name": d.source.label,
+            "coords": d.coords,
+            "vectors": d.source.entry,
+            "modality": d.source.modality,
+            "info": {
+                "vectors_key": d.source.entry.key,
+                "map_key": d.projection_key,
+                "method": d.method,
+            },
+        }
         for d in drawn
     ]
-    slugs = export.unique_slugs([m.spec for m in maps])
+    slugs = ws.export_columns([m["name"] for m in maps_out])
     st.download_button(
         "Download these maps (Parquet)",
-        data=lambda: export.parquet_bytes(export.build_table(ds, maps)),
+        data=lambda: ws.export_bytes(ds, maps_out),
         file_name="parallax-maps.parquet",
         mime="application/vnd.apache.parquet",
         icon=":material/download:",
@@ -217,14 +215,16 @@ def search_section(ds: Any, sources: list[MapSource], search: dict[str, Any] | N
     mods = model_modalities(source.model)
     if not viewonly.model_loadable(source.model):
         st.info(
-            f"Text search embeds the query with **{source.model}**, which cannot be loaded "
+            f"Text search embeds the query with **{ui.plain(source.model)}**, which cannot be "
+            "loaded "
             f"here. {viewonly.sentence()}.",
             icon=":material/visibility:",
         )
         return
     if mods is not None and "text" not in mods:
         st.info(
-            f"**{source.model}** has no text tower, so it cannot embed a text query. Text "
+            f"**{ui.plain(source.model)}** has no text tower, so it cannot embed a text query. "
+            "Text "
             "search needs a CLIP-like model that puts images and texts in one space (e.g. an "
             "open_clip model), or a text model for a text dataset.",
             icon=":material/info:",
@@ -235,27 +235,23 @@ def search_section(ds: Any, sources: list[MapSource], search: dict[str, Any] | N
         submitted = st.form_submit_button("Search", icon=":material/search:")
     if submitted and query.strip():
         with ui.guard(f"Searching with {source.model}"):
-            model = state.get_model(source.model)
-            if "text" not in model.modalities:
-                raise ParallaxError(
-                    f"{source.model} has no text tower: text search needs a CLIP-like model"
-                )
-            qv = model.embed_texts([query.strip()])[0]
-            scores = maps.cosine_scores(source.entry.load(), qv)
+            state.get_model(source.model)  # view-only and the visitor's policy decide first
+            found = state.workspace().search(ds, source.model, query.strip(), all_scores=True)
             st.session_state[keys.MAP_SEARCH] = {
                 "query": query.strip(),
-                "model": source.label,
-                "scores": scores,
-                "warnings": query_warnings(model, query.strip()),
+                "model": found.model,
+                "scores": found.scores,
+                "rows": [h.row for h in found.hits],
+                "hits": [h.score for h in found.hits],
+                "warnings": found.warnings,
             }
         if st.session_state.get(keys.MAP_SEARCH) is not search:
             st.rerun()  # the colour control above now offers the search score
     honesty.domain_captions([source.model])
     if search is not None:
         honesty.warnings_banner(search.get("warnings") or [])
-        top = maps.top_k(search["scores"], SEARCH_RESULTS)
         st.markdown(
-            f"Best matches for **{search['query']}** in {search['model']} (cosine); colour the "
-            f"maps by *{SEARCH}* to see them on any model's map."
+            f"Best matches for **{ui.plain(search['query'])}** under {ui.plain(search['model'])} "
+            f"(cosine); colour the maps by *{SEARCH}* to see them on any model's map."
         )
-        gallery(ds, top, [f"{search['scores'][i]:.3f}" for i in top])
+        gallery(ds, np.asarray(search["rows"]), [f"{s:.3f}" for s in search["hits"]])

@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from dashboard import keys, linked_maps, maps, projections, resources, ui, viewonly
+from dashboard import keys, linked_maps, maps, projections, resources, state, ui, viewonly
 from engine.errors import ParallaxError
-from engine.store.cache import Entry
 
 LABEL = "label"
 AGREEMENT = "neighbourhood agreement"
@@ -34,7 +33,7 @@ class MapSource:
     label: str
     model: str
     modality: str
-    entry: Entry
+    entry: Any  # the cached vectors (``engine.store.cache.Entry``: key, array_path, load())
 
 
 @dataclass
@@ -66,6 +65,24 @@ def embedded_sources(ds: Any, preferred: list[str]) -> list[MapSource]:
     return out
 
 
+def default_maps(sources: list[MapSource], n: int = 2) -> list[str]:
+    """The maps drawn first: the first ``n`` sources, skipping a map of texts whose text
+    tower an earlier one shares (the two shipped CLIPs read texts alike: identical maps)."""
+    ws = resources.workspace()
+    chosen: list[str] = []
+    towers: set[str] = set()
+    for s in sources:
+        tower = ws.text_tower(s.model) if s.modality == "text" else None
+        if tower is not None and tower in towers:
+            continue
+        if tower is not None:
+            towers.add(tower)
+        chosen.append(s.label)
+        if len(chosen) == n:
+            break
+    return chosen
+
+
 def model_modalities(spec: str) -> frozenset[str] | None:
     """A model's modalities from the registry (no weights loaded); None if unknown."""
     try:
@@ -87,26 +104,22 @@ def map_quality_cached(
     projection_key: str, vectors_path: str, coords_path: str
 ) -> dict[str, float]:
     """Trustworthiness and kNN recall of a map (keyed by the projection's cache key)."""
-    from engine.maps.project import map_quality
-
     vectors = np.load(vectors_path, mmap_mode="r", allow_pickle=False)
     coords = np.load(coords_path, allow_pickle=False)
-    return map_quality(vectors, coords)
+    return resources.workspace().map_quality(vectors, coords)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def agreement_cached(key_a: str, path_a: str, key_b: str, path_b: str, k: int) -> np.ndarray:
     """Per-point k-NN overlap of two vector sets (keyed by their cache keys)."""
-    from engine.analysis.metrics import knn_overlap
-
     x = np.load(path_a, mmap_mode="r", allow_pickle=False)
     y = np.load(path_b, mmap_mode="r", allow_pickle=False)
-    return np.asarray(knn_overlap(np.asarray(x), np.asarray(y), k), dtype=np.float32)
+    return resources.workspace().agreement(x, y, k)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def colouring_cached(spec: str, fingerprint: str, column: str) -> maps.Colouring:
-    ds = resources.get_dataset(spec)
+    ds = state.get_dataset(spec)
     if column == LABEL:
         return maps.categorical(ds.labels, LABEL)
     return maps.colouring_for_column(ds.metadata()[column], column)

@@ -1,9 +1,9 @@
 """The logic around the maps, as pure functions (no Streamlit): unit-testable.
 
 Colourings (categories capped at ``MAX_CATEGORIES``, numeric scales), the selection table and its
-CSV / Parquet export, agreement tables, cosine scores. The maps themselves are drawn by
-``dashboard.linked_maps`` (WebGL, every point); ``benchmarks/plotly_map.py`` keeps the plotly
-figure the Map page used before, as the benchmark's baseline.
+CSV / Parquet export, agreement tables (text search is ``Workspace.search``'s). The maps are
+drawn by ``dashboard.linked_maps`` (WebGL, every point); ``benchmarks/plotly_map.py`` keeps the
+plotly figure the Map page used before, as the benchmark's baseline.
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ def selection_frame(
     coords: Mapping[str, np.ndarray] | None = None,
     texts: Sequence[str | None] | None = None,
 ) -> pd.DataFrame:
-    """One row per selected item: row, id, label, text, metadata columns, x/y per model."""
+    """One row per selected item: row, id, label, text, metadata columns, and ``<stem>_x`` /
+    ``<stem>_y`` per map (``coords`` is keyed by the column stem: the same names as the maps'
+    Parquet export, ``Workspace.export_columns``)."""
     r = np.asarray(rows, dtype=np.int64)
     df = pd.DataFrame(
         {
@@ -136,8 +138,8 @@ def selection_frame(
             df[name] = meta[col].to_numpy()
     for model, xy in (coords or {}).items():
         xy = np.asarray(xy, dtype=np.float32)
-        df[f"x[{model}]"] = xy[r, 0]
-        df[f"y[{model}]"] = xy[r, 1]
+        df[f"{model}_x"] = xy[r, 0]
+        df[f"{model}_y"] = xy[r, 1]
     return df
 
 
@@ -169,28 +171,3 @@ def agreement_frame(
         }
     )
     return df.sort_values(["overlap", "row"], kind="stable").reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------- scores
-def cosine_scores(vectors: np.ndarray, query: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-    """Cosine similarity of every row of ``vectors`` with ``query`` (float32 [N])."""
-    q = np.asarray(query, dtype=np.float32).reshape(-1)
-    q = q / max(float(np.linalg.norm(q)), 1e-12)
-    out = np.empty(len(vectors), dtype=np.float32)
-    for start in range(0, len(vectors), chunk):
-        block = np.asarray(vectors[start : start + chunk], dtype=np.float32)
-        norms = np.maximum(np.linalg.norm(block, axis=1), 1e-12)
-        out[start : start + len(block)] = (block @ q) / norms
-    return out
-
-
-def top_k(scores: np.ndarray, k: int, exclude: Sequence[int] = ()) -> np.ndarray:
-    """Rows of the ``k`` highest scores, best first (``exclude`` rows left out)."""
-    s = np.asarray(scores, dtype=np.float32).copy()
-    if len(exclude):
-        s[np.asarray(exclude, dtype=np.int64)] = -np.inf
-    k = max(0, min(k, int(np.isfinite(s).sum())))
-    if k == 0:
-        return np.zeros(0, dtype=np.int64)
-    part = np.argpartition(-s, k - 1)[:k]
-    return part[np.argsort(-s[part], kind="stable")].astype(np.int64)

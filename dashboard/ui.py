@@ -1,4 +1,4 @@
-"""UI helpers shared by every page: error display, progress bars, dataset summaries, a map.
+"""UI helpers shared by every page: error display, progress bars, dataset summaries.
 
 Errors are always shown as one ``st.error`` line, as text (never Markdown). A ``ParallaxError``
 is a user-facing message and is shown as is; anything else is a bug, shown as a short line with
@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import traceback
-from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.errors import ParallaxError
-from engine.store.progress import Progress
+from engine.settings import REPO_ROOT
 
 try:  # Streamlit's own control flow (st.rerun, st.stop) must pass through untouched.
     from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - older/newer layout
     ScriptControlException = ()  # type: ignore[assignment,misc]
 
 _LOG = logging.getLogger("parallax.dashboard")
-MAX_LABEL_TRACES = 30  # above this many labels the map uses one trace with a colour scale
+PAGES_DIR = REPO_ROOT / "pages"
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -111,12 +111,15 @@ class guard:  # lower case: reads like a statement, ``with guard("Opening the da
 
 
 # -- navigation ---------------------------------------------------------------------------------
+def page_file(name: str) -> Path:
+    """Absolute path of a page script (``"data.py"``): what st.Page / st.page_link accept."""
+    return PAGES_DIR / name
+
+
 def page_link(name: str, label: str, icon: str | None = None, container: Any = None) -> bool:
     """``st.page_link`` to ``pages/<name>``; a plain caption while that page is not registered
     (its file does not exist yet, or the page runs outside the app's navigation, as in tests)."""
     from streamlit.errors import StreamlitAPIException
-
-    from dashboard.state import page_file
 
     target = container if container is not None else st
     path = page_file(name)
@@ -135,7 +138,7 @@ def _rate(rate: float) -> str:
     return f"{rate:.1f}" if rate < 10 else f"{rate:,.0f}"
 
 
-def format_progress(p: Progress, label: str | None = None) -> str:
+def format_progress(p: Any, label: str | None = None) -> str:
     """``"label — N/T items · X items/s · ETA Ys"`` (rate and ETA once they are known)."""
     parts = [f"{p.done:,}/{p.total:,} items"]
     if p.rate > 0:
@@ -160,13 +163,13 @@ class ProgressBar:
     def __init__(self, label: str, container: Any = None, min_interval_s: float = 0.2) -> None:
         self.label = label
         self.min_interval_s = min_interval_s
-        self.last: Progress | None = None
+        self.last: Any = None
         self._last_t = 0.0
         slot = (container if container is not None else st).empty()
         self._slot = slot
         self._bar = slot.progress(0.0, text=f"{label} — starting…")
 
-    def __call__(self, p: Progress) -> None:
+    def __call__(self, p: Any) -> None:
         self.last = p
         now = time.monotonic()
         final = p.done >= p.total
@@ -243,7 +246,7 @@ def _caption(ds: Any, i: int, width: int = 40) -> str:
     if ds.texts is not None and ds.texts[i]:
         text = str(ds.texts[i])
         parts.append(text if len(text) <= width else text[: width - 1] + "…")
-    return " · ".join(parts) or str(ds.ids[i])
+    return plain(" · ".join(parts) or str(ds.ids[i]))  # an image caption is Markdown
 
 
 def thumbnail(ds: Any, i: int, size: int = 128):  # -> PIL.Image.Image
@@ -275,7 +278,7 @@ def sample_gallery(ds: Any, k: int = 18, columns: int = 6, seed: int = 0) -> Non
         try:
             col.image(thumbnail(ds, i), caption=_caption(ds, i), width="stretch")
         except Exception as exc:  # one broken item must not break the gallery
-            col.caption(f"{ds.ids[i]}: {error_line(exc)}")
+            col.caption(plain(f"{ds.ids[i]}: {error_line(exc)}"))
 
 
 def items_frame(ds: Any, rows: int | None = None) -> pd.DataFrame:
@@ -310,75 +313,3 @@ def dataset_caption(ds: Any) -> str:
     kinds = " + ".join(modalities(ds)) or "no content"
     skipped = f", {len(ds.skipped):,} skipped" if ds.skipped else ""
     return f"{len(ds):,} items ({kinds}){skipped}"
-
-
-# -- a plain map --------------------------------------------------------------------------------
-def _short(text: str | None, width: int = 80) -> str:
-    if not text:
-        return ""
-    text = str(text).replace("\n", " ")
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def scatter_figure(
-    coords: np.ndarray,
-    ids: Sequence[str],
-    labels: Sequence[str | None],
-    texts: Sequence[str | None] | None = None,
-    title: str | None = None,
-    height: int = 560,
-):  # -> plotly.graph_objects.Figure
-    """A WebGL scatter of a 2-D map, one colour per label, hover = id / label (/ text)."""
-    import plotly.graph_objects as go
-
-    xy = np.asarray(coords, dtype=np.float32)
-    lab = np.array(["(none)" if v is None else str(v) for v in labels], dtype=object)
-    hover_text = np.array([_short(t) for t in texts], dtype=object) if texts is not None else None
-    custom = np.column_stack([np.asarray(ids, dtype=object), lab])
-    template = "id %{customdata[0]}<br>label %{customdata[1]}"
-    if hover_text is not None:
-        custom = np.column_stack([custom, hover_text])
-        template += "<br>%{customdata[2]}"
-    template += "<extra></extra>"
-    fig = go.Figure()
-    uniques = pd.unique(lab)
-    marker_size = 6 if len(xy) < 5_000 else (4 if len(xy) < 50_000 else 2)
-    if len(uniques) <= MAX_LABEL_TRACES:
-        order = sorted(
-            uniques, key=lambda v: (not str(v).isdigit(), int(v) if str(v).isdigit() else 0, str(v))
-        )
-        for value in order:
-            mask = lab == value
-            fig.add_trace(
-                go.Scattergl(
-                    x=xy[mask, 0],
-                    y=xy[mask, 1],
-                    mode="markers",
-                    name=str(value),
-                    customdata=custom[mask],
-                    hovertemplate=template,
-                    marker={"size": marker_size, "opacity": 0.8},
-                )
-            )
-    else:
-        codes = pd.factorize(lab)[0]
-        fig.add_trace(
-            go.Scattergl(
-                x=xy[:, 0],
-                y=xy[:, 1],
-                mode="markers",
-                customdata=custom,
-                hovertemplate=template,
-                marker={"size": marker_size, "opacity": 0.8, "color": codes, "colorscale": "Turbo"},
-                showlegend=False,
-            )
-        )
-    fig.update_layout(
-        title=title,
-        height=height,
-        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-        legend={"title": {"text": "label"}, "itemsizing": "constant"},
-        xaxis={"showticklabels": False, "title": None, "zeroline": False},
-        yaxis={"showticklabels": False, "title": None, "zeroline": False},
-    )
-    return fig

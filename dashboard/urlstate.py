@@ -25,7 +25,6 @@ K_MODELS = "m"
 K_COLOUR = "colour"
 K_METHOD = "proj"
 K_SELECTION = "sel"
-KEYS = (K_DATASET, K_MODELS, K_COLOUR, K_METHOD, K_SELECTION)
 
 METHODS = {"umap": "UMAP", "pca": "PCA"}
 MAX_MODELS = 4

@@ -27,7 +27,6 @@ from engine.settings import REPO_ROOT
 VIEW_ONLY_ENV = "PARALLAX_VIEW_ONLY"
 BUNDLE_ENV = "PARALLAX_BUNDLE"
 DEMO_BUNDLE = REPO_ROOT / "bundles" / "demo-shapes.parallax.zip"
-BUNDLE_SUFFIX = ".parallax.zip"
 # What view-only mode must never import (the test suite checks sys.modules for these).
 HEAVY_MODULES = (
     "torch",
@@ -96,24 +95,12 @@ def bundle_spec(path: str | Path) -> str:
     return f"bundle:{path}"
 
 
-def bundle_path(spec: str) -> Path | None:
-    """The file of a ``bundle:PATH`` spec, else None."""
-    return Path(spec[len("bundle:") :]) if spec.startswith("bundle:") else None
-
-
 def read_manifest(path: str | Path) -> dict | None:
     """A bundle's manifest.json, or None when ``path`` is not a zip with a Parallax manifest
-    (``engine.data.bundle.peek_manifest``)."""
-    from engine.data.bundle import peek_manifest
+    (``Workspace.bundle_manifest``: nothing is unpacked)."""
+    from engine.workspace import Workspace
 
-    return peek_manifest(path)
-
-
-def looks_like_bundle(path: str | Path, name: str | None = None) -> bool:
-    """A ``.parallax.zip`` by name, or any zip whose manifest says it is a Parallax bundle."""
-    if (name or str(path)).lower().endswith(BUNDLE_SUFFIX):
-        return True
-    return read_manifest(path) is not None
+    return Workspace.bundle_manifest(path)
 
 
 def bundle_model_specs(path: str | Path) -> list[str]:

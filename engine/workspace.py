@@ -14,6 +14,7 @@ browsing cached maps never imports torch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -602,6 +603,305 @@ class Workspace:
         from engine.store.space import format_bytes
 
         return format_bytes(n)
+    # -- dashboard ---------------------------------------------------------------------------
+    # What the pages need beyond the verbs above: thin delegates to the engine modules, each
+    # taking this workspace's cache (and, where a spec is named, its policy), so the dashboard
+    # reaches the engine through this class, ``params``, ``errors`` and ``settings`` only.
+    def warm_up(self) -> None:
+        """Import the map path's libraries in a background thread (once per process)."""
+        from engine.maps.project import start_warm_up
+
+        start_warm_up()
+
+    def vectors_of(self, dataset: Dataset, model: str) -> list[Entry]:
+        """This dataset's finished vectors made by ``model``, one per modality, newest first
+        (from the cache alone: nothing is loaded, so no spec is checked)."""
+        from engine.store.catalog import embeddings_by
+
+        return embeddings_by(dataset, model, self.cache)
+
+    def cached_report(
+        self,
+        dataset: Dataset,
+        embedded: Mapping[str, Mapping[str, Entry]],
+        models: Sequence[str],
+        params: Any,
+    ) -> ComparisonReport | None:
+        """The comparison ``compare`` would return from the cache, or None (nothing loaded)."""
+        from engine.store.catalog import cached_report
+
+        return cached_report(dataset, embedded, list(models), params, self.cache)
+
+    def map_quality(self, vectors: np.ndarray, coords: np.ndarray) -> dict[str, float]:
+        """Trustworthiness and k-NN recall of a 2-D map of ``vectors`` (a seeded sample)."""
+        from engine.maps.project import map_quality
+
+        return map_quality(vectors, coords)
+
+    def agreement(self, a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+        """Per row, the share of its ``k`` nearest neighbours two vector sets agree on."""
+        from engine.analysis.metrics import knn_overlap
+
+        return np.asarray(knn_overlap(np.asarray(a), np.asarray(b), int(k)), dtype=np.float32)
+
+    def align_maps(self, maps: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Every map aligned onto the first (similarity transform on the shared items)."""
+        from engine.maps.align import align_maps
+
+        return align_maps(list(maps))
+
+    def displacement(self, reference: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """Each item's move between two aligned maps, in RMS radii of ``reference``."""
+        from engine.maps.align import displacement
+
+        return displacement(reference, other)
+
+    def thumbnails(
+        self,
+        dataset: Dataset,
+        rows: Iterable[int],
+        *,
+        size: int | None = None,
+        build_missing: bool = False,
+    ) -> list[Any]:
+        """Small images of the items at ``rows`` (cut from cached sheets; an item whose sheet
+        is not built is decoded alone unless ``build_missing``)."""
+        from engine.data.thumbnails import THUMB_SIZE, thumbnails
+
+        return thumbnails(
+            dataset, [int(r) for r in rows], self.cache, size or THUMB_SIZE, build_missing
+        )
+
+    def thumbnail_sheet_url(self, dataset: Dataset, sheet: int) -> str:
+        """One sheet of thumbnails as a ``data:`` URL (the hover cards read it)."""
+        from engine.data.thumbnails import THUMB_SIZE, sheet_data_url
+
+        return sheet_data_url(dataset, sheet, self.cache, THUMB_SIZE)
+
+    # filters and named subsets
+    def filter_columns(self, dataset: Dataset) -> dict[str, str]:
+        """What control each filterable column takes (``values``, ``number``, ``text``)."""
+        from engine.data.filters import column_kinds
+
+        return column_kinds(dataset)
+
+    def filter_mask(
+        self, dataset: Dataset, clauses: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, list[str]]:
+        """(rows matching every clause, one description per clause); clauses are plain JSON
+        (``{"column", "op": "in"|"range"|"contains", ...}``) and are checked here."""
+        from engine.data.filters import parse_filter, row_mask
+
+        parsed = parse_filter(list(clauses))
+        return row_mask(dataset, parsed), [c.describe() for c in parsed]
+
+    @property
+    def owner(self) -> str | None:
+        """The visitor this workspace serves (their uploads' and subsets' namespace), or None
+        for the operator."""
+        return None if self.policy is None else self.policy.owner
+
+    def subsets(self, dataset: Dataset) -> list[Any]:
+        """The named subsets this visitor (or the operator) kept with this dataset: another
+        visitor's subsets are never listed, only opened through their link."""
+        from engine.store.subsets import list_subsets
+
+        return list_subsets(dataset, self.cache, owner=self.owner)
+
+    def subset(self, dataset: Dataset, name: str) -> Any:
+        """One of this visitor's named subsets (``ParallaxError`` when it is not kept or no
+        longer fits)."""
+        from engine.store.subsets import get_subset
+
+        return get_subset(dataset, name, self.cache, owner=self.owner)
+
+    def subset_from_link(self, dataset: Dataset, token: str) -> Any:
+        """The subset a link's unguessable token names, whoever kept it."""
+        from engine.store.subsets import open_link
+
+        return open_link(dataset, token, self.cache)
+
+    def keep_subset(
+        self,
+        dataset: Dataset,
+        name: str,
+        rows: Sequence[int] | np.ndarray,
+        filter_spec: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Any:
+        """Keep ``rows`` under ``name`` with the dataset, in this visitor's own namespace (in
+        the cache, atomically); a visitor's subset gets a link token to share it by."""
+        from engine.store.subsets import save_subset
+
+        return save_subset(
+            dataset,
+            name,
+            rows,
+            self.cache,
+            filter_spec=list(filter_spec) if filter_spec else None,
+            owner=self.owner,
+        )
+
+    def delete_subset(self, dataset: Dataset, name: str) -> bool:
+        """Delete one of this visitor's subsets (its link stops working)."""
+        from engine.store.subsets import delete_subset
+
+        return delete_subset(dataset, name, self.cache, owner=self.owner)
+
+    def subset_csv(self, dataset: Dataset, subset: Any) -> bytes:
+        from engine.store.subsets import subset_frame
+
+        return subset_frame(dataset, subset).to_csv(index=False).encode("utf-8")
+
+    # uploads
+    @property
+    def upload_types(self) -> list[str]:
+        """The file suffixes an upload may have (no dots), for a file picker."""
+        from engine.store.uploads import UPLOAD_TYPES
+
+        return list(UPLOAD_TYPES)
+
+    def stage_upload(self, files: Sequence[tuple[str, Any]], owner: str) -> str:
+        """Stage uploaded ``(name, bytes)`` under ``owner``'s namespace and return the public
+        spec (``upload:<token>/<name>``) that stands for it: never the server path."""
+        from engine.store.links import link_upload
+        from engine.store.uploads import UploadFile, stage_upload
+
+        staged = stage_upload([UploadFile(n, b) for n, b in files], owner=owner, cache=self.cache)
+        name = files[0][0] + (f" +{len(files) - 1}" if len(files) > 1 else "")
+        return link_upload(staged, name, self.cache)
+
+    def source_kind(self, spec: str) -> str:
+        """The kind of dataset behind ``spec`` (``bundle``, ``zip``, ...; an upload link's own)."""
+        from engine.store.links import source_kind
+
+        return source_kind(spec, self.cache)
+
+    @staticmethod
+    def bundle_manifest(path: str | Path) -> dict[str, Any] | None:
+        """A bundle's manifest (None when ``path`` is not a Parallax bundle); nothing unpacked."""
+        from engine.data.bundle import peek_manifest
+
+        return peek_manifest(path)
+
+    @property
+    def shapes_items(self) -> tuple[int, int]:
+        """The allowed range of ``demo:shapes?n=``."""
+        from engine.data.shapes import MAX_ITEMS, MIN_ITEMS
+
+        return MIN_ITEMS, MAX_ITEMS
+
+    # one item and its neighbours
+    @property
+    def neighbour_k(self) -> tuple[int, int]:
+        """(default, maximum) neighbours per model of one item."""
+        from engine.analysis.item_neighbours import DEFAULT_K, MAX_K
+
+        return DEFAULT_K, MAX_K
+
+    def item_neighbours(self, vectors_by_model: Mapping[str, np.ndarray], row: int, k: int) -> Any:
+        """``row``'s ``k`` nearest rows under each model and the neighbours they share."""
+        from engine.analysis.item_neighbours import item_neighbours
+
+        return item_neighbours(vectors_by_model, row, k)
+
+    # which models
+    def model_domain(self, spec: str) -> str | None:
+        """What ``spec`` was trained on, one line from its model card (None without one)."""
+        from engine.models.domain import model_domain
+
+        return model_domain(spec)
+
+    def text_tower(self, spec: str) -> str:
+        """Who reads a prompt for ``spec``: two specs with the same answer embed every text
+        alike (the shipped shapes CLIPs share one frozen text tower), so on texts one of them
+        is enough. Read from the weights' file, nothing loaded; a spec's own name otherwise."""
+        return _text_tower(spec)
+
+    def default_models(self, dataset: Dataset, n: int = 3) -> list[str]:
+        """The models a session starts with on ``dataset``: on images the image–text models
+        that answer offline (the shipped CLIPs first), then the pixel baseline; on texts the
+        offline text model, then at most one image–text model per text tower."""
+        offline = [m for m in self.models() if m.get("available_offline")]
+        mods = {m["spec"]: set(m.get("modalities") or ()) for m in offline}
+        shipped = [s for s in _PREDICTION_DEFAULTS if s in mods]
+        both = [*shipped, *(s for s, m in mods.items() if {"image", "text"} <= m)]
+        if getattr(dataset, "has_images", False):
+            ranked = [*both, *(s for s, m in mods.items() if m == {"image"})]
+        elif getattr(dataset, "texts", None) is not None:
+            ranked = [s for s, m in mods.items() if m == {"text"} and not s.startswith("baseline:")]
+            ranked += [*both, *(s for s, m in mods.items() if m == {"text"})]
+        else:
+            return []
+        out: list[str] = []
+        towers: set[str] = set()
+        for spec in dict.fromkeys(ranked):
+            tower = self.text_tower(spec) if "text" in mods[spec] else f"image:{spec}"
+            if not getattr(dataset, "has_images", False) and tower in towers:
+                continue  # the same text tower twice gives the same map of texts
+            towers.add(tower)
+            out.append(spec)
+        return out[:n]
+
+    def prediction_defaults(self, options: Sequence[str], session: Sequence[str]) -> list[str]:
+        """The Compare page's prediction models: every image–text model among ``options`` that
+        answers here (the session's first, then the shipped CLIPs; one needing a download only
+        when the session chose it), else the first two of the session's."""
+        known = {m["spec"]: m for m in self.models()}
+
+        def clip_like(spec: str) -> bool:
+            info = known.get(spec, {})
+            both = {"image", "text"} <= set(info.get("modalities") or ())
+            return both and (bool(info.get("available_offline")) or spec in session)
+
+        ranked = list(
+            dict.fromkeys(s for s in [*session, *_PREDICTION_DEFAULTS, *options] if s in options)
+        )
+        return [s for s in ranked if clip_like(s)] or ranked[:2]
+
+    # predictions on uploads
+    @property
+    def image_extensions(self) -> list[str]:
+        from engine.data.images import IMAGE_EXTENSIONS
+
+        return sorted(IMAGE_EXTENSIONS)
+
+    def decode_images(self, files: Iterable[tuple[str, bytes]]) -> tuple[list, list, list]:
+        """(images, their names, one-line errors), decoded with the engine's safe decoder."""
+        from engine.analysis.predict import decode_images
+
+        return decode_images(files)
+
+    def check_predict(
+        self, n_inputs: int, models: Sequence[str], with_heads: bool, labels: Sequence[str]
+    ) -> None:
+        """Refuse a prediction request that cannot be answered, before anything loads."""
+        from engine.analysis.predict import check_request
+
+        check_request(n_inputs, list(models), with_heads, labels)
+
+    def predict_with_heads(
+        self,
+        heads: Mapping[str, Any],
+        name: str,
+        image_model: str,
+        text_model: str,
+        *,
+        images: list[Any],
+        texts: list[str],
+        top_k: int = PREDICT.top_k,
+    ) -> Any:
+        """Trained fusion heads' answer for uploads, as one ``ModelPrediction``."""
+        from engine.analysis.predict import fusion_prediction
+
+        return fusion_prediction(
+            heads, name, image_model, text_model, images, texts, top_k, load=self.model
+        )
+
+    @property
+    def head_variants(self) -> tuple[str, ...]:
+        from engine.params import HEAD_VARIANTS
+
+        return HEAD_VARIANTS
 
     def train_heads(
         self,
@@ -627,12 +927,6 @@ class Workspace:
             **options,
         )
 
-    def map_quality(self, vectors: np.ndarray, coords: np.ndarray) -> dict[str, float]:
-        """How far to trust a 2-D map of ``vectors`` (trustworthiness, kNN recall)."""
-        from engine.maps.project import map_quality
-
-        return map_quality(vectors, coords)
-
     def read_image(self, path: str | os.PathLike[str]) -> Any:
         """One image file decoded with the engine's safe decoder (size and bomb limits); a
         file that is not a readable image is one ``ItemError`` line naming it."""
@@ -647,3 +941,62 @@ class Workspace:
             raise ItemError(f"{path}: {exc}") from exc
         except OSError as exc:
             raise ItemError(f"{path}: cannot open image ({exc.strerror or exc})") from exc
+
+    # export
+    def export_columns(self, names: Sequence[str]) -> list[str]:
+        """The column stem each named map gets in an export (``<stem>_x``, ``<stem>_y``)."""
+        from engine.outputs.export import unique_slugs
+
+        return unique_slugs(list(names))
+
+    def export_bytes(self, dataset: Dataset, maps: Sequence[Mapping[str, Any]]) -> bytes:
+        """Drawn maps as one Parquet file's bytes: each map is ``{"name", "coords", "vectors",
+        "modality", "info"}`` (the export's own table, the same columns as ``export``)."""
+        from engine.outputs.export import ModelMap, build_table, parquet_bytes
+
+        table = build_table(
+            dataset,
+            [
+                ModelMap(
+                    m["name"], m["coords"], m.get("vectors"), m.get("modality"), m.get("info", {})
+                )
+                for m in maps
+            ],
+        )
+        return parquet_bytes(table)
+
+
+_PREDICTION_DEFAULTS = ("demo:shapes-clip", "demo:shapes-clip-small")  # shipped: answer offline
+
+
+@functools.lru_cache(maxsize=64)
+def _text_tower(spec: str) -> str:
+    """A hash of the text-tower tensors in a local open_clip safetensors file, else ``spec``."""
+    import hashlib
+    import json
+    import struct
+
+    from engine.models.spec import parse_spec
+
+    try:
+        path = parse_spec(spec).path
+    except ParallaxError:
+        return spec
+    weights = Path(path) / "open_clip_model.safetensors" if path else None
+    if weights is None or not weights.is_file():
+        return spec
+    try:
+        with open(weights, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+            digest = hashlib.sha256()
+            for name in sorted(header):  # the image tower is visual.*; the rest reads texts
+                if name == "__metadata__" or name.startswith("visual."):
+                    continue
+                start, end = header[name]["data_offsets"]
+                f.seek(8 + size + start)
+                digest.update(name.encode() + str(header[name]["dtype"]).encode())
+                digest.update(f.read(end - start))
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return spec
+    return "text-tower:" + digest.hexdigest()[:16]

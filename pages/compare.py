@@ -8,9 +8,9 @@
 * Fusion classifier: small heads trained on cached image and text vectors (image / text /
   concat / gated), with their held-out accuracy.
 
-The work is the engine's (``engine.analysis.zeroshot``, ``engine.analysis.compare``,
-``engine.analysis.fusion``); the tables
-and figures come from ``dashboard.compare_view``.
+The work is the workspace's (``predict``, ``compare``, ``train_heads``, through this session's
+policy); the tables and figures come from ``dashboard.compare_view``. The address carries the
+dataset and models, so a reload reopens the same comparison.
 """
 
 from __future__ import annotations
@@ -21,13 +21,9 @@ import streamlit as st
 
 from dashboard import compare_results as cr
 from dashboard import compare_view as cv
-from dashboard import honesty, keys, projections, resources, state, ui
-from engine.analysis.predict import check_request, decode_images
-from engine.data.images import IMAGE_EXTENSIONS
+from dashboard import honesty, keys, links, projections, resources, state, ui, urlstate
 from engine.errors import ParallaxError
-from engine.models.choice import default_prediction_models
 from engine.params import COMPARE, HEADS, PREDICT, CompareParams, PredictParams
-from engine.store import catalog
 
 TAB_PREDICT = cr.TAB_PREDICT
 TAB_DATASET = "Dataset comparison"
@@ -52,10 +48,12 @@ def registry() -> list[dict[str, Any]]:
 
 
 # ================================================================ 1. predictions on uploads
-def predictions_tab() -> None:
+def predictions_tab() -> list[str]:
+    """The predictions' controls and results; returns the models it shows."""
     if state.view_only():
         state.view_only_notice("Predictions need models")
-        return
+        return []
+    ws = state.workspace()
     known = registry()
     st.caption(
         "Zero-shot classification: each label becomes a prompt, and each model scores your "
@@ -64,7 +62,7 @@ def predictions_tab() -> None:
     )
     c1, c2 = st.columns(2)
     files = c1.file_uploader(
-        "Images", type=sorted(IMAGE_EXTENSIONS), accept_multiple_files=True, key="cmp_files"
+        "Images", type=ws.image_extensions, accept_multiple_files=True, key="cmp_files"
     )
     texts_raw = c2.text_area(
         "Texts (one per line)", key="cmp_texts", height=110, placeholder="a red circle"
@@ -81,7 +79,7 @@ def predictions_tab() -> None:
             labels = cv.dataset_label_names(ds.labels)
             if labels:
                 shown = ", ".join(labels[:12]) + (" …" if len(labels) > 12 else "")
-                st.caption(f"{len(labels)} labels of {ui.plain(state.dataset_spec())}: {shown}")
+                st.caption(ui.plain(f"{len(labels)} labels of {state.dataset_spec()}: {shown}"))
             else:
                 st.warning(f"{ui.plain(state.dataset_spec())} has no labels: type them instead.")
 
@@ -91,8 +89,8 @@ def predictions_tab() -> None:
     if clip:
         extra_specs.append(clip)
     options = cv.prediction_model_options(known, extra_specs)
-    if keys.CMP_MODELS not in st.session_state:  # two different models to compare
-        st.session_state[keys.CMP_MODELS] = default_prediction_models(options, state.model_specs())
+    if keys.CMP_MODELS not in st.session_state:  # every image–text model that answers here
+        st.session_state[keys.CMP_MODELS] = ws.prediction_defaults(options, state.model_specs())
     st.session_state[keys.CMP_MODELS] = [
         m for m in st.session_state[keys.CMP_MODELS] if m in options
     ]
@@ -140,11 +138,11 @@ def predictions_tab() -> None:
 
     if st.button("Predict", type="primary", icon=":material/play_arrow:", key="cmp_predict"):
         with ui.guard("Predicting"):
-            images, names, bad = decode_images((f.name, f.getvalue()) for f in files or [])
+            images, names, bad = ws.decode_images((f.name, f.getvalue()) for f in files or [])
             for line in bad:
-                st.error(line, icon=":material/broken_image:")
+                st.error(ui.plain(line), icon=":material/broken_image:")
             texts = cv.parse_texts(texts_raw)
-            check_request(len(images) + len(texts), specs, use_fusion, labels)
+            ws.check_predict(len(images) + len(texts), specs, use_fusion, labels)
             params = PredictParams(tuple(templates), ensemble, top_k)
             st.session_state[K_PRED_RESULT] = cr.predict_with_status(
                 specs, images, names, texts, labels, params, fusion if use_fusion else None
@@ -152,36 +150,36 @@ def predictions_tab() -> None:
     result = st.session_state.get(K_PRED_RESULT)
     if result:
         cr.show_predictions(result)
+    return specs
 
 
 # ================================================================ 2. dataset comparison
-def dataset_tab() -> None:
-    from engine.analysis.compare import compare_models
-
+def dataset_tab() -> list[str]:
+    """The comparison of embedded models; returns the models it shows."""
     ds = state.open_current_dataset()
     if ds is None:
-        return
+        return []
     spec = state.dataset_spec()
+    ws = state.workspace()
     if not any(lab is not None for lab in ds.labels):
         st.info(
-            f"**{spec}** has no labels: accuracy needs labelled items. Pick a labelled dataset "
-            "(e.g. demo:digits) on the Data page.",
+            f"**{ui.plain(spec)}** has no labels: accuracy needs labelled items. Pick a "
+            "labelled dataset (e.g. demo:digits) on the Data page.",
             icon=":material/label_off:",
         )
         ui.page_link("data.py", "Go to the Data page", ":material/dataset:")
-        return
-    cache = resources.engine_cache()
+        return []
     embedded: dict[str, dict[str, Any]] = {}
     with ui.guard("Reading the cache"):
-        embedded = projections.embedded_models(ds, cache)
+        embedded = projections.embedded_models(ds)
     if not embedded:
         st.info(
-            f"Nothing is embedded yet for **{spec}**. Embed it with one or more models first; "
-            "they can be compared here as soon as their vectors are in the cache.",
+            f"Nothing is embedded yet for **{ui.plain(spec)}**. Embed it with one or more models "
+            "first; they can be compared here as soon as their vectors are in the cache.",
             icon=":material/compare:",
         )
         ui.page_link("embed.py", "Go to the Embed page", ":material/memory:")
-        return
+        return []
 
     names = state.preferred_order(list(embedded))
     if keys.CMP_DS_MODELS not in st.session_state:
@@ -190,7 +188,7 @@ def dataset_tab() -> None:
         m for m in st.session_state[keys.CMP_DS_MODELS] if m in names
     ]
     chosen = st.multiselect(
-        f"Models already embedded for {spec} (up to {MAX_COMPARE_MODELS})",
+        f"Models already embedded for {ui.plain(spec)} (up to {MAX_COMPARE_MODELS})",
         names,
         key=keys.CMP_DS_MODELS,
         max_selections=MAX_COMPARE_MODELS,
@@ -214,7 +212,7 @@ def dataset_tab() -> None:
         )
     if not chosen:
         st.info("Pick at least one model above.")
-        return
+        return []
     honesty.domain_captions(chosen)
 
     params = CompareParams(k=k, ensemble=ensemble, max_items=max_items or None)
@@ -224,7 +222,7 @@ def dataset_tab() -> None:
     report = stored[1] if stored and stored[0] == want else None
     load_errors: list[str] = list(stored[2]) if report is not None else []
     if report is None:
-        report = catalog.cached_report(ds, embedded, chosen, params, cache)
+        report = ws.cached_report(ds, embedded, chosen, params)
     if report is None:
         n = len(ds) if not max_items else min(max_items, len(ds))
         st.caption(
@@ -236,35 +234,28 @@ def dataset_tab() -> None:
         ):
             with ui.guard("Comparing the models"):
                 with st.status(f"Comparing {len(chosen)} model(s)…", expanded=True) as status:
-                    models, load_errors = state.get_models(chosen)
-                    if not models:
+                    loaded, load_errors = state.load_models(chosen)
+                    if not loaded:
                         raise ParallaxError(f"no model could be loaded ({load_errors[0]})")
                     bar = ui.StageProgressBar("Comparing")
-                    report = compare_models(
-                        ds,
-                        models,
-                        cache=cache,
-                        k=k,
-                        ensemble=ensemble,
-                        max_items=max_items or None,
-                        progress=bar,
-                    )
+                    report = ws.compare(ds, loaded, params, progress=bar)
                     bar.clear()
                     status.update(label=f"Compared in {report.seconds:.1f} s", state="complete")
                 st.session_state[K_REPORT] = (want, report, load_errors)
     for line in load_errors:  # models left out of the comparison: why
-        st.error(line, icon=":material/error:")
+        st.error(ui.plain(line), icon=":material/error:")
     if report is not None:
         cr.show_report(report, ds)
+    return list(chosen)
 
 
 # ================================================================ 3. fusion classifier
-def fusion_tab() -> None:
-    from engine.analysis.fusion import VARIANTS, train_heads_for_dataset
-
+def fusion_tab() -> list[str]:
+    """The fusion heads' controls and results; returns the models it shows."""
     ds = state.open_current_dataset()
     if ds is None:
-        return
+        return []
+    ws = state.workspace()
     spec = state.dataset_spec()
     has_labels = any(lab is not None for lab in ds.labels)
     if not (ds.has_images and ds.texts is not None and has_labels):
@@ -275,7 +266,7 @@ def fusion_tab() -> None:
             icon=":material/merge:",
         )
         ui.page_link("data.py", "Choose another dataset", ":material/dataset:")
-        return
+        return []
     embedded: dict[str, dict[str, Any]] = {}
     with ui.guard("Reading the cache"):
         embedded = projections.embedded_models(ds)
@@ -286,15 +277,15 @@ def fusion_tab() -> None:
             x for x, opts in (("images", image_opts), ("texts", text_opts)) if not opts
         )
         st.info(
-            f"Embed the {missing} of **{spec}** first (Embed page, modality image / text): the "
-            "heads are trained on cached vectors.",
+            f"Embed the {missing} of **{ui.plain(spec)}** first (Embed page, modality image / "
+            "text): the heads are trained on cached vectors.",
             icon=":material/merge:",
         )
         ui.page_link("embed.py", "Go to the Embed page", ":material/memory:")
-        return
+        return []
     if state.view_only():
         state.view_only_notice("Training heads needs models")
-        return
+        return []
     st.caption(
         "Small MLP heads on cached vectors, all on one seeded split: image only, text only, "
         "concat (both side by side) and gated (a learnt per-dimension mix; the mean gate says "
@@ -304,7 +295,9 @@ def fusion_tab() -> None:
     image_model = c1.selectbox("Image model", image_opts, key="cmp_fusion_image")
     text_model = c2.selectbox("Text model", text_opts, key="cmp_fusion_text")
     v1, v2, v3 = st.columns([3, 1, 1])
-    variants = v1.multiselect("Variants", list(VARIANTS), default=list(VARIANTS), key="cmp_var")
+    variants = v1.multiselect(
+        "Variants", list(ws.head_variants), default=list(ws.head_variants), key="cmp_var"
+    )
     epochs = int(v2.number_input("Max epochs", 5, 500, HEADS.train.max_epochs, key="cmp_epochs"))
     seed = int(v3.number_input("Seed", 0, 10_000, HEADS.seed, key="cmp_seed"))
     if st.button(
@@ -314,18 +307,14 @@ def fusion_tab() -> None:
             if not variants:
                 raise ParallaxError("pick at least one variant")
             with st.status(f"Training {len(variants)} head(s)…", expanded=True) as status:
-                models, errors = state.get_models(list(dict.fromkeys([image_model, text_model])))
+                _, errors = state.load_models(list(dict.fromkeys([image_model, text_model])))
                 if errors:
                     raise ParallaxError(errors[0])
-                by_spec = {str(m.spec): m for m in models}
-                img = by_spec.get(image_model, models[0])
-                txt = by_spec.get(text_model, models[-1])
                 bar = ui.StageProgressBar("Training")
-                results = train_heads_for_dataset(
+                results = ws.train_heads(
                     ds,
-                    img,
-                    txt,
-                    cache=resources.engine_cache(),
+                    image_model,
+                    text_model,
                     variants=variants,
                     seed=seed,
                     config=HEADS.with_epochs(epochs).train,
@@ -340,17 +329,27 @@ def fusion_tab() -> None:
                 "results": results,
             }
     fusion = st.session_state.get(K_FUSION)
-    if not fusion or fusion.get("dataset") != spec:
-        return
-    cr.show_heads(fusion)
+    if fusion and fusion.get("dataset") == spec:
+        cr.show_heads(fusion)
+    return list(dict.fromkeys([image_model, text_model]))
 
 
 # ================================================================ the page
 st.title("Compare")
-st.caption(f"Dataset **{ui.plain(state.dataset_spec())}**")
+links.restore_from_url()
+if (link_error := links.url_error()) is not None:
+    st.warning(ui.plain(link_error), icon=":material/link_off:")
+spec = state.dataset_spec()
+st.caption(f"Dataset **{ui.plain(spec)}**")
+shown: list[str] = []
 tabs = st.tabs(TABS, key="compare_tab", on_change="rerun")
 for tab, body in zip(tabs, (predictions_tab, dataset_tab, fusion_tab), strict=True):
     if tab.open is False:  # lazy tabs: only the open one runs
         continue
     with tab:
-        body()
+        shown = body()
+current = None
+with ui.guard(f"Opening {spec}", container=st.sidebar):
+    current = state.get_dataset(spec)
+state.sidebar(spec, current, shown or state.model_specs())
+links.sync_url(urlstate.View(dataset=spec, models=shown or state.model_specs()))

@@ -2,11 +2,12 @@
 
 Sources: a built-in demo, a folder on the server, any dataset spec, or an upload (a zip; a
 Parallax bundle ``.parallax.zip``; a manifest, alone or with a zip of its images; loose images).
-Uploads are staged by ``engine.store.uploads`` under this session's folder in the cache (sanitised
-names, the engine's own suffix lists, atomic, a per-session quota). A source that cannot be
-opened shows one error line and leaves the previous dataset selected. A typed path is checked
-by ``state.check_spec_allowed`` first: never another session's uploads, and only
-``PARALLAX_SERVER_PATHS`` when that is set.
+Uploads are staged by ``Workspace.stage_upload`` under this session's folder in the cache
+(sanitised names, the engine's own suffix lists, atomic, a per-session quota) and named by a
+link (``upload:<token>/<name>``), never a server path. A source that cannot be opened shows one
+error line and leaves the previous dataset selected. Every spec is opened through this
+session's policy: never another session's uploads, and only ``PARALLAX_SERVER_PATHS`` when
+that is set.
 """
 
 from __future__ import annotations
@@ -16,11 +17,8 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import keys, links, resources, state, ui, urlstate, viewonly
-from engine.data import shapes
 from engine.errors import DatasetError
 from engine.params import SHAPES
-from engine.store import uploads
-from engine.store.links import link_upload, source_kind
 
 st.title("Data")
 links.restore_from_url()
@@ -35,11 +33,11 @@ def try_select(spec: str, action: str) -> None:
     with ui.guard(action) as g:
         state.check_spec_allowed(spec)
         bar = ui.ProgressBar(f"Checking the items of {spec}")
-        ds = resources.get_dataset(spec, progress=bar)
+        ds = state.get_dataset(spec, progress=bar)
         bar.clear()
         if len(ds) == 0:
             raise DatasetError(f"{spec} has no usable items")
-        state.set_dataset_spec(spec)
+        state.set_dataset_spec(spec, ds)
     if not g.failed:
         st.rerun()  # redraw everything (sidebar included) for the new dataset
 
@@ -66,22 +64,17 @@ def handle_upload(files: list) -> None:
         return
     outcome = {"signature": signature, "spec": None, "error": None}
     try:
-        staged = uploads.stage_upload(
-            [uploads.UploadFile(f.name, f.getbuffer()) for f in files],
-            owner=state.session_id(),
-            cache=resources.engine_cache(),
-        )
+        ws = state.workspace()
         # shown and linked as upload:<token>/<file name>: never the server path
-        name = files[0].name + (f" +{len(files) - 1}" if len(files) > 1 else "")
-        spec = link_upload(staged, name, resources.engine_cache())
+        spec = ws.stage_upload([(f.name, f.getbuffer()) for f in files], state.session_id())
         bar = ui.ProgressBar("Checking the uploaded items")
         try:
-            ds = resources.get_dataset(spec, progress=bar)
+            ds = ws.open(spec, progress=bar)
         finally:
             bar.clear()
         if len(ds) == 0:
             raise DatasetError("the upload holds no usable items")
-        state.set_dataset_spec(spec)
+        state.set_dataset_spec(spec, ds)
         outcome["spec"] = spec
     except Exception as exc:
         outcome["error"] = exc
@@ -111,10 +104,11 @@ with tab_demo:
         spec = choice
         if choice.split("?")[0] == "demo:shapes":
             c1, c2 = st.columns(2)
+            low, high = resources.workspace().shapes_items
             n = c1.number_input(
                 "Items",
-                min_value=shapes.MIN_ITEMS,
-                max_value=shapes.MAX_ITEMS,
+                min_value=low,
+                max_value=high,
                 value=SHAPES.n,
                 step=1_000,
                 key="data_shapes_n",
@@ -151,7 +145,7 @@ with tab_upload:
         )
     uploaded = st.file_uploader(
         "Files",
-        type=uploads.UPLOAD_TYPES,
+        type=resources.workspace().upload_types,
         accept_multiple_files=True,
         key="data_upload_files",
     )
@@ -164,7 +158,7 @@ with tab_upload:
             st.caption(f"The current dataset is still {ui.plain(state.dataset_spec())}.")
         elif outcome and outcome["spec"]:
             st.success(f"Opened the upload as {ui.plain(outcome['spec'])}", icon=":material/check:")
-            kind = source_kind(outcome["spec"], resources.engine_cache())
+            kind = resources.workspace().source_kind(outcome["spec"])
             if state.view_only() and kind != "bundle":
                 state.view_only_notice("This upload cannot be embedded here")
 
@@ -184,8 +178,9 @@ st.divider()
 current = state.dataset_spec()
 st.subheader("Current dataset")
 st.code(current, language=None)
+ds = None
 with ui.guard(f"Opening {current}"):
-    ds = resources.get_dataset(current)
+    ds = state.get_dataset(current)
     ui.dataset_metrics(ds)
     t_labels, t_gallery, t_meta, t_skipped = st.tabs(
         ["Labels", "Sample", "Items & metadata", f"Skipped ({len(ds.skipped):,})"]
@@ -198,8 +193,10 @@ with ui.guard(f"Opening {current}"):
         ui.metadata_preview(ds)
     with t_skipped:
         ui.skipped_table(ds)
-    if source_kind(current, resources.engine_cache()) == "bundle":
+    if resources.workspace().source_kind(current) == "bundle":
         ui.page_link("map.py", "Next: explore its maps", ":material/arrow_forward:")
     else:
         ui.page_link("embed.py", "Next: embed this dataset", ":material/arrow_forward:")
-links.sync_url(urlstate.View(dataset=current))
+models = state.model_specs()
+state.sidebar(current, ds, models)
+links.sync_url(urlstate.View(dataset=current, models=models))

@@ -2,7 +2,8 @@
 
 Each model runs on its own: one that cannot load (weights missing offline, wrong modality)
 shows its reason and the others still run. Vectors land in the engine cache, so a second run
-(or the CLI on another machine sharing the cache) finds them at once.
+(or the CLI on another machine sharing the cache) finds them at once. The address carries the
+dataset and models (``?ds=...&m=...``): a reload reopens the same choice, an upload included.
 """
 
 from __future__ import annotations
@@ -13,20 +14,22 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import honesty, keys, resources, state, ui
+from dashboard import honesty, keys, links, resources, state, ui, urlstate
 from engine.errors import ParallaxError
-from engine.models.choice import models_for
-from engine.store.catalog import embeddings_by
 
 st.title("Embed")
+links.restore_from_url()
+if (link_error := links.url_error()) is not None:
+    st.warning(ui.plain(link_error), icon=":material/link_off:")
 
 spec = state.dataset_spec()
 ds = state.open_current_dataset()
 if ds is None:
+    state.sidebar(spec, None, [])
     st.stop()
+ws = state.workspace()
 
 st.markdown(f"Dataset **{ui.plain(spec)}** · {ui.dataset_caption(ds)}")
-progress_area = st.container()  # a run's progress shows here, at the top, not below the fold
 
 if state.view_only():
     state.view_only_notice("Embedding needs models")
@@ -35,6 +38,8 @@ if state.view_only():
         "--out set.parallax.zip`) and open it on the Data page; its maps are on the Map page."
     )
     ui.page_link("map.py", "Look at the maps already here", ":material/scatter_plot:")
+    state.sidebar(spec, ds, state.model_specs())
+    links.sync_url(urlstate.View(dataset=spec))
     st.stop()
 
 # -- model choice -------------------------------------------------------------------------------
@@ -42,13 +47,15 @@ registry: list[dict[str, Any]] = []
 with ui.guard("Listing the models"):
     registry = resources.known_models()
 by_spec = {m["spec"]: m for m in registry}
-fit = models_for(ds, [*by_spec, *state.model_specs()])  # modalities vs the dataset's
+fit = ws.models_for(ds, [*by_spec, *state.model_specs()])  # modalities vs the dataset's
 
 WIDGET = keys.EMBED_MODELS
 if st.session_state.get(keys.EMBED_DATASET) != spec:  # a new dataset: no stale choices
     st.session_state[keys.EMBED_DATASET] = spec
     st.session_state.pop(keys.EMBED_RESULTS, None)
-    state.set_model_specs([s for s in state.model_specs() if s in fit.fit])
+    kept = [s for s in state.model_specs() if s in fit.fit]
+    # none of the chosen models fits this data: start from the ones that do
+    state.set_model_specs(kept or [s for s in state.default_models(ds) if s in fit.fit])
 PENDING = keys.EMBED_MODELS_ADD
 # The widget mirrors state.model_specs(): its state is dropped when the page is left, and
 # another page may have changed the models meanwhile. The shared list wins.
@@ -94,7 +101,7 @@ with st.form("embed_add_spec", clear_on_submit=True, border=False):
     if c2.form_submit_button("Add", icon=":material/add:") and typed.strip():
         with ui.guard("Adding the model") as added:
             state.check_model_allowed(typed.strip())  # visitor input: the policy decides first
-        why = None if added.failed else models_for(ds, [typed.strip()]).unfit.get(typed.strip())
+        why = None if added.failed else ws.models_for(ds, [typed.strip()]).unfit.get(typed.strip())
         if why:
             st.error(
                 f"{ui.plain(typed.strip())} is not for this data: {why}", icon=":material/block:"
@@ -131,7 +138,7 @@ def status_rows(specs: list[str]) -> pd.DataFrame:
     for s in specs:
         info = by_spec.get(s, {})
         try:
-            entries = embeddings_by(ds, s, resources.engine_cache())
+            entries = ws.vectors_of(ds, s)
         except ParallaxError:
             entries = []
         cached = ", ".join(
@@ -163,16 +170,12 @@ RESULTS = keys.EMBED_RESULTS
 
 def run_one(model_spec: str, container) -> dict[str, Any]:
     """Embed with one model; returns a result row or an error record (never raises)."""
-    from engine.embed.local import embed_dataset
-
     t0 = time.perf_counter()
     with container:
         bar = ui.ProgressBar(f"{model_spec}")
         try:
-            model = state.get_model(model_spec)
-            result = embed_dataset(
-                ds, model, modality=modality, cache=resources.engine_cache(), progress=bar
-            )
+            state.get_model(model_spec)  # view-only and the visitor's policy decide first
+            result = ws.embed(ds, model_spec, modality=modality, progress=bar)
         except Exception as exc:
             bar.clear()
             return {"model": model_spec, "error": exc}
@@ -197,10 +200,11 @@ st.caption(
 )
 if st.button("Embed", type="primary", icon=":material/play_arrow:", disabled=not selected):
     outcome: list[dict[str, Any]] = []
-    box = progress_area.status(f"Embedding {spec} with {len(selected)} model(s)…", expanded=True)
+    # the progress shows right under the button that started it, where the eye is
+    box = st.status(f"Embedding {ui.plain(spec)} with {len(selected)} model(s)…", expanded=True)
     with box:
         for s in selected:
-            st.write(f"**{ui.plain(s)}**")
+            st.markdown(f"**{ui.plain(s)}**")
             outcome.append(run_one(s, st.container()))
         failed = [r for r in outcome if "error" in r]
         box.update(
@@ -225,3 +229,6 @@ if done and done["dataset"] == spec:
     if ok:
         st.dataframe(pd.DataFrame(ok), hide_index=True, width="stretch")
         ui.page_link("map.py", "Next: look at the maps", ":material/scatter_plot:")
+
+state.sidebar(spec, ds, state.model_specs())
+links.sync_url(urlstate.View(dataset=spec, models=state.model_specs()))

@@ -18,17 +18,7 @@ from concurrent.futures import wait
 
 import streamlit as st
 
-from dashboard import (
-    keys,
-    linked_maps,
-    links,
-    projections,
-    resources,
-    state,
-    ui,
-    urlstate,
-    viewonly,
-)
+from dashboard import keys, linked_maps, links, projections, state, ui, urlstate, viewonly
 
 POLL_S = 1.0
 
@@ -61,11 +51,15 @@ def _bundle_home(bundle) -> None:
     """The bundle's maps of two models side by side, linked: cached UMAP (else PCA), hover
     previews, no model loaded."""
     spec = viewonly.bundle_spec(bundle)
-    ds = resources.get_dataset(spec)
+    ds = state.get_dataset(spec)
     models = [m for m in viewonly.bundle_model_specs(bundle) if projections.cached_vectors(ds, m)]
     if not models:
+        state.sidebar(spec, ds, [])
         raise viewonly.ViewOnlyError(f"{bundle.name} holds no vectors to draw")
-    st.subheader(f"{ds.name} · {len(ds):,} items · {len(models)} models")
+    # the models that fit the data first: the image–text models on images, not a baseline
+    ranked = state.workspace().default_models(ds, n=len(models) + 8)
+    models.sort(key=lambda m: ranked.index(m) if m in ranked else len(ranked))
+    st.subheader(f"{ui.plain(ds.name)} · {len(ds):,} items · {len(models)} models")
     st.caption(
         "The same items seen through different models, side by side: each map is aligned onto "
         "the first, and hovering or selecting an item in one map highlights it in the others. "
@@ -75,7 +69,8 @@ def _bundle_home(bundle) -> None:
     c1, c2 = st.columns([3, 1])
     picked = st.session_state.get(keys.HOME_BUNDLE_MODEL)
     if not isinstance(picked, list) or not set(picked) <= set(models):
-        st.session_state[keys.HOME_BUNDLE_MODEL] = models[:2]
+        linked = [m for m in st.session_state.get(keys.MAP_MODELS) or [] if m in models]
+        st.session_state[keys.HOME_BUNDLE_MODEL] = linked[:4] or models[:2]  # a link's first
     chosen = (
         c1.multiselect("Models", models, key=keys.HOME_BUNDLE_MODEL, max_selections=4) or models[:1]
     )
@@ -87,10 +82,12 @@ def _bundle_home(bundle) -> None:
     linked_maps.draw_cached_maps(ds, spec, chosen, method, "home_bundle_map")
     if method == "PCA" and "UMAP" not in methods and state.view_only():
         st.caption(f"No UMAP map in this bundle; {viewonly.MESSAGE}")
+    state.sidebar(spec, ds, chosen)
     if st.button("Explore these maps", icon=":material/scatter_plot:"):
-        state.set_dataset_spec(spec)
-        st.switch_page(state.page_file("map.py"))
-    links.sync_url(urlstate.View(method=method))
+        state.set_dataset_spec(spec, ds)
+        st.session_state[keys.MAP_MODELS] = list(chosen)
+        st.switch_page(ui.page_file("map.py"))
+    links.sync_url(urlstate.View(dataset=spec, models=list(chosen), method=method))
 
 
 # A configured bundle, else the committed demo bundle (three models of demo:shapes): Home opens
@@ -101,6 +98,7 @@ home_bundle = viewonly.configured_bundle() or (
 if home_bundle is not None or state.view_only():
     if home_bundle is None:
         state.view_only_notice("No bundle is configured (set PARALLAX_BUNDLE)")
+        state.sidebar(None, None, [])
     else:
         with ui.guard(f"Opening the bundle {home_bundle.name}"):
             _bundle_home(home_bundle)
@@ -114,15 +112,13 @@ st.caption(
 
 
 def _embed_demo():  # -> (dataset, vectors Entry)
-    from engine.embed.local import embed_dataset
-
-    ds = resources.get_dataset(state.HOME_DATASET)
+    ds = state.get_dataset(state.HOME_DATASET)
     entry = projections.cached_vectors(ds, state.HOME_MODEL)
     if entry is None:
         bar = ui.ProgressBar(f"Embedding {state.HOME_DATASET} with {state.HOME_MODEL}")
         try:
-            model = state.get_model(state.HOME_MODEL)
-            embed_dataset(ds, model, cache=resources.engine_cache(), progress=bar)
+            state.get_model(state.HOME_MODEL)  # view-only and the policy decide first
+            state.workspace().embed(ds, state.HOME_MODEL, progress=bar)
         finally:
             bar.clear()
         entry = projections.cached_vectors(ds, state.HOME_MODEL)
@@ -132,6 +128,7 @@ def _embed_demo():  # -> (dataset, vectors Entry)
 demo = None
 with ui.guard("Preparing the demo map"):
     demo = _embed_demo()
+state.sidebar(state.HOME_DATASET, demo[0] if demo else None, [state.HOME_MODEL])
 
 if demo is not None and demo[1] is not None:
     ds, entry = demo
@@ -159,7 +156,9 @@ if demo is not None and demo[1] is not None:
 
     with ui.guard(f"Drawing the {method} map"):
         linked_maps.draw_cached_maps(ds, state.HOME_DATASET, [state.HOME_MODEL], method, "home_map")
-    links.sync_url(urlstate.View(method=method))
+    links.sync_url(
+        urlstate.View(dataset=state.HOME_DATASET, models=[state.HOME_MODEL], method=method)
+    )
 
     if job is None:
         if st.button("Compute the UMAP map", icon=":material/play_arrow:"):

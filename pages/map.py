@@ -33,12 +33,15 @@ if (link_error := links.url_error()) is not None:
 spec = state.dataset_spec()
 ds = state.open_current_dataset()
 if ds is None:
+    state.sidebar(spec, None, [])
     st.stop()
 
 sources: list[mv.MapSource] = []
 with ui.guard("Reading the cache"):
     sources = mv.embedded_sources(ds, state.model_specs())
 if not sources:
+    state.sidebar(spec, ds, [], what="Maps")
+    links.sync_url(urlstate.View(dataset=spec, models=state.model_specs()))
     if state.view_only():
         state.view_only_notice(f"Nothing is embedded for {ui.plain(spec)}")
         ui.page_link("data.py", "Open a bundle (.parallax.zip)", ":material/dataset:")
@@ -64,7 +67,7 @@ if keys.MAP_MODELS in st.session_state:  # drop choices whose vectors are gone
         m for m in st.session_state[keys.MAP_MODELS] if m in by_label
     ]
 if not st.session_state.get(keys.MAP_MODELS):
-    st.session_state[keys.MAP_MODELS] = labels[: min(2, len(labels))]
+    st.session_state[keys.MAP_MODELS] = mv.default_maps(sources)
 if st.session_state.get(keys.MAP_METHOD) not in ("UMAP", "PCA"):
     st.session_state[keys.MAP_METHOD] = "UMAP"
 
@@ -87,6 +90,7 @@ chosen = c1.multiselect(
 method = c2.segmented_control("Projection", ["UMAP", "PCA"], key=keys.MAP_METHOD) or "UMAP"
 colour_by = c3.selectbox("Colour by", colour_options, key=keys.MAP_COLOUR)
 rows_selected = mv.selected_rows()
+state.sidebar(spec, ds, list(chosen), what="Maps")  # every map drawn, by its model
 
 links.sync_url(
     urlstate.View(

@@ -41,11 +41,12 @@ def test_shell_registers_pages_and_shows_the_sidebar():
     for name in PAGES:
         if (REPO / "pages" / name).is_file():
             at.switch_page(f"../pages/{name}")
-    # The sidebar names the current dataset and models.
+    # The sidebar names what Home shows: the dataset and the model of every map drawn.
     sidebar_code = [c.value for c in at.sidebar.code]
-    assert "demo:digits" in sidebar_code
-    assert "baseline:pixels" in sidebar_code
-    assert any("1,797 items" in c.value for c in at.sidebar.caption)
+    drawn = [m["title"].split(" · ")[0] for m in scatter_maps(at)]
+    assert drawn and sidebar_code[1:] == drawn, (sidebar_code, drawn)
+    assert sidebar_code[0].startswith(("bundle:", "demo:digits"))
+    assert any(" items (" in c.value for c in at.sidebar.caption)
     # Own pages render without an exception and show their title.
     for name, title in [("data.py", "Data"), ("embed.py", "Embed")]:
         at.switch_page(f"../pages/{name}").run()
@@ -69,6 +70,11 @@ def test_home_opens_on_two_linked_models_without_interaction():
     assert all(m["n"] == 2000 and m["group"] == maps[0]["group"] for m in maps)
     titles = [m["title"].split(" · ")[0] for m in maps]
     assert len(set(titles)) == 2, titles
+    # the image–text models first (the shipped CLIPs), not the pixel or text baselines
+    assert not any(t.startswith("baseline:") for t in titles), titles
+    # the sidebar names what the page shows, not the session's default demo:digits
+    sidebar = [c.value for c in at.sidebar.code]
+    assert sidebar == [viewonly.bundle_spec(viewonly.DEMO_BUNDLE), *titles], sidebar
     assert all("UMAP" in m["title"] for m in maps)  # the bundle's cached maps
     assert [x["label"] for x in maps[0]["colours"]["legend"]]  # coloured by label
     # Home keeps no selection: the maps link it in the browser and never rerun the page for it
@@ -89,6 +95,7 @@ def test_home_without_a_bundle_shows_the_digits_demo(no_demo_bundle):
     assert not at.error, [e.value for e in at.error]
     (m,) = scatter_maps(at)
     assert m["n"] == 1797 and "PCA" in m["title"]
+    assert [c.value for c in at.sidebar.code] == ["demo:digits", "baseline:pixels"]
     assert sorted(x["label"] for x in m["colours"]["legend"]) == [str(d) for d in range(10)]
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from dashboard import compare_view as cv
-from dashboard import keys, projections
+from dashboard import keys
 from engine.analysis.compare import comparison_key
 from engine.analysis.zeroshot import ModelPrediction
 from engine.store import catalog
@@ -49,9 +49,6 @@ def test_prediction_model_options_need_a_text_tower():
     ]
     out = cv.prediction_model_options(known, ["baseline:pixels", "hf:/some/clip", "baseline:text"])
     assert out == ["baseline:text", "open_clip:X/y", "hf:/some/clip"]
-    assert cv.is_clip_like_spec(known, "open_clip:X/y")
-    assert not cv.is_clip_like_spec(known, "baseline:text")
-    assert not cv.is_clip_like_spec(known, "unknown:model")
 
 
 # -- predictions --------------------------------------------------------------------------------
@@ -93,12 +90,26 @@ def test_topk_and_predictions_frames():
     assert len(long) == 6 + 4 + 3
     clip_rows = long[long["model"] == "clip"]
     assert clip_rows.groupby("input")["probability"].sum().le(1.0).all()
-    assert long[long["model"] == "broken"]["label"].isna().all()
+    assert (long[long["model"] == "broken"]["label"] == "").all()  # no "None" cell
+    assert long[long["model"] == "broken"]["rank"].isna().all()
+    assert (long[long["model"] == "clip"]["error"] == "").all()
     assert (long[long["model"] == "broken"]["error"] == "cannot load: no such folder").all()
 
     timing = cv.timing_frame(preds)
     assert timing["model"].tolist() == ["clip", "text", "broken"]
     assert timing["latency_ms"].tolist()[:2] == [12.5, 1.0] and pd.isna(timing["latency_ms"][2])
+
+
+def test_tied_answers_share_their_rank():
+    """Three labels at 33.33 % are not first, second and third: they share rank 1."""
+    third = 1 / 3
+    top = cv.topk_frame([("red", third, 1), ("green", third, 2), ("blue", third, 3)])
+    assert top["rank"].tolist() == [1, 1, 1]
+    top = cv.topk_frame([("a", 0.5, 1), ("b", 0.25, 2), ("c", 0.25, 3), ("d", 0.0, 4)])
+    assert top["rank"].tolist() == [1, 2, 2, 4]
+    tied = ModelPrediction(model="m", texts=[[("x", 0.5, 1), ("y", 0.5, 2)]])
+    long = cv.predictions_frame([tied], cv.inputs_of([], ["hello"]))
+    assert long["rank"].tolist() == [1, 1]
 
 
 def test_thumbnail_of_keeps_the_upload_and_fits_the_box():
@@ -113,24 +124,25 @@ def test_thumbnail_of_keeps_the_upload_and_fits_the_box():
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     from engine.analysis.compare import compare_models
-    from engine.store.cache import Cache
+    from engine.workspace import Workspace
 
-    cache = Cache(tmp_path_factory.mktemp("cache"))
+    ws = Workspace(tmp_path_factory.mktemp("cache"))
     ds = ArrayImageDataset(60, seed=3)
     models = [MeanColourModel(dim=16), MeanColourModel(dim=8, version="2")]
-    report = compare_models(ds, models, cache=cache, k=5)
-    return cache, ds, models, report
+    report = compare_models(ds, models, cache=ws.cache, k=5)
+    return ws, ds, models, report
 
 
 def test_embedded_models_and_comparison_key_match_the_engine(compared):
     from engine.analysis.compare import compare_models
     from engine.params import CompareParams
 
-    cache, ds, models, report = compared
-    found = projections.embedded_models(ds, cache)
+    ws, ds, models, report = compared
+    cache = ws.cache
+    found = ws.embeddings(ds)  # what dashboard.projections.embedded_models asks
     assert set(found) == {m.spec for m in models}
     assert all(set(v) == {"image"} for v in found.values())
-    assert projections.embedded_models(ArrayImageDataset(60, seed=4), cache) == {}  # another
+    assert ws.embeddings(ArrayImageDataset(60, seed=4)) == {}  # another dataset
 
     keys = [found[m.spec][catalog.comparison_modality(ds, found[m.spec])].key for m in models]
     assert keys == [m["vectors_key"] for m in report.models]
@@ -138,7 +150,7 @@ def test_embedded_models_and_comparison_key_match_the_engine(compared):
     assert key == report.key
     assert comparison_key(ds, keys, CompareParams(k=6)) != key
     specs = [m.spec for m in models]
-    loaded = catalog.cached_report(ds, found, specs, CompareParams(k=5), cache)
+    loaded = ws.cached_report(ds, found, specs, CompareParams(k=5))
     assert loaded is not None and loaded.cached and loaded.key == report.key
     assert cv.metrics_frame(loaded).equals(cv.metrics_frame(report))
     assert catalog.cached_report(ds, found, specs, CompareParams(k=6), cache) is None
@@ -209,9 +221,9 @@ def test_pairwise_heatmaps(compared):
 
 
 def test_disagreement_frame_thumbnails_texts_and_csv(compared):
-    cache, ds, models, report = compared
+    ws, ds, models, report = compared
     assert cv.prediction_sources(report) == ["knn", "zero_shot"]
-    table = cv.disagreement_frame(report, ds, "knn", cache, max_thumbs=3)
+    table = cv.disagreement_frame(report, ds, "knn", ws, max_thumbs=3)
     engine_table = report.disagreements("knn")
     assert table["id"].tolist() == engine_table["id"].tolist()
     assert [ds.ids[r] for r in table["row"]] == table["id"].tolist()

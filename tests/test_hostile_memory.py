@@ -153,20 +153,25 @@ def test_a_bundle_manifest_that_inflates_is_refused_unread(tmp_path):
 
 
 def test_opened_datasets_are_released_by_bytes_not_count(tmp_path, monkeypatch):
-    """The process-wide registry keeps datasets within a byte budget (the newest always)."""
-    pytest.importorskip("streamlit")
-    from dashboard.resources import DatasetRegistry
+    """The process-wide holder every door shares (``Workspace.open``: the dashboard's pages,
+    the CLI, the HTTP service) keeps datasets within a byte budget (the newest always)."""
+    from engine import settings
     from engine.data.base import approx_nbytes
+    from engine.workspace import Workspace
 
+    monkeypatch.setattr(settings, "DATASET_CACHE_BYTES", 3 * MB)
     texts = tmp_path / "texts.csv"
     texts.write_text("text\n" + "".join(f"{'word ' * 400}{i}\n" for i in range(2000)))
-    registry = DatasetRegistry(max_entries=16, max_bytes=3 * MB)
-    big = registry.get(f"manifest:{texts}", tmp_path / "c")
+    ws = Workspace(tmp_path / "c")  # a new cache root: a new holder, under the patched budget
+    big = ws.open(f"manifest:{texts}")
     assert approx_nbytes(big) > 3 * MB  # bigger than the whole budget: kept while newest
-    registry.get("demo:sentences", tmp_path / "c")
-    assert registry.nbytes <= 3 * MB  # the big one is released, the small one kept
-    registry.get("demo:digits", tmp_path / "c")
-    assert registry.nbytes <= 3 * MB and len(registry._items) == 2
+    assert ws.open(f"manifest:{texts}") is big
+    small = ws.open("demo:sentences")
+    assert ws.held()["datasets"] <= 3 * MB  # the big one is released, the small one kept
+    digits = ws.open("demo:digits")
+    assert ws.held()["datasets"] <= 3 * MB
+    assert ws.open("demo:sentences") is small and ws.open("demo:digits") is digits
+    assert ws.visitor("someone").open("demo:digits") is digits  # one holder for every visitor
 
 
 def test_an_upload_near_the_size_limit_is_staged_without_a_second_copy(tmp_path):

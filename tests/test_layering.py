@@ -1,4 +1,5 @@
-"""The engine's import graph: no cycles, no private names across modules, no Streamlit.
+"""Import graphs: no cycles (engine, dashboard, pages, training), no private names across
+engine modules, no Streamlit in the engine, and the dashboard through one door.
 
 Every import counts, wherever it is written: module level, inside functions, under
 ``TYPE_CHECKING``, ``importlib.import_module("engine.x")`` with a literal name, and a string that
@@ -18,10 +19,16 @@ from pathlib import Path
 import pytest
 
 ENGINE = Path(__file__).resolve().parent.parent / "engine"
+REPO = ENGINE.parent
+FRONTS = ("dashboard", "pages", "training")  # checked for cycles like the engine
+# The dashboard (dashboard/ and pages/ together) reaches the engine through the workspace and
+# its parameter, error and settings types, plus at most ``DOOR_EXTRA`` other modules.
+DOOR = {"engine.workspace", "engine.params", "engine.errors", "engine.settings"}
+DOOR_EXTRA = 2
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ENGINE.parent).with_suffix("").parts)
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -80,8 +87,14 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> Iterator[tupl
             yield node.value, ""
 
 
-def import_graph() -> dict[str, set[str]]:
-    modules = engine_modules()
+def front_modules() -> dict[str, Path]:
+    """Every module of dashboard/, pages/ and training/ by its dotted name (pages are
+    scripts, named ``pages.<file>`` here: nothing imports them, but they import the rest)."""
+    return {module_name(p): p for front in FRONTS for p in sorted((REPO / front).rglob("*.py"))}
+
+
+def import_graph(modules: dict[str, Path] | None = None) -> dict[str, set[str]]:
+    modules = engine_modules() if modules is None else modules
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():
         for target, _ in imports_of(name, path, modules):
@@ -151,6 +164,35 @@ def test_cycle_finder_reports_a_cycle() -> None:
 def test_engine_has_no_import_cycle() -> None:
     cycles = find_cycles(import_graph())
     assert cycles == [], "import cycles in engine/: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_front_ends_have_no_import_cycle() -> None:
+    """dashboard/, pages/ and training/: the same rule as the engine's (function-level imports
+    count: ``state`` <-> ``ui`` was one)."""
+    graph = import_graph(front_modules())
+    assert "dashboard.state" in graph and "pages.map" in graph  # the finder sees the fronts
+    assert "dashboard.ui" in graph["dashboard.state"]
+    cycles = find_cycles(graph)
+    assert cycles == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def dashboard_engine_imports() -> dict[str, set[str]]:
+    """Every engine module dashboard/ and pages/ import -> the files importing it."""
+    modules = engine_modules()
+    used: dict[str, set[str]] = {}
+    for front in ("dashboard", "pages"):
+        for path in sorted((REPO / front).rglob("*.py")):
+            for target, _ in imports_of(module_name(path), path, modules):
+                used.setdefault(target, set()).add(str(path.relative_to(REPO)))
+    return used
+
+
+def test_the_dashboard_reaches_the_engine_through_one_door() -> None:
+    used = dashboard_engine_imports()
+    assert "engine.workspace" in used  # the finder sees the dashboard's imports
+    others = {m: sorted(files) for m, files in used.items() if m not in DOOR}
+    assert len(others) <= DOOR_EXTRA, f"engine modules imported past the door: {others}"
+    assert len(used) <= len(DOOR) + DOOR_EXTRA
 
 
 def test_no_private_name_imported_across_engine_modules() -> None:

@@ -56,19 +56,19 @@ def test_selection_frame_holds_ids_labels_metadata_and_coords() -> None:
     assert df["id"].tolist() == ["id3", "id1", "id7"]
     assert df["label"].tolist()[:2] == ["3", "1"] and pd.isna(df["label"].iloc[2])
     assert df["size"].tolist() == [4.5, 1.5, 10.5]
-    assert df["x[m1]"].iloc[0] == pytest.approx(_coords(20, 1)[3, 0])
-    assert {"y[m2]", "text", "kind"} <= set(df.columns)
+    assert df["m1_x"].iloc[0] == pytest.approx(_coords(20, 1)[3, 0])
+    assert {"m2_y", "text", "kind"} <= set(df.columns)
 
 
 def test_export_round_trips_through_csv_and_parquet() -> None:
     df = _frame()
     back_csv = pd.read_csv(io.BytesIO(maps.to_csv_bytes(df)))
     assert back_csv["id"].tolist() == df["id"].tolist()
-    assert np.allclose(back_csv["x[m2]"], df["x[m2]"], atol=1e-6)
+    assert np.allclose(back_csv["m2_x"], df["m2_x"], atol=1e-6)
     back_pq = pd.read_parquet(io.BytesIO(maps.to_parquet_bytes(df)))
     assert back_pq.columns.tolist() == df.columns.tolist()
     assert back_pq["id"].tolist() == df["id"].tolist()
-    assert np.array_equal(back_pq["x[m1]"].to_numpy(), df["x[m1]"].to_numpy())
+    assert np.array_equal(back_pq["m1_x"].to_numpy(), df["m1_x"].to_numpy())
     assert back_pq["kind"].tolist() == ["b", "b", "b"]
 
 
@@ -91,13 +91,24 @@ def test_knn_overlap_is_one_for_the_same_space_and_lower_for_noise() -> None:
     assert ((ov >= 0) & (ov <= 1)).all()
 
 
-def test_cosine_scores_and_top_k() -> None:
-    v = np.array([[1, 0], [0, 1], [1, 1], [-1, 0]], dtype=np.float32)
-    s = maps.cosine_scores(v, np.array([2.0, 0.0]))
-    assert np.allclose(s, [1, 0, np.sqrt(0.5), -1], atol=1e-6)
-    assert maps.top_k(s, 2).tolist() == [0, 2]
-    assert maps.top_k(s, 2, exclude=[0]).tolist() == [2, 1]
-    assert maps.top_k(s, 10).tolist() == [0, 2, 1, 3]
+def test_map_search_scores_every_row_and_ranks_like_them(tmp_path) -> None:
+    """The Map page's text search is ``Workspace.search(all_scores=True)``: one search (the
+    same k as every door), every row's cosine for the colouring, hits in score order."""
+    from engine.params import SEARCH
+    from engine.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    ds = ws.open("demo:digits")
+    ws.embed(ds, "baseline:pixels")
+    vectors = np.asarray(ws.vectors(ds, "baseline:pixels").load(), dtype=np.float32)
+    found = ws.search(ds, "baseline:pixels", vectors[5], all_scores=True)
+    assert found.scores is not None and found.scores.shape == (len(ds),)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert np.allclose(found.scores, unit @ unit[5], atol=1e-5)
+    assert len(found.hits) == SEARCH.k and found.hits[0].row == 5
+    ranked = [h.score for h in found.hits]
+    assert ranked == sorted(ranked, reverse=True)
+    assert np.isclose(ranked[-1], np.sort(found.scores)[-SEARCH.k], atol=1e-5)
 
 
 def test_hover_component_state_is_parsed_defensively() -> None:

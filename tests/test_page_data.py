@@ -230,3 +230,39 @@ def test_server_folder(tmp_path):
     assert not errors(at), errors(at)
     assert at.session_state["dataset_spec"] == f"folder:{tmp_path}"
     assert metric(at, "Items") == "6"
+
+
+def skipped_reasons(at: AppTest) -> dict[str, str]:
+    frames = [df.value for df in at.dataframe if "reason" in df.value.columns]
+    return {str(s): str(r) for f in frames for s, r in zip(f["source"], f["reason"], strict=True)}
+
+
+def test_a_zips_other_files_are_listed_as_skipped_and_the_sidebar_names_the_upload():
+    members = {f"pets/red/{i}.png": png(COLOURS["red"], seed=i) for i in range(3)}
+    members["pets/notes.txt"] = b"not an image"
+    members["pets/README"] = b"no suffix"
+    at = open_page()
+    upload(at, [("pets.zip", zip_bytes(members), "application/zip")])
+    assert not errors(at), errors(at)
+    assert metric(at, "Items") == "3"
+    why = skipped_reasons(at)
+    assert why["archive member notes.txt"].startswith("not an image (.txt)")
+    assert why["archive member README"].startswith("not an image (no suffix)")
+    sidebar = [c.value for c in at.sidebar.code]
+    assert sidebar[0] == at.session_state["dataset_spec"] == at.query_params["ds"]
+
+
+def test_after_opening_a_text_csv_the_sidebar_lists_no_image_model():
+    from engine.models import known_models
+
+    modalities = {m["spec"]: set(m["modalities"]) for m in known_models()}
+    at = open_page("demo:digits")
+    at.session_state["model_specs"] = ["baseline:pixels"]  # chosen for the images before
+    rows = ["text,label", *(f"sentence number {i},{'ab'[i % 2]}" for i in range(12))]
+    upload(at, [("notes.csv", "\n".join(rows).encode(), "text/csv")])
+    assert not errors(at), errors(at)
+    assert metric(at, "Modalities") == "texts"
+    listed = [c.value for c in at.sidebar.code][1:]
+    assert listed, "the text dataset's default models"
+    assert all("text" in modalities.get(m, {"text"}) for m in listed), listed
+    assert "baseline:pixels" not in listed

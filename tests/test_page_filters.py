@@ -51,6 +51,21 @@ def open_map(query: dict[str, str] | None = None, **state) -> AppTest:
     return run(at)
 
 
+def serve_fake_model(monkeypatch, model) -> None:
+    """The workspace (the one door) loads ``model`` for the fake spec; real specs as ever."""
+    from engine.workspace import Workspace
+
+    check, load = Workspace.check_model_spec, Workspace.model
+    monkeypatch.setattr(
+        Workspace, "check_model_spec", lambda ws, spec: None if spec == SECOND else check(ws, spec)
+    )
+    monkeypatch.setattr(
+        Workspace,
+        "model",
+        lambda ws, spec, **kw: model if spec == SECOND else load(ws, spec, **kw),
+    )
+
+
 def run(at: AppTest) -> AppTest:
     at.run()
     assert not at.exception, at.exception
@@ -126,13 +141,11 @@ def test_a_link_to_a_missing_subset_says_so_and_selects_nothing(ds):
 
 
 def test_text_search_names_the_words_the_model_does_not_know(ds, monkeypatch):
-    from dashboard import state
-
     class KnowsThreeWords(MeanColourModel):
         def unknown_words(self, text: str) -> list[str]:
             return [w for w in text.split() if w not in {"a", "round", "zero"}]
 
-    monkeypatch.setattr(state, "get_model", lambda spec: KnowsThreeWords(dim=16))
+    serve_fake_model(monkeypatch, KnowsThreeWords(dim=16))
     at = open_map()
     at.selectbox(key="map_query_model").set_value(SECOND)
     run(at)

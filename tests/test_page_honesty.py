@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from engine.models import known_models
 from tests.conftest import private_app_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,12 +34,12 @@ def png_bytes(colour: tuple[int, int, int]) -> bytes:
     return buf.getvalue()
 
 
-def predictions_page(labels: str) -> AppTest:
+def predictions_page(labels: str, models: tuple[str, ...] = (SHAPES_CLIP,)) -> AppTest:
     at = AppTest.from_file(COMPARE, default_timeout=TIMEOUT)
     at.session_state["dataset_spec"] = "demo:digits"
     at.session_state["model_specs"] = ["baseline:pixels"]
     at.session_state["compare_tab"] = "Predictions on uploads"
-    at.session_state["cmp_models"] = [SHAPES_CLIP]
+    at.session_state["cmp_models"] = list(models)
     at.run()
     assert not at.exception, at.exception
     at.file_uploader(key="cmp_files").set_value(("red.png", png_bytes((220, 20, 20)), "image/png"))
@@ -58,6 +59,18 @@ def test_compare_warns_when_the_labels_are_outside_the_models_vocabulary() -> No
     # where the model is chosen: what it was trained on
     domain = [c.value for c in at.caption if "trained on generated shapes only" in c.value]
     assert domain and "circle, square" in domain[0] and SHAPES_CLIP in domain[0]
+
+
+def test_compare_says_one_cause_once_for_every_model() -> None:
+    """Both shipped CLIPs, three unknown labels: one line for the one cause (unknown words,
+    which is why the labels embed alike and score near chance), naming every model; not
+    three lines per model."""
+    at = predictions_page("astronaut, cat, coffee", (SHAPES_CLIP, "demo:shapes-clip-small"))
+    (banner,) = [w.value for w in at.warning]
+    lines = [ln for ln in banner.splitlines() if ln.startswith("- ")]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("- every model:") and "vocabulary" in lines[0]
+    assert "near chance" not in banner
 
 
 def test_compare_shows_no_warning_for_labels_the_model_knows() -> None:
@@ -96,8 +109,15 @@ def test_embed_resets_choices_when_the_dataset_changes() -> None:
     at.session_state["dataset_spec"] = "demo:sentences"
     at.run()
     assert not at.exception, at.exception
-    assert at.session_state["model_specs"] == []  # pixels cannot embed sentences
-    assert any("Choose at least one model" in i.value for i in at.info)
+    chosen = at.session_state["model_specs"]  # pixels cannot embed sentences: the text defaults
+    assert "baseline:pixels" not in chosen and chosen, chosen
+    offline = {m["spec"] for m in known_models() if m["available_offline"]}
+    if "st:all-MiniLM-L6-v2" in offline:
+        assert chosen[0] == "st:all-MiniLM-L6-v2"  # the text model first
+    # never two models reading texts with one tower (the shipped CLIPs share theirs)
+    assert not {SHAPES_CLIP, "demo:shapes-clip-small"} <= set(chosen)
+    sidebar = [c.value for c in at.sidebar.code]
+    assert sidebar == ["demo:sentences", *chosen]  # the sidebar names no image model
 
 
 def test_a_model_that_failed_leaves_the_session_models() -> None:

@@ -71,6 +71,21 @@ def errors(at: AppTest) -> list[str]:
     return [e.value for e in at.error]
 
 
+def serve_fake_model(monkeypatch, model) -> None:
+    """The workspace (the one door) loads ``model`` for the fake spec; real specs as ever."""
+    from engine.workspace import Workspace
+
+    check, load = Workspace.check_model_spec, Workspace.model
+    monkeypatch.setattr(
+        Workspace, "check_model_spec", lambda ws, spec: None if spec == SECOND else check(ws, spec)
+    )
+    monkeypatch.setattr(
+        Workspace,
+        "model",
+        lambda ws, spec, **kw: model if spec == SECOND else load(ws, spec, **kw),
+    )
+
+
 def test_empty_state_links_to_embed():
     at = open_page(dataset="demo:shapes?n=100&seed=7")
     assert not scatter_maps(at)
@@ -186,10 +201,11 @@ def test_text_search_says_when_a_model_has_no_text_tower(embedded):
 
 
 def test_text_search_with_a_two_tower_model_scores_every_item(embedded, monkeypatch):
-    """The fake second model embeds images and texts in one space, like CLIP."""
-    from dashboard import state
+    """The fake second model embeds images and texts in one space, like CLIP. The search is
+    the workspace's (``Workspace.search``): the default k of every door, every row scored."""
+    from engine.params import SEARCH
 
-    monkeypatch.setattr(state, "get_model", lambda spec: MeanColourModel(dim=16))
+    serve_fake_model(monkeypatch, MeanColourModel(dim=16))
     at = open_page([PIXELS, SECOND])
     at.selectbox(key="map_query_model").set_value(SECOND).run()
     at.text_input(key="map_query").input("a round zero")
@@ -199,9 +215,34 @@ def test_text_search_with_a_two_tower_model_scores_every_item(embedded, monkeypa
     assert any("Best matches for **a round zero**" in m.value for m in at.markdown)
     scores = at.session_state["map_search"]["scores"]
     assert scores.shape == (1797,) and np.isfinite(scores).all()
-    assert len(at.image) == 12  # the best matches, as thumbnails
+    assert len(at.image) == SEARCH.k  # the best matches, as thumbnails
     # the scores colour the maps of both models
     at.selectbox(key="map_colour").set_value("text search score").run()
     assert not at.exception, at.exception
     for m in scatter_maps(at):
         assert m["n"] == 1797 and m["colours"]["scale"] and "score" in m["colours"]["title"]
+
+
+def test_the_sidebar_lists_every_map_drawn(embedded):
+    at = open_page([PIXELS, SECOND])
+    assert [m["title"].split(" · ")[0] for m in scatter_maps(at)] == [PIXELS, SECOND]
+    assert [c.value for c in at.sidebar.code] == [DATASET, PIXELS, SECOND]
+    # and the address carries both, so a reload draws both again
+    again = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    for key in ("ds", "m", "proj"):
+        again.query_params[key] = at.query_params[key]
+    again.run()
+    assert not again.exception, again.exception
+    assert [m["title"].split(" · ")[0] for m in scatter_maps(again)] == [PIXELS, SECOND]
+
+
+def test_texts_are_first_mapped_by_models_with_different_text_towers():
+    """On texts the two shipped CLIPs draw the same map (one frozen text tower): the first
+    maps are one of them and the text model, never both CLIPs."""
+    from dashboard import map_view as mv
+
+    clip, small, text = "demo:shapes-clip", "demo:shapes-clip-small", "st:all-MiniLM-L6-v2"
+    sources = [mv.MapSource(s, s, "text", None) for s in (clip, small, text)]
+    assert mv.default_maps(sources) == [clip, text]
+    images = [mv.MapSource(s, s, "image", None) for s in (clip, small)]
+    assert mv.default_maps(images) == [clip, small]  # their image towers differ

@@ -88,3 +88,45 @@ def test_a_refused_link_drops_its_selection(linked_upload):
     except KeyError:
         rows = []
     assert len(rows) == 0, "the link's rows belong to another dataset"
+
+
+def open_page_from(page: str, query: dict[str, str], **state) -> AppTest:
+    """A fresh session on ``page`` whose address is ``?query``: what a reload does."""
+    at = AppTest.from_file(str(REPO / "pages" / page), default_timeout=TIMEOUT)
+    for key, value in query.items():
+        at.query_params[key] = value
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.mark.parametrize("page", ["embed.py", "compare.py"])
+def test_a_reload_keeps_the_upload_on_embed_and_compare(linked_upload, page):
+    """Embed and Compare carry the dataset in their address: reloading one (a new session,
+    the same address) reopens the upload instead of falling back to demo:digits."""
+    public = linked_upload[1]
+    first = open_page_from(page, {}, dataset_spec=public)
+    assert first.query_params["ds"] == public  # the page wrote its view into the address
+    again = open_page_from(page, {"ds": first.query_params["ds"]})  # the reload
+    assert again.session_state["dataset_spec"] == public
+    assert not again.error, [e.value for e in again.error]
+    assert next(c.value for c in again.sidebar.code) == public  # the sidebar names it too
+    assert any("skimg.zip" in m.value for m in [*again.markdown, *again.caption])
+
+
+def test_compare_defaults_to_every_image_text_model_on_an_image_upload(linked_upload):
+    from engine.models import known_models
+
+    public = linked_upload[1]
+    at = open_page_from("compare.py", {"ds": public}, compare_tab="Predictions on uploads")
+    chosen = at.session_state["cmp_models"]
+    clip_like = [
+        m["spec"]
+        for m in known_models()
+        if {"image", "text"} <= set(m["modalities"]) and m["available_offline"]
+    ]
+    assert clip_like and set(chosen) == set(clip_like), chosen  # all of them, nothing else
+    assert "baseline:text" not in chosen
+    assert at.query_params["ds"] == public

@@ -356,6 +356,22 @@ def _content_root(folder: Path) -> Path:
     return folder
 
 
+def _not_images(root: Path) -> list[SkippedItem]:
+    """The extracted files an image folder does not read, each with its reason: a file of the
+    archive never vanishes without one (hidden files and ``__MACOSX`` debris aside)."""
+    from engine.data.images import IMAGE_EXTENSIONS
+
+    out: list[SkippedItem] = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(is_hidden(part) for part in rel.parts) or not path.is_file():
+            continue
+        if path.suffix.lower().lstrip(".") not in IMAGE_EXTENSIONS:
+            why = f"not an image ({path.suffix or 'no suffix'}): only images are read"
+            out.append(SkippedItem(f"archive member {rel.as_posix()}", why))
+    return out
+
+
 def open_archive(
     spec: str,
     archive: Path,
@@ -396,7 +412,12 @@ def open_archive(
         )
     else:
         dataset = FolderDataset(
-            root, spec=spec, name=name, cache_root=cache_root, progress=progress, skipped=skipped
+            root,
+            spec=spec,
+            name=name,
+            cache_root=cache_root,
+            progress=progress,
+            skipped=[*skipped, *_not_images(root)],
         )
     lease.bind(dataset)  # the folder stays while the dataset reads images from it
     return dataset
