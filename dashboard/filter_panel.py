@@ -60,7 +60,7 @@ def _control(ds: Any, column: str, kind: str, key: str) -> dict[str, Any] | None
 
 def filter_controls(ds: Any, key: str = "map_filter") -> np.ndarray | None:
     """The filter expander; the mask of matching rows, or None when nothing is filtered."""
-    ws = resources.workspace()
+    ws = state.workspace()
     kinds = ws.filter_columns(ds)
     shown = ["label", *[c for c in kinds if c != "label"][:MAX_COLUMNS]]
     fingerprint = ds.fingerprint()

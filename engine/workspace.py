@@ -603,6 +603,7 @@ class Workspace:
         from engine.store.space import format_bytes
 
         return format_bytes(n)
+
     # -- dashboard ---------------------------------------------------------------------------
     # What the pages need beyond the verbs above: thin delegates to the engine modules, each
     # taking this workspace's cache (and, where a spec is named, its policy), so the dashboard
