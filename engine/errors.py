@@ -29,6 +29,14 @@ class DatasetError(ParallaxError):
     code = "dataset_unavailable"
 
 
+class BudgetError(DatasetError):
+    """Past one of the deployment's budgets (decoded bytes, upload size, pixels): one line,
+    nothing half-written (``engine.settings``' budgets section)."""
+
+    http_status = 413
+    code = "too_large"
+
+
 class ItemError(ParallaxError):
     """One item of a dataset is unusable; the dataset skips it and records the reason."""
 

@@ -56,11 +56,6 @@ class ModelRefused(PolicyError, ModelUnavailable):
     """A model spec refused by the visitor policy (a ``ModelUnavailable`` for callers)."""
 
 
-class BudgetError(DatasetError):
-    """Past one of the deployment's budgets (decoded bytes, upload size, pixels): one line,
-    nothing half-written. The HTTP service answers it with 413."""
-
-
 def resolved(path: str | os.PathLike[str]) -> Path:
     """``path`` made absolute with ``~``, ``..`` and symlinks resolved (never raises)."""
     p = Path(path).expanduser()

@@ -171,8 +171,14 @@ class Workspace:
             self.policy.check_dataset_spec(spec)
 
     def check_model_spec(self, spec: str) -> None:
+        """Refuse a model a visitor may not load (``ModelRefused``); the operator may load any."""
         if self.policy is not None:
             self.policy.check_model_spec(spec)
+
+    def check_model_name(self, spec: str) -> None:
+        """Refuse a model a visitor may not even name to read vectors cached under it."""
+        if self.policy is not None:
+            self.policy.check_model_name(spec)
 
     # -- datasets ------------------------------------------------------------------------------
     def open(self, spec: str, *, progress: ProgressCallback | None = None) -> Dataset:
@@ -269,8 +275,7 @@ class Workspace:
     def vectors(self, dataset: Dataset, model: str, modality: str | None = None) -> Entry:
         """The finished vectors of ``dataset`` under ``model`` (no model is loaded); images
         first when there are both. ``NotEmbedded`` when there are none yet."""
-        if self.policy is not None:  # reading vectors builds nothing: naming rules only
-            self.policy.check_model_name(model)
+        self.check_model_name(model)  # reading vectors builds nothing: naming rules only
         from engine.store.catalog import embeddings_by
 
         entries = embeddings_by(dataset, model, self.cache)

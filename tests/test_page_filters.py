@@ -55,9 +55,12 @@ def serve_fake_model(monkeypatch, model) -> None:
     """The workspace (the one door) loads ``model`` for the fake spec; real specs as ever."""
     from engine.workspace import Workspace
 
-    check, load = Workspace.check_model_spec, Workspace.model
+    check, name, load = Workspace.check_model_spec, Workspace.check_model_name, Workspace.model
     monkeypatch.setattr(
         Workspace, "check_model_spec", lambda ws, spec: None if spec == SECOND else check(ws, spec)
+    )
+    monkeypatch.setattr(
+        Workspace, "check_model_name", lambda ws, spec: None if spec == SECOND else name(ws, spec)
     )
     monkeypatch.setattr(
         Workspace,

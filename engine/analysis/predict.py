@@ -59,7 +59,7 @@ def decode_images(
     past it the whole request is refused with one ``BudgetError`` line, since many images
     each under the per-image limit would otherwise add up to gigabytes."""
     from engine.data.images import PixelBudget, open_image_safely
-    from engine.policy import BudgetError
+    from engine.errors import BudgetError
 
     budget = PixelBudget()
     images, names, errors = [], [], []

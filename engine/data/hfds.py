@@ -262,7 +262,7 @@ def to_manifest_table(ds: Any, spec: str) -> pd.DataFrame:
         ds = ds.cast_column(image_col, datasets.Image(decode=False))
     decoded = _decoded_nbytes(ds)
     if decoded > settings.DECODE_BYTES:
-        from engine.policy import BudgetError
+        from engine.errors import BudgetError
 
         raise BudgetError(
             f"{spec}: decodes to {decoded / 1024**2:,.0f} MB, over this deployment's budget of "

@@ -172,7 +172,7 @@ class PixelBudget:
         held = int(width * scale) * int(height * scale)
         with self._lock:
             if self.used + held > self.limit:
-                from engine.policy import BudgetError
+                from engine.errors import BudgetError
 
                 raise BudgetError(
                     f"{name}: the images of this request add up to more than "

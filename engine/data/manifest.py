@@ -198,13 +198,13 @@ def _byte_array_paths(parquet_schema: Any) -> list[str]:
 
 
 def _budget_error(line: str) -> DatasetError:
-    from engine.policy import BudgetError
+    from engine.errors import BudgetError
 
     return BudgetError(line)
 
 
 def _budget_line(what: str, nbytes: float, budget: int) -> DatasetError:
-    from engine.policy import BudgetError
+    from engine.errors import BudgetError
 
     return BudgetError(
         f"{what} decodes to more than {budget / 1024**2:,.0f} MB ({nbytes / 1024**2:,.0f} MB "

@@ -222,7 +222,7 @@ def stage_upload(files: Sequence[UploadFile], owner: str, *, cache: Cache | None
     cache = cache or Cache()
     size = sum(len(f.data) for f in files)
     if size > settings.MAX_UPLOAD_BYTES:
-        from engine.policy import BudgetError
+        from engine.errors import BudgetError
 
         raise BudgetError(
             f"this upload is {size / 1024**2:,.0f} MB, over this deployment's limit of "
