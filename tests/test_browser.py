@@ -220,8 +220,9 @@ def test_map_hover_click_lasso_linked_and_csv(app_cache: Path, shots: Path) -> N
             assert page.locator("strong", has_text=spec).count() >= 1
         page.screenshot(path=str(shots / "item.png"), full_page=True)
 
-        # lasso on the first map: the same rows highlighted in both maps, listed below
-        _lasso(page, 0)
+        # lasso on the first map: the same rows highlighted in both maps, listed below (a small
+        # lasso: a selection short enough to travel in the link)
+        _lasso(page, 0, frac=0.07)
         page.wait_for_function(
             f"() => ({MAP_INFO_JS})().every(m => m.selected > 1)", timeout=TIMEOUT_MS
         )
@@ -232,7 +233,7 @@ def test_map_hover_click_lasso_linked_and_csv(app_cache: Path, shots: Path) -> N
         gallery = page.locator("[data-testid='stImage'] img")
         gallery.first.wait_for(timeout=TIMEOUT_MS)
         assert gallery.count() == min(count, 60)
-        assert "sel=" in page.url  # the selection is in the shareable link
+        assert "sel=" in page.url, count  # the selection is in the shareable link
 
         # CSV download of the selection: a header and one line per selected item
         with page.expect_download(timeout=TIMEOUT_MS) as info:
