@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.browser_util import REPO, chromium_available, chromium_page, running_app
+from tests.browser_util import (
+    REPO,
+    chromium_available,
+    chromium_page,
+    running_app,
+    wait_for_app_idle,
+)
 from tests.fakes import MeanColourModel
 
 pytestmark = [
@@ -131,8 +137,12 @@ def _choose_pca(page: Any, maps: int, n: int) -> None:
 def _hover(page: Any, m: int, i: int) -> dict[str, Any]:
     """Move onto row ``i`` of map ``m`` (drawn: it takes no input before) and wait for the
     preview card to show an item."""
+    wait_for_app_idle(page, TIMEOUT_MS)  # the page's layout is final: the view will not refit
     page.wait_for_function(
-        f"(m) => ({MAP_INFO_JS})()[m].state === 'drawn'", arg=m, timeout=TIMEOUT_MS
+        f"(m) => {{ const x = ({MAP_INFO_JS})()[m]; return x.state === 'drawn' && "
+        "x.canvas[0] === x.size[0] && x.canvas[1] === x.size[1]; }",
+        arg=m,
+        timeout=TIMEOUT_MS,
     )
     pos = page.evaluate(POINT_JS, [m, i])
     page.mouse.move(pos["x"] - 25, pos["y"] - 25)
@@ -462,7 +472,6 @@ def test_view_only_app_on_the_committed_bundle(tmp_path: Path, shots: Path) -> N
     demo bundle. Home shows two of its models side by side at once, with hover previews and a
     selection linked across both; the Map page draws them from the bundle's cached maps."""
     from dashboard import viewonly
-    from tests.browser_util import wait_for_app_idle
 
     if not viewonly.DEMO_BUNDLE.is_file():
         pytest.skip("bundles/demo-shapes.parallax.zip not built (scripts/make_demo_bundle.py)")
