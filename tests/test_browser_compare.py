@@ -45,7 +45,7 @@ def _commit(page: Any, label: str, value: str) -> None:
     # Enter commits the value to the page's widget state (every later rerun carries it): the
     # input says so by dropping its "Press Enter to apply" line
     widget = page.locator("[data-testid='stTextInput']").filter(has=box)
-    widget.locator("[data-testid='InputInstructions']").wait_for(state="detached")
+    widget.get_by_text("Press Enter to apply").wait_for(state="hidden")
     wait_for_app_idle(page, TIMEOUT_MS)
 
 
