@@ -113,10 +113,12 @@ POINT_JS = """([m, i]) => {
           y: r.top + fl._size.t + fl.yaxis.l2p(t.y[i]), row: t.customdata[i]};
 }"""
 
-WEBGL_DRAWN_JS = (
-    "(n) => Array.from(document.querySelectorAll('.parallax-scatter'))"
-    ".some(e => e.dataset.points === String(n))"
-)
+# A WebGL map is drawn when it says so, with every point, framed for its canvas's current size
+# (a late layout change refits the view: positions read before it would be stale).
+WEBGL_DRAWN_JS = """(n) => Array.from(document.querySelectorAll('.parallax-scatter')).some(e => {
+  const w = e.querySelector('.ps-canvas');
+  return e.dataset.state === 'drawn' && e.dataset.points === String(n)
+    && e.dataset.canvas === `${w.clientWidth} ${w.clientHeight}`; })"""
 PLOTLY_DRAWN_JS = f"(n) => ({MAP_INFO_JS})().some(m => m.points === n && m.canvas > 0)"
 
 WEBGL_POINT_JS = """([m, i]) => {

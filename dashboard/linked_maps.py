@@ -2,9 +2,10 @@
 
 Turns a page's maps (coordinates + projection keys), its colouring and its selection into
 ``dashboard.components.scatter`` elements: the maps are aligned onto the first
-(``Workspace.align_maps``), share one [-1, 1] frame (so linked zoom shows the same region of
-each), are coloured from one palette, and are linked: hovering or selecting in one highlights
-the same items in all of them, in the browser.
+(``Workspace.align_maps``), share one [-1, 1] frame and one framed extent (so linked zoom shows the
+same region of each; unaligned maps are framed each on its own), are coloured from one palette,
+and are linked: hovering or selecting in one highlights the same items in all of them, in the
+browser.
 """
 
 from __future__ import annotations
@@ -107,28 +108,54 @@ def colours_from(colouring: maps.Colouring, n: int) -> Colours:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _aligned_payloads(
     keys: tuple[str, ...], aligned: bool, _coords: tuple[np.ndarray, ...]
-) -> tuple[tuple[Payload, ...], tuple[np.ndarray, ...]]:
-    """Positions of the maps ``keys`` (their projection keys), aligned onto the first or not, in
-    one shared frame. Cached per set of maps: the bytes are built once, not per rerun."""
+) -> tuple[tuple[Payload, ...], tuple[np.ndarray, ...], tuple[tuple[float, ...], ...]]:
+    """Positions of the maps ``keys`` (their projection keys), the coordinates drawn, and the
+    extent each view frames. Aligned maps share one frame and one extent (the same scale side by
+    side, so linked zoom shows the same region); unaligned maps each get their own, so none is
+    crammed into a corner of another's. Cached per set of maps: the bytes are built once, not
+    per rerun."""
     ws = resources.workspace()
     layouts = ws.align_maps(list(_coords)) if aligned else [np.asarray(c) for c in _coords]
-    frame = mapdata.shared_frame(layouts)
-    payloads = tuple(
-        positions_payload(xy, frame, f"{key}|{'aligned' if aligned else 'raw'}|{keys[0]}")
-        for key, xy in zip(keys, layouts, strict=True)
-    )
-    return payloads, tuple(layouts)
+    groups = [list(range(len(layouts)))] if aligned else [[i] for i in range(len(layouts))]
+    payloads: list[Payload] = [Payload("", b"")] * len(layouts)
+    extents: list[tuple[float, ...]] = [()] * len(layouts)
+    for members in groups:
+        frame = mapdata.shared_frame([layouts[i] for i in members])
+        extent = _extent([frame.apply(layouts[i]) for i in members])
+        for i in members:
+            mode = "aligned" if aligned else "raw"
+            payloads[i] = positions_payload(layouts[i], frame, f"{keys[i]}|{mode}|{keys[0]}")
+            extents[i] = extent
+    return tuple(payloads), tuple(layouts), tuple(extents)
+
+
+def _extent(framed: Sequence[np.ndarray]) -> tuple[float, ...]:
+    """(x0, y0, x1, y1) of the finite points of ``framed`` together; the whole frame if none."""
+    finite = [a[np.isfinite(a).all(axis=1)] for a in framed]
+    finite = [a for a in finite if len(a)]
+    if not finite:
+        return (-1.0, -1.0, 1.0, 1.0)
+    both = np.concatenate(finite)
+    lo, hi = both.min(axis=0), both.max(axis=0)
+    return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
 
 
 def layouts(
     specs: Sequence[MapSpec], aligned: bool
 ) -> tuple[tuple[Payload, ...], list[np.ndarray]]:
     """(positions payload, drawn coordinates) of each map, aligned onto the first if asked."""
+    payloads, coords, _ = _layouts(specs, aligned)
+    return payloads, coords
+
+
+def _layouts(
+    specs: Sequence[MapSpec], aligned: bool
+) -> tuple[tuple[Payload, ...], list[np.ndarray], tuple[tuple[float, ...], ...]]:
     keys = tuple(s.projection_key for s in specs)
-    payloads, coords = _aligned_payloads(
+    payloads, coords, extents = _aligned_payloads(
         keys, aligned and len(specs) > 1, tuple(s.coords for s in specs)
     )
-    return payloads, list(coords)
+    return payloads, list(coords), extents
 
 
 def displacement_colouring(reference: np.ndarray, other: np.ndarray, names: str) -> maps.Colouring:
@@ -166,14 +193,16 @@ def draw_maps(
     ``displacement`` colours every map by how far each item moves between the first two maps
     (aligned), instead of ``colouring``. ``under_each(i)`` draws extra lines under map ``i``.
     """
-    payloads, drawn = layouts(specs, aligned)
+    payloads, drawn, extents = _layouts(specs, aligned)
     if displacement and len(drawn) >= 2:
         colouring = displacement_colouring(
             drawn[0], drawn[1], f"{specs[0].title} → {specs[1].title}"
         )
     colours = colours_from(colouring, n)
     columns = st.columns(len(specs)) if len(specs) > 1 else [st.container()]
-    for i, (col, spec, payload) in enumerate(zip(columns, specs, payloads, strict=True)):
+    for i, (col, spec, payload, extent) in enumerate(
+        zip(columns, specs, payloads, extents, strict=True)
+    ):
         with col:
             scatter_map(
                 spec.map_id,
@@ -187,6 +216,7 @@ def draw_maps(
                 point_size=point_size(n),
                 link_zoom=link_zoom,
                 on_select=on_select,
+                extent=extent,
             )
             if under_each is not None:
                 under_each(i)

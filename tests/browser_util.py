@@ -22,6 +22,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+DEFAULT_TIMEOUT_MS = 120_000
 
 
 def chromium_available() -> bool:
@@ -121,6 +122,9 @@ def chromium_page(width: int = 1500, height: int = 1000) -> Iterator[Any]:
         try:
             context = browser.new_context(viewport={"width": width, "height": height})
             page = context.new_page()
+            # Playwright's implicit waits (a click waiting for its element) get the time a busy
+            # 2-core machine needs, as the tests' explicit waits do.
+            page.set_default_timeout(DEFAULT_TIMEOUT_MS)
             yield page
         finally:
             browser.close()

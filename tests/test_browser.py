@@ -1,6 +1,10 @@
-"""The real app in headless Chromium: the WebGL maps draw every point (``data-points``), hovering
-shows the item, clicking or lassoing selects it in every map (``data-selected``), and the
+"""The real app in headless Chromium: the WebGL maps draw every point (``data-points``), frame
+all of them as maps come and go (``data-extent``), hovering shows the item and rings it in every
+map (``data-hovered``), clicking or lassoing selects it in every map (``data-selected``), and the
 selection downloads as CSV.
+
+Every wait is on a state the page announces (a map's ``data-state="drawn"``, its positions key,
+its counts, the preview card's ``data-ready``): nothing is clicked twice or reloaded.
 
 Run with ``pytest -m browser tests/test_browser.py``; skipped without /usr/bin/chromium.
 Screenshots go to a temporary folder (printed, and kept by pytest's tmp_path retention).
@@ -16,9 +20,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.browser_util import REPO, chromium_available, chromium_page, running_app
+from tests.browser_util import (
+    REPO,
+    chromium_available,
+    chromium_page,
+    running_app,
+    wait_for_app_idle,
+)
 from tests.fakes import MeanColourModel
 
 pytestmark = [
@@ -30,10 +39,20 @@ PIXELS = "baseline:pixels"
 SECOND = MeanColourModel(dim=16).spec
 TIMEOUT_MS = 120_000
 
-# What each map element reports: points drawn, points selected, its title.
-MAP_INFO_JS = """() => Array.from(document.querySelectorAll('.parallax-scatter')).map(e => ({
-  id: e.dataset.mapId, points: Number(e.dataset.points), selected: Number(e.dataset.selected),
-  state: e.dataset.state, title: e.querySelector('.ps-title').textContent }))"""
+# What each map element reports: its state, points drawn and selected, the linked hovered row,
+# the positions drawn, the points' extent on the canvas, the canvas size; and its title, and
+# where its header and canvas sit on the page.
+MAP_INFO_JS = """() => Array.from(document.querySelectorAll('.parallax-scatter')).map(e => {
+  const wrap = e.querySelector('.ps-canvas'), num = (s) => (s || '').split(' ').map(Number);
+  return {
+    id: e.dataset.mapId, points: Number(e.dataset.points), selected: Number(e.dataset.selected),
+    state: e.dataset.state, hovered: e.dataset.hovered, key: e.dataset.pointsKey,
+    extent: num(e.dataset.extent), canvas: num(e.dataset.canvas),
+    size: [wrap.clientWidth, wrap.clientHeight],
+    title: e.querySelector('.ps-title').textContent,
+    titleTop: e.querySelector('.ps-title').getBoundingClientRect().top,
+    canvasTop: wrap.getBoundingClientRect().top,
+  }; })"""
 
 # Screen position of row ``i`` in map ``m`` (page order).
 POINT_JS = """([m, i]) => {
@@ -63,10 +82,14 @@ TIP_READY_JS = """() => { const el = document.getElementById('parallax-hover-pre
   return !!el && el.style.display === 'block' && el.dataset.ready === '1'; }"""
 
 
-def drawn_js(maps: int, n: int, title: str = "") -> str:
+def drawn_js(maps: int, n: int, title: str = "", not_keys: tuple[str, ...] = ()) -> str:
+    """``maps`` maps, each drawn with ``n`` points, titled with ``title``, its positions none of
+    ``not_keys`` (positions drawn before a change), and its canvas size taken into account."""
     return (
-        f"() => {{ const m = ({MAP_INFO_JS})(); return m.length === {maps} && "
-        f"m.every(x => x.points === {n} && x.title.includes({json.dumps(title)})); }}"
+        f"() => {{ const m = ({MAP_INFO_JS})(); return m.length === {maps} && m.every(x => "
+        f"x.state === 'drawn' && x.points === {n} && x.title.includes({json.dumps(title)}) && "
+        f"!{json.dumps(list(not_keys))}.includes(x.key) && "
+        "x.canvas[0] === x.size[0] && x.canvas[1] === x.size[1]); }"
     )
 
 
@@ -112,16 +135,19 @@ def _choose_pca(page: Any, maps: int, n: int) -> None:
 
 
 def _hover(page: Any, m: int, i: int) -> dict[str, Any]:
+    """Move onto row ``i`` of map ``m`` (drawn: it takes no input before) and wait for the
+    preview card to show an item."""
+    wait_for_app_idle(page, TIMEOUT_MS)  # the page's layout is final: the view will not refit
+    page.wait_for_function(
+        f"(m) => {{ const x = ({MAP_INFO_JS})()[m]; return x.state === 'drawn' && "
+        "x.canvas[0] === x.size[0] && x.canvas[1] === x.size[1]; }",
+        arg=m,
+        timeout=TIMEOUT_MS,
+    )
     pos = page.evaluate(POINT_JS, [m, i])
-    for attempt in range(3):  # like a user, move again if a redraw swallowed the first hover
-        page.mouse.move(pos["x"] - 25, pos["y"] - 25)
-        page.mouse.move(pos["x"], pos["y"], steps=4)
-        try:
-            page.wait_for_function(TIP_READY_JS, timeout=10_000)
-            break
-        except Exception:
-            if attempt == 2:
-                raise
+    page.mouse.move(pos["x"] - 25, pos["y"] - 25)
+    page.mouse.move(pos["x"], pos["y"], steps=4)
+    page.wait_for_function(TIP_READY_JS, timeout=TIMEOUT_MS)
     return pos
 
 
@@ -172,11 +198,7 @@ def test_map_hover_click_lasso_linked_and_csv(app_cache: Path, shots: Path) -> N
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(f"{url}/map")
-        try:
-            page.wait_for_function(drawn_js(2, n), timeout=TIMEOUT_MS)
-        except PlaywrightTimeout:  # a first visit can lose the race with the warm-up: reload once
-            page.reload()
-            page.wait_for_function(drawn_js(2, n), timeout=TIMEOUT_MS)
+        page.wait_for_function(drawn_js(2, n), timeout=TIMEOUT_MS)
         _choose_pca(page, 2, n)
         maps = _maps(page)
         assert sorted(m["title"].split(" · ")[0] for m in maps) == sorted([PIXELS, SECOND])
@@ -194,16 +216,12 @@ def test_map_hover_click_lasso_linked_and_csv(app_cache: Path, shots: Path) -> N
         page.screenshot(path=str(shots / "hover.png"))
 
         # click one point: exactly one item selected, in both maps and in the page's list
-        one_selected = f"() => ({MAP_INFO_JS})().every(m => m.selected === 1)"
-        for attempt in range(3):  # like a user, click again if a redraw swallowed the click
-            pos = page.evaluate(POINT_JS, [1, 150])
-            page.mouse.click(pos["x"], pos["y"])
-            try:
-                page.wait_for_function(one_selected, timeout=TIMEOUT_MS // 4)
-                break
-            except PlaywrightTimeout:
-                if attempt == 2:
-                    raise
+        page.wait_for_function(drawn_js(2, n, "PCA"), timeout=TIMEOUT_MS)
+        pos = page.evaluate(POINT_JS, [1, 150])
+        page.mouse.click(pos["x"], pos["y"])
+        page.wait_for_function(
+            f"() => ({MAP_INFO_JS})().every(m => m.selected === 1)", timeout=TIMEOUT_MS
+        )
         assert _listed_count(page) == 1
         # one item: its detail, with its neighbours under both models and their overlap
         page.get_by_text("Shared neighbours").wait_for(timeout=TIMEOUT_MS)
@@ -212,8 +230,9 @@ def test_map_hover_click_lasso_linked_and_csv(app_cache: Path, shots: Path) -> N
             assert page.locator("strong", has_text=spec).count() >= 1
         page.screenshot(path=str(shots / "item.png"), full_page=True)
 
-        # lasso on the first map: the same rows highlighted in both maps, listed below
-        _lasso(page, 0)
+        # lasso on the first map: the same rows highlighted in both maps, listed below (a small
+        # lasso: a selection short enough to travel in the link)
+        _lasso(page, 0, frac=0.07)
         page.wait_for_function(
             f"() => ({MAP_INFO_JS})().every(m => m.selected > 1)", timeout=TIMEOUT_MS
         )
@@ -224,7 +243,7 @@ def test_map_hover_click_lasso_linked_and_csv(app_cache: Path, shots: Path) -> N
         gallery = page.locator("[data-testid='stImage'] img")
         gallery.first.wait_for(timeout=TIMEOUT_MS)
         assert gallery.count() == min(count, 60)
-        assert "sel=" in page.url  # the selection is in the shareable link
+        assert "sel=" in page.url, count  # the selection is in the shareable link
 
         # CSV download of the selection: a header and one line per selected item
         with page.expect_download(timeout=TIMEOUT_MS) as info:
@@ -233,6 +252,153 @@ def test_map_hover_click_lasso_linked_and_csv(app_cache: Path, shots: Path) -> N
         assert lines[0].startswith("row,id,label")
         assert len(lines) == count + 1
         page.screenshot(path=str(shots / "selection.png"), full_page=True)
+        assert not errors, errors
+
+
+THIRD = MeanColourModel(dim=4, version="2").spec
+MARGIN_PX = 5  # every point's centre at least this far inside its frame (points are 5 px wide)
+
+# Screen positions of every row of map ``m``, relative to its canvas: [[x, y], ...].
+CANVAS_ROWS_JS = """(m) => {
+  const root = document.querySelectorAll('.parallax-scatter')[m];
+  const inst = window.__parallaxMaps.maps.get(root.dataset.mapId), out = [];
+  for (let i = 0; i < inst.n; i++) out.push(inst.sp.getScreenPosition(i));
+  return out;
+}"""
+
+
+@pytest.fixture(scope="module")
+def three_model_cache(tmp_path_factory) -> Path:
+    """demo:digits embedded by three models, whose maps differ in spread and shape."""
+    require_model_registry()
+    from engine.data import open_dataset
+    from engine.embed.local import embed_dataset
+    from engine.store.cache import Cache
+
+    root = tmp_path_factory.mktemp("browser-cache-3")
+    cache = Cache(root)
+    ds = open_dataset("demo:digits", cache_root=cache.root)
+    for model in (PIXELS, MeanColourModel(dim=16), MeanColourModel(dim=4, version="2")):
+        embed_dataset(ds, model, cache=cache)
+    return root
+
+
+def _frames(page: Any, *, fill: bool) -> list[dict[str, Any]]:
+    """Check every map frames every one of its points: each point's centre (all of them, read
+    from the library) lies at least MARGIN_PX inside the canvas; the extent the map announces
+    is theirs. ``fill``: the points also span most of the frame in one direction (they are not
+    crammed into a corner)."""
+    maps = _maps(page)
+    for m, info in enumerate(maps):
+        xy = np.array(page.evaluate(CANVAS_ROWS_JS, m))
+        width, height = info["canvas"]
+        assert [width, height] == info["size"], info
+        lo, hi = xy.min(axis=0), xy.max(axis=0)
+        assert np.allclose(info["extent"], [lo[0], lo[1], hi[0], hi[1]], atol=0.6), (info, lo, hi)
+        assert lo.min() >= MARGIN_PX, (m, info["title"], lo, (width, height))
+        assert hi[0] <= width - MARGIN_PX and hi[1] <= height - MARGIN_PX, (m, info, hi)
+        if fill:
+            spans = (hi - lo) / [width, height]
+            assert spans.max() >= 0.75, (m, info["title"], spans)
+    return maps
+
+
+def _same_header_heights(maps: list[dict[str, Any]]) -> None:
+    assert len({round(m["titleTop"]) for m in maps}) == 1, maps
+    assert len({round(m["canvasTop"]) for m in maps}) == 1, maps
+
+
+def _frame_shot(page: Any, m: int) -> np.ndarray:
+    """A screenshot of map ``m``'s frame (canvas and overlays), RGB."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    frame = page.locator(".parallax-scatter").nth(m).locator(".ps-canvas")
+    return np.asarray(Image.open(BytesIO(frame.screenshot())).convert("RGB"), dtype=np.int16)
+
+
+def _changed_pixels(page: Any, m: int, before: np.ndarray) -> int:
+    """Pixels of map ``m``'s frame that differ clearly from ``before``."""
+    return int((np.abs(_frame_shot(page, m) - before).max(axis=2) > 48).sum())
+
+
+def test_every_map_frames_its_points_as_maps_come_and_go(
+    three_model_cache: Path, shots: Path
+) -> None:
+    """Two maps, then a third, alignment off, then back to two: every point of every map stays
+    inside its frame with a margin, headers side by side sit at one height, unaligned maps each
+    fill their frame; zooming in pushes points out and Reset view frames them again; hovering
+    an item rings it, visibly, in the other maps."""
+    n = 1797
+    with running_app(three_model_cache) as url, chromium_page() as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{url}/map?proj=pca")
+        page.wait_for_function(drawn_js(2, n, "PCA"), timeout=TIMEOUT_MS)
+        _same_header_heights(_frames(page, fill=False))
+        page.screenshot(path=str(shots / "frames-two.png"))
+
+        # a third map: the columns narrow and every map is framed again
+        before = [m["key"] for m in _maps(page)]
+        page.locator("[data-testid='stMultiSelect']").first.click()
+        page.get_by_role("option", name=THIRD).click()
+        page.keyboard.press("Escape")
+        page.wait_for_function(drawn_js(3, n, "PCA"), timeout=TIMEOUT_MS)
+        maps = _frames(page, fill=False)
+        assert THIRD in maps[2]["title"] and [m["key"] for m in maps[:2]] != before
+        _same_header_heights(maps)
+        page.screenshot(path=str(shots / "frames-three.png"))
+
+        # alignment off: each map is framed on its own points, none crammed into a corner
+        keys = tuple(m["key"] for m in maps)
+        page.get_by_text("Align maps onto the first").click()
+        page.wait_for_function(drawn_js(3, n, "PCA", not_keys=keys), timeout=TIMEOUT_MS)
+        _same_header_heights(_frames(page, fill=True))
+        page.screenshot(path=str(shots / "frames-three-unaligned.png"))
+
+        # zoom into the first map: points leave the view; Reset view frames them all again
+        box = page.evaluate(CANVAS_BOX_JS, 0)
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, -400)
+        page.wait_for_function(
+            f"() => {{ const m = ({MAP_INFO_JS})()[0]; return m.extent[0] < 0 && "
+            "m.extent[2] > m.canvas[0]; }",
+            timeout=TIMEOUT_MS,
+        )
+        page.mouse.move(box["x"] - 40, box["y"] - 40)
+        page.locator(".parallax-scatter").nth(0).locator(".ps-reset").click()
+        page.wait_for_function(
+            f"() => {{ const m = ({MAP_INFO_JS})()[0]; return m.extent[0] >= {MARGIN_PX} && "
+            f"m.extent[2] <= m.canvas[0] - {MARGIN_PX}; }}",
+            timeout=TIMEOUT_MS,
+        )
+        _frames(page, fill=True)
+
+        # hovering an item in the first map rings it in the others, clearly
+        page.mouse.move(5, 5)
+        still = [_frame_shot(page, m) for m in (1, 2)]
+        _hover(page, 0, 100)
+        page.wait_for_function(
+            f"() => {{ const m = ({MAP_INFO_JS})(); return m[0].hovered !== '' && "
+            "m.every(x => x.hovered === m[0].hovered); }",
+            timeout=TIMEOUT_MS,
+        )
+        for m, before_shot in zip((1, 2), still, strict=True):
+            assert page.locator(".parallax-scatter").nth(m).locator(".ps-ring").is_visible()
+            changed = _changed_pixels(page, m, before_shot)
+            assert changed >= 150, (m, changed)  # the library's own highlight: ~17 pixels
+        page.screenshot(path=str(shots / "hover-linked.png"))
+
+        # back to two maps: the columns widen, both are framed again
+        page.mouse.move(5, 5)
+        keys = tuple(m["key"] for m in _maps(page))
+        page.locator("[data-testid='stMultiSelect'] input").first.click()
+        page.keyboard.press("Backspace")  # removes the last model chosen
+        page.keyboard.press("Escape")
+        page.wait_for_function(drawn_js(2, n, "PCA"), timeout=TIMEOUT_MS)
+        _same_header_heights(_frames(page, fill=True))
+        page.screenshot(path=str(shots / "frames-back-to-two.png"))
         assert not errors, errors
 
 
@@ -292,7 +458,7 @@ def test_map_above_the_old_threshold_draws_every_point(tmp_path: Path, shots: Pa
         page.wait_for_selector(f".parallax-scatter[data-points='{n}']", timeout=300_000)
         seconds = time.perf_counter() - t0
         (info,) = _maps(page)
-        assert info["points"] == n and info["state"] == "ready", info
+        assert info["points"] == n and info["state"] == "drawn", info
         assert page.get_by_text("too many to draw one by one").count() == 0
         pos = _hover(page, 0, 50)
         _shown_row_near(page, 0, pos)
@@ -306,7 +472,6 @@ def test_view_only_app_on_the_committed_bundle(tmp_path: Path, shots: Path) -> N
     demo bundle. Home shows two of its models side by side at once, with hover previews and a
     selection linked across both; the Map page draws them from the bundle's cached maps."""
     from dashboard import viewonly
-    from tests.browser_util import wait_for_app_idle
 
     if not viewonly.DEMO_BUNDLE.is_file():
         pytest.skip("bundles/demo-shapes.parallax.zip not built (scripts/make_demo_bundle.py)")

@@ -6,7 +6,6 @@ Run with ``pytest -m browser tests/test_browser_compare.py``; skipped without /u
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -43,9 +42,10 @@ def _commit(page: Any, label: str, value: str) -> None:
     box = page.get_by_label(label)
     box.fill(value)
     box.press("Enter")
-    # the rerun starts a moment after Enter: wait for it (a fast one may be over), then its end
-    with contextlib.suppress(Exception):
-        page.wait_for_selector("[data-testid='stStatusWidget']", timeout=3_000)
+    # Enter commits the value to the page's widget state (every later rerun carries it): the
+    # input says so by dropping its "Press Enter to apply" line
+    widget = page.locator("[data-testid='stTextInput']").filter(has=box)
+    widget.get_by_text("Press Enter to apply").wait_for(state="hidden")
     wait_for_app_idle(page, TIMEOUT_MS)
 
 

@@ -25,7 +25,8 @@ pytestmark = [
 TIMEOUT_MS = 180_000
 N_ITEMS = 12
 MAPS_JS = """() => Array.from(document.querySelectorAll('.parallax-scatter')).map(e => ({
-  points: Number(e.dataset.points), selected: Number(e.dataset.selected) }))"""
+  points: e.dataset.state === 'drawn' ? Number(e.dataset.points) : 0,
+  selected: Number(e.dataset.selected) }))"""
 
 
 def write_zip(path: Path) -> Path:

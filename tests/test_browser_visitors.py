@@ -25,10 +25,11 @@ pytestmark = [
 ]
 TIMEOUT_MS = 180_000
 
-# Screen positions of every row of WebGL map ``m`` (rows in dataset order), once it is drawn.
+# Screen positions of every row of WebGL map ``m`` (rows in dataset order), once it says it is
+# drawn (``data-state``).
 ROWS_JS = """(m) => {
   const root = document.querySelectorAll('.parallax-scatter')[m];
-  if (!root || !window.__parallaxMaps) return null;
+  if (!root || root.dataset.state !== 'drawn' || !window.__parallaxMaps) return null;
   const inst = window.__parallaxMaps.maps.get(root.dataset.mapId);
   if (!inst || !inst.n) return null;
   const out = [];

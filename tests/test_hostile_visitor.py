@@ -763,7 +763,7 @@ def test_escape_markdown_leaves_nothing_to_render():
 # -- issue 27: uploads: a limit, a total quota, a lifetime ---------------------------------------
 def test_an_upload_over_the_limit_is_one_line_and_leaves_nothing(deployment, monkeypatch):
     from engine import settings
-    from engine.policy import BudgetError
+    from engine.errors import BudgetError
     from engine.store.uploads import UploadFile, stage_upload
 
     monkeypatch.setattr(settings, "MAX_UPLOAD_BYTES", 1000)

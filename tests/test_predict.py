@@ -124,7 +124,7 @@ def test_the_images_of_one_request_share_one_pixel_budget(monkeypatch) -> None:
 
     from engine import settings
     from engine.analysis.predict import decode_images
-    from engine.policy import BudgetError
+    from engine.errors import BudgetError
 
     def png(side: int) -> bytes:
         buf = io.BytesIO()

@@ -1,9 +1,14 @@
-"""The WebGL map component: the committed bundle matches its sources, and what Python sends."""
+"""The WebGL map component: the committed bundle matches its sources, no JavaScript lives in a
+Python string, and what Python sends (payloads, colours, the extents each view frames)."""
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,10 +23,57 @@ def test_committed_bundle_is_built_from_the_committed_sources() -> None:
         "cd dashboard/components/scatter/frontend && npm ci && npm run build"
     )
     bundle = scatter.BUNDLE.read_bytes()
-    import hashlib
-
     assert hashlib.sha256(bundle).hexdigest() == info["bundle_sha256"]
     assert len(bundle) < 400_000  # small enough to commit and to load once per page
+    assert set(info["outputs"]) == set(scatter.OUTPUTS)
+    for name, digest in info["outputs"].items():
+        assert hashlib.sha256((scatter.STATIC / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_the_bundle_exports_the_map_and_the_hover_card() -> None:
+    exports = re.findall(r"export\{([^}]*)\}", scatter.BUNDLE.read_text())[-1]
+    names = {part.split(" as ")[-1].strip() for part in exports.split(",")}
+    assert names == {"default", "hover"}
+    assert "export" in scatter.asset_text("loader.js")  # the components' inline module
+    with pytest.raises(ValueError):
+        scatter.asset_text("../__init__.py")
+
+
+# What JavaScript (or an inline script) looks like inside a string literal.
+JS_LIKE = re.compile(
+    r"addEventListener|document\.|window\.|=>|querySelector|\bfunction\s*\(|<script"
+    r"|\b(?:const|let)\s+\w+\s*=|export\s+default"
+)
+
+
+def js_like_strings(source: str) -> list[tuple[int, str]]:
+    """(line, start) of every string literal in ``source`` that looks like JavaScript."""
+    return [
+        (node.lineno, node.value[:60])
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and JS_LIKE.search(node.value)
+    ]
+
+
+def test_the_guard_sees_javascript_in_a_python_string() -> None:
+    assert js_like_strings('JS = """document.addEventListener("x", () => 1)"""\n')
+    assert js_like_strings('f"const x = {1};"\n')
+    assert not js_like_strings('TEXT = "Hover a point to preview the item"\n')
+
+
+def test_no_javascript_in_python_strings() -> None:
+    """The dashboard's JavaScript lives in dashboard/components/*/frontend/src, is built and
+    committed; no .py file of dashboard/ or pages/ carries any in a string."""
+    repo = Path(__file__).resolve().parent.parent
+    found = {
+        str(path.relative_to(repo)): hits
+        for folder in ("dashboard", "pages")
+        for path in sorted((repo / folder).rglob("*.py"))
+        if (hits := js_like_strings(path.read_text(encoding="utf-8")))
+    }
+    assert not found, found
 
 
 @pytest.mark.slow
@@ -33,7 +85,8 @@ def test_bundle_rebuilds_identically(tmp_path) -> None:
     (tmp_path / "static").mkdir()
     subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=front, check=True)
     subprocess.run(["npm", "run", "build"], cwd=front, check=True)
-    assert (tmp_path / "static" / "scatter.js").read_bytes() == scatter.BUNDLE.read_bytes()
+    for name in (*scatter.OUTPUTS, "build-info.json"):
+        assert (tmp_path / "static" / name).read_bytes() == (scatter.STATIC / name).read_bytes()
 
 
 def test_selection_payload_inline_or_binary() -> None:
@@ -78,3 +131,36 @@ def test_a_map_costs_nine_bytes_a_point_and_recolouring_keeps_positions() -> Non
     assert [p.key for p in again] == [p.key for p in payloads]  # positions keyed, not resent
     assert by_score.codes.key != by_label.codes.key and len(by_score.codes.data) == n
     assert np.abs(np.frombuffer(payloads[1].data, "<f4")).max() <= 1.0  # the shared frame
+
+
+def _extent_fill(payload: bytes, extent: tuple[float, ...]) -> tuple[float, float]:
+    xy = np.frombuffer(payload, "<f4").reshape(-1, 2)
+    x0, y0, x1, y1 = extent
+    assert xy[:, 0].min() >= x0 - 1e-6 and xy[:, 0].max() <= x1 + 1e-6
+    assert xy[:, 1].min() >= y0 - 1e-6 and xy[:, 1].max() <= y1 + 1e-6
+    return float(np.ptp(xy[:, 0]) / (x1 - x0)), float(np.ptp(xy[:, 1]) / (y1 - y0))
+
+
+def test_aligned_maps_share_one_extent_unaligned_maps_each_frame_their_own() -> None:
+    """Three maps at very different scales and places: aligned, they share the frame and the
+    extent the views fit; unaligned, each map's extent is its own points' box, so none is a
+    speck in a corner of a frame sized for another."""
+    from dashboard import linked_maps
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(500, 2))
+    coords = [base, base * 0.01 + 40.0, base * [30.0, 3.0] - 7.0]
+    specs = [
+        linked_maps.MapSpec(f"m{i}", f"M{i}", c.astype(np.float32), f"key-{i}")
+        for i, c in enumerate(coords)
+    ]
+    payloads, _, extents = linked_maps._layouts(specs, aligned=True)
+    assert len(set(extents)) == 1
+    for p, e in zip(payloads, extents, strict=True):
+        _extent_fill(p.data, e)
+    payloads, _, extents = linked_maps._layouts(specs, aligned=False)
+    assert len(set(extents)) == 3
+    for p, e in zip(payloads, extents, strict=True):
+        fill_x, fill_y = _extent_fill(p.data, e)
+        assert fill_x == pytest.approx(1.0) and fill_y == pytest.approx(1.0)
+        assert max(e[2] - e[0], e[3] - e[1]) == pytest.approx(2 * 0.95, rel=1e-4)

@@ -6,8 +6,10 @@ records a hash of the sources it was built from (``source_hash`` recomputes it; 
 
 What travels to the browser:
 
-* a tiny inline loader (the component's JS) that imports the bundle once per page from
-  Streamlit's media endpoint;
+* a tiny loader (``static/loader.js``, built from ``frontend/src/loader.js``), Streamlit's inline
+  JS for this component and for the hover preview (``dashboard.hover``): it imports the bundle
+  once per page from Streamlit's media endpoint and calls the bundle's export named by the
+  element's ``entry`` (the map by default, ``hover`` for the preview card);
 * per map, small JSON: title, palette, legend, and the media URLs + content keys of two binary
   payloads built by ``engine.maps.payload`` (float32 positions, uint8 colour codes: 9 bytes a
   point);
@@ -39,61 +41,23 @@ BUILD_INFO = HERE / "static" / "build-info.json"
 SOURCE_FILES = ("build.mjs", "package.json", "package-lock.json")
 INLINE_SELECTION = 4096  # larger selections travel as a binary payload
 
-_LOADER = r"""
-export default function (component) {
-  const L = window.__parallaxScatterLoader || (window.__parallaxScatterLoader = {});
-  const data = component.data || {};
-  if (!data.bundle) return undefined;
-  const url = new URL(data.bundle, window.location.origin).href;
-  if (L.url !== url) {
-    L.url = url;
-    L.mod = import(url).catch((err) => {
-      L.url = null;
-      throw err;
-    });
-  }
-  let cleanup = null, gone = false;
-  L.mod.then((mod) => { if (!gone) cleanup = mod.default(component); })
-    .catch((err) => {
-      const box = document.createElement('div');
-      box.className = 'parallax-scatter-error';
-      box.textContent = 'The map component could not be loaded: ' + (err && err.message || err);
-      component.parentElement.replaceChildren(box);
-    });
-  return () => { gone = true; if (cleanup) cleanup(); };
-}
-"""
+STATIC = HERE / "static"
+OUTPUTS = ("scatter.js", "loader.js", "scatter.css", "hover.css")
 
-_CSS = """
-.parallax-scatter { font: 13px/1.35 system-ui, sans-serif; color: #222; }
-.parallax-scatter .ps-bar { display: flex; justify-content: space-between; align-items: center;
-  gap: 8px; margin-bottom: 4px; flex-wrap: wrap; }
-.parallax-scatter .ps-title { font-weight: 600; font-size: 14px; }
-.parallax-scatter .ps-tools { display: flex; gap: 4px; align-items: center; }
-.parallax-scatter .ps-btn { border: 1px solid #ccc; background: #fff; border-radius: 4px;
-  padding: 1px 8px; font: inherit; cursor: pointer; }
-.parallax-scatter .ps-btn.ps-on { background: #1f77b4; border-color: #1f77b4; color: #fff; }
-.parallax-scatter .ps-link { font-size: 12px; color: #555; margin-left: 4px; user-select: none; }
-.parallax-scatter .ps-canvas { position: relative; border: 1px solid #e4e4e4; border-radius: 4px;
-  overflow: hidden; background: #fff; }
-.parallax-scatter .ps-canvas canvas { position: absolute; inset: 0; }
-.parallax-scatter .ps-status { position: absolute; left: 8px; bottom: 6px; right: 8px;
-  color: #555; font-size: 12px; pointer-events: none; background: rgba(255,255,255,.8); }
-.parallax-scatter .ps-legend { display: flex; flex-wrap: wrap; gap: 4px 6px; margin-top: 4px;
-  align-items: center; font-size: 12px; }
-.parallax-scatter .ps-legend-title { color: #555; margin-right: 4px; }
-.parallax-scatter .ps-chip { border: 1px solid #ddd; border-radius: 10px; background: #fff;
-  padding: 0 7px; font: inherit; cursor: pointer; }
-.parallax-scatter .ps-chip.ps-hidden { opacity: .4; text-decoration: line-through; }
-.parallax-scatter .ps-swatch { display: inline-block; width: 9px; height: 9px;
-  border-radius: 50%; vertical-align: baseline; }
-.parallax-scatter .ps-scale { display: inline-block; width: 160px; height: 10px;
-  border-radius: 2px; }
-.parallax-scatter .ps-scale-end { color: #555; }
-"""
+
+def asset_text(name: str) -> str:
+    """A built file of ``static/`` (the loader, a style sheet) as text, for Streamlit's inline
+    ``js`` / ``css``: the code itself lives in ``frontend/src``, never in a Python string."""
+    if name not in OUTPUTS:
+        raise ValueError(f"not a built asset: {name}")
+    return (STATIC / name).read_text(encoding="utf-8")
+
 
 _component = st.components.v2.component(
-    "parallax_scatter", js=_LOADER, css=_CSS, isolate_styles=False
+    "parallax_scatter",
+    js=asset_text("loader.js"),
+    css=asset_text("scatter.css"),
+    isolate_styles=False,
 )
 
 
@@ -148,6 +112,11 @@ def _media_url(data: bytes, mimetype: str, where: str) -> str:
     return Runtime.instance().media_file_mgr.add(data, mimetype, f"parallax_scatter.{where}")
 
 
+def bundle_url() -> str:
+    """The bundle's media URL for this run (empty in bare mode, where nothing is served)."""
+    return _media_url(_bundle_bytes(), "text/javascript", "bundle")
+
+
 def _base_path() -> str:
     from streamlit import config
 
@@ -185,9 +154,12 @@ def scatter_map(
     link_zoom: bool | None = None,
     note: str = "",
     on_select: Callable[[np.ndarray, str], None] | None = None,
+    extent: Sequence[float] | None = None,
 ) -> None:
     """Draw one map. ``selection`` = (rows, nonce): the browser reapplies it only when the nonce
     changes (None: the page does not manage the selection, the browser keeps its own).
+    ``extent`` = (x0, y0, x1, y1) in the positions' frame: what the view frames, with a margin
+    (maps side by side pass their joint extent, so they share one scale); None: the points' own.
     ``on_select(rows, nonce)`` runs when a person selects in this map (click, lasso or box);
     every map of the same ``group`` highlights the same rows at once, in the browser."""
     rows, nonce = selection if selection is not None else (np.zeros(0, np.int64), None)
@@ -207,7 +179,8 @@ def scatter_map(
         "point_size": float(point_size),
         "link_zoom": link_zoom,
         "note": note,
-        "bundle": _media_url(_bundle_bytes(), "text/javascript", "bundle"),
+        "extent": None if extent is None else [float(v) for v in extent],
+        "bundle": bundle_url(),
         "base_path": _base_path(),
         "points": {
             "key": positions.key,

@@ -1,5 +1,7 @@
-// Builds the committed bundle ../static/scatter.js and records a hash of everything it was built
-// from in ../static/build-info.json; tests/test_scatter_component.py recomputes that hash (no node
+// Builds the committed files in ../static: scatter.js (the bundle: the map and the hover preview),
+// loader.js (the components' inline JS, which imports the bundle), scatter.css and hover.css; and
+// records a hash of everything they were built from, and of each output, in
+// ../static/build-info.json. tests/test_scatter_component.py recomputes the source hash (no node
 // needed) to catch a source change without a rebuild.  Run: npm ci && npm run build
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
@@ -30,21 +32,22 @@ export function sourceHash() {
   return h.digest('hex');
 }
 
-await build({
-  entryPoints: [join(here, 'src', 'index.js')],
-  bundle: true,
-  format: 'esm',
-  minify: true,
-  target: ['es2020'],
-  legalComments: 'eof',
-  outfile: join(out, 'scatter.js'),
-});
+const common = { format: 'esm', minify: true, target: ['es2020'], legalComments: 'eof' };
+await build({ ...common, entryPoints: [join(here, 'src', 'index.js')], bundle: true, outfile: join(out, 'scatter.js') });
+// The loader and the style sheets go to Streamlit as inline strings: left unminified, readable,
+// and multi-line (Streamlit takes a one-line string with a "/" or "[" for a file path).
+await build({ ...common, minify: false, entryPoints: [join(here, 'src', 'loader.js')], bundle: false, outfile: join(out, 'loader.js') });
+for (const css of ['scatter.css', 'hover.css']) {
+  await build({ entryPoints: [join(here, 'src', css)], minify: false, outfile: join(out, css) });
+}
+const sha = (name) => createHash('sha256').update(readFileSync(join(out, name))).digest('hex');
 const bundle = readFileSync(join(out, 'scatter.js'));
 const lock = JSON.parse(readFileSync(join(here, 'package-lock.json'), 'utf8'));
 const info = {
   source_sha256: sourceHash(),
-  bundle_sha256: createHash('sha256').update(bundle).digest('hex'),
+  bundle_sha256: sha('scatter.js'),
   bundle_bytes: bundle.length,
+  outputs: Object.fromEntries(['scatter.js', 'loader.js', 'scatter.css', 'hover.css'].map((f) => [f, sha(f)])),
   regl_scatterplot: lock.packages['node_modules/regl-scatterplot'].version,
 };
 writeFileSync(join(out, 'build-info.json'), JSON.stringify(info, null, 2) + '\n');

@@ -6,15 +6,31 @@
 // again. Every map on the page registers in one page-global registry: the hovered item, the
 // selection, hidden legend classes and (optionally) the zoom are shared by all maps in a group.
 //
-// The root element reports `data-points` (points drawn) and `data-selected` (points selected)
-// for tests and for users' own tooling.
+// Every map frames all of its points: the camera is fitted to the extent Python sends (the
+// joint extent of aligned maps, so they share one scale) with a margin of a few pixels, refitted
+// when the canvas changes size (a column added or removed) unless the person has moved the view,
+// and again by "Reset view".
+//
+// The root element reports its state for tests and for users' own tooling, explicitly, so
+// nothing has to guess or retry:
+//   data-state     "loading" | "drawing" | "drawn" | "error"; clicks are ignored until "drawn"
+//   data-revision  counts the updates from Python that are fully applied
+//   data-points    points drawn;   data-selected  points selected;   data-hovered  the linked
+//                  hovered row ("" when none)
+//   data-points-key  the content key of the positions drawn (changes with projection, alignment)
+//   data-extent    "left top right bottom": the drawn points' extent on the canvas, CSS pixels
+//   data-canvas    "width height" of the canvas, CSS pixels
 
 import createScatterplot from 'regl-scatterplot';
+
+export { default as hover } from './hover.js';
 
 const MAX_BLOBS = 16;
 const HOVER_EVENT = 'parallax-map-hover';
 const INLINE_ROWS = 4096; // selections up to this many rows go back as a list, else packed
 const LASSO_CLICK_MS = 500; // a click this soon after a lasso ends is the lasso's own mouse-up
+const FIT_PAD_PX = 10; // free pixels between the outermost points' edges and the frame
+const PARKED = 1e5; // positions beyond this are items without coordinates (parked off-view)
 
 function registry() {
   if (!window.__parallaxMaps) {
@@ -30,7 +46,10 @@ function registry() {
 function groupState(name) {
   const G = registry();
   if (!G.groups.has(name)) {
-    G.groups.set(name, { nonce: null, rows: null, hidden: new Set(), linkZoom: false, mine: [] });
+    // awaiting: the nonce of a selection made here that the server has not echoed yet
+    G.groups.set(name, {
+      nonce: null, rows: null, hidden: new Set(), linkZoom: false, mine: [], awaiting: null,
+    });
   }
   return G.groups.get(name);
 }
@@ -104,9 +123,10 @@ function newNonce() {
 
 function build(parent) {
   const root = el('div', 'parallax-scatter');
-  root.dataset.points = '0';
-  root.dataset.selected = '0';
-  root.dataset.state = 'loading';
+  Object.assign(root.dataset, {
+    points: '0', selected: '0', hovered: '', state: 'loading', revision: '0', extent: '', canvas: '',
+    pointsKey: '',
+  });
   const bar = el('div', 'ps-bar');
   const title = el('div', 'ps-title');
   const tools = el('div', 'ps-tools');
@@ -123,8 +143,9 @@ function build(parent) {
     modes[mode] = b;
     tools.appendChild(b);
   }
-  const reset = el('button', 'ps-btn', 'Reset view');
+  const reset = el('button', 'ps-btn ps-reset', 'Reset view');
   reset.type = 'button';
+  reset.title = 'Frame every point again';
   const link = el('label', 'ps-link');
   const linkBox = el('input');
   linkBox.type = 'checkbox';
@@ -133,13 +154,34 @@ function build(parent) {
   bar.append(title, tools);
   const wrap = el('div', 'ps-canvas');
   const canvas = el('canvas');
-  wrap.appendChild(canvas);
+  const ring = el('div', 'ps-ring');
   const status = el('div', 'ps-status', 'loading the map…');
-  wrap.appendChild(status);
+  wrap.append(canvas, ring, status);
   const legend = el('div', 'ps-legend');
   root.append(bar, wrap, legend);
   parent.appendChild(root);
-  return { root, title, modes, reset, linkBox, wrap, canvas, status, legend };
+  return { root, title, modes, reset, linkBox, wrap, canvas, ring, status, legend };
+}
+
+function sameView(a, b) {
+  if (!a || !b || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (Math.abs(a[i] - b[i]) > 1e-9) return false;
+  return true;
+}
+
+// The bounding box of the points that have coordinates, and the rows at its four sides.
+function extentOf(xy, n) {
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  const rows = [-1, -1, -1, -1];
+  for (let i = 0; i < n; i++) {
+    const x = xy[2 * i], y = xy[2 * i + 1];
+    if (!(Math.abs(x) < PARKED && Math.abs(y) < PARKED)) continue;
+    if (x < x0) { x0 = x; rows[0] = i; }
+    if (y < y0) { y0 = y; rows[1] = i; }
+    if (x > x1) { x1 = x; rows[2] = i; }
+    if (y > y1) { y1 = y; rows[3] = i; }
+  }
+  return rows[0] < 0 ? null : { box: [x0, y0, x1, y1], rows };
 }
 
 class MapInstance {
@@ -156,10 +198,20 @@ class MapInstance {
     this.spatialIndex = null;
     this.mouse = { x: 0, y: 0 };
     this.version = 0; // the latest update wins when fetches overlap
+    this.revision = 0;
+    this.drawn = false;
+    this.hovered = null; // the row hovered here (the cursor is on this map)
+    this.shownHover = null; // the row ringed here (hovered in any map of the group)
+    this.extent = null; // { box, rows } of the drawn points
+    this.fitBox = null; // what the camera frames: Python's extent, else the points' own
+    this.fittedView = null; // the camera view of the last fit (untouched by the person since?)
     this.ui.wrap.addEventListener('mousemove', (e) => { this.mouse = { x: e.clientX, y: e.clientY }; });
     this.ui.wrap.addEventListener('mouseleave', () => this.hoverOut());
     for (const b of Object.values(this.ui.modes)) b.addEventListener('click', () => this.setMode(b.dataset.mode));
-    this.ui.reset.addEventListener('click', () => this.sp && this.sp.reset());
+    this.ui.reset.addEventListener('click', () => {
+      this.fit();
+      if (groupState(this.group).linkZoom) for (const m of this.peers()) m.fit();
+    });
     this.ui.linkBox.addEventListener('change', () => {
       groupState(this.group).linkZoom = this.ui.linkBox.checked;
       for (const m of this.peers(true)) m.ui.linkBox.checked = this.ui.linkBox.checked;
@@ -172,13 +224,23 @@ class MapInstance {
     );
   }
 
+  canvasSize() {
+    // the inside of the frame (its border excluded): what the canvas covers
+    return {
+      width: Math.max(50, this.ui.wrap.clientWidth),
+      height: Math.max(50, this.ui.wrap.clientHeight),
+    };
+  }
+
   ensurePlot(n) {
     if (this.sp) return;
-    const { width, height } = this.ui.wrap.getBoundingClientRect();
+    const { width, height } = this.canvasSize();
+    this.width = width;
+    this.height = height;
     this.sp = createScatterplot({
       canvas: this.ui.canvas,
-      width: Math.max(50, Math.floor(width)),
-      height: Math.max(50, Math.floor(height)),
+      width,
+      height,
       backgroundColor: '#ffffff',
       pointColorHover: '#111111',
       lassoColor: '#1f77b4',
@@ -203,11 +265,52 @@ class MapInstance {
     sp.subscribe('select', ({ points }) => this.userSelected(points));
     sp.subscribe('deselect', () => this.userSelected([]));
     sp.subscribe('view', (ev) => this.viewChanged(ev));
-    this.resizer = new ResizeObserver(() => {
-      const r = this.ui.wrap.getBoundingClientRect();
-      if (r.width > 0 && this.sp) this.sp.set({ width: Math.floor(r.width), height: Math.floor(r.height) });
-    });
+    // every frame drawn (a pan, a zoom, a linked zoom, a resize): move the ring, report extents
+    sp.subscribe('draw', () => this.afterFrame());
+    this.resizer = new ResizeObserver(() => this.resized());
     this.resizer.observe(this.ui.wrap);
+  }
+
+  resized() {
+    if (!this.sp) return;
+    const { width, height } = this.canvasSize();
+    if (width === this.width && height === this.height) return;
+    // a view the person has not moved since the last fit is refitted to the new size
+    const untouched = sameView(Array.from(this.sp.get('cameraView')), this.fittedView);
+    this.width = width;
+    this.height = height;
+    this.sp.set({ width, height });
+    if (untouched) this.fit();
+  }
+
+  // -- framing: the camera shows fitBox with FIT_PAD_PX free pixels beyond the outer points
+  fit() {
+    if (!this.sp || !this.fitBox) return;
+    const { width, height } = this;
+    const [x0, y0, x1, y1] = this.fitBox;
+    // At camera distance d the view spans y in [-d, d] and x in [-d*W/H, d*W/H]: a pixel is
+    // 2d/H units. Points are discs of pointSize pixels (grown a little when zoomed in).
+    const pad = (2 * (this.pointSize || 3) + FIT_PAD_PX) * (2 / height);
+    const hw = Math.max((x1 - x0) / 2, 1e-6), hh = Math.max((y1 - y0) / 2, 1e-6);
+    const d = Math.max(hh / Math.max(1 - pad, 0.1), hw / Math.max(width / height - pad, 0.1));
+    this.sp.zoomToLocation([(x0 + x1) / 2, (y0 + y1) / 2], d);
+    this.fittedView = Array.from(this.sp.get('cameraView'));
+  }
+
+  afterFrame() {
+    this.placeRing();
+    this.reportExtent();
+  }
+
+  reportExtent() {
+    const ds = this.ui.root.dataset;
+    const canvas = `${this.width || 0} ${this.height || 0}`;
+    if (ds.canvas !== canvas) ds.canvas = canvas;
+    if (!this.extent || !this.drawn) return;
+    const [r0, r1, r2, r3] = this.extent.rows;
+    const px = (row, k) => this.sp.getScreenPosition(row)[k];
+    const ext = [px(r0, 0), px(r3, 1), px(r2, 0), px(r1, 1)].map((v) => v.toFixed(1)).join(' ');
+    if (ds.extent !== ext) ds.extent = ext;
   }
 
   setMode(mode) {
@@ -218,10 +321,15 @@ class MapInstance {
     else this.sp.set({ mouseMode: 'lasso', lassoType: mode === 'box' ? 'rectangle' : 'freeform' });
   }
 
-  // -- hover: highlight the item in every map of the group, and ask for the preview card
+  // -- hover: ring the item in every map of the group, and ask for the preview card
   hoverIn(row) {
+    if (!this.drawn) return;
     this.hovered = row;
-    for (const m of this.peers()) if (m.sp && row < m.n) m.sp.hover(row, { preventEvent: true });
+    this.showHover(row);
+    for (const m of this.peers()) {
+      if (m.sp && m.drawn && row < m.n) m.sp.hover(row, { preventEvent: true });
+      m.showHover(row);
+    }
     document.dispatchEvent(new CustomEvent(HOVER_EVENT, {
       detail: { row, x: this.mouse.x, y: this.mouse.y, element: this.ui.root },
     }));
@@ -230,12 +338,45 @@ class MapInstance {
   hoverOut() {
     if (this.hovered == null) return;
     this.hovered = null;
-    for (const m of this.peers()) if (m.sp) m.sp.hover(undefined, { preventEvent: true });
+    this.showHover(null);
+    for (const m of this.peers()) {
+      if (m.sp) m.sp.hover(undefined, { preventEvent: true });
+      m.showHover(null);
+    }
     document.dispatchEvent(new CustomEvent(HOVER_EVENT, { detail: { row: null, element: this.ui.root } }));
+  }
+
+  showHover(row) {
+    this.shownHover = row != null && row < this.n ? row : null;
+    this.ui.root.dataset.hovered = this.shownHover == null ? '' : String(this.shownHover);
+    this.placeRing();
+  }
+
+  placeRing() {
+    const ring = this.ui.ring, row = this.shownHover;
+    let pos = null;
+    if (row != null && this.sp && this.drawn && !(this.filtered && this.hiddenRow(row))) {
+      pos = this.sp.getScreenPosition(row);
+    }
+    // an item outside the current view (zoomed in elsewhere, or without coordinates): no ring
+    if (!pos || !(pos[0] >= 0 && pos[1] >= 0 && pos[0] <= this.width && pos[1] <= this.height)) {
+      ring.style.display = 'none';
+      return;
+    }
+    ring.style.left = `${pos[0]}px`;
+    ring.style.top = `${pos[1]}px`;
+    ring.style.display = 'block';
+  }
+
+  hiddenRow(row) {
+    const g = groupState(this.group);
+    return this.codes && g.hidden.has(this.codes[row]) && this.legendCodes && this.legendCodes.has(this.codes[row]);
   }
 
   // -- selection: a click, lasso or box in one map selects the same rows in all of them
   userSelected(points) {
+    const g = groupState(this.group);
+    if (!this.drawn) return; // no input is taken before the points are drawn
     // A lasso closed where it started also ends in a "click" on the point under the cursor:
     // that click must not replace what the lasso just selected.
     if (points && points.length === 1 && this.lassoRows && this.lassoRows.length > 1 &&
@@ -244,7 +385,6 @@ class MapInstance {
       return;
     }
     const rows = Uint32Array.from(points || []).sort();
-    const g = groupState(this.group);
     const nonce = newNonce();
     g.nonce = nonce;
     g.rows = rows;
@@ -254,6 +394,7 @@ class MapInstance {
     for (const m of this.peers()) m.applySelection(nonce, rows);
     // Only a page that keeps the selection hears of it (each report reruns the page).
     if (this.setStateValue && this.reportSelection) {
+      g.awaiting = nonce;
       this.setStateValue('selection', packRows(rows, this.n, nonce));
     }
   }
@@ -268,25 +409,34 @@ class MapInstance {
   }
 
   async syncSelection(sel) {
-    if (!sel) return undefined; // the page does not manage the selection: the browser keeps it
     const g = groupState(this.group);
-    const nonce = sel ? sel.nonce : null;
-    if (nonce === this.appliedNonce) return;
+    // The page does not manage the selection (or the server has not heard of the one made
+    // here yet: this update comes from a run that started before): keep the browser's own.
+    if (!sel || (g.awaiting && sel.nonce !== g.awaiting)) {
+      if (g.nonce && this.appliedNonce !== g.nonce) this.applySelection(g.nonce, g.rows);
+      return undefined;
+    }
+    if (g.awaiting && sel.nonce === g.awaiting) g.awaiting = null; // the server has it now
+    const nonce = sel.nonce;
+    if (nonce === this.appliedNonce) return undefined;
     if (nonce && nonce === g.nonce && g.rows) return this.applySelection(nonce, g.rows);
     // An older selection made here, echoed back while a newer one is on its way: keep the newer.
     if (nonce && g.mine.includes(nonce) && g.nonce !== nonce) return undefined;
     let rows = new Uint32Array(0);
-    if (sel && sel.rows) rows = Uint32Array.from(sel.rows);
-    else if (sel && sel.url) rows = new Uint32Array(await blob(sel.key, sel.url));
+    if (sel.rows) rows = Uint32Array.from(sel.rows);
+    else if (sel.url) rows = new Uint32Array(await blob(sel.key, sel.url));
     g.nonce = nonce;
     g.rows = rows;
     this.applySelection(nonce, rows);
+    return undefined;
   }
 
   // -- zoom: optionally the same view in every map of the group
   viewChanged(ev) {
     const g = groupState(this.group);
     if (!g.linkZoom || this.syncingView || !ev || !ev.view) return;
+    // A fit is this map's own framing (its canvas, its extent), not a view to share.
+    if (sameView(Array.from(ev.view), this.fittedView)) return;
     for (const m of this.peers()) {
       if (!m.sp) continue;
       m.syncingView = true;
@@ -341,12 +491,18 @@ class MapInstance {
     if (!hidden.size) {
       if (this.filtered) this.sp.unfilter({ preventEvent: true });
       this.filtered = false;
+      this.placeRing();
       return;
     }
     const keep = [];
     for (let i = 0; i < this.n; i++) if (!hidden.has(this.codes[i])) keep.push(i);
     this.sp.filter(keep, { preventEvent: true });
     this.filtered = true;
+    this.placeRing();
+  }
+
+  setState(state) {
+    this.ui.root.dataset.state = state;
   }
 
   async update(data, setStateValue) {
@@ -361,11 +517,17 @@ class MapInstance {
     }
     this.ui.linkBox.checked = g.linkZoom;
     this.ui.title.textContent = data.title || '';
+    this.ui.title.title = data.title || '';
     this.ui.wrap.style.height = `${data.height || 480}px`;
     this.ui.root.dataset.mapId = data.id || '';
     if (!this.mode) this.setMode('pan');
     const needPoints = data.points.key !== this.pointsKey;
     const needColours = data.colours.key !== this.coloursKey;
+    // Said at once (before any await), so that a new title is never seen beside an old "drawn".
+    if (needPoints || needColours) {
+      this.drawn = false;
+      this.setState('loading');
+    }
     try {
       const [xyBuf, codeBuf] = await Promise.all([
         needPoints ? blob(data.points.key, data.points.url) : null,
@@ -379,18 +541,25 @@ class MapInstance {
         throw new Error(`map data has ${this.xy.length / 2} points and ${this.codes.length} colours, expected ${n}`);
       }
       this.ensurePlot(n);
+      this.pointSize = data.point_size || 3;
       this.sp.set({
         pointColor: data.colours.palette,
         pointColorActive: data.colours.palette,
         colorBy: 'valueA',
-        pointSize: data.point_size || 3,
+        pointSize: this.pointSize,
       });
       if (needPoints || needColours) {
         const points = new Array(n);
         const xy = this.xy, codes = this.codes;
         for (let i = 0; i < n; i++) points[i] = [xy[2 * i], xy[2 * i + 1], codes[i], 0];
-        this.drawn = false;
-        this.ui.root.dataset.state = 'drawing';
+        this.setState('drawing');
+        if (needPoints) {
+          // new positions (another map, projection or alignment): frame them
+          this.extent = extentOf(xy, n);
+          const e = data.extent;
+          this.fitBox = Array.isArray(e) && e.length === 4 ? e : this.extent && this.extent.box;
+          this.fit();
+        }
         const opts = { zDataType: 'categorical', wDataType: 'continuous' };
         if (!needPoints && this.spatialIndex && this.n === n) opts.spatialIndex = this.spatialIndex;
         await this.sp.draw(points, opts);
@@ -407,13 +576,18 @@ class MapInstance {
       this.renderLegend(data.colours);
       this.applyFilter(false);
       await this.syncSelection(data.selection);
+      if (version !== this.version) return;
       this.ui.status.textContent = data.note || '';
       this.ui.status.style.display = data.note ? 'block' : 'none';
       this.ui.root.dataset.points = String(this.n);
-      this.ui.root.dataset.state = 'ready';
+      this.ui.root.dataset.pointsKey = this.pointsKey;
+      this.reportExtent();
+      this.placeRing();
+      this.ui.root.dataset.revision = String(++this.revision);
+      this.setState('drawn');
     } catch (err) {
       if (version !== this.version) return;
-      this.ui.root.dataset.state = 'error';
+      this.setState('error');
       this.ui.status.style.display = 'block';
       this.ui.status.textContent = `The map could not be drawn: ${err && err.message ? err.message : err}`;
     }

@@ -1,0 +1,34 @@
+// The components' inline JS (Streamlit passes it as the component's module): imports the built
+// bundle once per page from Streamlit's media endpoint and hands the component to the bundle's
+// export named by `data.entry` (the map by default, `hover` for the preview card).
+export default function (component) {
+  const L = window.__parallaxScatterLoader || (window.__parallaxScatterLoader = {});
+  const data = component.data || {};
+  if (!data.bundle) return undefined;
+  const url = new URL(data.bundle, window.location.origin).href;
+  if (L.url !== url) {
+    L.url = url;
+    L.mod = import(url).catch((err) => {
+      L.url = null;
+      throw err;
+    });
+  }
+  let cleanup = null;
+  let gone = false;
+  L.mod
+    .then((mod) => {
+      const entry = mod[data.entry || 'default'];
+      if (typeof entry !== 'function') throw new Error(`no component "${data.entry}" in the bundle`);
+      if (!gone) cleanup = entry(component);
+    })
+    .catch((err) => {
+      const box = document.createElement('div');
+      box.className = 'parallax-scatter-error';
+      box.textContent = `The map component could not be loaded: ${(err && err.message) || err}`;
+      component.parentElement.replaceChildren(box);
+    });
+  return () => {
+    gone = true;
+    if (cleanup) cleanup();
+  };
+}
