@@ -117,6 +117,26 @@ def _shared_for(root: Path) -> _Shared:
     return hit
 
 
+class _EmbedThrough:
+    """A loaded model whose ``embed_images`` / ``embed_texts`` go through a caller's ``embed``
+    (a server's batcher); everything else (spec, modalities, logit scale, vocabulary) is the
+    model's own."""
+
+    def __init__(
+        self, model: EmbeddingModel, embed: Callable[[EmbeddingModel, str, list[Any]], np.ndarray]
+    ) -> None:
+        self._model, self._embed = model, embed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def embed_images(self, images: list[Any]) -> np.ndarray:
+        return self._embed(self._model, "image", list(images))
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        return self._embed(self._model, "text", list(texts))
+
+
 class Workspace:
     """One deployment's engine: build it once per process (``Workspace()``), hand visitors
     ``ws.visitor(owner)``. ``cache_root`` defaults to ``PARALLAX_CACHE`` or ``./cache``."""
@@ -339,19 +359,25 @@ class Workspace:
         texts: list[str] | None = None,
         params: PredictParams = PREDICT,
         on_step: Callable[..., None] | None = None,
+        embed: Callable[[EmbeddingModel, str, list[Any]], np.ndarray] | None = None,
     ) -> PredictionRun:
         """Every model's zero-shot answer for ``images`` and ``texts`` among ``labels`` (one
-        loop for every door; a model that fails gets its one-line error, the others run)."""
+        loop for every door; a model that fails gets its one-line error, the others run).
+        ``embed`` lets a server batch the inputs and prompts with other requests' (as in
+        ``search``; default: the model's own calls)."""
         from engine.analysis.predict import check_request, predict_each
 
         check_request(len(images or []) + len(texts or []), list(models), False, labels)
+        load: Callable[[str], Any] = self.model
+        if embed is not None:
+            load = lambda spec: _EmbedThrough(self.model(spec), embed)  # noqa: E731
         return predict_each(
             list(models),
             list(images or []),
             list(texts or []),
             labels,
             params=params,
-            load=self.model,
+            load=load,
             on_step=on_step,
         )
 
@@ -474,3 +500,13 @@ class Workspace:
         self._shared.datasets.clear()
         self._shared.class_vectors.clear()
         clear_cache()
+
+    # -- http ----------------------------------------------------------------------------------
+    def decode_images(
+        self, files: Iterable[tuple[str, bytes]]
+    ) -> tuple[list[Any], list[str], list[str]]:
+        """(images, their names, one-line errors) for uploaded ``(name, bytes)``, decoded with
+        the engine's safe decoder (file size, pixel and decompression-bomb limits)."""
+        from engine.analysis.predict import decode_images
+
+        return decode_images(files)

@@ -1,6 +1,8 @@
 """The HTTP service's settings: every default once, each overridable by an environment variable.
 
 The operator (environment, command line) sets these; a client cannot. docs/api.md lists them.
+The limits are sized for a small shared box (1 GiB of memory, one CPU): raise them on a larger
+one. Each refusal past a limit is one JSON line (413 or 429), before any work is done.
 """
 
 from __future__ import annotations
@@ -16,19 +18,49 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def _flag(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the service on this machine."""
+    host = host.strip().strip("[]").lower()
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     host: str = "127.0.0.1"  # loopback unless the operator says otherwise
     port: int = 8000
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # empty: no auth
+    allow_anonymous: bool = False  # a non-loopback host without keys starts only with this
+    trusted_clients: bool = False  # True: clients are the operator (no visitor policy)
+    models: tuple[str, ...] = ()  # model specs clients may name beyond the catalogue
     cors_origins: tuple[str, ...] = ()  # empty: no CORS headers at all
     max_batch: int = 64  # items in one forward pass of the dynamic batcher
     batch_wait_ms: float = 5.0  # how long the batcher waits for company after the first item
     max_images: int = 64  # images in one request
     max_texts: int = 256  # texts in one request
     max_labels: int = 1000
+    max_label_chars: int = 200  # one label (a prompt is a label in a template)
+    max_predict_models: int = 4  # models in one /v1/predict
+    # models x (labels x templates + inputs): the forward passes one /v1/predict may ask for
+    max_predict_work: int = 4096
+    max_request_pixels: int = settings.MAX_IMAGE_PIXELS  # all images of one request, together
     max_image_bytes: int = settings.MAX_IMAGE_FILE_BYTES  # one uploaded file
-    max_body_bytes: int = 256 * 1024**2  # one request body
+    max_body_bytes: int = 256 * 1024**2  # one request body, whatever its transfer encoding
+    job_max_bytes: int = 2 * 1024**3  # one embed job's vectors (rows x dim x 4 bytes)
+    max_jobs: int = 16  # queued + running embed jobs in all
+    max_jobs_per_client: int = 2  # queued + running embed jobs of one client (key or address)
+    job_ttl_s: float = 7 * 24 * 3600.0  # finished job records are forgotten after this
     predict_models: tuple[str, ...] = ("demo:shapes-clip",)  # /v1/predict without "models"
     graceful_shutdown_s: float = 30.0
 
@@ -40,19 +72,33 @@ class ServiceSettings:
             "api_keys": _split(env.get("PARALLAX_API_KEYS", "")),
             "cors_origins": _split(env.get("PARALLAX_CORS_ORIGINS", "")),
         }
-        numeric = {
+        if env.get("PARALLAX_API_MODELS", "").strip():
+            values["models"] = _split(env["PARALLAX_API_MODELS"])
+        typed = {
             "PARALLAX_API_MAX_BATCH": ("max_batch", int),
             "PARALLAX_API_BATCH_WAIT_MS": ("batch_wait_ms", float),
             "PARALLAX_API_MAX_IMAGES": ("max_images", int),
             "PARALLAX_API_MAX_TEXTS": ("max_texts", int),
+            "PARALLAX_API_MAX_LABELS": ("max_labels", int),
+            "PARALLAX_API_MAX_LABEL_CHARS": ("max_label_chars", int),
+            "PARALLAX_API_MAX_PREDICT_MODELS": ("max_predict_models", int),
+            "PARALLAX_API_MAX_PREDICT_WORK": ("max_predict_work", int),
+            "PARALLAX_API_MAX_REQUEST_PIXELS": ("max_request_pixels", int),
             "PARALLAX_API_MAX_BODY_BYTES": ("max_body_bytes", settings.parse_size),
+            "PARALLAX_API_JOB_MAX_BYTES": ("job_max_bytes", settings.parse_size),
+            "PARALLAX_API_MAX_JOBS": ("max_jobs", int),
+            "PARALLAX_API_MAX_JOBS_PER_CLIENT": ("max_jobs_per_client", int),
+            "PARALLAX_API_JOB_TTL_S": ("job_ttl_s", float),
+            "PARALLAX_API_ALLOW_ANONYMOUS": ("allow_anonymous", _flag),
+            "PARALLAX_API_TRUSTED_CLIENTS": ("trusted_clients", _flag),
         }
-        for var, (name, parse) in numeric.items():
+        for var, (name, parse) in typed.items():
             raw = env.get(var, "").strip()
             if raw:
                 try:
                     values[name] = parse(raw)
                 except (ValueError, ParallaxError):
-                    raise ParallaxError(f"{var}={raw!r} is not a number") from None
+                    kind = "on or off" if parse is _flag else "a number"
+                    raise ParallaxError(f"{var}={raw!r} is not {kind}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
