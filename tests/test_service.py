@@ -52,6 +52,52 @@ def test_health_lists_and_openapi(client):
     _error(client.get("/v1/nothing"), 404, "not_found")
 
 
+def test_openapi_is_valid_and_describes_every_body(client):
+    from openapi_spec_validator import validate
+
+    schema = client.get("/openapi.json").json()
+    validate(schema)  # raises with the first problem
+    posts = {p: ops["post"] for p, ops in schema["paths"].items() if "post" in ops}
+    assert set(posts) == {"/v1/embeddings", "/v1/predict", "/v1/search", "/v1/jobs/embed"}
+    for path, op in posts.items():
+        content = op["requestBody"]["content"]
+        assert content and all("schema" in c for c in content.values()), path
+    # Texts as JSON, images as files: both bodies described where a route takes both.
+    for path in ("/v1/embeddings", "/v1/search"):
+        assert set(posts[path]["requestBody"]["content"]) == {
+            "application/json",
+            "multipart/form-data",
+        }
+    components = schema["components"]["schemas"]
+    ref = posts["/v1/predict"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    form = components[ref["$ref"].rsplit("/", 1)[-1]]
+    assert "labels" in form["required"]
+    files = form["properties"]["files"]["anyOf"][0]["items"]
+    assert files["format"] == "binary"  # what client generators read as a file
+    assert components["EmbedImages"]["properties"]["files"]["items"]["format"] == "binary"
+    maps = schema["paths"]["/v1/maps/{dataset}/{model}"]["get"]
+    declared = {p["name"]: p["in"] for p in maps["parameters"]}
+    assert declared == {"dataset": "path", "model": "path", "method": "query", "seed": "query"}
+    # Errors are documented with their shape.
+    assert "ErrorResponse" in str(posts["/v1/predict"]["responses"]["413"])
+
+
+def test_docs_load_every_asset_from_the_service(client):
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    assert not re.search(r"(https?:)?//[\w.-]+\.[a-z]{2,}", page.text), "an outside URL"
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assets += re.findall(r"url: '([^']+)'", page.text)
+    assert len(assets) >= 4  # the script, the stylesheet, the favicon, the schema
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        assert client.get(asset).status_code == 200, asset
+    assert client.get("/favicon.ico").headers["content-type"] == "image/png"
+    assert client.get("/redoc").status_code == 404  # ReDoc would need a CDN: not served
+
+
 def test_auth_when_keys_are_configured(cache_root):
     app = create_app(ServiceSettings(api_keys=("k1", "k2")), Cache(cache_root))
     with TestClient(app) as c:

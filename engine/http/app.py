@@ -130,6 +130,9 @@ def create_app(settings: ServiceSettings | None = None, cache: Any = None) -> Fa
         lifespan=lifespan,
         docs_url=None,  # served below from the service's own files (works offline)
         redoc_url=None,  # ReDoc would load its script and fonts from a CDN
+        # operationId = the route's function name: a generated client's calls are named
+        # predict, search, embeddings, maps (not predict_v1_predict_post).
+        generate_unique_id_function=lambda route: route.name,
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.include_router(health.open_router)

@@ -11,13 +11,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from engine.params import PROJECTION_METHODS, SEARCH
+from engine.params import SEARCH
 
 # An uploaded file in a multipart body. OpenAPI's ``format: binary`` is what client generators
 # turn into a file argument (FastAPI's own UploadFile schema says ``contentMediaType`` only).
 Binary = Annotated[bytes, WithJsonSchema({"type": "string", "format": "binary"})]
 Modality = Literal["image", "text"]
-MapMethod = Literal[PROJECTION_METHODS]  # type: ignore[valid-type]
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -210,7 +209,7 @@ class SearchResults(BaseModel):
     dataset: str
     model: str
     query_kind: Modality
-    index: Literal["exact", "ivf"] | str
+    index: str = Field(description="exact, or ivf (an inverted-file index) on large datasets")
     n: int
     results: list[SearchHit]
     warnings: list[str] = Field(description="query words the model does not know")

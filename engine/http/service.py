@@ -244,5 +244,6 @@ def cache_root_of(value: Any) -> Path | None:
     """A cache root from a path, a ``Workspace`` or anything with a ``root`` (a ``Cache``)."""
     if value is None:
         return None
-    root = getattr(value, "root", value)
-    return Path(os.fspath(root))
+    if isinstance(value, str | os.PathLike):  # (a Path's own ``.root`` is its anchor, "/")
+        return Path(os.fspath(value))
+    return Path(os.fspath(value.root))

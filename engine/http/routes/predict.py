@@ -38,8 +38,8 @@ async def predict(
     svc: Svc,
     request: Request,
     labels: Annotated[
-        list[str] | None, Form(description="candidate labels: repeated, or comma-separated")
-    ] = None,
+        list[str], Form(description="candidate labels: repeated, or comma-separated")
+    ],
     files: Annotated[
         list[UploadFile] | None, File(description="images to classify (repeatable)")
     ] = None,
