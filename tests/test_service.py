@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 
@@ -58,23 +59,20 @@ def test_openapi_is_valid_and_describes_every_body(client):
     schema = client.get("/openapi.json").json()
     validate(schema)  # raises with the first problem
     posts = {p: ops["post"] for p, ops in schema["paths"].items() if "post" in ops}
-    assert set(posts) == {"/v1/embeddings", "/v1/predict", "/v1/search", "/v1/jobs/embed"}
-    for path, op in posts.items():
-        content = op["requestBody"]["content"]
-        assert content and all("schema" in c for c in content.values()), path
-    # Texts as JSON, images as files: both bodies described where a route takes both.
-    for path in ("/v1/embeddings", "/v1/search"):
-        assert set(posts[path]["requestBody"]["content"]) == {
-            "application/json",
-            "multipart/form-data",
-        }
+    forms = {"/v1/embeddings/images", "/v1/predict", "/v1/search/image"}
+    assert set(posts) == forms | {"/v1/embeddings", "/v1/search", "/v1/jobs/embed"}
     components = schema["components"]["schemas"]
-    ref = posts["/v1/predict"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    form = components[ref["$ref"].rsplit("/", 1)[-1]]
-    assert "labels" in form["required"]
-    files = form["properties"]["files"]["anyOf"][0]["items"]
-    assert files["format"] == "binary"  # what client generators read as a file
-    assert components["EmbedImages"]["properties"]["files"]["items"]["format"] == "binary"
+    for path, op in posts.items():
+        body = op["requestBody"]
+        assert body["required"] is True, path
+        (kind,) = body["content"]  # one kind of body per operation: one typed client call
+        assert kind == ("multipart/form-data" if path in forms else "application/json"), path
+        form = components[body["content"][kind]["schema"]["$ref"].rsplit("/", 1)[-1]]
+        assert form["properties"] and form.get("required"), path
+        if path in forms:  # files as generators read them
+            assert '"format": "binary"' in json.dumps(form["properties"]), path
+    predict_form = posts["/v1/predict"]["requestBody"]["content"]["multipart/form-data"]
+    assert "labels" in components[predict_form["schema"]["$ref"].rsplit("/", 1)[-1]]["required"]
     maps = schema["paths"]["/v1/maps/{dataset}/{model}"]["get"]
     declared = {p["name"]: p["in"] for p in maps["parameters"]}
     assert declared == {"dataset": "path", "model": "path", "method": "query", "seed": "query"}

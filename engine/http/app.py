@@ -4,10 +4,12 @@ Routes (``engine/http/routes/``, one module per group; the OpenAPI page is ``/do
 
     GET  /v1/health                      no auth
     GET  /v1/datasets, /v1/models        what the CLI lists
-    POST /v1/embeddings                  texts (JSON) or images (multipart) -> vectors
+    POST /v1/embeddings                  texts (JSON) -> vectors
+    POST /v1/embeddings/images           images (multipart) -> vectors
     POST /v1/predict                     images (+ texts) x labels -> each model's zero-shot answer
     POST /v1/jobs/embed, GET /v1/jobs/ID an embed job into the shared cache, with progress
-    POST /v1/search                      a text or image query over an embedded dataset -> top k
+    POST /v1/search                      a text query over an embedded dataset -> top k
+    POST /v1/search/image                an image query (multipart) -> top k
     GET  /v1/maps/DATASET/MODEL          cached 2-D coordinates (JSON or Arrow IPC)
 
 Every error is ``{"error": {"code", "message"}}`` with a 4xx status and one line, with no
@@ -35,7 +37,7 @@ import engine
 from engine.errors import ParallaxError
 from engine.http.batching import BatcherClosed
 from engine.http.limits import BodyLimit
-from engine.http.routes import EXTRA_SCHEMAS, embeddings, health, jobs, maps, predict, search
+from engine.http.routes import LEGACY_FORMS, embeddings, health, jobs, maps, predict, search
 from engine.http.service import ApiError, Service, cache_root_of, status_of
 from engine.http.settings import ServiceSettings
 
@@ -90,7 +92,7 @@ def _binary_files(node: Any) -> None:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The schema, once: FastAPI's, plus the bodies declared with two content types."""
+    """The schema, once: FastAPI's, with file fields marked the way generators read them."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title,
@@ -98,14 +100,25 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             description=app.description,
             routes=app.routes,
         )
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in EXTRA_SCHEMAS:
-            found = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(found.pop("$defs", {}))
-            components[model.__name__] = found
         _binary_files(schema)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+class LegacyForms:
+    """A multipart body posted to ``/v1/embeddings`` or ``/v1/search`` (how clients of the
+    earlier service send images) is served by the image route of the same group."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = LEGACY_FORMS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if target is not None and scope["method"] == "POST":
+            kind = dict(scope.get("headers") or []).get(b"content-type", b"").lower()
+            if kind.startswith((b"multipart/form-data", b"application/x-www-form-urlencoded")):
+                scope = {**scope, "path": target, "raw_path": target.encode()}
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: ServiceSettings | None = None, cache: Any = None) -> FastAPI:
@@ -170,6 +183,7 @@ def create_app(settings: ServiceSettings | None = None, cache: Any = None) -> Fa
         )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(KeyCheck)
+    app.add_middleware(LegacyForms)
 
     def scrubbed(request: Request, message: str) -> str:
         svc: Service | None = getattr(request.app.state, "service", None)

@@ -7,15 +7,12 @@ since the operator sets them at run time.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, WithJsonSchema
+from pydantic import BaseModel, Field
 
 from engine.params import SEARCH
 
-# An uploaded file in a multipart body. OpenAPI's ``format: binary`` is what client generators
-# turn into a file argument (FastAPI's own UploadFile schema says ``contentMediaType`` only).
-Binary = Annotated[bytes, WithJsonSchema({"type": "string", "format": "binary"})]
 Modality = Literal["image", "text"]
 
 
@@ -90,13 +87,6 @@ class EmbedTexts(BaseModel):
 
     model: str = Field(min_length=1, description="a model spec from GET /v1/models")
     input: str | list[str] = Field(description="one text or a list of texts")
-
-
-class EmbedImages(BaseModel):
-    """Images to embed (multipart/form-data)."""
-
-    model: str = Field(min_length=1, description="a model spec from GET /v1/models")
-    files: list[Binary] = Field(description="image files (PNG, JPEG, WebP, ...)")
 
 
 class Embedding(BaseModel):
@@ -187,15 +177,6 @@ class SearchText(BaseModel):
     model: str = Field(min_length=1)
     query: str = Field(min_length=1, description="what to look for")
     k: int = Field(SEARCH.k, ge=1, le=SEARCH.max_k, description="how many results")
-
-
-class SearchImage(BaseModel):
-    """An image query (multipart/form-data)."""
-
-    dataset: str = Field(min_length=1)
-    model: str = Field(min_length=1)
-    file: Binary = Field(description="the query image")
-    k: int = Field(SEARCH.k, ge=1, le=SEARCH.max_k)
 
 
 class SearchHit(BaseModel):

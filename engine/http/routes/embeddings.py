@@ -1,24 +1,15 @@
-"""``POST /v1/embeddings``: texts (JSON) or images (multipart) -> vectors."""
+"""``POST /v1/embeddings`` (texts, JSON) and ``POST /v1/embeddings/images`` (files) -> vectors."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from engine.http import limits
-from engine.http.routes import (
-    FORMS,
-    JSON,
-    api_router,
-    content_type,
-    json_body,
-    two_bodies,
-    unsupported,
-    validated,
-)
-from engine.http.schemas import EmbeddingList, EmbedImages, EmbedTexts
+from engine.http.routes import api_router, needs_form, needs_json
+from engine.http.schemas import EmbeddingList, EmbedTexts
 from engine.http.service import ApiError, Service, Svc
 
 router = api_router("/v1", "embeddings")
@@ -34,30 +25,7 @@ async def decoded_images(svc: Service, uploads: list[Any]) -> tuple[list[Any], l
     return images, names
 
 
-@router.post(
-    "/embeddings",
-    response_model=EmbeddingList,
-    openapi_extra=two_bodies(EmbedTexts, EmbedImages),
-)
-async def embeddings(svc: Svc, request: Request) -> dict[str, Any]:
-    """Texts as JSON `{"model", "input"}`; images as multipart (`model` and `files`). The
-    answer has the shape of the familiar embeddings APIs."""
-    kind = content_type(request)
-    if kind in FORMS:
-        form = await request.form()
-        spec = validated(EmbedImages, {"model": form.get("model"), "files": []}).model
-        items, _ = await decoded_images(svc, limits.uploads_of(form))
-        modality = "image"
-    elif kind == JSON:
-        body = await json_body(request, EmbedTexts)
-        spec = body.model
-        texts = [body.input] if isinstance(body.input, str) else list(body.input)
-        items = limits.check_texts(texts, svc.settings)
-        modality = "text"
-    else:
-        raise unsupported(
-            "send JSON {model, input} for texts, or multipart/form-data (model, files) for images"
-        )
+async def _answer(svc: Service, spec: str, modality: str, items: list[Any]) -> dict[str, Any]:
     if not items:
         raise ApiError(400, "bad_request", "nothing to embed")
     model = await run_in_threadpool(svc.model, spec)
@@ -75,3 +43,25 @@ async def embeddings(svc: Svc, request: Request) -> dict[str, Any]:
         ],
         "usage": {"inputs": len(items)},
     }
+
+
+@router.post("/embeddings", response_model=EmbeddingList, dependencies=[Depends(needs_json)])
+async def embeddings(svc: Svc, body: EmbedTexts) -> dict[str, Any]:
+    """Texts to vectors, in the shape of the familiar embeddings APIs."""
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    return await _answer(svc, body.model, "text", limits.check_texts(texts, svc.settings))
+
+
+@router.post("/embeddings/images", response_model=EmbeddingList, dependencies=[Depends(needs_form)])
+async def embed_images(
+    svc: Svc,
+    request: Request,
+    model: Annotated[str, Form(min_length=1, description="a model spec from GET /v1/models")],
+    files: Annotated[
+        list[UploadFile] | None, File(description="image files (PNG, JPEG, WebP, ...)")
+    ] = None,
+) -> dict[str, Any]:
+    """Images to vectors (multipart: `model` and `files`, repeatable)."""
+    # The form is parsed already; read it again for the field names older clients used.
+    items, _ = await decoded_images(svc, limits.uploads_of(await request.form()))
+    return await _answer(svc, model, "image", items)

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from engine.http.routes import api_router
+from engine.http.routes import api_router, needs_json
 from engine.http.schemas import EmbedJobRequest, Job
 from engine.http.service import Svc
 
 router = api_router("/v1/jobs", "jobs")
 
 
-@router.post("/embed", status_code=202, response_model=Job)
+@router.post("/embed", status_code=202, response_model=Job, dependencies=[Depends(needs_json)])
 async def submit_job(svc: Svc, body: EmbedJobRequest, request: Request) -> dict[str, Any]:
     """Queue an embed job (202 with its record); asking again for an unfinished job returns
     it. Refused with 413 when its vectors (rows x dim x 4 bytes) would pass this deployment's
