@@ -54,6 +54,8 @@ def _error(response, status: int, code: str | None = None) -> str:
     return body["error"]["message"]
 
 
+JSON_TYPE = "application/json"
+PART_TYPE = "multipart/form-data; boundary=zzz"
 PART = (
     b'--zzz\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
     b"Content-Type: image/png\r\n\r\n"
@@ -103,8 +105,8 @@ def test_a_chunked_body_is_counted_as_it_streams_and_cut_at_the_limit(make_clien
     for path, kind in [
         ("/v1/embeddings", "application/json"),
         ("/v1/search", "application/json"),
-        ("/v1/embeddings", "multipart/form-data; boundary=zzz"),
-        ("/v1/predict", "multipart/form-data; boundary=zzz"),
+        ("/v1/embeddings", PART_TYPE),
+        ("/v1/predict", PART_TYPE),
         ("/v1/jobs/embed", "application/json"),
     ]:
         status, body, pulled = _post_chunked(c, path, kind, chunks=100, size=size)  # 6.4 MB
@@ -117,6 +119,14 @@ def test_a_chunked_body_is_counted_as_it_streams_and_cut_at_the_limit(make_clien
         headers={"content-type": "application/json"},
     )
     _error(sized, 413, "too_large")
+    # JSON has its own, smaller limit: parsing takes several times its size in memory.
+    small_json = make_client(max_body_bytes=64 * MB, max_json_bytes=1 * MB)
+    status, body, pulled = _post_chunked(
+        small_json, "/v1/embeddings", "application/json", 100, size
+    )
+    assert status == 413 and "1 MB" in body["error"]["message"] and pulled <= 17
+    status, body, pulled = _post_chunked(small_json, "/v1/predict", PART_TYPE, 30, size)
+    assert status != 413 and pulled == 30  # 1.9 MB of upload is under the multipart limit
     # Under the limit, a chunked JSON body works.
     ok = iter([b'{"model": "baseline:text", ', b'"input": ["a cat"]}'])
     r = c.post("/v1/embeddings", content=ok, headers={"content-type": "application/json"})

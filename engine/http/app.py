@@ -181,7 +181,7 @@ def create_app(settings: ServiceSettings | None = None, cache: Any = None) -> Fa
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, json_limit=settings.max_json_bytes)
     app.add_middleware(KeyCheck)
     app.add_middleware(LegacyForms)
 

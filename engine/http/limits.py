@@ -31,26 +31,32 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyLimit:
-    """An ASGI middleware bounding every request body to ``limit`` bytes.
+    """An ASGI middleware bounding every request body: ``limit`` bytes for a multipart body
+    (uploads, spooled to disk as they arrive), ``json_limit`` for any other (JSON is parsed
+    whole, and takes several times its size in memory once parsed).
 
     A ``Content-Length`` over the limit is refused before a byte is read. A body without one
     (``Transfer-Encoding: chunked``) is counted as it streams and cut at the limit: the app
-    never holds more than ``limit`` bytes of it (uvicorn and Starlette set no limit of their
-    own). The answer is 413 with the JSON error shape, unless the app already started its
-    response (then the connection is dropped).
+    never holds more than the limit of it (uvicorn and Starlette set no limit of their own).
+    The answer is 413 with the JSON error shape, unless the app already started its response
+    (then the connection is dropped).
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, json_limit: int | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.json_limit = limit if json_limit is None else min(limit, json_limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if length.strip().isdigit() and int(length) > self.limit:
-            await self._refuse(send)
+        headers = dict(scope.get("headers") or [])
+        multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data")
+        limit = self.limit if multipart else self.json_limit
+        length = headers.get(b"content-length", b"")
+        if length.strip().isdigit() and int(length) > limit:
+            await self._refuse(send, limit)
             return
         seen = 0
         started = False
@@ -60,8 +66,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise BodyTooLarge(self.limit)
+                if seen > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         async def watched(message: Message) -> None:
@@ -75,10 +81,10 @@ class BodyLimit:
         except BodyTooLarge:
             if started:
                 raise
-            await self._refuse(send)
+            await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
-        error = {"code": "too_large", "message": body_message(self.limit)}
+    async def _refuse(self, send: Send, limit: int) -> None:
+        error = {"code": "too_large", "message": body_message(limit)}
         body = json.dumps({"error": error}).encode()
         await send(
             {

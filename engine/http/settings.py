@@ -56,7 +56,10 @@ class ServiceSettings:
     max_predict_work: int = 4096
     max_request_pixels: int = settings.MAX_IMAGE_PIXELS  # all images of one request, together
     max_image_bytes: int = settings.MAX_IMAGE_FILE_BYTES  # one uploaded file
-    max_body_bytes: int = 256 * 1024**2  # one request body, whatever its transfer encoding
+    max_body_bytes: int = 256 * 1024**2  # one multipart body, whatever its transfer encoding
+    # Any other body (JSON): parsing expands it several times in memory, and 256 texts of the
+    # longest kind are 5 MB.
+    max_json_bytes: int = 16 * 1024**2
     job_max_bytes: int = 2 * 1024**3  # one embed job's vectors (rows x dim x 4 bytes)
     max_jobs: int = 16  # queued + running embed jobs in all
     max_jobs_per_client: int = 2  # queued + running embed jobs of one client (key or address)
@@ -85,6 +88,7 @@ class ServiceSettings:
             "PARALLAX_API_MAX_PREDICT_WORK": ("max_predict_work", int),
             "PARALLAX_API_MAX_REQUEST_PIXELS": ("max_request_pixels", int),
             "PARALLAX_API_MAX_BODY_BYTES": ("max_body_bytes", settings.parse_size),
+            "PARALLAX_API_MAX_JSON_BYTES": ("max_json_bytes", settings.parse_size),
             "PARALLAX_API_JOB_MAX_BYTES": ("job_max_bytes", settings.parse_size),
             "PARALLAX_API_MAX_JOBS": ("max_jobs", int),
             "PARALLAX_API_MAX_JOBS_PER_CLIENT": ("max_jobs_per_client", int),
