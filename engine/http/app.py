@@ -171,7 +171,11 @@ def create_app(settings: ServiceSettings | None = None, cache: Any = None) -> Fa
         return FileResponse(STATIC / "swagger-ui" / "favicon-32x32.png", media_type="image/png")
 
     # Middleware: the last added runs first. The key is checked before the body limit counts
-    # anything, and both before a route reads the body.
+    # anything, and both before a route reads the body; CORS wraps them all, so that a browser
+    # sees a refusal's status instead of a CORS failure.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, json_limit=settings.max_json_bytes)
+    app.add_middleware(KeyCheck)
+    app.add_middleware(LegacyForms)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -181,9 +185,6 @@ def create_app(settings: ServiceSettings | None = None, cache: Any = None) -> Fa
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, json_limit=settings.max_json_bytes)
-    app.add_middleware(KeyCheck)
-    app.add_middleware(LegacyForms)
 
     def scrubbed(request: Request, message: str) -> str:
         svc: Service | None = getattr(request.app.state, "service", None)
