@@ -46,6 +46,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["engine", "engine.*"]),
+    # /docs serves Swagger UI from these files (engine/http/static/swagger-ui/README.md)
+    package_data={"engine.http": ["static/swagger-ui/*"]},
     install_requires=[r for r in base if r.split("=")[0].split("[")[0] not in DASHBOARD_ONLY],
     extras_require={
         "dashboard": [r for r in base if r.split("=")[0] in DASHBOARD_ONLY],

@@ -273,3 +273,17 @@ def _local_model_path(text: str) -> str | None:
 def _short(text: str, width: int = 120) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# -- the model allow-list (issue #27) --------------------------------------------------------
+def check_model_allowed(spec: str, allowed: Iterable[str]) -> None:
+    """Raise ``ModelRefused`` (one line) unless ``spec`` is one of ``allowed``: the shipped,
+    catalogued and operator-configured models. A spec is code-sized input, not data-sized
+    (``open_clip:ViT-bigG-14/random`` builds ~10 GB of random weights), so a visitor may only
+    name a model whose size is known before it is built."""
+    text = str(spec).strip()
+    if text not in {str(s).strip() for s in allowed}:
+        raise ModelRefused(
+            f"{_short(text)} is refused: not one of this deployment's models (the operator "
+            "lists them; see the model list)"
+        )

@@ -438,7 +438,79 @@ class Environment(BaseSettings):
         256, "texts in one request (413 above)", read="serve", section=SERVICE
     )
     API_MAX_BODY_BYTES: Bytes = _setting(
-        256 * 1024**2, "one request body (413 above)", read="serve", section=SERVICE
+        256 * 1024**2,
+        "one multipart request body, counted as it streams whatever the transfer encoding "
+        "(413 above)",
+        read="serve",
+        section=SERVICE,
+    )
+    API_MAX_JSON_BYTES: Bytes = _setting(
+        16 * 1024**2,
+        "one JSON request body (parsing expands it several times in memory; 413 above)",
+        read="serve",
+        section=SERVICE,
+    )
+    API_MODELS: Commas = _setting(
+        (),
+        "model specs clients may name beyond the catalogue and the shipped models",
+        read="serve",
+        section=SERVICE,
+    )
+    API_MAX_LABELS: Count = _setting(
+        1000, "labels in one /v1/predict (413 above)", read="serve", section=SERVICE
+    )
+    API_MAX_LABEL_CHARS: Count = _setting(
+        200, "characters of one label (413 above)", read="serve", section=SERVICE
+    )
+    API_MAX_PREDICT_MODELS: Count = _setting(
+        4, "models in one /v1/predict (413 above)", read="serve", section=SERVICE
+    )
+    API_MAX_PREDICT_WORK: Count = _setting(
+        4096,
+        "forward passes one /v1/predict may ask for: models x (labels x templates + inputs)",
+        read="serve",
+        section=SERVICE,
+    )
+    API_MAX_REQUEST_PIXELS: DerivedBytes = _setting(
+        None,
+        "pixels of all the images of one request together, from their headers; unset: "
+        "MAX_IMAGE_PIXELS",
+        read="serve",
+        section=SERVICE,
+    )
+    API_JOB_MAX_BYTES: Bytes = _setting(
+        2 * 1024**3,
+        "one embed job's vectors (rows x dim x 4 bytes), estimated before it is queued",
+        read="serve",
+        section=SERVICE,
+    )
+    API_MAX_JOBS: Count = _setting(
+        16, "queued + running embed jobs in all (429 above)", read="serve", section=SERVICE
+    )
+    API_MAX_JOBS_PER_CLIENT: Count = _setting(
+        2,
+        "queued + running embed jobs of one client, by key or address (429 above)",
+        read="serve",
+        section=SERVICE,
+    )
+    API_JOB_TTL_S: Seconds = _setting(
+        7 * 24 * 3600.0,
+        "seconds after which a finished job's record is forgotten",
+        read="serve",
+        section=SERVICE,
+    )
+    API_ALLOW_ANONYMOUS: Flag = _setting(
+        False,
+        "let `serve` listen on a non-loopback host without API keys (it refuses otherwise)",
+        read="serve",
+        section=SERVICE,
+    )
+    API_TRUSTED_CLIENTS: Flag = _setting(
+        False,
+        "clients are the operator: no visitor policy on the specs they name (only for a "
+        "service behind your own gate)",
+        read="serve",
+        section=SERVICE,
     )
 
     # -- the test suite ---------------------------------------------------------------------------
@@ -628,7 +700,20 @@ def service() -> dict[str, Any]:
         "max_images": value("API_MAX_IMAGES"),
         "max_texts": value("API_MAX_TEXTS"),
         "max_body_bytes": value("API_MAX_BODY_BYTES"),
+        "max_json_bytes": value("API_MAX_JSON_BYTES"),
         "max_image_bytes": MAX_IMAGE_FILE_BYTES,
+        "models": value("API_MODELS"),
+        "max_labels": value("API_MAX_LABELS"),
+        "max_label_chars": value("API_MAX_LABEL_CHARS"),
+        "max_predict_models": value("API_MAX_PREDICT_MODELS"),
+        "max_predict_work": value("API_MAX_PREDICT_WORK"),
+        "max_request_pixels": value("API_MAX_REQUEST_PIXELS") or MAX_IMAGE_PIXELS,
+        "job_max_bytes": value("API_JOB_MAX_BYTES"),
+        "max_jobs": value("API_MAX_JOBS"),
+        "max_jobs_per_client": value("API_MAX_JOBS_PER_CLIENT"),
+        "job_ttl_s": value("API_JOB_TTL_S"),
+        "allow_anonymous": value("API_ALLOW_ANONYMOUS"),
+        "trusted_clients": value("API_TRUSTED_CLIENTS"),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 
@@ -50,6 +51,49 @@ def test_health_lists_and_openapi(client):
     assert "baseline:pixels" in models and "demo:shapes-clip" in models
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
     _error(client.get("/v1/nothing"), 404, "not_found")
+
+
+def test_openapi_is_valid_and_describes_every_body(client):
+    from openapi_spec_validator import validate
+
+    schema = client.get("/openapi.json").json()
+    validate(schema)  # raises with the first problem
+    posts = {p: ops["post"] for p, ops in schema["paths"].items() if "post" in ops}
+    forms = {"/v1/embeddings/images", "/v1/predict", "/v1/search/image"}
+    assert set(posts) == forms | {"/v1/embeddings", "/v1/search", "/v1/jobs/embed"}
+    components = schema["components"]["schemas"]
+    for path, op in posts.items():
+        body = op["requestBody"]
+        assert body["required"] is True, path
+        (kind,) = body["content"]  # one kind of body per operation: one typed client call
+        assert kind == ("multipart/form-data" if path in forms else "application/json"), path
+        form = components[body["content"][kind]["schema"]["$ref"].rsplit("/", 1)[-1]]
+        assert form["properties"] and form.get("required"), path
+        if path in forms:  # files as generators read them
+            assert '"format": "binary"' in json.dumps(form["properties"]), path
+    predict_form = posts["/v1/predict"]["requestBody"]["content"]["multipart/form-data"]
+    assert "labels" in components[predict_form["schema"]["$ref"].rsplit("/", 1)[-1]]["required"]
+    maps = schema["paths"]["/v1/maps/{dataset}/{model}"]["get"]
+    declared = {p["name"]: p["in"] for p in maps["parameters"]}
+    assert declared == {"dataset": "path", "model": "path", "method": "query", "seed": "query"}
+    # Errors are documented with their shape.
+    assert "ErrorResponse" in str(posts["/v1/predict"]["responses"]["413"])
+
+
+def test_docs_load_every_asset_from_the_service(client):
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    assert not re.search(r"(https?:)?//[\w.-]+\.[a-z]{2,}", page.text), "an outside URL"
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assets += re.findall(r"url: '([^']+)'", page.text)
+    assert len(assets) >= 4  # the script, the stylesheet, the favicon, the schema
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        assert client.get(asset).status_code == 200, asset
+    assert client.get("/favicon.ico").headers["content-type"] == "image/png"
+    assert client.get("/redoc").status_code == 404  # ReDoc would need a CDN: not served
 
 
 def test_auth_when_keys_are_configured(cache_root):

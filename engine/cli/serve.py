@@ -6,17 +6,19 @@ import argparse
 from argparse import ArgumentParser
 from typing import Any
 
-from engine.cli.common import open_cache
-
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from engine.http import serve
     from engine.http.settings import ServiceSettings
 
     settings = ServiceSettings.from_env(
-        host=args.host, port=args.port, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        allow_anonymous=args.allow_anonymous,
     )
-    serve(settings, open_cache(args))
+    serve(settings, args.cache_dir)  # a refusal (ParallaxError) is one line and exit 2
     return 0
 
 
@@ -34,5 +36,11 @@ def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> No
         "--batch-wait-ms",
         type=float,
         help=f"how long a batch waits for more requests (default {d.batch_wait_ms})",
+    )
+    p.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        default=None,
+        help="serve a non-loopback --host without API keys (anyone who reaches it may use it)",
     )
     p.set_defaults(func=cmd_serve)

@@ -6,7 +6,8 @@ raises one line saying so.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ParallaxError
 
@@ -14,7 +15,6 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from engine.http.settings import ServiceSettings
-    from engine.store.cache import Cache
 
 # Installed with pip, the extra names the packages; a checkout has the pinned file.
 INSTALL_HINT = (
@@ -34,16 +34,27 @@ def _require() -> None:
         ) from None
 
 
-def create_app(settings: ServiceSettings | None = None, cache: Cache | None = None) -> FastAPI:
+def create_app(
+    settings: ServiceSettings | None = None, cache: str | os.PathLike[str] | Any = None
+) -> FastAPI:
+    """The ASGI app over the cache root ``cache`` (a path, or a ``Workspace`` or ``Cache``)."""
     _require()
     from engine.http.app import create_app as build
 
     return build(settings, cache)
 
 
-def serve(settings: ServiceSettings, cache: Cache | None = None) -> None:
+def serve(settings: ServiceSettings, cache: str | os.PathLike[str] | Any = None) -> None:
     """Run the service until SIGINT / SIGTERM; in-flight requests finish first (uvicorn's
-    graceful shutdown, bounded by ``settings.graceful_shutdown_s``)."""
+    graceful shutdown, bounded by ``settings.graceful_shutdown_s``). A non-loopback address
+    without API keys is refused unless the operator allowed anonymous clients."""
+    from engine.http.settings import is_loopback
+
+    if not is_loopback(settings.host) and not settings.api_keys and not settings.allow_anonymous:
+        raise ParallaxError(
+            f"refusing to serve on {settings.host} without API keys: set PARALLAX_API_KEYS, "
+            "or pass --allow-anonymous to let anyone who reaches it in"
+        )
     _require()
     import uvicorn
 

@@ -1,18 +1,20 @@
-"""Embedding jobs for the HTTP service: queued, run one at a time, persisted, resumed.
+"""Embedding jobs for the HTTP service: queued (bounded), run one at a time, persisted, resumed.
 
-A job is one ``engine.embed.local.embed_dataset`` call. Its record (status, progress, result or
-error)
-is a JSON file under ``<cache>/jobs/``, rewritten atomically as it moves; the vectors go to the
-same cache entries the CLI and the dashboard use. After a restart every job that was queued or
-running is started again, and ``embed_dataset`` resumes from its finished shards, so an
-interrupted job loses at most one shard of work.
+A job is one ``Workspace.embed`` call. Its record (status, progress, result or error) is a JSON
+file under ``<cache>/jobs/``, rewritten atomically as it moves; the vectors go to the same cache
+entries the CLI and the dashboard use. After a restart every job that was queued or running is
+started again, and the embed resumes from its finished shards, so an interrupted job loses at
+most one shard of work. Finished records are forgotten ``ttl_s`` after they finished; the queue
+holds at most ``max_active`` unfinished jobs, ``max_per_client`` of them from one client.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -21,40 +23,67 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ParallaxError
-from engine.store.cache import Cache, atomic_write_json
-from engine.store.progress import Progress
 
 log = logging.getLogger(__name__)
 
-JOBS = "jobs"  # the cache kind (engine.store.space.KINDS)
 ACTIVE = ("queued", "running")
 _SAVE_EVERY_S = 1.0  # progress is persisted at most this often (it is served from memory)
+# Fields of a record that stay on the server: who asked, and (in records of older versions)
+# the cache's path.
+PRIVATE = ("client", "cache_root")
 
-Runner = Callable[[dict[str, Any], Callable[[Progress], None]], dict[str, Any]]
+# (the job record, a progress callback taking an engine Progress) -> the result's JSON
+Runner = Callable[[dict[str, Any], Callable[[Any], None]], dict[str, Any]]
 
 
 class UnknownJob(ParallaxError):
     """No job has this id."""
 
 
-def _default_runner(job: dict[str, Any], progress: Callable[[Progress], None]) -> dict[str, Any]:
-    from engine.embed.local import embed_dataset
+class QueueFull(ParallaxError):
+    """Too many unfinished jobs, in all or from one client (answered 429)."""
 
-    cache = Cache(job["cache_root"])
-    result = embed_dataset(
-        job["dataset"], job["model"], modality=job.get("modality"), cache=cache, progress=progress
-    )
-    return result.to_json()
+
+def public(job: dict[str, Any]) -> dict[str, Any]:
+    """A job record as a client sees it."""
+    return {k: v for k, v in job.items() if k not in PRIVATE}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` so that a reader (or a restart after kill -9) sees the old record or the
+    new one, never half of one: a temp file in the same folder, fsync, rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class JobStore:
-    """Jobs of one cache root. ``submit`` returns at once; a single worker runs them in order."""
+    """Jobs kept in ``folder``. ``submit`` returns at once; a single worker runs them in order."""
 
-    def __init__(self, cache: Cache, runner: Runner = _default_runner) -> None:
-        self.cache = cache
-        self.folder = cache.kind_dir(JOBS)
+    def __init__(
+        self,
+        folder: Path,
+        runner: Runner,
+        *,
+        max_active: int = 16,
+        max_per_client: int = 2,
+        ttl_s: float = 7 * 24 * 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._runner = runner
+        self.runner = runner
+        self.max_active = max_active
+        self.max_per_client = max_per_client
+        self.ttl_s = ttl_s
+        self._clock = clock
         self._lock = threading.Lock()
         self._jobs: dict[str, dict[str, Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-job")
@@ -62,51 +91,89 @@ class JobStore:
 
     # -- persistence ------------------------------------------------------------------------
     def _path(self, job_id: str) -> Path:
-        return self.cache.path(JOBS, job_id)
+        return self.folder / f"{job_id}.json"
 
     def _save(self, job: dict[str, Any]) -> None:
-        atomic_write_json(self._path(job["id"]), job)
+        _write_json(self._path(job["id"]), job)
 
     def _load(self) -> None:
-        """Read every record; restart the ones a previous process left unfinished."""
+        """Read every record; restart the ones a previous process left unfinished; drop the
+        temp files a killed writer left behind."""
+        for tmp in self.folder.glob(".tmp-*"):
+            tmp.unlink(missing_ok=True)
         resume = []
         for path in sorted(self.folder.glob("*.json")):
             try:
                 job = json.loads(path.read_text())
             except (OSError, ValueError):
-                log.warning("unreadable job record %s skipped", path)
+                log.warning("unreadable job record %s skipped", path.name)
                 continue
             if not isinstance(job, dict) or "id" not in job:
                 continue
+            job.pop("cache_root", None)  # older records named the server's cache
             self._jobs[job["id"]] = job
             if job.get("status") in ACTIVE:
                 job["status"] = "queued"
                 job["resumed"] = int(job.get("resumed", 0)) + 1
                 resume.append(job)
+        with self._lock:
+            self._expire()
         for job in sorted(resume, key=lambda j: j.get("created", 0)):
             self._save(job)
             self._pool.submit(self._run, job["id"])
 
+    def _expire(self) -> None:
+        """Forget finished records older than the TTL (the caller holds the lock)."""
+        cutoff = self._clock() - self.ttl_s
+        old = [
+            job_id
+            for job_id, job in self._jobs.items()
+            if job.get("status") not in ACTIVE and float(job.get("updated", 0)) < cutoff
+        ]
+        for job_id in old:
+            del self._jobs[job_id]
+            self._path(job_id).unlink(missing_ok=True)
+        if old:
+            log.info("forgot %d finished job record(s) past their TTL", len(old))
+
     # -- API --------------------------------------------------------------------------------
-    def submit(self, dataset: str, model: str, modality: str | None = None) -> dict[str, Any]:
-        """A new job, or the unfinished one already asked for with the same arguments."""
+    def active(self) -> list[dict[str, Any]]:
         with self._lock:
-            for job in self._jobs.values():
-                same = (job["dataset"], job["model"], job.get("modality")) == (
+            return [dict(j) for j in self._jobs.values() if j["status"] in ACTIVE]
+
+    def submit(
+        self, dataset: str, model: str, modality: str | None = None, *, client: str = ""
+    ) -> dict[str, Any]:
+        """A new job, or the unfinished one already asked for with the same arguments.
+        ``QueueFull`` when the queue is full in all or for ``client``."""
+        with self._lock:
+            self._expire()
+            active = [j for j in self._jobs.values() if j["status"] in ACTIVE]
+            for job in active:
+                if (job["dataset"], job["model"], job.get("modality")) == (
                     dataset,
                     model,
                     modality,
-                )
-                if same and job["status"] in ACTIVE:
+                ):
                     return dict(job)
-            now = time.time()
+            if len(active) >= self.max_active:
+                raise QueueFull(
+                    f"{len(active)} embed jobs are queued or running (the limit): retry later"
+                )
+            mine = sum(1 for j in active if j.get("client") == client)
+            if mine >= self.max_per_client:
+                raise QueueFull(
+                    f"you have {mine} embed jobs queued or running (the limit per client): "
+                    "wait for one to finish"
+                )
+            now = self._clock()
             job = {
                 "id": secrets.token_hex(8),
                 "kind": "embed",
                 "dataset": dataset,
                 "model": model,
                 "modality": modality,
-                "cache_root": str(self.cache.root),
+                "client": client,
                 "status": "queued",
                 "created": now,
                 "updated": now,
@@ -121,6 +188,7 @@ class JobStore:
 
     def get(self, job_id: str) -> dict[str, Any]:
         with self._lock:
+            self._expire()
             job = self._jobs.get(job_id)
             if job is None:
                 raise UnknownJob(f"no job {str(job_id)[:40]!r}")
@@ -137,7 +205,7 @@ class JobStore:
     def _update(self, job_id: str, save: bool = True, **changes: Any) -> None:
         with self._lock:
             job = self._jobs[job_id]
-            job.update(changes, updated=time.time())
+            job.update(changes, updated=self._clock())
             if save:
                 self._save(job)
 
@@ -147,7 +215,7 @@ class JobStore:
         self._update(job_id, status="running")
         last_save = [0.0]
 
-        def progress(p: Progress) -> None:
+        def progress(p: Any) -> None:
             now = time.monotonic()
             save = now - last_save[0] >= _SAVE_EVERY_S or p.done >= p.total
             if save:
@@ -157,7 +225,7 @@ class JobStore:
             self._update(job_id, save=save, progress=snapshot, stage=p.stage)
 
         try:
-            result = self._runner(job, progress)
+            result = self.runner(job, progress)
         except ParallaxError as exc:
             self._update(job_id, status="failed", error=str(exc).splitlines()[0][:500])
         except Exception as exc:  # a bug: the job fails with its type, the log keeps the cause
