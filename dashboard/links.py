@@ -38,9 +38,8 @@ def restore_from_url() -> None:
             state.set_dataset_spec(view.dataset)
     if view.models:
         # A link's model list is visitor input too: refused specs never reach the session.
-        policy = state.workspace().policy
         specs = list(dict.fromkeys(m.split(" · ")[0] for m in view.models))
-        allowed, refused = policy.allowed_model_specs(specs) if policy else (specs, [])
+        allowed, refused = state.workspace().allowed_model_specs(specs)
         if refused:
             st.session_state.setdefault(
                 keys.URL_ERROR, f"The link's model was not used: {refused[0]}"

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import settings
-from engine.errors import DatasetError, Forbidden, ModelUnavailable, ParallaxError
+from engine.errors import DatasetError, Forbidden, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -231,24 +231,6 @@ class VisitorPolicy:
         why = visitor_refusal(parsed)
         if why is not None:
             raise self._refused(ModelRefused(f"{_short(text)} is refused: {why}"))
-
-    def allowed_model_specs(self, specs: Iterable[str]) -> tuple[list[str], list[str]]:
-        """Split ``specs`` into (allowed, refusal lines): for a link's model list. Names only
-        (``check_model_name``): a model's cached vectors may be shown; loading it is checked
-        again. A spec that does not parse is not refused here (it may name cached vectors;
-        the loader refuses it with its own line if anyone tries to load it)."""
-        ok: list[str] = []
-        refused: list[str] = []
-        for spec in specs:
-            try:
-                self.check_model_name(spec)
-            except PolicyError as exc:
-                refused.append(str(exc))
-            except ParallaxError:
-                ok.append(spec)
-            else:
-                ok.append(spec)
-        return ok, refused
 
 
 def _local_model_path(text: str) -> str | None:

@@ -450,12 +450,6 @@ class Environment(BaseSettings):
         read="serve",
         section=SERVICE,
     )
-    API_MODELS: Commas = _setting(
-        (),
-        "model specs clients may name beyond the catalogue and the shipped models",
-        read="serve",
-        section=SERVICE,
-    )
     API_MAX_LABELS: Count = _setting(
         1000, "labels in one /v1/predict (413 above)", read="serve", section=SERVICE
     )
@@ -702,7 +696,7 @@ def service() -> dict[str, Any]:
         "max_body_bytes": value("API_MAX_BODY_BYTES"),
         "max_json_bytes": value("API_MAX_JSON_BYTES"),
         "max_image_bytes": MAX_IMAGE_FILE_BYTES,
-        "models": value("API_MODELS"),
+        "models": VISITOR_MODELS,
         "max_labels": value("API_MAX_LABELS"),
         "max_label_chars": value("API_MAX_LABEL_CHARS"),
         "max_predict_models": value("API_MAX_PREDICT_MODELS"),

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from engine import settings
-from engine.errors import ParallaxError
+from engine.errors import NotFound, ParallaxError
 from engine.params import PREDICT, PROJECTION, SEARCH, PredictParams, ProjectionParams
 from engine.policy import VisitorPolicy
 from engine.store.cache import Cache
@@ -47,12 +47,16 @@ Backend = Literal["local", "ray"]
 BACKENDS: tuple[str, ...] = ("local", "ray")
 
 
-class NotEmbedded(ParallaxError):
+class NotEmbedded(NotFound):
     """A verb that reads vectors found none for this dataset and model (embed first)."""
 
+    code = "not_embedded"
 
-class NotMapped(ParallaxError):
+
+class NotMapped(NotFound):
     """No cached map of these vectors with these parameters (project first)."""
+
+    code = "not_mapped"
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,24 @@ class Workspace:
         """Refuse a model a visitor may not even name to read vectors cached under it."""
         if self.policy is not None:
             self.policy.check_model_name(spec)
+
+    def allowed_model_specs(self, specs: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Split ``specs`` (a link's model list: visitor input) into (allowed, refusal lines),
+        by the naming rules: cached vectors may be shown; loading is checked again."""
+        from engine.policy import PolicyError
+
+        ok: list[str] = []
+        refused: list[str] = []
+        for spec in specs:
+            try:
+                self.check_model_name(spec)
+            except PolicyError as exc:
+                refused.append(str(exc))
+            except ParallaxError:  # does not parse: it may still name cached vectors
+                ok.append(spec)
+            else:
+                ok.append(spec)
+        return ok, refused
 
     # -- datasets ------------------------------------------------------------------------------
     def open(self, spec: str, *, progress: ProgressCallback | None = None) -> Dataset:
@@ -368,15 +390,15 @@ class Workspace:
         """Every model's zero-shot answer for ``images`` and ``texts`` among ``labels`` (one
         loop for every door; a model that fails gets its one-line error, the others run).
 
-        Every spec passes the policy before anything loads (a refused one refuses the request,
-        as every other verb does). Label prompts' vectors are held (``class_vectors``).
+        Each spec passes the policy as it loads (``model``): a refused or broken one is that
+        model's one-line error and the others still answer (the HTTP service checks every spec
+        up front instead, and refuses the request). Label prompts' vectors are held
+        (``class_vectors``).
         ``embed`` lets a server batch the inputs with other requests (default: the model's own
         call)."""
         from engine.analysis.predict import check_request, predict_each
 
         check_request(len(images or []) + len(texts or []), list(models), False, labels)
-        for spec in models:
-            self.check_model_spec(spec)
         return predict_each(
             list(models),
             list(images or []),

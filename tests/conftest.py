@@ -60,3 +60,15 @@ def private_app_env(tmp_path_factory: pytest.TempPathFactory):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture
+def fake_model_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' ``fake:`` models (tests/fakes.py) as one more row of the model kinds table,
+    open to visitors: the dashboard is a visitor's door, and the policy refuses any kind the
+    table does not list. Their vectors are made by passing the model object itself."""
+    from engine.models.base import IMAGE
+    from engine.models.registry import ADAPTERS, AdapterEntry
+
+    row = AdapterEntry("tests.fakes", lambda spec: frozenset({IMAGE}), False, visitor="any")
+    monkeypatch.setitem(ADAPTERS, "fake", row)

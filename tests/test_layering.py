@@ -176,20 +176,29 @@ def test_front_ends_have_no_import_cycle() -> None:
     assert cycles == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
-def dashboard_engine_imports() -> dict[str, set[str]]:
-    """Every engine module dashboard/ and pages/ import -> the files importing it."""
+def door_engine_imports(*folders: str) -> dict[str, set[str]]:
+    """Every engine module the front end in ``folders`` imports -> the files importing it
+    (modules of the front end's own package do not count)."""
     modules = engine_modules()
+    own = tuple(f.replace("/", ".") for f in folders)
     used: dict[str, set[str]] = {}
-    for front in ("dashboard", "pages"):
+    for front in folders:
         for path in sorted((REPO / front).rglob("*.py")):
             for target, _ in imports_of(module_name(path), path, modules):
+                if target == own[0] or target.startswith(tuple(o + "." for o in own)):
+                    continue
                 used.setdefault(target, set()).add(str(path.relative_to(REPO)))
     return used
 
 
-def test_the_dashboard_reaches_the_engine_through_one_door() -> None:
-    used = dashboard_engine_imports()
-    assert "engine.workspace" in used  # the finder sees the dashboard's imports
+@pytest.mark.parametrize(
+    "folders", [("dashboard", "pages"), ("engine/cli",), ("engine/http",)], ids=str
+)
+def test_each_door_reaches_the_engine_through_the_workspace(folders: tuple[str, ...]) -> None:
+    """The dashboard, the CLI and the HTTP service call the ``Workspace`` and the parameter,
+    error and settings types, plus at most ``DOOR_EXTRA`` other engine modules."""
+    used = door_engine_imports(*folders)
+    assert "engine.workspace" in used  # the finder sees the door's imports
     others = {m: sorted(files) for m, files in used.items() if m not in DOOR}
     assert len(others) <= DOOR_EXTRA, f"engine modules imported past the door: {others}"
     assert len(used) <= len(DOOR) + DOOR_EXTRA

@@ -11,6 +11,8 @@ from streamlit.testing.v1 import AppTest
 from tests.conftest import private_app_env
 from tests.fakes import MeanColourModel
 
+pytestmark = pytest.mark.usefixtures("fake_model_kind")
+
 REPO = Path(__file__).resolve().parent.parent
 MAP = str(REPO / "pages" / "map.py")
 DATASET = "demo:digits"

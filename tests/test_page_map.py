@@ -17,6 +17,8 @@ from tests.apptest_maps import scatter_maps, selected
 from tests.conftest import private_app_env
 from tests.fakes import MeanColourModel
 
+pytestmark = pytest.mark.usefixtures("fake_model_kind")
+
 REPO = Path(__file__).resolve().parent.parent
 PAGE = str(REPO / "pages" / "map.py")
 DATASET = "demo:digits"

@@ -152,7 +152,8 @@ def test_image_embeddings_and_errors(client):
         client.post("/v1/embeddings", content=b"{", headers={"content-type": "application/json"}),
         400,
     )
-    _error(client.post("/v1/embeddings", json={"model": "nope:x", "input": "a"}), 422)
+    # A model kind the model table does not list is refused by default (the visitor policy).
+    _error(client.post("/v1/embeddings", json={"model": "nope:x", "input": "a"}), 403)
     _error(client.post("/v1/embeddings", json={"input": "a"}), 400)
     _error(
         client.post("/v1/embeddings", json={"model": "baseline:pixels", "input": "a"}),

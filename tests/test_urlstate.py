@@ -14,6 +14,8 @@ from dashboard.urlstate import View, decode_rows, decode_view, encode_rows, enco
 from tests.apptest_maps import scatter_maps
 from tests.fakes import MeanColourModel
 
+pytestmark = pytest.mark.usefixtures("fake_model_kind")
+
 REPO = Path(__file__).resolve().parent.parent
 MAP_PAGE = str(REPO / "pages" / "map.py")
 DATA_PAGE = str(REPO / "pages" / "data.py")

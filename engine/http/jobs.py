@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ParallaxError
+from engine.errors import NotFound, ParallaxError
+from engine.store.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +35,15 @@ PRIVATE = ("client", "cache_root")
 Runner = Callable[[dict[str, Any], Callable[[Any], None]], dict[str, Any]]
 
 
-class UnknownJob(ParallaxError):
+class UnknownJob(NotFound):
     """No job has this id."""
 
 
 class QueueFull(ParallaxError):
     """Too many unfinished jobs, in all or from one client (answered 429)."""
+
+    http_status = 429
+    code = "too_many_jobs"
 
 
 def public(job: dict[str, Any]) -> dict[str, Any]:
@@ -50,18 +52,9 @@ def public(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` so that a reader (or a restart after kill -9) sees the old record or the
-    new one, never half of one: a temp file in the same folder, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A reader (or a restart after kill -9) sees the old record or the new one, never half of
+    one: the engine's one atomic writer (temp name beside it, fsync, rename)."""
+    atomic_write_json(path, data)
 
 
 class JobStore:

@@ -25,12 +25,11 @@ import numpy as np
 from fastapi import Depends, Request
 
 from engine import settings as engine_settings
-from engine.errors import DatasetError, ItemError, ModelUnavailable, ParallaxError
+from engine.errors import ParallaxError, error_code
 from engine.http.batching import BatcherPool
-from engine.http.jobs import JobStore, QueueFull, UnknownJob, public
+from engine.http.jobs import JobStore, public
 from engine.http.settings import ServiceSettings
-from engine.policy import PolicyError, check_model_allowed
-from engine.workspace import NotEmbedded, NotMapped, Workspace
+from engine.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +48,9 @@ class ApiError(Exception):
 
 
 def status_of(exc: ParallaxError) -> tuple[int, str]:
-    """The HTTP status and code of an engine error."""
-    if isinstance(exc, PolicyError):
-        return 403, "forbidden"
-    if isinstance(exc, UnknownJob):
-        return 404, "not_found"
-    if isinstance(exc, NotEmbedded):
-        return 404, "not_embedded"
-    if isinstance(exc, NotMapped):
-        return 404, "not_mapped"
-    if isinstance(exc, QueueFull):
-        return 429, "too_many_jobs"
-    if isinstance(exc, ItemError):
-        return 400, "bad_input"
-    if isinstance(exc, ModelUnavailable):
-        return 422, "model_unavailable"
-    if isinstance(exc, DatasetError):
-        return 422, "dataset_unavailable"
-    return 400, "bad_request"
+    """The HTTP status and code of an engine error: its class's own (``engine.errors``), the
+    same mapping the CLI's ``--json`` errors use."""
+    return error_code(exc)
 
 
 # An absolute path of two or more segments not inside a URL ("https://host/a/b" is left alone).
@@ -138,9 +122,7 @@ class Service:
     def check_model(self, spec: str) -> str:
         """``spec`` stripped, if a client may name it (else 403, or 422 if it does not parse)."""
         spec = spec.strip()
-        self.ws.check_model_spec(spec)
-        if not self.settings.trusted_clients:
-            check_model_allowed(spec, self.allowed_models)
+        self.ws.check_model_spec(spec)  # the visitor policy: kinds, allow-list, size budget
         return spec
 
     def model(self, spec: str) -> Any:

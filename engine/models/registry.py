@@ -300,7 +300,12 @@ def visitor_refusal(parsed: ModelSpec) -> str | None:
     if rule == "never":
         return f"{kind}: models are not open to visitors of this deployment"
     operator = parsed.canonical in _operator_models()
-    if rule == "allow-list" and parsed.canonical not in _catalogue_names() and not operator:
+    # A local model folder or checkpoint reaches here only under the operator's
+    # PARALLAX_SERVER_PATHS roots (the policy checks the path first): the operator put it there,
+    # so it counts as configured; its size still comes from its weight files, before building.
+    local = parsed.path is not None and parsed.alias is None
+    listed = operator or local or parsed.canonical in _catalogue_names()
+    if rule == "allow-list" and not listed:
         return (
             "not among the models this deployment offers visitors (the shipped demo: models, "
             "the baselines, the catalogue's hub models, and what the operator lists in "
