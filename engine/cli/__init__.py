@@ -14,14 +14,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from engine.cli import bundle, cache, compare, embedding, export, listing, serve
+from engine.cli import bundle, cache, compare, embedding, export, findings, listing, serve
 from engine.cli.common import EXIT_USER_ERROR, StderrProgress
 from engine.errors import ParallaxError
 
 __all__ = ["COMMAND_GROUPS", "EXIT_USER_ERROR", "StderrProgress", "build_parser", "main"]
 
 # In the order ``--help`` lists them.
-COMMAND_GROUPS = (listing, embedding, export, bundle, cache, compare, serve)
+COMMAND_GROUPS = (listing, embedding, export, bundle, cache, compare, findings, serve)
 
 
 def _common_options(defaults: bool) -> argparse.ArgumentParser:
