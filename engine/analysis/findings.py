@@ -174,7 +174,7 @@ class ModelVectors:
         if n <= params.exact_below:
             unit = self.unit_block(0, n)
             idx, sims = exact_knn(unit, k, exclude_self=True)
-            return idx.astype(np.int64), sims.astype(np.float32)
+            return idx.astype(np.int32), sims.astype(np.float32)
         return self._approximate_graph(k, params)
 
     def _approximate_graph(self, k: int, params: FindingsParams) -> tuple[np.ndarray, np.ndarray]:
@@ -193,7 +193,7 @@ class ModelVectors:
             block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
             space[s : s + len(block)] = block
         index = IVFIndex.build(space, nprobe=8, seed=params.seed)
-        idx = np.empty((n, k), dtype=np.int64)
+        idx = np.empty((n, k), dtype=np.int32)
         sims = np.empty((n, k), dtype=np.float32)
         for s in range(0, n, _CHUNK):
             i, d = index.search(space[s : s + _CHUNK], k + 1)
@@ -240,13 +240,13 @@ def knn_probabilities(
     nb = idx[:, :k]
     valid = nb >= 0
     lab = np.where(valid, y[np.where(valid, nb, 0)], -1)
-    w = np.clip(sims[:, :k].astype(np.float64), 0.0, None) + 1e-3
+    w = np.clip(sims[:, :k].astype(np.float32), 0.0, None) + 1e-3
     w = np.where(lab >= 0, w, 0.0)
     counts = np.bincount(y[y >= 0], minlength=n_classes).astype(np.float64)
     prior = counts / max(counts.sum(), 1.0)
-    probs = np.zeros((n, n_classes), dtype=np.float64)
-    for c in range(n_classes):
-        probs[:, c] = (w * (lab == c)).sum(axis=1)
+    cells = (np.arange(n)[:, None] * n_classes + np.maximum(lab, 0)).reshape(-1)
+    probs = np.bincount(cells, weights=w.reshape(-1), minlength=n * n_classes)
+    probs = probs.reshape(n, n_classes)
     total = w.sum(axis=1, keepdims=True)
     alpha = 1.0  # one pseudo-neighbour's weight, spread by class frequency
     mean_w = np.where(total > 0, total / np.maximum(valid.sum(axis=1, keepdims=True), 1), 1.0)
@@ -398,14 +398,15 @@ class _Model:
     def __init__(self, name: str, vec: ModelVectors, params: FindingsParams) -> None:
         self.name = name
         self.vec = vec
-        ld = log_distance(vec.sims)
-        r = min(params.dup_scale_rank, ld.shape[1]) - 1
+        head = min(max(params.dup_scale_rank, 5), vec.sims.shape[1])
+        ld = log_distance(vec.sims[:, :head])  # near copies sit among the first neighbours
+        r = min(params.dup_scale_rank, head) - 1
         self.scale = ld[:, r]
         ref = ld[:, 0] - self.scale
         self.med = float(np.median(ref))
         mad = float(np.median(np.abs(ref - self.med))) * MAD_SCALE
         self.mad = mad if mad > 1e-12 else (float(np.std(ref)) or 1.0)
-        self.dup_z_graph = -((ld - self.scale[:, None]) - self.med) / self.mad
+        self.dup_z_graph = (-((ld - self.scale[:, None]) - self.med) / self.mad).astype(np.float32)
 
     def pair_z(self, pairs: np.ndarray) -> np.ndarray:
         ld = log_distance(self.vec.pair_cosines(pairs[:, 0], pairs[:, 1]))
@@ -523,7 +524,8 @@ def _near_duplicates(
     loose = min(params.dup_z, params.dup_z_combined) - 1.0
     cand: list[np.ndarray] = []
     for m in models:
-        cand.append(_pairs_from(m.vec.idx, m.dup_z_graph >= loose))
+        head = m.dup_z_graph.shape[1]
+        cand.append(_pairs_from(m.vec.idx[:, :head], m.dup_z_graph >= loose))
     pairs = np.unique(np.concatenate(cand), axis=0) if cand else np.zeros((0, 2), np.int64)
     if exact_pairs and len(pairs):
         keep = np.array([(a, b) not in exact_pairs for a, b in pairs.tolist()], dtype=bool)
