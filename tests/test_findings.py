@@ -203,7 +203,7 @@ def test_workspace_find_is_cached(digits_manifest, cache_root):
     second = ws.find(spec, ["baseline:pixels"], split_column="split")
     assert second.cached
     assert second.to_json() == json.loads(stored[0].read_text())
-    other = ws.find(spec, ["baseline:pixels"], split_column="split", params=FindingsParams(k=40))
+    other = ws.find(spec, ["baseline:pixels"], split_column="split", params=FindingsParams(k=60))
     assert not other.cached and len(list((cache_root / "findings").glob("*.json"))) == 2
 
 
