@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, Reporter, parser  # noqa: E402
+from common import REPO, Reporter, parser
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.findings_planted import Truth, planted_shapes  # noqa: E402
+from benchmarks.findings_planted import Truth, planted_shapes
 
 IMAGE_MODELS = ["baseline:pixels", "demo:shapes-clip-small", "demo:shapes-clip"]
 TEXT_MODEL = "st:all-MiniLM-L6-v2"

@@ -26,6 +26,7 @@ PAGE_TABLE = [
     ("embed.py", "Embed", ":material/memory:"),
     ("map.py", "Map", ":material/scatter_plot:"),
     ("compare.py", "Compare", ":material/compare:"),
+    ("findings.py", "Findings", ":material/report:"),
 ]
 
 
