@@ -13,14 +13,22 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from engine.params import FINDINGS, FindingsParams
 
-if TYPE_CHECKING:
-    from engine.analysis.findings import ModelVectors
+
+class ModelVectors(Protocol):
+    """What clustering reads of a model's vectors (``engine.analysis.findings.ModelVectors``)."""
+
+    raw: Any
+
+    def unit_rows(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def unit_block(self, start: int, stop: int) -> np.ndarray: ...
+
 
 _WORD = re.compile(r"[^\W\d_][\w'-]{2,}", re.UNICODE)
 _NAME_WORDS = 3
