@@ -226,6 +226,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--scale", action="store_true", help="also the 1M x 2 x 512 run")
     p.add_argument("--scale-n", type=int, default=1_000_000)
+    p.add_argument("--scale-only", action="store_true", help="only the 1M run")
     p.add_argument("--out", help="folder for the planted sets and the cache (default: temp)")
     args = p.parse_args()
     rep = Reporter("findings", args)
@@ -240,7 +241,8 @@ def main() -> None:
         sizes = (
             dict(n_base=160, flips=10, exact=4, near=6, cross=6, outliers=6) if args.quick else {}
         )
-        for seed in args.seeds[:1] if args.quick else args.seeds:
+        seeds = [] if args.scale_only else args.seeds[:1] if args.quick else args.seeds
+        for seed in seeds:
             manifest, truth = planted_shapes(root / f"shapes-{seed}", seed=seed, **sizes)
             rep.log(f"seed {seed}: {truth.n} items planted in {manifest}")
             figures[f"shapes_seed{seed}"] = result = score_image_set(
@@ -248,15 +250,16 @@ def main() -> None:
             )
             rep.log(f"seed {seed}: combined {result['combined']}")
             rep.log(f"seed {seed}: goals {result['goals']}")
-        if not args.quick:
+        if not args.quick and not args.scale_only:
             figures["sentences"] = score_sentences(ws)
             rep.log(f"sentences: {figures['sentences']}")
-        if args.scale or args.quick:
+        if args.scale or args.scale_only or args.quick:
             n = 20_000 if args.quick else args.scale_n
             figures["scale"] = scale_run(ws, n, 512 if not args.quick else 64, root, rep.log)
             rep.log(f"scale: {figures['scale']}")
-        first = figures[f"shapes_seed{args.seeds[0]}"]
-        figures["label_errors_f1"] = first["combined"]["label_errors"]["f1"]
+        if seeds:
+            first = figures[f"shapes_seed{seeds[0]}"]
+            figures["label_errors_f1"] = first["combined"]["label_errors"]["f1"]
         rep.done(figures)
 
 
