@@ -254,3 +254,14 @@ def test_cli_bad_column_is_one_line(digits_manifest, cache_root):
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "nope" in errors[0] and "split" in errors[0]
     assert out.stdout == ""
+
+
+def test_the_approximate_graph_past_exact_below_finds_the_same_copies():
+    vectors, labels, splits, rows = _planted_vectors()
+    found = compute_findings(
+        vectors, labels=labels, splits=splits, params=FindingsParams(exact_below=100)
+    )
+    pairs = _pairs([d["rows"] for d in found.duplicates])
+    for src, new, _ in rows["exact"] + rows["near"]:
+        assert (src, new) in pairs
+    assert set(rows["outliers"]) <= {o["row"] for o in found.outliers[:10]}
