@@ -49,6 +49,9 @@ TIMEOUT_MS = 240_000
 # What the Data page answered an upload with: its success line, or its first error line.
 ANSWER_JS = """() => { const err = document.querySelector("[data-testid='stAlertContentError']");
   if (err) return 'error: ' + err.innerText;
+  const up = document.querySelector("[data-testid='stFileUploader']");
+  if (up && /or smaller|too large/i.test(up.innerText)) return 'refused by the uploader: ' +
+    up.innerText.split('\\n').find(l => /or smaller|too large/i.test(l));
   const ok = Array.from(document.querySelectorAll('p')).find(
     p => p.innerText.includes('Opened the upload as'));
   return ok ? 'opened: ' + ok.innerText : null; }"""

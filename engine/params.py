@@ -260,3 +260,51 @@ PCA = ProjectionParams(method="pca")
 PREDICT = PredictParams()
 COMPARE = CompareParams()
 HEADS = HeadParams()
+
+
+# -- findings -----------------------------------------------------------------------------------
+FINDINGS_VERSION = 1  # part of every findings key: bump when a kind's definition changes
+
+
+@dataclass(frozen=True)
+class FindingsParams:
+    """Findings on a dataset under several models (``engine.analysis.findings``).
+
+    Every cut is relative to a model's own distribution (robust z-scores: distance to the
+    median in units of 1.4826 MAD), never a fixed similarity, so a pixel model and a semantic
+    model each flag what is unusual *for them*.
+
+    ``k``: neighbours per item in each model's graph. ``label_k``: the neighbours whose labels
+    vote for an item's out-of-sample class probabilities. ``outlier_k``: the rank of the
+    neighbour whose distance scores an outlier (larger than the small groups outliers come
+    in). ``dup_z`` / ``dup_z_combined``: the robust z below a model's typical nearest-neighbour
+    distance that makes a pair near duplicates for that model / for the models together.
+    ``outlier_z``: the robust z of the outlier score past which a model flags an item.
+    ``min_cluster_size`` None: from the number of items. ``exact_below``: exact k-NN up to this
+    many items, an IVF index on a PCA of the vectors above.
+    """
+
+    k: int = 50
+    label_k: int = 15
+    outlier_k: int = 50
+    dup_scale_rank: int = 3
+    dup_z: float = 3.0
+    dup_z_combined: float = 0.8
+    outlier_z: float = 3.0
+    min_cluster_size: int | None = None
+    cluster_sample: int = 10_000
+    cluster_dims: int = 10
+    exact_below: int = 100_000
+    max_listed: int = 5_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.label_k <= self.k or not 2 <= self.outlier_k <= self.k:
+            raise ParallaxError("findings: label_k and outlier_k are 2 to k")
+
+    def key_material(self) -> dict[str, Any]:
+        """The ``params`` a findings entry is keyed and reported with."""
+        return {**asdict(self), "version": FINDINGS_VERSION}
+
+
+FINDINGS = FindingsParams()

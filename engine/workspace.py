@@ -26,13 +26,22 @@ import numpy as np
 
 from engine import settings
 from engine.errors import NotFound, ParallaxError
-from engine.params import PREDICT, PROJECTION, SEARCH, PredictParams, ProjectionParams
+from engine.params import (
+    FINDINGS,
+    PREDICT,
+    PROJECTION,
+    SEARCH,
+    FindingsParams,
+    PredictParams,
+    ProjectionParams,
+)
 from engine.policy import VisitorPolicy
 from engine.store.cache import Cache
 from engine.store.held import Held, start_reaper
 
 if TYPE_CHECKING:
     from engine.analysis.compare import ComparisonReport
+    from engine.analysis.findings import Findings
     from engine.analysis.predict import PredictionRun
     from engine.data.base import Dataset
     from engine.embed.local import EmbeddingResult
@@ -992,6 +1001,47 @@ class Workspace:
             ],
         )
         return parquet_bytes(table)
+
+    # -- findings ------------------------------------------------------------------------------
+    def find(
+        self,
+        dataset: Dataset | str,
+        models: Sequence[str],
+        *,
+        label_column: str | None = None,
+        split_column: str | None = None,
+        params: FindingsParams = FINDINGS,
+        progress: ProgressCallback | None = None,
+    ) -> Findings:
+        """Label errors, exact and near duplicates, outliers, leaks between splits and named
+        clusters of ``dataset``, per model and across ``models`` (cached; see
+        ``engine.analysis.findings``). Models without finished vectors are embedded first.
+        ``label_column``: a metadata column instead of the labels; ``split_column``: the
+        column leaks cross (default: ``split`` when the dataset has one)."""
+        from engine.analysis.findings_run import find_in_dataset
+
+        names = list(dict.fromkeys(models))
+        if not names:
+            raise ParallaxError("findings need at least one --model")
+        for spec in names:
+            self.check_model_spec(spec)
+        ds = self.dataset(dataset, progress=progress)
+        entries: dict[str, Entry] = {}
+        for spec in names:
+            try:
+                entries[spec] = self.vectors(ds, spec)
+            except NotEmbedded:
+                result = self.embed(ds, spec, progress=progress)
+                entries[spec] = self.cache.get("vectors", result.key) or self.vectors(ds, spec)
+        return find_in_dataset(
+            ds,
+            entries,
+            self.cache,
+            label_column=label_column,
+            split_column=split_column,
+            params=params,
+            progress=progress,
+        )
 
 
 _PREDICTION_DEFAULTS = ("demo:shapes-clip", "demo:shapes-clip-small")  # shipped: answer offline

@@ -32,7 +32,16 @@ __all__ = ["COMMAND_GROUPS", "EXIT_USER_ERROR", "StderrProgress", "build_parser"
 # The command modules, in the order ``--help`` lists them. They are imported when the parser is
 # built, not with this package: they read the engine's settings, and a bad limit in the
 # environment must become one error line (``main``), not a failed import.
-COMMAND_GROUPS = ("listing", "embedding", "export", "bundle", "cache", "compare", "serve")
+COMMAND_GROUPS = (
+    "listing",
+    "embedding",
+    "export",
+    "bundle",
+    "cache",
+    "compare",
+    "findings",
+    "serve",
+)
 
 
 class UsageError(ParallaxError):

@@ -69,6 +69,11 @@ KINDS: dict[str, Kind] = {
         Kind("vectors", "embeddings (N x D float32) + manifest; <key>.partial/ while running"),
         Kind("projections", "2-D maps (N x 2 float32) + manifest"),
         Kind("compare", "comparison reports", suffix=".json"),
+        Kind(
+            "findings",
+            "findings: label errors, duplicates, outliers, leaks, clusters",
+            suffix=".json",
+        ),
         Kind("heads", "fusion classifier heads (safetensors + sidecar)"),
         Kind("thumbs", "thumbnail sprite sheets, per dataset fingerprint"),
         Kind("checks", "per-file image checks of a folder or manifest", suffix=".json"),

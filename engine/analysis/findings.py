@@ -1,0 +1,725 @@
+"""Findings: what is wrong or interesting in a dataset, seen by every model at once.
+
+Five kinds, each computed per model from that model's vectors and then across the models:
+
+* **label errors**: every model gives each item out-of-sample class probabilities (a vote of its
+  ``label_k`` nearest other items: leave-one-out k-NN, which is k-fold with k = N); the models'
+  probabilities are averaged and confident learning (per-class thresholds at the class's mean
+  self-confidence, the confident joint, pruning by noise rate; Northcutt et al. 2021) picks the
+  items whose label disagrees. The suggested label is the argmax of the averaged probabilities.
+* **exact duplicates**: the same content (a hash of the decoded pixels, of the normalised text,
+  or, for a dataset of vectors only, of every model's vector). Candidates are the pairs every
+  model puts at cosine ~1; only a content match makes them exact.
+* **near duplicates**: pairs whose distance is far below that model's own typical
+  nearest-neighbour distance (a robust z-score of the log distance: median and MAD), so each
+  model calibrates its own threshold. Combined: the models' z-scores averaged.
+* **outliers**: the distance to the ``outlier_k``-th neighbour (larger than the small groups
+  outliers come in, which a plain 1-NN density misses), robust z per model, averaged.
+* **leaks**: exact or near duplicates whose rows differ in the split column.
+* **clusters**: HDBSCAN (scikit-learn) on a PCA of each model's vectors, named by
+  ``engine.analysis.cluster_names``.
+
+``compute_findings`` works on arrays only (no dataset, no cache); ``engine.workspace.Workspace
+.find`` gathers the vectors, labels and content hashes and caches the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.errors import ParallaxError
+from engine.params import FINDINGS, FindingsParams
+
+if TYPE_CHECKING:
+    from engine.store.progress import ProgressCallback
+
+log = logging.getLogger(__name__)
+
+MAD_SCALE = 1.4826  # MAD -> standard deviation of a normal distribution
+_CHUNK = 65_536
+_EPS = 1e-6  # smallest cosine distance told apart (float32 products of unit vectors)
+EXACT_COSINE = 1.0 - 1e-4  # at or above: a candidate exact copy under this model
+KINDS = ("label_errors", "duplicates", "outliers", "leaks", "clusters")
+
+
+# -- the result ----------------------------------------------------------------------------------
+@dataclass
+class Findings:
+    """Every finding on one dataset under ``models``; ``to_json`` is the CLI/HTTP contract."""
+
+    n: int
+    models: list[str]
+    label_errors: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    outliers: list[dict[str, Any]] = field(default_factory=list)
+    leaks: list[dict[str, Any]] = field(default_factory=list)
+    clusters: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # columns, params, key, thresholds
+    cached: bool = False
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "models": list(self.models),
+            "label_errors": self.label_errors,
+            "duplicates": self.duplicates,
+            "outliers": self.outliers,
+            "leaks": self.leaks,
+            "clusters": self.clusters,
+            "per_model": self.per_model,
+            **self.info,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], cached: bool = False) -> Findings:
+        known = {"n", "models", *KINDS, "per_model"}
+        return cls(
+            n=int(data["n"]),
+            models=list(data["models"]),
+            label_errors=list(data["label_errors"]),
+            duplicates=list(data["duplicates"]),
+            outliers=list(data["outliers"]),
+            leaks=list(data["leaks"]),
+            clusters=dict(data["clusters"]),
+            per_model=dict(data.get("per_model", {})),
+            info={k: v for k, v in data.items() if k not in known},
+            cached=cached,
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "label_errors": len(self.label_errors),
+            "duplicates": len(self.duplicates),
+            "exact_duplicates": sum(1 for d in self.duplicates if d["exact"]),
+            "outliers": sum(1 for o in self.outliers if o["models"]),
+            "leaks": len(self.leaks),
+            **{f"clusters {m}": len(c) for m, c in self.clusters.items()},
+        }
+
+    def rows_of(self, kind: str, index: int) -> list[int]:
+        """The dataset rows of finding ``index`` of ``kind`` (for selecting them on maps)."""
+        item = getattr(self, kind)[index]
+        return [int(r) for r in item.get("rows", [item.get("row")])]
+
+
+# -- robust statistics ---------------------------------------------------------------------------
+def robust_z(values: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """``(values - median) / (1.4826 MAD)`` of ``reference`` (default: the values)."""
+    ref = np.asarray(values if reference is None else reference, dtype=np.float64)
+    ref = ref[np.isfinite(ref)]
+    if ref.size == 0:
+        return np.zeros(np.shape(values))
+    med = float(np.median(ref))
+    mad = float(np.median(np.abs(ref - med))) * MAD_SCALE
+    if mad <= 1e-12:
+        mad = float(np.std(ref)) or 1.0
+    return (np.asarray(values, dtype=np.float64) - med) / mad
+
+
+def log_distance(cosines: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(1.0 - np.asarray(cosines, dtype=np.float64), _EPS, 2.0))
+
+
+# -- one model's neighbour graph ------------------------------------------------------------------
+class ModelVectors:
+    """One model's vectors (memory-mapped is fine), their row norms and its k-NN graph."""
+
+    def __init__(self, name: str, vectors: np.ndarray, params: FindingsParams) -> None:
+        self.name = name
+        self.raw = vectors
+        n = len(vectors)
+        self.norms = np.empty(n, dtype=np.float32)
+        for s in range(0, n, _CHUNK):
+            block = np.asarray(vectors[s : s + _CHUNK], dtype=np.float32)
+            self.norms[s : s + len(block)] = np.sqrt(np.einsum("ij,ij->i", block, block))
+        if not np.all(np.isfinite(self.norms)):
+            raise ParallaxError(f"{name}: the vectors hold non-finite values")
+        zero = self.norms <= 0
+        if zero.any():  # rows the model failed to embed: they stay zero (cosine 0 to all)
+            log.warning("%s: %d rows have zero vectors", name, int(zero.sum()))
+            self.norms[zero] = 1.0
+        self.idx, self.sims = self._graph(params)
+
+    def unit_block(self, start: int, stop: int) -> np.ndarray:
+        block = np.asarray(self.raw[start:stop], dtype=np.float32)
+        return block / self.norms[start:stop, None]
+
+    def unit_rows(self, rows: np.ndarray) -> np.ndarray:
+        order = np.argsort(rows)  # sorted reads of a memory-mapped file
+        out = np.empty((len(rows), self.raw.shape[1]), dtype=np.float32)
+        out[order] = np.asarray(self.raw[rows[order]], dtype=np.float32)
+        return out / self.norms[rows, None]
+
+    def pair_cosines(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = np.empty(len(a), dtype=np.float32)
+        for s in range(0, len(a), _CHUNK):
+            ua = self.unit_rows(a[s : s + _CHUNK])
+            ub = self.unit_rows(b[s : s + _CHUNK])
+            out[s : s + len(ua)] = np.einsum("ij,ij->i", ua, ub)
+        return out
+
+    def _graph(self, params: FindingsParams) -> tuple[np.ndarray, np.ndarray]:
+        from engine.maps.knn import exact_knn
+
+        n = len(self.raw)
+        k = min(params.k, n - 1)
+        if n <= params.exact_below:
+            unit = self.unit_block(0, n)
+            idx, sims = exact_knn(unit, k, exclude_self=True)
+            return idx.astype(np.int32), sims.astype(np.float32)
+        return self._approximate_graph(k, params)
+
+    def _approximate_graph(self, k: int, params: FindingsParams) -> tuple[np.ndarray, np.ndarray]:
+        """Past ``exact_below`` rows: an IVF index on a 64-d PCA of the unit vectors (the
+        maps' own reduction); the nearest few are re-scored on the full vectors."""
+        from engine.maps.project import PcaSpace
+
+        n = len(self.raw)
+        rng = np.random.default_rng(params.seed)
+        sample = np.sort(rng.choice(n, size=min(n, 50_000), replace=False))
+        pca = PcaSpace.fit(self.unit_rows(sample), min(64, self.raw.shape[1]))
+        space = np.empty((n, pca.dims), dtype=np.float32)
+        for s in range(0, n, _CHUNK):
+            block = pca.transform(self.unit_block(s, min(n, s + _CHUNK)))
+            block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+            space[s : s + len(block)] = block
+        idx, sims = blocked_knn(space, k, seed=params.seed)
+        del space
+        # The nearest few decide duplicates: their cosines on the full vectors.
+        head = min(3, k)
+        a = np.repeat(np.arange(n), head)
+        b = idx[:, :head].reshape(-1)
+        ok = b >= 0
+        full = np.full(len(a), -1.0, dtype=np.float32)
+        full[ok] = self.pair_cosines(a[ok], b[ok])
+        sims[:, :head] = full.reshape(n, head)
+        return idx, sims
+
+
+def blocked_knn(
+    space: np.ndarray, k: int, seed: int = 0, probe: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate k-NN (self excluded) of unit rows by blocks: the rows are split into
+    k-means cells (faiss), and each cell's rows are searched exactly against the rows of the
+    ``probe`` cells nearest to its centre, one BLAS product per cell. Every cell's search is
+    a dense matrix product instead of one scan per query, which is what makes 1M rows fit in
+    minutes on two cores."""
+    import faiss
+
+    n, d = space.shape
+    cells = max(1, min(8192, n // 256))  # ~256 rows a cell: linear in n
+    rng = np.random.default_rng(seed)
+    train = space[rng.choice(n, size=min(n, cells * 40), replace=False)]
+    km = faiss.Kmeans(d, cells, niter=8, seed=seed, spherical=True, verbose=False)
+    km.train(np.ascontiguousarray(train))
+    _, assign = km.index.search(space, 1)
+    assign = assign[:, 0]
+    order = np.argsort(assign, kind="stable")
+    bounds = np.searchsorted(assign[order], np.arange(cells + 1))
+    _, near_cells = km.index.search(km.centroids, min(probe, cells))
+    idx = np.full((n, k), -1, dtype=np.int32)
+    sims = np.full((n, k), -1.0, dtype=np.float32)
+    for c in range(cells):
+        rows = order[bounds[c] : bounds[c + 1]]
+        if len(rows) == 0:
+            continue
+        base = np.concatenate([order[bounds[j] : bounds[j + 1]] for j in near_cells[c]])
+        kk = min(k + 1, len(base))
+        s, i = faiss.knn(
+            np.ascontiguousarray(space[rows]),
+            np.ascontiguousarray(space[base]),
+            kk,
+            metric=faiss.METRIC_INNER_PRODUCT,
+        )
+        found = base[i]
+        own = found == rows[:, None]
+        missing = ~own.any(axis=1)
+        own[missing, kk - 1] = True  # drop the last column where self was not returned
+        keep = ~own
+        found = found[keep].reshape(len(rows), kk - 1)
+        s = s[keep].reshape(len(rows), kk - 1)
+        idx[rows, : kk - 1] = found
+        sims[rows, : kk - 1] = s
+    return idx, sims
+
+
+# -- outliers -----------------------------------------------------------------------------------
+def lof_scores(idx: np.ndarray, sims: np.ndarray, k: int) -> np.ndarray:
+    """Log local outlier factor over ``k`` neighbours (Breunig et al. 2000): how much sparser
+    a row's neighbourhood is than its neighbours' own. With ``k`` above the size of the small
+    groups outliers come in, a tight group far from the rest still stands out."""
+    k = min(k, idx.shape[1])
+    nb = idx[:, :k]
+    d = np.clip(1.0 - sims[:, :k].astype(np.float64), _EPS, 2.0)
+    missing = nb < 0
+    nb = np.where(missing, np.arange(len(idx))[:, None], nb)
+    kdist = d[:, -1]
+    reach = np.maximum(d, kdist[nb])
+    reach = np.where(missing, np.nan, reach)
+    lrd = 1.0 / np.nanmean(reach, axis=1)
+    neigh = np.where(missing, np.nan, lrd[nb])
+    return np.log(np.nanmean(neigh, axis=1) / lrd)
+
+
+# -- label errors --------------------------------------------------------------------------------
+def knn_probabilities(
+    idx: np.ndarray, sims: np.ndarray, y: np.ndarray, n_classes: int, k: int
+) -> np.ndarray:
+    """Leave-one-out class probabilities: a similarity-weighted vote of the ``k`` nearest other
+    labelled items, smoothed towards the class frequencies (an item with few labelled
+    neighbours is not certain of anything)."""
+    n = len(idx)
+    nb = idx[:, :k]
+    valid = nb >= 0
+    lab = np.where(valid, y[np.where(valid, nb, 0)], -1)
+    w = np.clip(sims[:, :k].astype(np.float32), 0.0, None) + 1e-3
+    w = np.where(lab >= 0, w, 0.0)
+    counts = np.bincount(y[y >= 0], minlength=n_classes).astype(np.float64)
+    prior = counts / max(counts.sum(), 1.0)
+    cells = (np.arange(n)[:, None] * n_classes + np.maximum(lab, 0)).reshape(-1)
+    probs = np.bincount(cells, weights=w.reshape(-1), minlength=n * n_classes)
+    probs = probs.reshape(n, n_classes)
+    total = w.sum(axis=1, keepdims=True)
+    alpha = 1.0  # one pseudo-neighbour's weight, spread by class frequency
+    mean_w = np.where(total > 0, total / np.maximum(valid.sum(axis=1, keepdims=True), 1), 1.0)
+    probs = (probs + alpha * mean_w * prior) / (total + alpha * mean_w)
+    return probs.astype(np.float32)
+
+
+def kfold_lda_probabilities(
+    vec: ModelVectors, y: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0
+) -> np.ndarray:
+    """Out-of-sample class probabilities from linear discriminant analysis, ``folds``-fold.
+
+    Closed form (class means and one pooled covariance, shrunk towards a scaled identity by the
+    Ledoit-Wolf estimate), so one pass over the vectors gives every fold's statistics: a fold's
+    model is the totals minus that fold's share. A linear read-out finds a class that the raw
+    distances bury under another attribute (colour over shape), which k-NN cannot."""
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    n, d = vec.raw.shape
+    rng = np.random.default_rng(seed)
+    fold = rng.integers(0, folds, n)
+    labelled = y >= 0
+    sums = np.zeros((folds, n_classes, d))
+    counts = np.zeros((folds, n_classes))
+    scatter = np.zeros((folds, d, d))
+    for s in range(0, n, _CHUNK):
+        x = vec.unit_block(s, min(n, s + _CHUNK)).astype(np.float64)
+        fb, yb, lb = fold[s : s + len(x)], y[s : s + len(x)], labelled[s : s + len(x)]
+        for f in range(folds):
+            sel = (fb == f) & lb
+            xs = x[sel]
+            scatter[f] += xs.T @ xs
+            np.add.at(sums[f], yb[sel], xs)
+            counts[f] += np.bincount(yb[sel], minlength=n_classes)
+    sample = np.flatnonzero(labelled)
+    if len(sample) > 20_000:
+        sample = np.sort(rng.choice(sample, 20_000, replace=False))
+    xs = vec.unit_rows(sample).astype(np.float64)
+    means_all = sums.sum(0) / np.maximum(counts.sum(0), 1)[:, None]
+    shrink = float(ledoit_wolf_shrinkage(xs - means_all[y[sample]]))
+    probs = np.full((n, n_classes), 1.0 / n_classes, dtype=np.float32)
+    for f in range(folds):
+        cnt = counts.sum(0) - counts[f]
+        tot = sums.sum(0) - sums[f]
+        m = cnt.sum()
+        if m <= n_classes:
+            continue
+        means = tot / np.maximum(cnt, 1)[:, None]
+        within = (scatter.sum(0) - scatter[f]) - (means.T * cnt) @ means
+        cov = within / max(m - n_classes, 1.0)
+        mu = np.trace(cov) / d
+        cov = (1.0 - shrink) * cov + shrink * mu * np.eye(d)
+        coef = np.linalg.solve(cov, means.T)  # d x C
+        prior = np.log(np.maximum(cnt, 1e-9) / m)
+        bias = -0.5 * np.einsum("cd,dc->c", means, coef) + np.where(cnt > 0, prior, -np.inf)
+        rows = np.flatnonzero(fold == f)
+        for s in range(0, len(rows), _CHUNK):
+            r = rows[s : s + _CHUNK]
+            logits = vec.unit_rows(r).astype(np.float64) @ coef + bias
+            logits -= logits.max(axis=1, keepdims=True)
+            e = np.exp(logits)
+            probs[r] = e / e.sum(axis=1, keepdims=True)
+    return probs
+
+
+def confident_learning(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Rows whose given label ``y`` is likely wrong under out-of-sample ``probs`` (confident
+    learning, pruned by noise rate). Unlabelled rows (``y < 0``) are never flagged."""
+    n, c = probs.shape
+    labelled = y >= 0
+    thresholds = np.ones(c)
+    for j in range(c):
+        members = labelled & (y == j)
+        if members.any():
+            thresholds[j] = float(probs[members, j].mean())
+    above = probs >= thresholds[None, :] - 1e-9
+    masked = np.where(above, probs, -1.0)
+    confident = np.where(above.any(axis=1), masked.argmax(axis=1), -1)
+    joint = np.zeros((c, c), dtype=np.float64)
+    ok = labelled & (confident >= 0)
+    np.add.at(joint, (y[ok], confident[ok]), 1.0)
+    # Calibrate each row of the joint to its class's size, as confident learning does.
+    class_counts = np.bincount(y[labelled], minlength=c).astype(np.float64)
+    row_sums = joint.sum(axis=1, keepdims=True)
+    joint = np.where(row_sums > 0, joint / np.maximum(row_sums, 1) * class_counts[:, None], 0.0)
+    flagged = np.zeros(n, dtype=bool)
+    rows = np.arange(n)
+    for given in range(c):
+        members = rows[labelled & (y == given)]
+        if members.size == 0:
+            continue
+        for other in range(c):
+            if other == given:
+                continue
+            count = round(float(joint[given, other]))
+            if count <= 0:
+                continue
+            margin = probs[members, other] - probs[members, given]
+            take = members[np.argsort(-margin, kind="stable")[:count]]
+            flagged[take] = True
+    # A row whose given label is still its best class is not an error, whatever its margin.
+    flagged &= probs.argmax(axis=1) != np.where(labelled, y, -1)
+    return flagged
+
+
+# -- duplicates ----------------------------------------------------------------------------------
+class UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, a: int) -> int:
+        self.parent.setdefault(a, a)
+        root = a
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[a] != root:
+            self.parent[a], a = root, self.parent[a]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def groups(self) -> list[list[int]]:
+        out: dict[int, list[int]] = {}
+        for a in self.parent:
+            out.setdefault(self.find(a), []).append(a)
+        return sorted((sorted(g) for g in out.values() if len(g) > 1), key=lambda g: g[0])
+
+
+def _pairs_from(idx: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Unique (a < b) pairs of the graph's edges where ``mask`` holds, as an M x 2 array."""
+    rows, cols = np.nonzero(mask)
+    a, b = rows.astype(np.int64), idx[rows, cols].astype(np.int64)
+    ok = b >= 0
+    pairs = np.stack([np.minimum(a[ok], b[ok]), np.maximum(a[ok], b[ok])], axis=1)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+
+
+# -- the computation -----------------------------------------------------------------------------
+class _Model:
+    """One model's graph and its own calibration of "near": a pair's log distance against the
+    local scale (the log distance of each row to its ``dup_scale_rank``-th neighbour), as a
+    robust z over every row's nearest-neighbour ratio. A near copy is much closer than the
+    row's other neighbours; a dense region's ordinary neighbours are not."""
+
+    def __init__(self, name: str, vec: ModelVectors, params: FindingsParams) -> None:
+        self.name = name
+        self.vec = vec
+        head = min(max(params.dup_scale_rank, 5), vec.sims.shape[1])
+        ld = log_distance(vec.sims[:, :head])  # near copies sit among the first neighbours
+        r = min(params.dup_scale_rank, head) - 1
+        self.scale = ld[:, r]
+        ref = ld[:, 0] - self.scale
+        self.med = float(np.median(ref))
+        mad = float(np.median(np.abs(ref - self.med))) * MAD_SCALE
+        self.mad = mad if mad > 1e-12 else (float(np.std(ref)) or 1.0)
+        self.dup_z_graph = (-((ld - self.scale[:, None]) - self.med) / self.mad).astype(np.float32)
+
+    def pair_z(self, pairs: np.ndarray) -> np.ndarray:
+        ld = log_distance(self.vec.pair_cosines(pairs[:, 0], pairs[:, 1]))
+        scale = np.minimum(self.scale[pairs[:, 0]], self.scale[pairs[:, 1]])
+        return -((ld - scale) - self.med) / self.mad
+
+
+def compute_findings(
+    vectors: Mapping[str, np.ndarray],
+    *,
+    labels: Sequence[str | None] | None = None,
+    splits: Sequence[Any] | None = None,
+    texts: Sequence[str | None] | None = None,
+    modalities: Mapping[str, str] | None = None,
+    content_key: Callable[[np.ndarray], list[str | None]] | None = None,
+    params: FindingsParams = FINDINGS,
+    progress: ProgressCallback | None = None,
+) -> Findings:
+    """Every kind of finding from each model's ``vectors`` (name -> N x D, same rows).
+
+    ``labels``: one per row (None: unlabelled). ``splits``: the column whose values must not
+    share duplicates (leaks). ``texts``: for naming clusters (a model whose ``modalities``
+    entry is "image" names them by labels first). ``content_key(rows)``: a content
+    hash per row (None: unknown) confirming exact copies among candidate rows; without it the
+    vectors themselves are compared (a dataset of vectors only).
+    """
+    from engine.analysis.cluster_names import cluster_model
+    from engine.store.progress import ProgressTracker
+
+    names = list(vectors)
+    if not names:
+        raise ParallaxError("findings need at least one model")
+    n = len(vectors[names[0]])
+    for name in names:
+        if len(vectors[name]) != n:
+            raise ParallaxError(f"{name} has {len(vectors[name])} rows, {names[0]} has {n}")
+    if n < 3:
+        raise ParallaxError(f"findings need at least 3 items, the dataset has {n}")
+    tracker = ProgressTracker("findings", 3 * len(names) + 3, progress)
+
+    models: list[_Model] = []
+    for name in names:
+        vec = ModelVectors(name, vectors[name], params)
+        models.append(_Model(name, vec, params))
+        tracker.advance(1)
+
+    out = Findings(n=n, models=names)
+    out.per_model = {m.name: {} for m in models}
+
+    exact_groups = _exact_groups(models, content_key, n)
+    exact_pairs = {
+        (g[i], g[j]) for g in exact_groups for i in range(len(g)) for j in range(i + 1, len(g))
+    }
+    tracker.advance(1)
+
+    near = _near_duplicates(models, exact_pairs, params, out)
+    tracker.advance(1)
+    out.duplicates = [{"rows": g, "exact": True, "models": list(names)} for g in exact_groups]
+    out.duplicates += near
+    lone = out.info.pop("_lone_edges", {})
+    out.leaks = _leaks(out.duplicates, splits, near_edges=out.info.pop("_edges", {}))
+    if splits is not None:
+        for (a, b), ms in lone.items():
+            if _present(splits[a]) and _present(splits[b]) and str(splits[a]) != str(splits[b]):
+                leak = {"rows": [a, b], "splits": [str(splits[a]), str(splits[b])]}
+                out.leaks.append({**leak, "models": ms, "exact": False})
+
+    outlier_z = _outliers(models, params, out)
+    flagged_outliers = outlier_z >= params.outlier_z
+    tracker.advance(len(names))
+
+    if labels is not None:
+        out.label_errors = _label_errors(models, labels, flagged_outliers, params, out)
+    tracker.advance(len(names))
+
+    for m in models:
+        image = (modalities or {}).get(m.name) == "image" and labels is not None
+        out.clusters[m.name] = cluster_model(
+            m.vec, labels=labels, texts=None if image else texts, params=params
+        )
+    tracker.advance(1)
+    return out
+
+
+def _exact_groups(
+    models: list[_Model], content_key: Callable[[np.ndarray], list[str | None]] | None, n: int
+) -> list[list[int]]:
+    """Groups of rows with the same content: candidates at cosine ~1 under every model, then
+    confirmed by a content hash (or by identical vectors when there is no content)."""
+    candidate = None
+    for m in models:
+        mask = m.vec.sims >= EXACT_COSINE
+        pairs = {tuple(p) for p in _pairs_from(m.vec.idx, mask).tolist()}
+        candidate = pairs if candidate is None else candidate & pairs
+    if not candidate:
+        return []
+    pairs = np.array(sorted(candidate), dtype=np.int64)
+    rows = np.unique(pairs)
+    if content_key is not None:
+        keys = dict(zip(rows.tolist(), content_key(rows), strict=True))
+        same = [keys[a] is not None and keys[a] == keys[b] for a, b in pairs.tolist()]
+    else:
+        same = np.ones(len(pairs), dtype=bool)
+        for m in models:  # identical vectors under every model
+            ua, ub = m.vec.unit_rows(pairs[:, 0]), m.vec.unit_rows(pairs[:, 1])
+            same &= np.all(ua == ub, axis=1)
+    uf = UnionFind()
+    for (a, b), s in zip(pairs.tolist(), same, strict=True):
+        if s:
+            uf.union(a, b)
+    return uf.groups()
+
+
+def _near_duplicates(
+    models: list[_Model],
+    exact_pairs: set[tuple[int, int]],
+    params: FindingsParams,
+    out: Findings,
+) -> list[dict[str, Any]]:
+    """Groups of rows that are near copies, with the models that see each group."""
+    loose = min(params.dup_z, params.dup_z_combined) - 1.0
+    cand: list[np.ndarray] = []
+    for m in models:
+        head = m.dup_z_graph.shape[1]
+        cand.append(_pairs_from(m.vec.idx[:, :head], m.dup_z_graph >= loose))
+    pairs = np.unique(np.concatenate(cand), axis=0) if cand else np.zeros((0, 2), np.int64)
+    if exact_pairs and len(pairs):
+        keep = np.array([(a, b) not in exact_pairs for a, b in pairs.tolist()], dtype=bool)
+        pairs = pairs[keep]
+    if len(pairs) == 0:
+        for m in models:
+            out.per_model[m.name]["duplicates"] = []
+        return []
+    zs = np.stack([m.pair_z(pairs) for m in models], axis=1)
+    seen = zs >= params.dup_z
+    combined = zs.mean(axis=1) >= params.dup_z_combined
+    names = [m.name for m in models]
+    for j, m in enumerate(models):
+        uf = UnionFind()
+        for a, b in pairs[seen[:, j]].tolist():
+            uf.union(a, b)
+        out.per_model[m.name]["duplicates"] = uf.groups()
+    uf = UnionFind()
+    edges: dict[tuple[int, int], list[str]] = {}
+    for (a, b), row_seen in zip(pairs[combined].tolist(), seen[combined], strict=True):
+        uf.union(a, b)
+        edges[(a, b)] = [names[j] for j in np.flatnonzero(row_seen)]
+    out.info["_edges"] = edges
+    # Pairs one model alone sees: not a combined duplicate, but a leak candidate all the same
+    # (a leak missed costs more than one checked for nothing).
+    lone = seen.any(axis=1) & ~combined
+    out.info["_lone_edges"] = {
+        (a, b): [names[j] for j in np.flatnonzero(row_seen)]
+        for (a, b), row_seen in zip(pairs[lone].tolist(), seen[lone], strict=True)
+    }
+    groups = []
+    for g in uf.groups():
+        members = set(g)
+        who = sorted(
+            {x for (a, b), ms in edges.items() if a in members for x in ms}, key=names.index
+        )
+        groups.append({"rows": g, "exact": False, "models": who})
+    return groups
+
+
+def _leaks(
+    duplicates: list[dict[str, Any]],
+    splits: Sequence[Any] | None,
+    near_edges: Mapping[tuple[int, int], list[str]],
+) -> list[dict[str, Any]]:
+    """Pairs of duplicates whose split values differ (exact groups: every pair; near groups:
+    the pairs the models linked)."""
+    if splits is None:
+        return []
+    out = []
+    for d in duplicates:
+        rows = d["rows"]
+        if d["exact"]:
+            pairs = [(rows[i], rows[j]) for i in range(len(rows)) for j in range(i + 1, len(rows))]
+            who = {p: d["models"] for p in pairs}
+        else:
+            members = set(rows)
+            who = {p: ms for p, ms in near_edges.items() if p[0] in members}
+        for (a, b), ms in who.items():
+            sa, sb = splits[a], splits[b]
+            if _present(sa) and _present(sb) and str(sa) != str(sb):
+                out.append(
+                    {
+                        "rows": [a, b],
+                        "splits": [str(sa), str(sb)],
+                        "models": list(ms),
+                        "exact": d["exact"],
+                    }
+                )
+    return out
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _outliers(models: list[_Model], params: FindingsParams, out: Findings) -> np.ndarray:
+    """Combined robust z of every row's outlier score; the ranked list goes into ``out``."""
+    zs = []
+    for m in models:
+        z = robust_z(lof_scores(m.vec.idx, m.vec.sims, params.outlier_k))
+        zs.append(z)
+        flagged = np.flatnonzero(z >= params.outlier_z)
+        out.per_model[m.name]["outliers"] = flagged[np.argsort(-z[flagged])].tolist()
+    z_all = np.stack(zs, axis=1)
+    combined = z_all.mean(axis=1)
+    n = len(combined)
+    listed = max(int((combined >= params.outlier_z).sum()), min(n, max(100, math.ceil(0.05 * n))))
+    listed = min(listed, params.max_listed, n)
+    top = np.argsort(-combined, kind="stable")[:listed]
+    names = [m.name for m in models]
+    out.outliers = [
+        {
+            "row": int(r),
+            "score": round(float(combined[r]), 4),
+            "models": [names[j] for j in np.flatnonzero(z_all[r] >= params.outlier_z)],
+        }
+        for r in top
+    ]
+    return combined
+
+
+def _label_errors(
+    models: list[_Model],
+    labels: Sequence[str | None],
+    outlier: np.ndarray,
+    params: FindingsParams,
+    out: Findings,
+) -> list[dict[str, Any]]:
+    classes = sorted({str(x) for x in labels if x is not None})
+    if len(classes) < 2:
+        return []
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[str(x)] if x is not None else -1 for x in labels], dtype=np.int64)
+    probs = []
+    flags = []
+    weights = []
+    chance = 1.0 / len(classes)
+    labelled = y >= 0
+    for m in models:
+        # Two out-of-sample classifiers on this model's vectors: the neighbours' vote and a
+        # linear read-out; their mean is the model's probabilities.
+        p = knn_probabilities(m.vec.idx, m.vec.sims, y, len(classes), params.label_k)
+        p = 0.5 * (p + kfold_lda_probabilities(m.vec, y, len(classes), seed=params.seed))
+        probs.append(p)
+        f = confident_learning(p, y) & ~outlier
+        flags.append(f)
+        out.per_model[m.name]["label_errors"] = np.flatnonzero(f).tolist()
+        acc = float((p[labelled].argmax(axis=1) == y[labelled]).mean())
+        out.per_model[m.name]["label_accuracy"] = round(acc, 4)
+        # A model that cannot tell the classes apart (accuracy near chance) gets no vote.
+        weights.append(max(0.0, (acc - chance) / (1.0 - chance)) ** 2)
+    w = np.asarray(weights)
+    if w.sum() <= 0:
+        w = np.ones(len(models))
+    mean = np.tensordot(w / w.sum(), np.stack(probs), axes=1)
+    flagged = confident_learning(mean, y) & ~outlier
+    rows = np.flatnonzero(flagged)
+    score = 1.0 - mean[rows, y[rows]]
+    rows = rows[np.argsort(-score, kind="stable")]
+    names = [m.name for m in models]
+    return [
+        {
+            "row": int(r),
+            "label": classes[y[r]],
+            "suggested": classes[int(mean[r].argmax())],
+            "score": round(float(1.0 - mean[r, y[r]]), 4),
+            "models": [names[j] for j in range(len(models)) if flags[j][r]],
+        }
+        for r in rows
+    ]

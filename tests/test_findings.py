@@ -1,0 +1,267 @@
+"""Findings (issue 28): each kind finds what was planted, the JSON contract, consensus fields,
+the cache, the CLI's one JSON object and its one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.analysis.cluster_names import name_clusters
+from engine.analysis.findings import compute_findings, confident_learning
+from engine.errors import ParallaxError
+from engine.params import FINDINGS, FindingsParams
+
+REPO = Path(__file__).resolve().parent.parent
+CONTRACT = {"n", "models", "label_errors", "duplicates", "outliers", "leaks", "clusters"}
+
+
+def _planted_vectors(seed: int = 0):
+    """Two "models" of 8 classes x 40 items (32-d), with planted problems and their rows."""
+    rng = np.random.default_rng(seed)
+    classes, per, d = 8, 40, 32
+    # Like real embeddings, every class lies in one cone (a shared direction); outliers do not.
+    centres = [3 * rng.normal(size=d) + rng.normal(size=(classes, d)) for _ in range(2)]
+    y = np.repeat(np.arange(classes), per)
+    base = [c[y] + 0.35 * rng.normal(size=(len(y), d)) for c in centres]
+    labels = [f"class{c}" for c in y]
+    splits = ["train" if i % 5 else "test" for i in range(len(y))]
+    rows = {"flipped": [], "exact": [], "near": [], "outliers": []}
+    for i in rng.choice(len(y), 12, replace=False):  # flipped labels
+        labels[i] = f"class{(y[i] + 1 + rng.integers(0, classes - 1)) % classes}"
+        rows["flipped"].append(int(i))
+    vecs = [list(b) for b in base]
+    sources = [int(i) for i in rng.choice(len(y), 12, replace=False) if i not in rows["flipped"]]
+    for j, src in enumerate(sources[:8]):
+        new = len(labels)
+        exact = j < 4
+        for m in range(2):
+            v = base[m][src] if exact else base[m][src] + 0.002 * rng.normal(size=d)
+            vecs[m].append(v)
+        labels.append(labels[src])
+        cross = j % 2 == 1  # every other copy goes to the other split: a leak
+        splits.append(("test" if splits[src] == "train" else "train") if cross else splits[src])
+        rows["exact" if exact else "near"].append((src, new, cross))
+    far = [-c.mean(axis=0) for c in centres]
+    for _ in range(5):  # one small group of outliers far from everything
+        for m in range(2):
+            vecs[m].append(far[m] + 0.1 * rng.normal(size=d))
+        labels.append("class0")
+        splits.append("train")
+        rows["outliers"].append(len(labels) - 1)
+    arrays = {name: np.asarray(v, dtype=np.float32) for name, v in zip("AB", vecs, strict=True)}
+    return arrays, labels, splits, rows
+
+
+@pytest.fixture(scope="module")
+def planted():
+    vectors, labels, splits, rows = _planted_vectors()
+    found = compute_findings(vectors, labels=labels, splits=splits)
+    return found, rows
+
+
+def _pairs(groups):
+    return {(a, b) for g in groups for a in g for b in g if a < b}
+
+
+def test_label_errors_find_the_flipped_labels_with_a_suggestion(planted):
+    found, rows = planted
+    flagged = {e["row"]: e for e in found.label_errors}
+    hits = set(flagged) & set(rows["flipped"])
+    assert len(hits) >= 10, (sorted(flagged), rows["flipped"])
+    assert len(flagged) <= len(rows["flipped"]) + 4
+    for r in hits:  # the suggestion is the class the item was drawn from
+        assert flagged[r]["suggested"] != flagged[r]["label"]
+    scores = [e["score"] for e in found.label_errors]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_exact_and_near_duplicates_and_leaks(planted):
+    found, rows = planted
+    exact = _pairs([d["rows"] for d in found.duplicates if d["exact"]])
+    near = _pairs([d["rows"] for d in found.duplicates if not d["exact"]])
+    for src, new, _ in rows["exact"]:
+        assert (src, new) in exact
+    for src, new, _ in rows["near"]:
+        assert (src, new) in near and (src, new) not in exact
+    assert len(near | exact) <= len(rows["exact"]) + len(rows["near"]) + 2
+    leaks = {tuple(sorted(x["rows"])): x for x in found.leaks}
+    for src, new, cross in rows["exact"] + rows["near"]:
+        assert ((src, new) in leaks) == cross
+    for leak in leaks.values():
+        assert sorted(leak["splits"]) == ["test", "train"]
+
+
+def test_outliers_in_a_small_group_rank_first(planted):
+    found, rows = planted
+    top = [o["row"] for o in found.outliers[: len(rows["outliers"])]]
+    assert set(top) == set(rows["outliers"])
+    scores = [o["score"] for o in found.outliers]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_consensus_fields_and_json_contract(planted):
+    found, rows = planted
+    data = json.loads(json.dumps(found.to_json()))
+    assert set(data) >= CONTRACT
+    assert data["n"] == 320 + 8 + 5
+    assert data["models"] == ["A", "B"]
+    for e in data["label_errors"]:
+        assert {"row", "label", "suggested", "score", "models"} <= set(e)
+    for d in data["duplicates"]:
+        assert {"rows", "exact", "models"} <= set(d) and len(d["rows"]) >= 2
+        assert d["models"] and set(d["models"]) <= {"A", "B"}
+        if d["exact"]:
+            assert d["models"] == ["A", "B"]
+    for o in data["outliers"]:
+        assert {"row", "score", "models"} <= set(o)
+    for leak in data["leaks"]:
+        assert {"rows", "splits", "models"} <= set(leak)
+    planted_outliers = {o["row"]: o for o in data["outliers"]}
+    for r in rows["outliers"]:  # both models see the far group
+        assert planted_outliers[r]["models"] == ["A", "B"]
+    assert set(data["clusters"]) == {"A", "B"}
+    for clusters in data["clusters"].values():
+        names = [c["name"] for c in clusters]
+        assert clusters and len(set(names)) == len(names)
+    assert set(data["per_model"]) == {"A", "B"}
+
+
+def test_one_model_alone_sees_only_its_own_duplicates():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(200, 16)).astype(np.float32)
+    b = rng.normal(size=(200, 16)).astype(np.float32)
+    a[7] = a[3] + 0.001 * rng.normal(size=16)  # a near copy that only model A sees
+    found = compute_findings({"A": a, "B": b})
+    seen = [d for d in found.duplicates if set(d["rows"]) == {3, 7}]
+    assert seen and seen[0]["models"] == ["A"] and not seen[0]["exact"]
+    assert [3, 7] in found.per_model["A"]["duplicates"]
+    assert [3, 7] not in found.per_model["B"]["duplicates"]
+
+
+def test_confident_learning_flags_only_confident_disagreements():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.1, 0.9], [0.15, 0.85]])
+    y = np.array([0, 0, 1, 1, 0])
+    assert confident_learning(probs, y).tolist() == [False, False, False, False, True]
+
+
+def test_cluster_names_are_distinct():
+    texts = ["the red car", "a red car", "red cars", "the red bus", "a red bus", "red buses"]
+    names = name_clusters([np.arange(3), np.arange(3, 6)], texts=texts)
+    assert len(set(names)) == 2
+    assert name_clusters([np.arange(2)] * 3, labels=["x", "x"]) == ["x", "x (2)", "x (3)"]
+
+
+def test_params_key_material_is_stable_and_checked():
+    assert FindingsParams().key_material() == FINDINGS.key_material()
+    assert FindingsParams(k=60).key_material() != FINDINGS.key_material()
+    with pytest.raises(ParallaxError):
+        FindingsParams(k=10, label_k=20)
+
+
+# -- through the workspace and the CLI ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits_manifest(tmp_path_factory) -> Path:
+    """60 digit drawings with a split column, one exact copy across the splits."""
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("digits")
+    digits = load_digits()
+    rows = []
+    for i in range(60):
+        g = (255 - digits.images[i] * 16).clip(0, 255).astype(np.uint8)
+        Image.fromarray(g).resize((32, 32), Image.NEAREST).convert("RGB").save(root / f"{i}.png")
+        rows.append([f"{i}.png", str(digits.target[i]), "train" if i % 4 else "test"])
+    (root / "copy.png").write_bytes((root / "5.png").read_bytes())
+    rows.append(["copy.png", rows[5][1], "test"])  # row 5 is in train: a leak
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "label", "split"])
+        w.writerows(rows)
+    return root / "manifest.csv"
+
+
+def test_workspace_find_is_cached(digits_manifest, cache_root):
+    from engine.workspace import Workspace
+
+    ws = Workspace(cache_root)
+    spec = f"manifest:{digits_manifest}"
+    first = ws.find(spec, ["baseline:pixels"], split_column="split")
+    assert not first.cached
+    exact = [d for d in first.duplicates if d["exact"]]
+    assert [5, 60] in [d["rows"] for d in exact]
+    leaks = {tuple(x["rows"]): x for x in first.leaks}
+    assert leaks[(5, 60)]["splits"] == ["train", "test"] and leaks[(5, 60)]["exact"]
+    stored = list((cache_root / "findings").glob("*.json"))
+    assert len(stored) == 1
+    second = ws.find(spec, ["baseline:pixels"], split_column="split")
+    assert second.cached
+    assert second.to_json() == json.loads(stored[0].read_text())
+    other = ws.find(spec, ["baseline:pixels"], split_column="split", params=FindingsParams(k=60))
+    assert not other.cached and len(list((cache_root / "findings").glob("*.json"))) == 2
+
+
+def _engine(*args: str, cache: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args, "--cache-dir", str(cache)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_cli_prints_one_json_object(digits_manifest, cache_root):
+    out = _engine(
+        "findings",
+        "--dataset",
+        f"manifest:{digits_manifest}",
+        "--model",
+        "baseline:pixels",
+        "--split-column",
+        "split",
+        "--json",
+        cache=cache_root,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1
+    data = json.loads(lines[0])
+    assert set(data) >= CONTRACT
+    assert data["n"] == 61 and data["models"] == ["baseline:pixels"]
+    assert [5, 60] in [x["rows"] for x in data["leaks"]]
+
+
+def test_cli_bad_column_is_one_line(digits_manifest, cache_root):
+    out = _engine(
+        "findings",
+        "--dataset",
+        f"manifest:{digits_manifest}",
+        "--model",
+        "baseline:pixels",
+        "--split-column",
+        "nope",
+        "--json",
+        cache=cache_root,
+    )
+    assert out.returncode == 2
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "nope" in errors[0] and "split" in errors[0]
+    assert out.stdout == ""
+
+
+def test_the_approximate_graph_past_exact_below_finds_the_same_copies():
+    vectors, labels, splits, rows = _planted_vectors()
+    found = compute_findings(
+        vectors, labels=labels, splits=splits, params=FindingsParams(exact_below=100)
+    )
+    pairs = _pairs([d["rows"] for d in found.duplicates])
+    for src, new, _ in rows["exact"] + rows["near"]:
+        assert (src, new) in pairs
+    assert set(rows["outliers"]) <= {o["row"] for o in found.outliers[:10]}
