@@ -16,27 +16,14 @@ import streamlit as st
 
 from dashboard import keys, maps, state, ui
 from dashboard import map_view as mv
-from engine.store.subsets import save_subset
 
 MAX_SHOWN = 12  # findings listed per kind (the download holds them all)
 THUMB = 56
 
 
-@st.cache_resource(show_spinner=False)
-def _workspace(root: str):
-    from engine.workspace import Workspace
-
-    return Workspace(root)
-
-
 def workspace():
     """This session's view of the deployment's workspace (its visitor policy applies)."""
-    from dashboard import viewonly
-    from engine.settings import cache_dir
-
-    ws = _workspace(str(cache_dir()))
-    configured = [viewonly.configured_bundle(), viewonly.DEMO_BUNDLE]
-    return ws.visitor(state.session_id(), configured)
+    return state.workspace()
 
 
 def _item_caption(ds: Any, row: int) -> str:
@@ -112,8 +99,8 @@ def colouring_for(found: Any, kind: str, n: int) -> maps.Colouring:
 def keep_subset(ds: Any, name: str, rows: list[int], key: str) -> None:
     if st.button("Keep as subset", key=key, icon=":material/bookmark_add:"):
         with ui.guard("Keeping the subset"):
-            kept = save_subset(ds, name, np.asarray(rows, dtype=np.int64), workspace().cache)
-            st.success(f"Kept {len(kept.rows):,} item(s) as **{kept.name}**.")
+            kept = workspace().keep_subset(ds, name, np.asarray(rows, dtype=np.int64))
+            st.success(f"Kept {len(kept.rows):,} item(s) as **{ui.plain(kept.name)}**.")
 
 
 def section_header(ds: Any, kind: str, title: str, items: list[dict[str, Any]]) -> None:

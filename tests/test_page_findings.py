@@ -100,6 +100,9 @@ def test_colour_by_a_finding_and_keep_it_as_a_subset(spec):
     from engine.data import open_dataset
     from engine.store.subsets import list_subsets
 
-    kept = list_subsets(open_dataset(spec))
+    # Kept in this visitor's own namespace: listed for them, not for the operator or others.
+    owner = at.session_state["_parallax_session"]
+    kept = list_subsets(open_dataset(spec), owner=owner)
     assert [s.name for s in kept] == ["findings leaks"]
+    assert list_subsets(open_dataset(spec)) == []
     assert 3 in kept[0].rows.tolist() and 80 in kept[0].rows.tolist()

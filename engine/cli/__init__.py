@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed_opts.add_argument("--workers", type=int, help="image decode threads (default: cores)")
     embed_opts.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if present")
 
-    from engine.cli import bundle, cache, compare, embedding, export, listing, serve
+    from engine.cli import bundle, cache, compare, embedding, export, findings, listing, serve
 
     groups = {
         "listing": listing,
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bundle": bundle,
         "cache": cache,
         "compare": compare,
+        "findings": findings,
         "serve": serve,
     }
     for name in COMMAND_GROUPS:
