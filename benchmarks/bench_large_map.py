@@ -22,6 +22,33 @@ from common import Reporter, clustered_vectors, parser
 from engine.maps.project import compute_projection, map_quality, warm_up
 
 
+def write_mixture(
+    path: str | os.PathLike[str],
+    n: int,
+    dim: int = 128,
+    clusters: int = 50,
+    seed: int = 0,
+    chunk: int = 250_000,
+) -> None:
+    """Write an ``n x dim`` float32 ``.npy`` of a Gaussian mixture in chunks (never whole in
+    memory): ``clusters`` centres, each with its own 8-dimensional spread plus a little isotropic
+    noise, so the points have neighbourhoods to keep (uniform noise has none)."""
+    rng = np.random.default_rng(seed)
+    centres = 2.0 * rng.normal(size=(clusters, dim)).astype(np.float32)
+    bases = rng.normal(size=(clusters, 8, dim)).astype(np.float32) / np.sqrt(8)
+    weights = rng.dirichlet(np.full(clusters, 2.0))
+    with open(path, "wb") as f:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (n, dim)}
+        np.lib.format.write_array_header_1_0(f, header)
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            lab = rng.choice(clusters, size=m, p=weights)
+            z = rng.normal(size=(m, 8)).astype(np.float32)
+            x = centres[lab] + np.einsum("mk,mkd->md", z, bases[lab])
+            x += 0.3 * rng.normal(size=(m, dim)).astype(np.float32)
+            f.write(np.ascontiguousarray(x, dtype="<f4").tobytes())
+
+
 def main() -> None:
     args = parser(__doc__).parse_args()
     rep = Reporter("large_map_sample_fit", args)
