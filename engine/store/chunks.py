@@ -40,6 +40,11 @@ def _mapping(array: np.ndarray) -> mmap.mmap | None:
     return None
 
 
+def is_mapped(array: np.ndarray) -> bool:
+    """Whether ``array`` reads from a memory-mapped file."""
+    return isinstance(array, np.ndarray) and _mapping(array) is not None
+
+
 def release(array: np.ndarray, start: int = 0, stop: int | None = None) -> None:
     """Drop the mapped pages of rows ``start:stop`` of a memory-mapped ``array`` from this
     process (no-op for an in-memory array). The data stay on disk and in the page cache; a later
