@@ -85,7 +85,8 @@ class IVFIndex:
 def self_knn(
     vectors: np.ndarray, k: int, normalise: bool = False, chunk_rows: int = 65_536
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``exact_knn(vectors, k)`` (each row's ``k`` nearest others) for a memory-mapped array,
+    """``exact_knn(vectors, k)`` (each row's ``k`` nearest others, the same lists; similarities
+    may differ in the last bit, BLAS blocking) for a memory-mapped array,
     read a block at a time: the index holds the one float32 copy of the rows, and the queries
     come from the file again in blocks (``engine.store.chunks``), so memory is the index plus
     one block and the results, not two or three N x D copies. ``normalise``: search the rows'

@@ -19,8 +19,10 @@ import numpy as np
 CHUNK_BYTES = 64 * 1024 * 1024  # one block: large enough that BLAS and I/O run at full speed
 
 
-def rows_per_chunk(array: np.ndarray, max_bytes: int = CHUNK_BYTES, itemsize: int = 4) -> int:
-    """Rows of ``array`` in one block of at most ``max_bytes`` (at ``itemsize`` bytes a value)."""
+def rows_per_chunk(array: np.ndarray, max_bytes: int | None = None, itemsize: int = 4) -> int:
+    """Rows of ``array`` in one block of at most ``max_bytes`` (default ``CHUNK_BYTES``) at
+    ``itemsize`` bytes a value."""
+    max_bytes = CHUNK_BYTES if max_bytes is None else max_bytes
     width = int(np.prod(array.shape[1:], dtype=np.int64)) if array.ndim > 1 else 1
     return max(1, max_bytes // max(1, width * itemsize))
 
@@ -71,7 +73,7 @@ def row_chunks(
     array: np.ndarray,
     rows: int | None = None,
     dtype: np.dtype | type = np.float32,
-    max_bytes: int = CHUNK_BYTES,
+    max_bytes: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """``(start, block)`` for consecutive blocks of rows, each an in-memory ``dtype`` copy;
     the pages of a memory-mapped ``array`` are released after each block is copied."""
@@ -91,7 +93,7 @@ def gather_rows(
     so a memory-mapped array never holds more than one block of its pages in this process."""
     rows = np.asarray(rows, dtype=np.int64)
     out = np.empty((len(rows), *array.shape[1:]), dtype=dtype)
-    step = rows_per_chunk(array, CHUNK_BYTES, array.dtype.itemsize)
+    step = rows_per_chunk(array, None, array.dtype.itemsize)
     done = 0
     for start in range(0, len(array), step):
         stop = start + step
