@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -64,24 +63,29 @@ def _load() -> list[float]:
 
 
 def _fresh(args: list[str], cache: Path, env: dict[str, str] | None = None) -> dict:
-    """``python -m engine ARGS --json`` in a child process: its JSON, wall time, and the peak
-    resident set of the largest child so far (children run one at a time, largest first)."""
+    """``python -m engine ARGS --json`` in a child process: its JSON, wall time, and the child's
+    own peak resident set (``wait4``'s rusage: what ``/usr/bin/time -v`` reports)."""
     load = _load()
     t = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-m", "engine", *args, "--cache-dir", str(cache), "--json", "--quiet"],
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    wall = time.perf_counter() - t
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    with tempfile.TemporaryFile("w+") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "engine", *args, "--cache-dir", str(cache), "--json", "--quiet"],
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t
+        if child.returncode != 0:
+            raise SystemExit(f"python -m engine {' '.join(args)} failed ({child.returncode})")
+        out.seek(0)
+        result = json.loads(out.read().strip().splitlines()[-1])
     return {
-        "result": json.loads(out.stdout.strip().splitlines()[-1]),
+        "result": result,
         "wall_s": round(wall, 1),
-        "peak_rss_mb": round(peak_mb),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "load_average": [load, _load()],
     }
 
@@ -145,7 +149,9 @@ def main() -> None:
         coords = np.load(run["result"]["path"])
         assert len(coords) == n and np.isfinite(coords).all(), "every row placed"
         quality = map_quality(x, coords, k=10, sample=2000)
-        figures["vectors_path"] = {k: run[k] for k in ("wall_s", "peak_rss_mb", "load_average")} | {
+        figures["vectors_path"] = {
+            k: run[k] for k in ("wall_s", "cpu_s", "peak_rss_mb", "load_average")
+        } | {
             "trustworthiness": round(quality["trustworthiness"], 4),
             "knn_recall": round(quality["knn_recall"], 4),
         }
@@ -169,7 +175,7 @@ def main() -> None:
             same = np.array_equal(np.load(col["result"]["path"]), coords)
             rep.log(f"column: {col['wall_s']} s, peak {col['peak_rss_mb']} MB, same map {same}")
             figures["column_path"] = {
-                k: col[k] for k in ("wall_s", "peak_rss_mb", "load_average")
+                k: col[k] for k in ("wall_s", "cpu_s", "peak_rss_mb", "load_average")
             } | {"same_map": bool(same)}
         if not args.quick:  # umap-learn compiles for ~40 s: not for --quick
             ref, ref_s = _umap_learn_subset(x, min(50_000, n))
