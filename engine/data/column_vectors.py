@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.errors import ParallaxError
-from engine.store.chunks import row_chunks
+from engine.store.chunks import gather_rows, row_chunks
 
 if TYPE_CHECKING:
     from engine.data import Dataset
@@ -163,9 +163,11 @@ def _from_side_file(dataset: Dataset, name: str) -> np.ndarray | None:
         raise ParallaxError(
             f"column:{name}: {path.name} has {len(array)} rows, the manifest {total}"
         )
-    # Left memory-mapped (``read_column_vectors`` checks it a block at a time); a subset of
-    # rows is gathered into memory.
-    return np.asarray(array[np.asarray(rows)]) if rows is not None else array
+    # Left memory-mapped when every row is an item (``read_column_vectors`` checks it a block
+    # at a time); the items of a manifest that skipped rows are gathered block by block.
+    if rows is None or len(rows) == len(array):  # rows: sorted, unique table rows
+        return array
+    return gather_rows(array, np.asarray(rows, dtype=np.int64), dtype=array.dtype)
 
 
 def read_column_vectors(dataset: Dataset, spec: str) -> np.ndarray:
