@@ -79,3 +79,35 @@ def test_alignment_keeps_each_map_shape() -> None:
     assert np.allclose(ratio, ratio[0], rtol=1e-4)  # a similarity: distances scale uniformly
     with pytest.raises(ValueError):
         align.fit_alignment(a, b[:10])
+
+
+def test_parts_interleave_rows_and_rejoin_exactly():
+    from engine.maps.payload import join_parts, part_count, part_rows, split_parts
+
+    rng = np.random.default_rng(0)
+    n = 1_003
+    xy = rng.normal(size=(n, 2)).astype("<f4")
+    codes = rng.integers(0, 7, n).astype(np.uint8)
+    parts = part_count(n, part_points=250)
+    assert parts == 5 and part_count(250, part_points=250) == 1
+    pos, col = split_parts(xy, parts), split_parts(codes, parts)
+    # Still 9 bytes a point in all: no row ids travel with the parts.
+    assert sum(map(len, pos)) + sum(map(len, col)) == mapdata.BYTES_PER_POINT * n
+    # Part j's k-th point is row j + k * parts.
+    rows = part_rows(3, parts, n)
+    np.testing.assert_array_equal(np.frombuffer(pos[3], "<f4").reshape(-1, 2), xy[rows])
+    np.testing.assert_array_equal(join_parts(pos, n, "<f4", 2), xy)
+    np.testing.assert_array_equal(join_parts(col, n, "u1"), codes)
+    # Before the last parts arrive, their rows are missing, never someone else's point.
+    early = join_parts([pos[0], pos[1], None, None, None], n, "<f4", 2)
+    arrived = np.concatenate([part_rows(0, parts, n), part_rows(1, parts, n)])
+    np.testing.assert_array_equal(early[arrived], xy[arrived])
+    assert np.isnan(np.delete(early, arrived, axis=0)).all()
+
+
+def test_first_part_is_an_even_sample_of_a_class_ordered_map():
+    from engine.maps.payload import part_rows
+
+    labels = np.repeat(np.arange(10), 1_000)  # datasets often come sorted by class
+    first = labels[part_rows(0, 20, len(labels))]
+    assert np.bincount(first, minlength=10).tolist() == [50] * 10

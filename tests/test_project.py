@@ -120,3 +120,73 @@ def test_cli_user_error_is_one_line_and_exit_2(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "no vectors file" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# -- out of core: memory-mapped vectors read a block at a time (issue 31) ---------------------
+def _rss_file_kb() -> int:
+    """This process's resident pages of mapped files (Linux), in kB."""
+    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+def test_reading_a_mapped_file_in_blocks_keeps_its_pages_out_of_the_process(tmp_path):
+    from engine.store.chunks import row_chunks
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.ones((48 * 1024, 256), dtype=np.float32))  # 48 MiB
+    x = np.load(path, mmap_mode="r")
+    before = _rss_file_kb()
+    total = 0.0
+    for _, block in row_chunks(x, max_bytes=4 * 1024 * 1024):
+        total += float(block.sum())
+    grown = _rss_file_kb() - before
+    assert total == 48 * 1024 * 256
+    assert grown < 16 * 1024, f"{grown} kB of the 48 MiB file stayed mapped"
+    # The same pass without releasing keeps every page (what the engine did before).
+    for start in range(0, len(x), 4096):
+        float(np.asarray(x[start : start + 4096]).sum())
+    assert _rss_file_kb() - before > 40 * 1024
+
+
+def test_a_memory_mapped_map_matches_the_in_memory_one_whatever_the_block(tmp_path, monkeypatch):
+    from engine.store import chunks
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 24))[rng.integers(0, 6, 3000)] + rng.normal(size=(3000, 24)) * 0.3
+    x = x.astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    whole = compute_projection(x, "umap", fit_sample=800)
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 24 * 4 * 257)  # 257-row blocks, a ragged tail
+    mapped = compute_projection(np.load(tmp_path / "x.npy", mmap_mode="r"), "umap", fit_sample=800)
+    np.testing.assert_array_equal(mapped, whole)
+
+
+def test_a_large_pca_map_streamed_gives_the_full_pca_plane(tmp_path, monkeypatch):
+    from engine.maps import project as proj
+
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(5000, 16)) * np.linspace(5, 0.1, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    full = proj.pca_2d(x)
+    monkeypatch.setattr(proj, "PCA_STREAM_BYTES", 1024)
+    streamed = compute_projection(np.load(tmp_path / "x.npy", mmap_mode="r"), "pca")
+    for axis in range(2):  # the same axes (a PCA axis has no preferred sign)
+        r = np.corrcoef(full[:, axis], streamed[:, axis])[0, 1]
+        assert abs(r) > 0.9999
+
+
+def test_self_knn_of_a_mapped_file_equals_the_whole_search(tmp_path):
+    from engine.maps.knn import exact_knn, self_knn
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(9000, 20)).astype(np.float32)
+    x[7] = x[8]  # a duplicate: self must still be the row dropped
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    got = self_knn(mapped, 5, chunk_rows=4096)
+    want = exact_knn(x, 5)
+    np.testing.assert_array_equal(got[0], want[0])  # the same neighbours, in the same order
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6)  # BLAS blocking: an ulp apart
+    assert 7 not in got[0][7] and 8 not in got[0][8]

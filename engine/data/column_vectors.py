@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.errors import ParallaxError
+from engine.store.chunks import gather_rows, row_chunks
 
 if TYPE_CHECKING:
     from engine.data import Dataset
@@ -162,7 +163,11 @@ def _from_side_file(dataset: Dataset, name: str) -> np.ndarray | None:
         raise ParallaxError(
             f"column:{name}: {path.name} has {len(array)} rows, the manifest {total}"
         )
-    return np.asarray(array[rows] if rows is not None else array, dtype=np.float64)
+    # Left memory-mapped when every row is an item (``read_column_vectors`` checks it a block
+    # at a time); the items of a manifest that skipped rows are gathered block by block.
+    if rows is None or len(rows) == len(array):  # rows: sorted, unique table rows
+        return array
+    return gather_rows(array, np.asarray(rows, dtype=np.int64), dtype=array.dtype)
 
 
 def read_column_vectors(dataset: Dataset, spec: str) -> np.ndarray:
@@ -179,19 +184,27 @@ def read_column_vectors(dataset: Dataset, spec: str) -> np.ndarray:
         offered = vector_columns(dataset)
         hint = f"vector columns: {', '.join(offered)}" if offered else "it has no vector columns"
         raise ParallaxError(f"{dataset.spec} has no column {name!r} ({hint})")
-    bad = ~np.isfinite(array).all(axis=1)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise ParallaxError(f"column:{name} {_row_name(dataset, row)}: NaN or infinite value")
-    zero = ~np.any(array != 0, axis=1)
-    if zero.any():
-        row = int(np.flatnonzero(zero)[0])
-        raise ParallaxError(
-            f"column:{name} {_row_name(dataset, row)}: all zeros (a zero vector has no direction)"
-        )
-    out = array.astype(np.float32)
-    if not np.isfinite(out).all():
-        raise ParallaxError(f"column:{name}: values too large for float32")
+    # Checked a block at a time (a memory-mapped side file is never read whole); a float32
+    # side file is then used as it is, anything else converted to float32 block by block.
+    keep = array.dtype == np.float32
+    out = array if keep else np.empty(array.shape, dtype=np.float32)
+    for start, block in row_chunks(array, dtype=np.float64):
+        bad = ~np.isfinite(block).all(axis=1)
+        if bad.any():
+            row = start + int(np.flatnonzero(bad)[0])
+            raise ParallaxError(f"column:{name} {_row_name(dataset, row)}: NaN or infinite value")
+        zero = ~np.any(block != 0, axis=1)
+        if zero.any():
+            row = start + int(np.flatnonzero(zero)[0])
+            raise ParallaxError(
+                f"column:{name} {_row_name(dataset, row)}: all zeros (a zero vector has no "
+                "direction)"
+            )
+        if not keep:
+            converted = block.astype(np.float32)
+            if not np.isfinite(converted).all():
+                raise ParallaxError(f"column:{name}: values too large for float32")
+            out[start : start + len(block)] = converted
     return out
 
 
@@ -199,5 +212,6 @@ def column_identity(spec: str, vectors: np.ndarray) -> str:
     """The "model identity" of a column: its name and a full content hash of its vectors."""
     digest = hashlib.sha256()
     digest.update(f"{vectors.shape[0]}x{vectors.shape[1]}:".encode())
-    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    for _, block in row_chunks(vectors):  # the same bytes, read a block at a time
+        digest.update(block)
     return f"column:{column_name(spec)}@sha256:{digest.hexdigest()}"

@@ -67,6 +67,13 @@ class RayOptions:
     cpus_per_actor: float = 1.0
     decode_cpus: float = 1.0  # CPUs each decoding task reserves
     max_restarts: int = 3  # a killed model actor is restarted this many times
+    # Custom resources every model actor needs (e.g. ``{"gpu_node": 1}``): pins the actors to
+    # the nodes that advertise them (``ray start --resources``).
+    actor_resources: dict[str, float] | None = None
+    # A lost node can take with it what Ray cannot rebuild (blocks in its object store, a
+    # restarting actor's queue): the job is then run again for the shards not yet on disk,
+    # at most this many times.
+    reruns: int = 3
 
 
 def require_ray() -> Any:
@@ -279,28 +286,43 @@ def _run(
             already_done=done_before,
         )
         tracker.emit()
-        spans = [
-            {"start": b, "stop": min(b + bs, (s + 1) * shard_size, n)}
-            for s in missing
-            for b in range(s * shard_size, min(n, (s + 1) * shard_size), bs)
-        ]
+        spans = _missing_spans(cache, key, n, bs, shard_size, n_shards)
         failures: dict[int, str] = {}
-        if spans:
-            _stream(
-                ray,
-                dataset,
-                model_spec,
-                modality,
-                key,
-                cache,
-                plan,
-                spans,
-                missing,
-                (actors, gpus, cpus, device),
-                options,
-                tracker,
-                failures,
-            )
+        for attempt in range(options.reruns + 1):
+            if not spans:
+                break
+            try:
+                _stream(
+                    ray,
+                    dataset,
+                    model_spec,
+                    modality,
+                    key,
+                    cache,
+                    plan,
+                    spans,
+                    (actors, gpus, cpus, device),
+                    options,
+                    tracker,
+                    failures,
+                )
+                break
+            except _lost_work_errors(ray) as exc:
+                if attempt == options.reruns:
+                    raise ParallaxError(
+                        f"the Ray job lost work {attempt + 1} times (last: "
+                        f"{type(exc).__name__}); its finished shards are kept: run it again "
+                        "to resume"
+                    ) from exc
+                # The shards written so far are on disk: only the others run again.
+                spans = _missing_spans(cache, key, n, bs, shard_size, n_shards)
+                log.warning(
+                    "Ray lost work (%s: %s); running the %d batches of unfinished shards again",
+                    type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "",
+                    len(spans),
+                )
+                tracker.done = n - sum(span["stop"] - span["start"] for span in spans)
         entry = finish_entry(
             cache,
             key,
@@ -320,6 +342,36 @@ def _run(
     return result(entry, cached=False)
 
 
+def _missing_spans(
+    cache: Cache, key: str, n: int, bs: int, shard_size: int, n_shards: int
+) -> list[dict[str, int]]:
+    """The batches (``start``/``stop`` rows) of every shard not yet written."""
+    missing = [s for s in range(n_shards) if not cache.shard_path("vectors", key, s).is_file()]
+    return [
+        {"start": b, "stop": min(b + bs, (s + 1) * shard_size, n)}
+        for s in missing
+        for b in range(s * shard_size, min(n, (s + 1) * shard_size), bs)
+    ]
+
+
+def _lost_work_errors(ray: Any) -> tuple[type[BaseException], ...]:
+    """Ray's errors for work lost with a process or a node (not errors in the engine's code,
+    which are raised as they are)."""
+    names = (
+        "ActorDiedError",
+        "ActorUnavailableError",
+        "RayActorError",
+        "ObjectLostError",
+        "ObjectReconstructionFailedError",
+        "OwnerDiedError",
+        "WorkerCrashedError",
+        "NodeDiedError",
+        "LocalRayletDiedError",
+    )
+    found = tuple(getattr(ray.exceptions, name, None) for name in names)
+    return tuple(e for e in found if isinstance(e, type))
+
+
 def _stream(
     ray: Any,
     dataset: Dataset,
@@ -329,7 +381,6 @@ def _stream(
     cache: Cache,
     plan: dict[str, Any],
     spans: list[dict[str, int]],
-    missing: list[int],
     pool: tuple[int, float, float, str],
     options: RayOptions,
     tracker: ProgressTracker,
@@ -360,6 +411,7 @@ def _stream(
         fn_constructor_kwargs={"model_spec": model_spec, "device": device, "modality": modality},
         # A killed actor is restarted and the batches it held are sent again.
         ray_remote_args_fn=lambda: {"max_restarts": options.max_restarts, "max_task_retries": -1},
+        **({"resources": dict(options.actor_resources)} if options.actor_resources else {}),
     )
     buffers: dict[int, np.ndarray] = {}
     filled: dict[int, int] = {}

@@ -80,3 +80,53 @@ class IVFIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         sims, idx = self.index.search(_as_f32(queries), k)  # type: ignore[attr-defined]
         return idx, sims
+
+
+def self_knn(
+    vectors: np.ndarray, k: int, normalise: bool = False, chunk_rows: int = 65_536
+) -> tuple[np.ndarray, np.ndarray]:
+    """``exact_knn(vectors, k)`` (each row's ``k`` nearest others, the same lists; similarities
+    may differ in the last bit, BLAS blocking) for a memory-mapped array,
+    read a block at a time: the index holds the one float32 copy of the rows, and the queries
+    come from the file again in blocks (``engine.store.chunks``), so memory is the index plus
+    one block and the results, not two or three N x D copies. ``normalise``: search the rows'
+    L2-normalised directions (cosine), as a normalised copy would."""
+    import faiss
+
+    from engine.store.chunks import row_chunks
+
+    n, d = vectors.shape
+    # Whole faiss query blocks (4,096 rows) and no short tail: faiss scores a block of fewer
+    # than 20 queries without BLAS, which could round differently from one whole search.
+    step = max(4096, chunk_rows - chunk_rows % 4096)
+    if 0 < n % step < 20:
+        step += n % step
+
+    def blocks():
+        for start, block in row_chunks(vectors, rows=step):
+            if normalise:
+                block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+            yield start, block
+
+    index = faiss.IndexFlatIP(d)
+    for _, block in blocks():
+        index.add(block)
+    kk = min(k + 1, n)
+    idx = np.empty((n, kk - 1), dtype=np.int64)
+    sims = np.empty((n, kk - 1), dtype=np.float32)
+    for start, block in blocks():
+        s, i = index.search(block, kk)
+        own = np.arange(start, start + len(block))
+        i, s = _drop_rows(i, s, own)
+        idx[start : start + len(block)] = i
+        sims[start : start + len(block)] = s
+    return idx[:, :k], sims[:, :k]
+
+
+def _drop_rows(idx: np.ndarray, sims: np.ndarray, own: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``drop_self`` for a block of query rows whose own indices are ``own``."""
+    n, kk = idx.shape
+    mine = idx == own[:, None]
+    mine[~mine.any(axis=1), kk - 1] = True
+    keep = ~mine
+    return idx[keep].reshape(n, kk - 1), sims[keep].reshape(n, kk - 1)

@@ -129,3 +129,42 @@ def decode_rows(payload: Mapping[str, Any] | None, n: int) -> np.ndarray:
         rows = np.asarray([int(r) for r in listed if isinstance(r, int | float)], dtype=np.int64)
     rows = rows[(rows >= 0) & (rows < n)]
     return np.unique(rows).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- parts
+# A map past a few hundred thousand points is sent in interleaved parts: part ``j`` of ``P``
+# holds rows ``j, j + P, j + 2P, ...`` of a per-point buffer (positions or colour codes). Each
+# part is an even subsample of the whole map, so the first part to arrive already draws its
+# overall shape; row ids stay implicit (part ``j``'s ``k``-th point is row ``j + k * P``), so
+# the parts together are still ``BYTES_PER_POINT`` bytes a point, with no id bytes added.
+PART_POINTS = 500_000  # points in one part: a first picture after ~4.5 MB has arrived
+
+
+def part_count(n: int, part_points: int = PART_POINTS) -> int:
+    """How many parts a map of ``n`` points is sent in (1 up to ``part_points`` points)."""
+    return max(1, -(-int(n) // max(1, part_points)))
+
+
+def split_parts(values: np.ndarray, parts: int) -> list[bytes]:
+    """The interleaved parts of a per-point array (N rows: float32 x, y or uint8 codes)."""
+    a = np.asarray(values)
+    return [np.ascontiguousarray(a[j::parts]).tobytes() for j in range(parts)]
+
+
+def part_rows(part: int, parts: int, n: int) -> np.ndarray:
+    """The dataset rows of part ``part`` of ``parts`` (what the browser computes from the part's
+    index: no row ids are sent)."""
+    return np.arange(part, n, parts, dtype=np.int64)
+
+
+def join_parts(data: Sequence[bytes | None], n: int, dtype: str, width: int = 1) -> np.ndarray:
+    """The inverse of ``split_parts`` (how the browser assembles the parts, in NumPy): an
+    ``n x width`` array of ``dtype``; the rows of a part not yet arrived (None) stay NaN /
+    ``MISSING_CODE``, never another row's point."""
+    fill = np.nan if np.dtype(dtype).kind == "f" else MISSING_CODE
+    out = np.full((n, width), fill, dtype=dtype)
+    parts = len(data)
+    for j, blob in enumerate(data):
+        if blob is not None:
+            out[j::parts] = np.frombuffer(blob, dtype=dtype).reshape(-1, width)
+    return out if width > 1 else out[:, 0]

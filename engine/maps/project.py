@@ -23,6 +23,7 @@ from engine.errors import ParallaxError
 from engine.maps import gpu_umap
 from engine.params import PROJECTION, PROJECTION_METHODS, ProjectionParams
 from engine.store.cache import Cache, Entry, hash_array
+from engine.store.chunks import gather_rows, row_chunks
 from engine.store.memo import array_entry
 from engine.store.progress import ProgressCallback, ProgressTracker
 
@@ -34,6 +35,8 @@ EXACT_FULL_DIM_LIMIT = 20_000
 # gives the same map: trustworthiness 0.9475 vs 0.9477, 10-NN recall 0.783 vs 0.783 (1M x 512,
 # BENCHMARKS.md row 5); a point lands at the weighted mean of near neighbours either way.
 PLACEMENT_NPROBE = 4
+# Above this many bytes (as float32) a PCA map is fitted and drawn a block at a time.
+PCA_STREAM_BYTES = 1024 * 1024 * 1024
 
 
 @dataclass
@@ -151,6 +154,35 @@ def umap_2d(
     return umap_layout(indices, dists, x, params, seed=seed)
 
 
+class Placer:
+    """Places points among a fitted sample: each at the similarity-weighted mean of its nearest
+    sample points' coordinates (an inverted-file index over the sample). Each row's place
+    depends on that row alone, so any split of the queries into blocks gives the same map."""
+
+    def __init__(
+        self, sample_vectors: np.ndarray, sample_coords: np.ndarray, k: int = 10, seed: int = 0
+    ) -> None:
+        from engine.maps.knn import IVFIndex
+
+        self.index = IVFIndex.build(_normalise(sample_vectors), seed=seed, nprobe=PLACEMENT_NPROBE)
+        self.coords = np.asarray(sample_coords, dtype=np.float32)
+        self.k = k
+
+    def place(self, queries: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+        out = np.empty((len(queries), 2), dtype=np.float32)
+        for start in range(0, len(queries), chunk):
+            q = _normalise(queries[start : start + chunk])
+            idx, sims = self.index.search(q, self.k)
+            valid = idx >= 0
+            # Sharpen the weights so the nearest neighbours dominate, as UMAP's membership does.
+            w = np.where(valid, np.exp((sims - sims[:, :1]) * 20.0), 0.0).astype(np.float32)
+            w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+            out[start : start + len(q)] = np.einsum(
+                "nk,nkd->nd", w, self.coords[np.maximum(idx, 0)]
+            )
+        return out
+
+
 def place_by_neighbours(
     sample_vectors: np.ndarray,
     sample_coords: np.ndarray,
@@ -161,20 +193,12 @@ def place_by_neighbours(
     chunk: int = 65_536,
 ) -> np.ndarray:
     """Coordinates for ``queries``: similarity-weighted mean of their nearest sample points."""
-    from engine.maps.knn import IVFIndex
-
-    index = IVFIndex.build(_normalise(sample_vectors), seed=seed, nprobe=PLACEMENT_NPROBE)
+    placer = Placer(sample_vectors, sample_coords, k=k, seed=seed)
     out = np.empty((len(queries), 2), dtype=np.float32)
     for start in range(0, len(queries), chunk):
-        q = _normalise(queries[start : start + chunk])
-        idx, sims = index.search(q, k)
-        valid = idx >= 0
-        # Sharpen the weights so the nearest neighbours dominate, as UMAP's membership does.
-        w = np.where(valid, np.exp((sims - sims[:, :1]) * 20.0), 0.0).astype(np.float32)
-        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
-        out[start : start + len(q)] = np.einsum("nk,nkd->nd", w, sample_coords[np.maximum(idx, 0)])
+        out[start : start + chunk] = placer.place(queries[start : start + chunk], chunk)
         if progress is not None:
-            progress.advance(len(q))
+            progress.advance(len(out[start : start + chunk]))
     return out
 
 
@@ -187,45 +211,65 @@ def compute_projection(
     fit_sample: int = PROJECTION.fit_sample,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
-    """Project without touching the cache (``project`` adds caching on top)."""
+    """Project without touching the cache (``project`` adds caching on top).
+
+    ``vectors`` may be memory-mapped: above ``fit_sample`` rows it is read a block at a time
+    (``engine.store.chunks``), so memory is bounded by the fit sample and one block, not by N.
+    """
     if method not in METHODS:
         raise ParallaxError(f"unknown projection method {method!r}: choose from {METHODS}")
-    x = np.asarray(vectors, dtype=np.float32)
+    x = np.asanyarray(vectors)  # keeps a np.memmap a memmap: its pages are released per block
     if x.ndim != 2 or len(x) == 0:
         raise ParallaxError(f"cannot project an array of shape {x.shape}: need N x D with N > 0")
     n = len(x)
     tracker = ProgressTracker(f"{method} map", n, progress)
     tracker.emit()
     if method == "pca":
-        out = pca_2d(x, seed)
+        out = _pca_map(x, seed)
         tracker.advance(n)
         return out
     if n <= fit_sample:
-        out = umap_2d(x, seed, n_neighbors, min_dist)
+        out = umap_2d(gather_rows(x, np.arange(n)), seed, n_neighbors, min_dist)
         tracker.advance(n)
         return out
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=fit_sample, replace=False))
-    rest = np.setdiff1d(np.arange(n), sample, assume_unique=True)
     out = np.empty((n, 2), dtype=np.float32)
     # One PCA space, fitted on the sample, serves both neighbour searches: the sample's k-NN
     # graph and the placement of every other point.
-    fitted = _normalise(x[sample])
+    fitted = _normalise(gather_rows(x, sample))
     space = PcaSpace.fit(fitted, PCA_DIMS_FOR_KNN)
     sample_space = space.transform(fitted)
     out[sample] = umap_2d(fitted, seed, n_neighbors, min_dist, knn_space=sample_space)
+    del fitted
     tracker.advance(len(sample))
-    # Contiguous chunks of all rows (no gather of 1M rows); the sample's rows are dropped after.
-    rest_space = np.empty((len(rest), space.dims), dtype=np.float32)
+    # Every other row is read once, a block at a time, projected into the PCA space and placed
+    # at once: nothing N x D (or N x dims) is ever held, only the N x 2 result.
+    placer = Placer(sample_space, out[sample])
     is_rest = np.ones(n, dtype=bool)
     is_rest[sample] = False
-    done = 0
-    for start in range(0, n, 131_072):
-        keep = is_rest[start : start + 131_072]
-        part = space.transform_unit(x[start : start + 131_072])[keep]
-        rest_space[done : done + len(part)] = part
-        done += len(part)
-    out[rest] = place_by_neighbours(sample_space, out[sample], rest_space, progress=tracker)
+    for start, block in row_chunks(x):
+        keep = is_rest[start : start + len(block)]
+        if not keep.any():
+            continue
+        part = space.transform_unit(block[keep] if not keep.all() else block)
+        del block
+        placed = out[start : start + len(keep)]
+        placed[keep] = placer.place(part)
+        tracker.advance(int(keep.sum()))
+    return out
+
+
+def _pca_map(x: np.ndarray, seed: int) -> np.ndarray:
+    """PCA map; an array larger than ``PCA_STREAM_BYTES`` is fitted on its exact covariance,
+    accumulated a block at a time, and projected a block at a time (the same plane as a full
+    PCA, without N x D in memory)."""
+    if x.shape[0] * x.shape[1] * 4 <= PCA_STREAM_BYTES:
+        return pca_2d(gather_rows(x, np.arange(len(x))), seed)
+    space = PcaSpace.fit_streamed(x, 2)
+    out = np.empty((len(x), 2), dtype=np.float32)
+    for start, block in row_chunks(x):
+        out[start : start + len(block)] = space.transform(block)
     return out
 
 
@@ -251,6 +295,27 @@ class PcaSpace:
         top = vectors[:, np.argsort(values)[::-1][: min(dims, x.shape[1])]]
         top *= np.where(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])] < 0, -1.0, 1.0)
         return cls(mean=mean, basis=top.astype(np.float32))
+
+    @classmethod
+    def fit_streamed(cls, x: np.ndarray, dims: int) -> PcaSpace:
+        """``fit`` over every row of a (memory-mapped) ``x``, a block at a time: the mean and
+        covariance are summed in float64, so the basis is the full data's."""
+        d = x.shape[1]
+        total = np.zeros(d, dtype=np.float64)
+        gram = np.zeros((d, d), dtype=np.float64)
+        for _, block in row_chunks(x):
+            total += block.sum(axis=0, dtype=np.float64)
+            b = block.astype(np.float64)
+            gram += b.T @ b
+        n = len(x)
+        mean = total / n
+        cov = (gram - n * np.outer(mean, mean)) / max(n - 1, 1)
+        values, vectors = np.linalg.eigh(cov)
+        top = vectors[:, np.argsort(values)[::-1][: min(dims, d)]]
+        top *= np.where(top[np.abs(top).argmax(axis=0), np.arange(top.shape[1])] < 0, -1.0, 1.0)
+        if top.shape[1] < 2:
+            top = np.hstack([top, np.zeros((d, 2 - top.shape[1]))])
+        return cls(mean=mean.astype(np.float32), basis=top.astype(np.float32))
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return (np.asarray(x, dtype=np.float32) - self.mean) @ self.basis
@@ -302,7 +367,7 @@ def project(
         source_key = path.parent.name if manifest.is_file() else hash_array(array)
     else:
         array = vectors
-        source_key = hash_array(np.asarray(array))
+        source_key = hash_array(np.asanyarray(array))
     if method not in METHODS:
         raise ParallaxError(f"unknown projection method {method!r}: choose from {METHODS}")
     settings = ProjectionParams(method, seed, n_neighbors, min_dist, fit_sample)
@@ -310,8 +375,9 @@ def project(
     key = settings.cache_key(source_key)
 
     def compute() -> tuple[np.ndarray, dict[str, Any]]:
+        # ``array`` may be memory-mapped: the projection reads it in blocks, never whole.
         coords = compute_projection(
-            np.asarray(array), method, seed, n_neighbors, min_dist, fit_sample, progress
+            array, method, seed, n_neighbors, min_dist, fit_sample, progress
         )
         manifest = {
             "source": source_key,

@@ -84,8 +84,9 @@ def write_bundle(
     import pandas as pd
 
     from engine.embed.local import embed_dataset
-    from engine.maps.knn import exact_knn
+    from engine.maps.knn import self_knn
     from engine.maps.project import project
+    from engine.store.chunks import row_chunks
 
     t0 = time.perf_counter()
     cache = cache or Cache()
@@ -102,11 +103,16 @@ def write_bundle(
         res = embed_dataset(dataset, spec, cache=cache, progress=progress)
         entry = cache.get("vectors", res.key)
         assert entry is not None
-        vectors = np.asarray(entry.load(), dtype=np.float32)
+        # Memory-mapped, read a block at a time (engine.store.chunks): no float32 copy of N x D.
+        vectors = entry.load()
         vec_name = f"vectors/{i}.npy"
         if include_vectors:
-            members[vec_name] = npy_bytes(vectors.astype(np.float16))
-        nbr, _ = exact_knn(vectors, min(NEIGHBOURS_K, max(1, n - 1)))
+            half = np.empty(vectors.shape, dtype=np.float16)
+            for start, block in row_chunks(vectors):
+                half[start : start + len(block)] = block
+            members[vec_name] = npy_bytes(half)
+            del half
+        nbr, _ = self_knn(vectors, min(NEIGHBOURS_K, max(1, n - 1)))
         members[f"neighbors/{i}.npy"] = npy_bytes(nbr.astype(np.int32))
         models_meta.append(
             {

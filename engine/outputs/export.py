@@ -218,15 +218,24 @@ def build_table(
         if (vectors or neighbours) and m.vectors is None:
             raise ParallaxError(f"{m.spec}: no cached vectors to export")
         if vectors or neighbours:
-            array = np.asarray(m.vectors.load(), dtype=np.float32)  # type: ignore[union-attr]
+            # Memory-mapped and read a block at a time: Arrow's copy (and the k-NN index) are
+            # the only N x D in memory, never the file's pages or a float32 copy on top.
+            array = m.vectors.load()  # type: ignore[union-attr]
             if vectors:
-                flat = pa.array(array.reshape(-1))
-                columns[col.vector] = pa.FixedSizeListArray.from_arrays(flat, array.shape[1])
-            if neighbours:
-                from engine.maps.knn import exact_knn
+                from engine.store.chunks import row_chunks
 
-                unit = array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
-                idx, sims = exact_knn(unit, min(neighbours, max(n - 1, 1)))
+                columns[col.vector] = pa.chunked_array(
+                    [
+                        pa.FixedSizeListArray.from_arrays(
+                            pa.array(block.reshape(-1)), array.shape[1]
+                        )
+                        for _, block in row_chunks(array)
+                    ]
+                )
+            if neighbours:
+                from engine.maps.knn import self_knn
+
+                idx, sims = self_knn(array, min(neighbours, max(n - 1, 1)), normalise=True)
                 columns[col.neighbours] = neighbours_array(idx, sims)
         info_models[col.slug] = {"spec": m.spec, "modality": m.modality, **m.info}
     if thumbnails and dataset.has_images:

@@ -116,7 +116,19 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """``np.save`` (streamed, no pickle) through the atomic temp-file path."""
-    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+    from engine.store.chunks import is_mapped, row_chunks
+
+    def write(f: BinaryIO) -> None:
+        if not (is_mapped(array) and array.flags.c_contiguous):
+            np.save(f, array, allow_pickle=False)
+            return
+        # A memory-mapped source is copied a block at a time: ``np.save`` would map every page
+        # of it into this process (the same bytes either way).
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+        for _, block in row_chunks(array, dtype=array.dtype):
+            f.write(np.ascontiguousarray(block).tobytes())
+
+    atomic_write(path, write)
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ import numpy as np
 from engine.errors import CacheError
 from engine.settings import cache_dir
 from engine.store.atomic import atomic_save_npy, atomic_write_bytes, atomic_write_json
+from engine.store.chunks import release
 from engine.store.locks import LOCK_TIMEOUT_S, Lease, locked
 from engine.store.space import SAFE_KEY, CacheSpace, check_key, touch
 
@@ -68,7 +69,8 @@ def hash_array(array: np.ndarray) -> str:
     flat = contiguous.reshape(-1)
     step = max(1, (64 * 1024 * 1024) // max(1, contiguous.itemsize))
     for start in range(0, flat.size, step):
-        h.update(flat[start : start + step].tobytes())
+        h.update(flat[start : start + step])  # a contiguous view: hashed without a copy
+        release(flat, start, start + step)  # a mapped file's pages leave this process again
     return h.hexdigest()
 
 
