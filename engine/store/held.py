@@ -163,9 +163,11 @@ def release_idle(now: float | None = None) -> int:
     heap back to the operating system (CPython and glibc keep it otherwise, so a server's
     memory would stay at its peak after the visitors leave). Returns the bytes released."""
     freed = sum(h.reap(now) for h in list(_HOLDERS))
-    if freed:
-        gc.collect()
-        trim_heap()
+    # Collected and trimmed on every tick, not only when a holder let go: what a front end
+    # held per visitor (a Streamlit session, its uploaded bytes) goes when the visitor leaves,
+    # and without a trim that heap stays mapped at its peak.
+    gc.collect()
+    trim_heap()
     return freed
 
 
