@@ -454,7 +454,8 @@ def embed_dataset(
     with claim_vectors(cache, key) as entry:
         if entry is not None:
             return result(entry, cached=True)
-        plan = open_plan(cache, key, n, dim, int(batch_size or model.default_batch_size))
+        with _writing(cache, key, n * dim * 4, model.spec):
+            plan = open_plan(cache, key, n, dim, int(batch_size or model.default_batch_size))
         bs, shard_size, n_shards = plan_shape(plan)
         first = cache.completed_shards("vectors", key, n_shards)
         tracker = ProgressTracker(

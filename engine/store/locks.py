@@ -65,7 +65,9 @@ def locked(root: Path, key: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[
     except Timeout as exc:
         raise CacheError(f"timed out waiting for another process to finish {key[:12]}") from exc
     except OSError as exc:
-        if not is_read_only(exc):
+        # Only a cache this process cannot write at all: a writable cache with one lock file
+        # it may not open is an error (two writers would both go ahead).
+        if not is_read_only(exc) or os.access(root, os.W_OK):
             raise write_error(path.parent, exc) from exc
         with _shared_if_present(path, key, timeout_s):
             yield
