@@ -47,6 +47,18 @@ def session_workspace() -> Workspace:
     return workspace().visitor(session_id(), operator_files)
 
 
+READ_ONLY_NOTICE = (
+    "This deployment's cache is read-only: what is already in it is shown, and nothing new "
+    "can be computed or saved."
+)
+
+
+def cache_read_only() -> bool:
+    """Whether this process cannot write the cache (a read-only mount, a folder it may not
+    write): pages then show what is cached, say so once, and start no job that must save."""
+    return not workspace().cache.writable
+
+
 def engine_cache():  # -> engine.store.cache.Cache
     """The engine cache under the current cache root (the workspace's)."""
     return workspace().cache

@@ -18,7 +18,17 @@ from concurrent.futures import wait
 
 import streamlit as st
 
-from dashboard import keys, linked_maps, links, projections, state, ui, urlstate, viewonly
+from dashboard import (
+    keys,
+    linked_maps,
+    links,
+    projections,
+    resources,
+    state,
+    ui,
+    urlstate,
+    viewonly,
+)
 
 POLL_S = 1.0
 
@@ -45,6 +55,10 @@ for col, (name, label, icon) in zip(
 
 if (link_error := links.url_error()) is not None:
     st.warning(ui.plain(link_error), icon=":material/link_off:")
+# A read-only cache still browses: one line says why nothing new is made (maps come from it).
+read_only = resources.cache_read_only()
+if read_only:
+    st.warning(resources.READ_ONLY_NOTICE, icon=":material/lock:")
 
 
 def _bundle_home(bundle) -> None:
@@ -114,7 +128,7 @@ st.caption(
 def _embed_demo():  # -> (dataset, vectors Entry)
     ds = state.get_dataset(state.HOME_DATASET)
     entry = projections.cached_vectors(ds, state.HOME_MODEL)
-    if entry is None:
+    if entry is None and not read_only:  # (read-only: nothing to draw; the notice says why)
         bar = ui.ProgressBar(f"Embedding {state.HOME_DATASET} with {state.HOME_MODEL}")
         try:
             state.get_model(state.HOME_MODEL)  # view-only and the policy decide first
@@ -133,7 +147,9 @@ state.sidebar(state.HOME_DATASET, demo[0] if demo else None, [state.HOME_MODEL])
 if demo is not None and demo[1] is not None:
     ds, entry = demo
     auto_umap = st.session_state.get(keys.HOME_AUTO_UMAP, True)
-    job = projections.projection_job(entry, "umap") if auto_umap else None
+    # On a read-only cache a UMAP map is only read, never computed (it could not be saved).
+    can_umap = not read_only or projections.umap_in_cache(entry)
+    job = projections.projection_job(entry, "umap") if auto_umap and can_umap else None
     if job is not None:
         wait([job.future], timeout=0.3)  # a map already in the cache comes back at once
     umap_ready = job is not None and job.future.done() and job.future.exception() is None
@@ -161,7 +177,7 @@ if demo is not None and demo[1] is not None:
     )
 
     if job is None:
-        if st.button("Compute the UMAP map", icon=":material/play_arrow:"):
+        if can_umap and st.button("Compute the UMAP map", icon=":material/play_arrow:"):
             st.session_state[keys.HOME_AUTO_UMAP] = True
             st.rerun()
     elif not job.future.done():

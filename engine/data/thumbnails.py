@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +34,11 @@ from PIL import Image, ImageDraw
 
 from engine.data.base import Dataset
 from engine.errors import ItemError, ParallaxError
+from engine.store.atomic import ReadOnlyCache
 from engine.store.cache import Cache, Lease, atomic_write_bytes, atomic_write_json
 from engine.store.progress import ProgressCallback, ProgressTracker
+
+log = logging.getLogger(__name__)
 
 THUMB_SIZE = 64
 GRID = 16  # sheets are GRID x GRID thumbnails
@@ -179,7 +183,10 @@ def get_sheet(
     with _in_use(path.parent, cache):  # building: prune must not empty the folder meanwhile
         data = render_sheet(dataset, sheet, size, pool)
         # Two processes may build the same sheet at once: both write identical bytes atomically.
-        atomic_write_bytes(path, data)
+        try:
+            atomic_write_bytes(path, data)
+        except ReadOnlyCache:  # a read-only cache: the sheet is still right, just not kept
+            log.debug("read-only cache: thumbnail sheet %d not stored", sheet)
     return data
 
 

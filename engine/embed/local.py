@@ -24,7 +24,7 @@ import numpy as np
 from engine.data.base import Dataset
 from engine.data.column_vectors import column_identity, is_column_spec, read_column_vectors
 from engine.embed import gpu_decode
-from engine.errors import ItemError, ParallaxError
+from engine.errors import CacheError, ItemError, ParallaxError
 from engine.models.base import IMAGE, TEXT, EmbeddingModel
 from engine.models.identity import KnownModel, runs_on_cpu
 from engine.models.identity import recall as recall_identity
@@ -454,7 +454,8 @@ def embed_dataset(
     with claim_vectors(cache, key) as entry:
         if entry is not None:
             return result(entry, cached=True)
-        plan = open_plan(cache, key, n, dim, int(batch_size or model.default_batch_size))
+        with _writing(cache, key, n * dim * 4, model.spec):
+            plan = open_plan(cache, key, n, dim, int(batch_size or model.default_batch_size))
         bs, shard_size, n_shards = plan_shape(plan)
         first = cache.completed_shards("vectors", key, n_shards)
         tracker = ProgressTracker(
@@ -491,28 +492,46 @@ def embed_dataset(
                         texts, model, shard_batches, dim, tracker, forward
                     )
                 failures.update(failed)
-                if failed:  # failures first, shard last: the shard file marks the shard complete
-                    failed_s = {str(k): v for k, v in failed.items()}
-                    cache.write_partial_plan("vectors", key, {**plan, f"failed_{s}": failed_s})
-                    plan = cache.read_partial_plan("vectors", key) or plan
-                atomic_save_npy(cache.shard_path("vectors", key, s), rows)
+                with _writing(cache, key, n * dim * 4, model.spec):
+                    if failed:  # failures first, shard last: the shard file marks it complete
+                        failed_s = {str(k): v for k, v in failed.items()}
+                        cache.write_partial_plan("vectors", key, {**plan, f"failed_{s}": failed_s})
+                        plan = cache.read_partial_plan("vectors", key) or plan
+                    atomic_save_npy(cache.shard_path("vectors", key, s), rows)
         finally:
             if stream is not None:
                 stream.close()  # stops the decode threads, also when a shard failed
 
-        entry = finish_entry(
-            cache,
-            key,
-            plan,
-            dataset,
-            failures,
-            {
-                "model": model.spec,
-                "model_identity": model.identity,
-                "modality": modality,
-                "device": model.device,
-                "decode": "device" if on_device else "pillow",
-                "seconds": round(time.perf_counter() - t0, 3),
-            },
-        )
+        with _writing(cache, key, n * dim * 4, model.spec):
+            entry = finish_entry(
+                cache,
+                key,
+                plan,
+                dataset,
+                failures,
+                {
+                    "model": model.spec,
+                    "model_identity": model.identity,
+                    "modality": modality,
+                    "device": model.device,
+                    "decode": "device" if on_device else "pillow",
+                    "seconds": round(time.perf_counter() - t0, 3),
+                },
+            )
     return result(entry, cached=False)
+
+
+@contextmanager
+def _writing(cache: Cache, key: str, need_bytes: int, model_spec: str) -> Iterator[None]:
+    """Around a job's writes: a failed one (a full disk, an I/O error) removes the job's
+    unfinished shards, so they do not keep the disk full, and becomes one line saying how
+    much the job needs (``Cache.abandon_partial``). The key's writer lock is held."""
+    try:
+        yield
+    except (OSError, CacheError) as exc:
+        failed = cache.abandon_partial(
+            "vectors", key, exc, need_bytes, f"embedding with {model_spec}"
+        )
+        if failed is None or failed is exc:
+            raise
+        raise failed from exc

@@ -10,8 +10,10 @@ holds at most ``max_active`` unfinished jobs, ``max_per_client`` of them from on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import NotFound, ParallaxError
-from engine.store.atomic import atomic_write_json
+from engine.store.atomic import ReadOnlyCache, atomic_write_json, is_read_only, write_error
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,10 @@ _SAVE_EVERY_S = 1.0  # progress is persisted at most this often (it is served fr
 # Fields of a record that stay on the server: who asked, and (in records of older versions)
 # the cache's path.
 PRIVATE = ("client", "cache_root")
+READ_ONLY_JOBS = (
+    "this deployment's cache is read-only: no embed job can store its vectors (cached maps "
+    "and embeddings can still be read)"
+)
 
 # (the job record, a progress callback taking an engine Progress) -> the result's JSON
 Runner = Callable[[dict[str, Any], Callable[[Any], None]], dict[str, Any]]
@@ -71,7 +77,16 @@ class JobStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # A read-only cache (a read-only mount, a folder this user may not write) still serves
+        # what is cached: the records there are read, and only a new job is refused.
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if not is_read_only(exc):
+                raise write_error(self.folder, exc) from exc
+        self.read_only = not os.access(self.folder.parent, os.W_OK) or (
+            self.folder.is_dir() and not os.access(self.folder, os.W_OK)
+        )
         self.runner = runner
         self.max_active = max_active
         self.max_per_client = max_per_client
@@ -91,9 +106,10 @@ class JobStore:
 
     def _load(self) -> None:
         """Read every record; restart the ones a previous process left unfinished; drop the
-        temp files a killed writer left behind."""
-        for tmp in self.folder.glob(".tmp-*"):
-            tmp.unlink(missing_ok=True)
+        temp files a killed writer left behind. On a read-only cache: only read them."""
+        if not self.read_only:
+            for tmp in self.folder.glob(".tmp-*"):
+                tmp.unlink(missing_ok=True)
         resume = []
         for path in sorted(self.folder.glob("*.json")):
             try:
@@ -111,6 +127,15 @@ class JobStore:
                 resume.append(job)
         with self._lock:
             self._expire()
+        if self.read_only:
+            for job in resume:  # it cannot store its vectors here: shown as it was left
+                job["status"] = "failed"
+                job["error"] = READ_ONLY_JOBS
+            if resume:
+                log.warning(
+                    "%d unfinished embed job(s) not resumed: %s", len(resume), READ_ONLY_JOBS
+                )
+            return
         for job in sorted(resume, key=lambda j: j.get("created", 0)):
             self._save(job)
             self._pool.submit(self._run, job["id"])
@@ -125,11 +150,17 @@ class JobStore:
         ]
         for job_id in old:
             del self._jobs[job_id]
-            self._path(job_id).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only cache: forgotten here only
+                self._path(job_id).unlink(missing_ok=True)
         if old:
             log.info("forgot %d finished job record(s) past their TTL", len(old))
 
     # -- API --------------------------------------------------------------------------------
+    def require_writable(self) -> None:
+        """``ReadOnlyCache`` (503, one line) when no job can be stored on this cache."""
+        if self.read_only:
+            raise ReadOnlyCache(READ_ONLY_JOBS)
+
     def active(self) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(j) for j in self._jobs.values() if j["status"] in ACTIVE]
@@ -138,7 +169,9 @@ class JobStore:
         self, dataset: str, model: str, modality: str | None = None, *, client: str = ""
     ) -> dict[str, Any]:
         """A new job, or the unfinished one already asked for with the same arguments.
-        ``QueueFull`` when the queue is full in all or for ``client``."""
+        ``QueueFull`` when the queue is full in all or for ``client``; ``ReadOnlyCache`` on
+        a read-only cache."""
+        self.require_writable()
         with self._lock:
             self._expire()
             active = [j for j in self._jobs.values() if j["status"] in ACTIVE]

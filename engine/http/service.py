@@ -111,6 +111,11 @@ class Service:
             max_per_client=settings.max_jobs_per_client,
             ttl_s=settings.job_ttl_s,
         )
+        if self.jobs.read_only:
+            log.warning(
+                "read-only cache %s: serving what is cached; embed jobs are refused",
+                self.ws.root,
+            )
         self._memo_lock = threading.Lock()
         self._text_memo: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
@@ -167,7 +172,9 @@ class Service:
 
     def estimate_job(self, dataset: str, model: str) -> int:
         """The bytes an embed job's vectors take (rows x dim x 4), refused with 413 past the
-        job budget or the cache's free disk, before anything is queued."""
+        job budget or the cache's free disk, before anything is queued (503 at once on a
+        read-only cache: nothing is opened or loaded for a job that cannot be stored)."""
+        self.jobs.require_writable()
         ds = self.ws.open(dataset)
         dim = int(self.model(model).dim)
         need = len(ds) * dim * 4

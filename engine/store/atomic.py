@@ -44,15 +44,34 @@ def _umask() -> int:
     return old
 
 
+# A write refused because the file system or the folder is read-only (not a full disk).
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class ReadOnlyCache(CacheError):
+    """A write to a cache that cannot be written at all (a read-only mount, a folder this user
+    may not write): reading what is cached still works; computing something new does not."""
+
+    http_status = 503
+    code = "read_only_cache"
+
+
+def is_read_only(exc: OSError) -> bool:
+    """Whether ``exc`` says the cache cannot be written at all (not a full disk)."""
+    return exc.errno in READ_ONLY_ERRNOS
+
+
 def write_error(path: Path, exc: OSError) -> CacheError:
     """The one-line error for a failed cache write (full disk, read-only, no permission)."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    cls = CacheError
+    if exc.errno in DISK_FULL_ERRNOS:
         why = "the disk is full"
-    elif exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        why = "the cache directory is not writable"
+    elif is_read_only(exc):
+        why, cls = "the cache directory is not writable", ReadOnlyCache
     else:
         why = exc.strerror or str(exc)
-    return CacheError(
+    return cls(
         f"cannot write cache entry {path}: {why} (set PARALLAX_CACHE or --cache-dir to another "
         "directory)"
     )

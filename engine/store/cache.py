@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -30,10 +31,17 @@ import numpy as np
 
 from engine.errors import CacheError
 from engine.settings import cache_dir
-from engine.store.atomic import atomic_save_npy, atomic_write_bytes, atomic_write_json
+from engine.store.atomic import (
+    DISK_FULL_ERRNOS,
+    atomic_save_npy,
+    atomic_write_bytes,
+    atomic_write_json,
+    is_read_only,
+    write_error,
+)
 from engine.store.chunks import release
 from engine.store.locks import LOCK_TIMEOUT_S, Lease, locked
-from engine.store.space import SAFE_KEY, CacheSpace, check_key, touch
+from engine.store.space import SAFE_KEY, CacheSpace, check_key, format_bytes, touch, tree_size
 
 __all__ = [
     "FORMAT_VERSION",
@@ -49,6 +57,8 @@ __all__ = [
     "locked",
     "make_key",
 ]
+
+log = logging.getLogger(__name__)
 
 # Bump when the meaning of stored bytes changes (e.g. normalisation): old entries become misses.
 FORMAT_VERSION = 1
@@ -205,3 +215,42 @@ class Cache(CacheSpace):
 
     def drop_partial(self, kind: str, key: str) -> None:
         shutil.rmtree(self.partial_dir(kind, key), ignore_errors=True)
+
+    def abandon_partial(
+        self, kind: str, key: str, exc: BaseException, need_bytes: int, what: str
+    ) -> CacheError | None:
+        """After a failed write of an unfinished job (``exc``: an ``OSError``, or the
+        ``CacheError`` made of one), remove its shards and return the one line to raise; None
+        when ``exc`` is not a failed write (the shards stay, and the job resumes from them).
+
+        A full disk must not stay full because of the job that filled it: on a shared
+        deployment nothing else frees its shards before ``prune``'s orphan age. The line says
+        how much the job needs: ``need_bytes`` for the finished entry, twice that at peak
+        while the shards are joined into it. On a read-only cache nothing was written and
+        nothing can be removed: the ``ReadOnlyCache`` line is returned as it is."""
+        cause = exc if isinstance(exc, OSError) else exc.__cause__
+        if not isinstance(cause, OSError) or not isinstance(exc, OSError | CacheError):
+            return None
+        if is_read_only(cause):
+            return exc if isinstance(exc, CacheError) else write_error(self.root, cause)
+        partial = self.partial_dir(kind, key)
+        held = tree_size(partial)
+        self.drop_partial(kind, key)
+        unfinished = self.entry_dir(kind, key)  # the joined array whose manifest never came
+        if unfinished.is_dir() and not (unfinished / "manifest.json").is_file():
+            held += tree_size(unfinished)
+            shutil.rmtree(unfinished, ignore_errors=True)
+        log.warning("%s failed (%s): removed its unfinished shards", what, cause)
+        try:
+            free = f"; {format_bytes(shutil.disk_usage(self.root).free)} free"
+        except OSError:
+            free = ""
+        why = cause.strerror or str(cause)
+        if cause.errno in DISK_FULL_ERRNOS:
+            why = "the disk is full"
+        return CacheError(
+            f"{what} stopped: {why} (it needs {format_bytes(need_bytes)} for its {kind}, "
+            f"{format_bytes(2 * need_bytes)} while its shards are joined{free}); its "
+            f"unfinished shards ({format_bytes(held)}) were removed: free some space or set "
+            "PARALLAX_CACHE to a bigger disk"
+        )

@@ -16,19 +16,23 @@ leaves an entry locked. Where ``fcntl`` does not exist (Windows), leases are no-
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 from engine.errors import CacheError
-from engine.store.atomic import write_error
+from engine.store.atomic import is_read_only, write_error
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_S = 6 * 3600  # a waiting process gives up only after a very long foreign job
 LOCKS_DIR = "locks"
@@ -45,28 +49,83 @@ def use_lock_path(root: Path, kind: str, names: tuple[str, ...]) -> Path:
 
 @contextlib.contextmanager
 def locked(root: Path, key: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Hold the cross-process writer lock for ``key`` (a checked cache key)."""
+    """Hold the cross-process writer lock for ``key`` (a checked cache key).
+
+    On a read-only cache this process can write nothing, so it only waits for a writer that
+    sees the same files writable elsewhere (a shared hold on the existing lock file; none if
+    there is no lock file): the caller then reads the finished entry, and a write it still
+    tries fails as one ``CacheError`` line."""
     from filelock import FileLock, Timeout
 
     path = writer_lock_path(root, key)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_error(path.parent, exc) from exc
     lock = FileLock(str(path), timeout=timeout_s)
     try:
-        with lock:
-            yield
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
     except Timeout as exc:
         raise CacheError(f"timed out waiting for another process to finish {key[:12]}") from exc
-
-
-def _open_creating(path: Path) -> int:
+    except OSError as exc:
+        # Only a cache this process cannot write at all: a writable cache with one lock file
+        # it may not open is an error (two writers would both go ahead).
+        if not is_read_only(exc) or os.access(root, os.W_OK):
+            raise write_error(path.parent, exc) from exc
+        with _shared_if_present(path, key, timeout_s):
+            yield
+        return
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except FileNotFoundError:  # the first lease in this cache: make the folder once
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def _shared_if_present(path: Path, key: str, timeout_s: float) -> Iterator[None]:
+    """A shared ``flock`` on ``path`` through a read-only descriptor (a read-only cache), held
+    while the caller reads; nothing when the file is missing or ``flock`` does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        fd = None
+    if fd is None or fcntl is None:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise CacheError(
+                        f"timed out waiting for another process to finish {key[:12]}"
+                    ) from None
+                time.sleep(0.05)  # a writer elsewhere holds it: poll, as filelock does
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open_creating(path: Path) -> int | None:
+    """A descriptor of ``path``'s lock file, made if needed; None on a read-only cache where
+    the file does not exist (and cannot be made)."""
+    try:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the first lease in this cache: make the folder once
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if not is_read_only(exc):
+            raise
+    # A read-only cache (a read-only mount, or a folder this user may not write): a shared
+    # flock needs only a read descriptor, so an existing lock file still guards the entry
+    # against a writer that sees the same files writable elsewhere (another mount, another
+    # user). Without one there is nothing to hold, and nothing here can prune either.
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
 
 
 class Lease:
@@ -87,6 +146,9 @@ class Lease:
                 fd = _open_creating(path)
             except OSError as exc:
                 raise write_error(path, exc) from exc
+            if fd is None:
+                log.debug("read-only cache: no lease file %s, reading without one", path.name)
+                return
             fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a prune is deleting this entry
             try:
                 same = os.fstat(fd).st_ino == os.stat(path).st_ino

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from engine.store.atomic import atomic_write_json
+from engine.store.atomic import ReadOnlyCache, atomic_write_json
 from engine.store.locks import locked
 from engine.store.space import touch
 
@@ -111,7 +111,8 @@ def json_entry(
 ) -> Memo[T]:
     """A JSON file entry (``<kind>/<key>.json``): ``decode(obj)`` of the stored JSON (None, or
     a ``KeyError`` / ``TypeError`` / ``ValueError``, counts as missing), else ``compute()``,
-    stored as ``encode(value)`` when ``keep(value)`` (a result built from failures is not)."""
+    stored as ``encode(value)`` when ``keep(value)`` (a result built from failures is not)
+    and the cache is writable (on a read-only cache the value is returned unstored)."""
 
     def read(path: Path) -> T | None:
         obj = _json_or_none(path)
@@ -126,7 +127,10 @@ def json_entry(
     def make(path: Path) -> T:
         value = compute()
         if keep(value):
-            atomic_write_json(path, encode(value))
+            try:
+                atomic_write_json(path, encode(value))
+            except ReadOnlyCache:  # a JSON entry only saves time: the value is still right
+                log.info("read-only cache: %s %s computed, not stored", kind, key[:12])
         return value
 
     return read_through(cache, kind, key, read=read, make=make)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from engine import settings
 from engine.errors import CacheError, QuotaError
-from engine.store.atomic import TEMP_PREFIX
+from engine.store.atomic import TEMP_PREFIX, ReadOnlyCache
 from engine.store.locks import (
     Lease,
     drop_lock_file,
@@ -324,6 +324,13 @@ class CacheSpace:
     def touch(self, path: Path) -> None:
         touch(path)
 
+    @property
+    def writable(self) -> bool:
+        """Whether this process may write the cache: False on a read-only mount or a folder
+        it may not write (``access(2)`` answers both), where what is cached is still read and
+        a write fails as one ``ReadOnlyCache`` line. Asked each time: a remount shows at once."""
+        return os.access(self.root, os.W_OK)
+
     # -- listing ----------------------------------------------------------------------------
     def _entry_names(self, k: Kind, base: Path) -> list[str]:
         try:
@@ -477,6 +484,8 @@ class CacheSpace:
     def prune(self, max_bytes: int, orphan_age_s: float | None = None) -> PruneReport:
         """Remove orphans, then least-recently-used entries of every kind until the cache fits
         in ``max_bytes``. Entries in use (leased, or being written) are skipped."""
+        if not self.writable:
+            raise ReadOnlyCache(f"cannot prune {self.root}: the cache directory is read-only")
         age = settings.ORPHAN_AGE_S if orphan_age_s is None else orphan_age_s
         before = sum(u.bytes + u.other_bytes for u in self.survey()[1])
         orphans = self.remove_orphans(age)
