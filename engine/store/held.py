@@ -172,7 +172,15 @@ def release_idle(now: float | None = None) -> int:
 
 
 def trim_heap() -> None:
-    """``malloc_trim(0)`` where glibc has it (Linux); a no-op elsewhere."""
+    """Hand freed heap back to the operating system: Arrow's own allocator (mimalloc or
+    jemalloc keep freed pages for reuse: ~90 MB after one large Parquet here) when pyarrow is
+    loaded, then glibc's ``malloc_trim(0)`` (Linux; a no-op elsewhere)."""
+    import sys
+
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None:
+        with contextlib.suppress(Exception):  # an allocator without the call: nothing to do
+            arrow.default_memory_pool().release_unused()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
