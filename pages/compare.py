@@ -351,10 +351,7 @@ def fusion_tab() -> list[str]:
 
 
 # ================================================================ the page
-st.title("Compare")
-links.restore_from_url()
-if (link_error := links.url_error()) is not None:
-    st.warning(ui.plain(link_error), icon=":material/link_off:")
+links.start_page("Compare")
 spec = state.dataset_spec()
 st.caption(f"Dataset **{ui.plain(spec)}**")
 shown: list[str] = []

@@ -43,8 +43,7 @@ for col, (name, label, icon) in zip(
 ):
     ui.page_link(name, label, icon, container=col)
 
-if (link_error := links.url_error()) is not None:
-    st.warning(ui.plain(link_error), icon=":material/link_off:")
+links.show_url_error()
 
 
 def _bundle_home(bundle) -> None:
