@@ -93,15 +93,8 @@ class SearchResult:
     scores: np.ndarray | None = None  # every row's cosine (asked for by maps that colour by it)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "model": self.model,
-            "query_kind": self.query_kind,
-            "index": self.index,
-            "n": self.n,
-            "results": [h.to_json() for h in self.hits],
-            "warnings": list(self.warnings),
-        }
+        out = {k: getattr(self, k) for k in ("dataset", "model", "query_kind", "index", "n")}
+        return out | {"results": [h.to_json() for h in self.hits], "warnings": list(self.warnings)}
 
 
 class _Shared:
