@@ -272,13 +272,15 @@ class Suite:
         if not gpu_umap.gpu_present():
             return {"skipped": "no GPU for cuML"}
         from engine.maps.project import compute_projection
+        from engine.params import ProjectionParams
 
         n, d = (5000, 32) if self.smoke else (1_000_000, 512)
         rng = np.random.default_rng(0)
         centres = rng.normal(size=(50, d)).astype(np.float32)
         x = centres[rng.integers(0, 50, size=n)] + 0.3 * rng.normal(size=(n, d)).astype(np.float32)
         t = time.perf_counter()
-        coords = compute_projection(x, "umap", seed=0, fit_sample=n)  # the full fit, on the GPU
+        # the full fit, on the GPU
+        coords = compute_projection(x, ProjectionParams("umap", seed=0, fit_sample=n))
         seconds = time.perf_counter() - t
         return {
             "n": n,

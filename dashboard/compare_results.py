@@ -41,6 +41,14 @@ def _shown(value: Any, fmt: str | None) -> str:
     return str(value)
 
 
+def numbers(**columns: tuple[str, str]) -> dict[str, Any]:
+    """Number columns of a result table from ``name=(label, format)``."""
+    return {
+        name: st.column_config.NumberColumn(label, format=fmt)
+        for name, (label, fmt) in columns.items()
+    }
+
+
 def show_table(frame: pd.DataFrame, key: str, columns: dict[str, Any]) -> None:
     """A result table as every section draws it: full width, no index, named columns. A
     missing number (a metric a model does not have) reads "–", never "None"."""
@@ -169,8 +177,7 @@ def show_predictions(result: dict[str, Any]) -> None:
             "cmp_timing",
             {
                 "model": st.column_config.TextColumn("model", width="medium"),
-                "load_ms": st.column_config.NumberColumn("load (ms)", format="%.1f"),
-                "latency_ms": st.column_config.NumberColumn("inference (ms)", format="%.1f"),
+                **numbers(load_ms=("load (ms)", "%.1f"), latency_ms=("inference (ms)", "%.1f")),
             },
         )
         download(timing, "parallax-model-timing.csv", "cmp_dl_timing")
@@ -198,15 +205,11 @@ def show_report(report: Any, ds: Any) -> None:
     show_table(
         metrics,
         "cmp_metrics",
-        {
-            "knn_accuracy": st.column_config.NumberColumn(
-                f"kNN (k={report.params['k']})", format="percent"
-            ),
-            "linear_probe_accuracy": st.column_config.NumberColumn(
-                "linear probe", format="percent"
-            ),
-            "zero_shot_accuracy": st.column_config.NumberColumn("zero-shot", format="percent"),
-        },
+        numbers(
+            knn_accuracy=(f"kNN (k={report.params['k']})", "percent"),
+            linear_probe_accuracy=("linear probe", "percent"),
+            zero_shot_accuracy=("zero-shot", "percent"),
+        ),
     )
     st.caption(
         "kNN: leave-one-out vote of the k nearest items (cosine). Linear probe: logistic "
@@ -294,7 +297,7 @@ def show_report(report: Any, ds: Any) -> None:
         f"{len(table):,} items on which the models' predictions differ, fewest correct first. "
         "Click a column to sort; tick rows to send only those to the Map."
     )
-    config: dict[str, Any] = {"row": st.column_config.NumberColumn("row", format="%d")}
+    config: dict[str, Any] = numbers(row=("row", "%d"))
     if "thumbnail" in table.columns:
         config["thumbnail"] = st.column_config.ImageColumn("item", width="small")
     if "text" in table.columns:
@@ -344,12 +347,12 @@ def show_heads(fusion: dict[str, Any]) -> None:
     show_table(
         heads,
         "cmp_heads",
-        {
-            "accuracy": st.column_config.NumberColumn("held-out accuracy", format="percent"),
-            "val_accuracy": st.column_config.NumberColumn("validation", format="percent"),
-            "mean_gate": st.column_config.NumberColumn("mean gate (image share)", format="%.3f"),
-            "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
-        },
+        numbers(
+            accuracy=("held-out accuracy", "percent"),
+            val_accuracy=("validation", "percent"),
+            mean_gate=("mean gate (image share)", "%.3f"),
+            seconds=("seconds", "%.1f"),
+        ),
     )
     download(heads, "parallax-fusion-heads.csv", "cmp_dl_heads")
     st.markdown("**Saved heads** (safetensors + JSON sidecar)")

@@ -10,7 +10,7 @@ import dataclasses
 
 import streamlit as st
 
-from dashboard import keys, state, urlstate
+from dashboard import keys, state, ui, urlstate
 from engine.errors import ParallaxError
 
 
@@ -60,6 +60,19 @@ def restore_from_url() -> None:
 
 def url_error() -> str | None:
     return st.session_state.pop(keys.URL_ERROR, None)
+
+
+def show_url_error() -> None:
+    """What of a shared link was refused (``restore_from_url``), as one warning."""
+    if (link_error := url_error()) is not None:
+        st.warning(ui.plain(link_error), icon=":material/link_off:")
+
+
+def start_page(title: str) -> None:
+    """A page's first lines: its title, the view its link asks for, what of it was refused."""
+    st.title(title)
+    restore_from_url()
+    show_url_error()
 
 
 def sync_url(view: urlstate.View) -> None:

@@ -146,6 +146,16 @@ def open_current_dataset():  # -> Dataset | None
     return ds
 
 
+def page_dataset():  # -> Dataset
+    """The dataset of a page that needs one; when it cannot be opened, the page shows why and
+    the sidebar, and stops there."""
+    ds = open_current_dataset()
+    if ds is None:
+        sidebar(dataset_spec(), None, [])
+        st.stop()
+    return ds
+
+
 def current_dataset():  # -> Dataset
     """The dataset every page works on (raises ``ParallaxError`` if it cannot be opened)."""
     return get_dataset(dataset_spec())

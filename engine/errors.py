@@ -16,39 +16,39 @@ INTERNAL = (500, "internal_error")
 
 
 class ParallaxError(Exception):
-    """Base class for errors caused by user input or the environment (not by bugs)."""
+    """Base class for errors caused by user input or the environment (not by bugs).
+
+    A subclass names its status and code in its header (``class X(ParallaxError, status=404,
+    code="not_found")``); without them it keeps its base's."""
 
     http_status = 400
     code = "bad_request"
 
+    def __init_subclass__(
+        cls, *, status: int | None = None, code: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.http_status = status
+        if code is not None:
+            cls.code = code
 
-class DatasetError(ParallaxError):
+
+class DatasetError(ParallaxError, status=422, code="dataset_unavailable"):
     """A dataset spec cannot be opened at all (missing path, unknown kind, empty dataset)."""
 
-    http_status = 422
-    code = "dataset_unavailable"
 
-
-class BudgetError(DatasetError):
+class BudgetError(DatasetError, status=413, code="too_large"):
     """Past one of the deployment's budgets (decoded bytes, upload size, pixels): one line,
     nothing half-written (``engine.settings``' budgets section)."""
 
-    http_status = 413
-    code = "too_large"
 
-
-class ItemError(ParallaxError):
+class ItemError(ParallaxError, status=400, code="bad_input"):
     """One item of a dataset is unusable; the dataset skips it and records the reason."""
 
-    http_status = 400
-    code = "bad_input"
 
-
-class ModelUnavailable(ParallaxError):
+class ModelUnavailable(ParallaxError, status=422, code="model_unavailable"):
     """A model spec cannot be loaded: unknown kind, weights not on disk and no network, ..."""
-
-    http_status = 422
-    code = "model_unavailable"
 
 
 class CacheError(ParallaxError):
@@ -59,18 +59,12 @@ class QuotaError(ParallaxError):
     """A write would take a namespace of the cache past its disk quota (``engine.settings``)."""
 
 
-class Forbidden(ParallaxError):
+class Forbidden(ParallaxError, status=403, code="forbidden"):
     """The caller may not name this (a visitor policy's refusal: ``engine.policy``)."""
 
-    http_status = 403
-    code = "forbidden"
 
-
-class NotFound(ParallaxError):
+class NotFound(ParallaxError, status=404, code="not_found"):
     """The named thing does not exist (a job id, a cached result that was never computed)."""
-
-    http_status = 404
-    code = "not_found"
 
 
 def error_code(exc: BaseException) -> tuple[int, str]:

@@ -159,9 +159,10 @@ _WHAT = {  # how a bad value's error line names what was expected, per type
 }
 
 
-def _setting(default: Any, help: str, *, read: str = "start", section: str) -> Any:
-    """A table row: ``read`` is "start" (at import, a module attribute) or "call" (per call)."""
-    return Field(default, description=help, json_schema_extra={"read": read, "section": section})
+def _setting(default: Any, section: str, *, read: str = "start") -> Any:
+    """A table row (its help is the docstring under it): ``read`` is "start" (at import, a module
+    attribute), "call" (per call), "serve" (when the HTTP service starts) or "tests"."""
+    return Field(default, json_schema_extra={"read": read, "section": section})
 
 
 LIMITS, BUDGETS, STORE, ACCESS, COMPUTE, SERVICE, TESTS = (
@@ -176,347 +177,184 @@ LIMITS, BUDGETS, STORE, ACCESS, COMPUTE, SERVICE, TESTS = (
 
 
 class Environment(BaseSettings):
-    """The table: field ``NAME`` is the environment variable ``PARALLAX_`` + ``NAME``."""
+    """The table: field ``NAME`` is the environment variable ``PARALLAX_`` + ``NAME``; the
+    docstring under a field is its help (pydantic's ``use_attribute_docstrings``)."""
 
     model_config = SettingsConfigDict(
-        env_prefix=PREFIX, case_sensitive=True, env_ignore_empty=True, extra="ignore"
+        env_prefix=PREFIX,
+        case_sensitive=True,
+        env_ignore_empty=True,
+        extra="ignore",
+        use_attribute_docstrings=True,
     )
 
     # -- input limits: what an untrusted dataset, upload or download may be ---------------------
-    MAX_IMAGE_PIXELS: Count = _setting(
-        64_000_000,
-        "width x height of one image, checked from the header before any pixel is decoded; "
-        "Pillow's own guard is set to the same value and its warning turned into an error",
-        section=LIMITS,
-    )
-    MAX_IMAGE_FILE_BYTES: Bytes = _setting(
-        50 * 1024**2,
-        "one image file or download (empty files are refused too); the HTTP service's limit on "
-        "one uploaded image",
-        section=LIMITS,
-    )
-    MAX_TEXT_CHARS: Count = _setting(
-        20_000,
-        "one text: longer texts are truncated, NULs removed, lone surrogates replaced; Parquet "
-        "text cells are cut to it while read, batch by batch; a CSV / JSONL cell longer than "
-        "50x this (at least 8,000,000 characters) refuses the manifest before it is held",
-        section=LIMITS,
-    )
-    MAX_ITEMS: Count = _setting(
-        2_000_000,
-        "items in one folder / manifest / archive (one error naming this)",
-        section=LIMITS,
-    )
-    MAX_MANIFEST_BYTES: Bytes = _setting(
-        1024**3,
-        "the manifest file itself, checked before it is read; also what a Parquet table "
-        "(manifest or bundle member) may decode to",
-        section=LIMITS,
-    )
-    MAX_ARCHIVE_MEMBERS: Count = _setting(
-        200_000, "members of one archive (the whole archive is refused)", section=LIMITS
-    )
-    MAX_ARCHIVE_BYTES: Bytes = _setting(
-        4 * 1024**3,
-        "total uncompressed size of one archive or bundle, declared and actually written",
-        section=LIMITS,
-    )
-    MAX_ARCHIVE_RATIO: Count = _setting(
-        200,
-        "uncompressed / compressed size per zip member (per stream for .tar.gz)",
-        section=LIMITS,
-    )
-    DOWNLOAD_TIMEOUT_S: Seconds = _setting(
-        5.0, "seconds to connect, and for each read, of a manifest URL", section=LIMITS
-    )
-    DOWNLOAD_DEADLINE_S: Seconds = _setting(
-        60.0,
-        "seconds for one whole download (connect, headers and body); a watchdog shuts every "
-        "socket the download opened, so a trickling server cannot hold it",
-        section=LIMITS,
-    )
-    ALLOW_PRIVATE_URLS: Flag = _setting(
-        False,
-        "let manifest URLs reach loopback / private / link-local hosts (local use, tests); off, "
-        "every address a name resolves to must be public, for the first request and each "
-        "redirect, and the connection goes to the address that was checked",
-        read="call",
-        section=LIMITS,
-    )
+    MAX_IMAGE_PIXELS: Count = _setting(64_000_000, LIMITS)
+    """width x height of one image, checked from the header before any pixel is decoded; Pillow's
+    own guard is set to the same value and its warning turned into an error"""
+    MAX_IMAGE_FILE_BYTES: Bytes = _setting(50 * 1024**2, LIMITS)
+    """one image file or download (empty files are refused too); the HTTP service's limit on one
+    uploaded image"""
+    MAX_TEXT_CHARS: Count = _setting(20_000, LIMITS)
+    """one text: longer texts are truncated, NULs removed, lone surrogates replaced; Parquet text
+    cells are cut to it while read, batch by batch; a CSV / JSONL cell longer than 50x this
+    (at least 8,000,000 characters) refuses the manifest before it is held"""
+    MAX_ITEMS: Count = _setting(2_000_000, LIMITS)
+    """items in one folder / manifest / archive (one error naming this)"""
+    MAX_MANIFEST_BYTES: Bytes = _setting(1024**3, LIMITS)
+    """the manifest file itself, checked before it is read; also what a Parquet table (manifest
+    or bundle member) may decode to"""
+    MAX_ARCHIVE_MEMBERS: Count = _setting(200_000, LIMITS)
+    """members of one archive (the whole archive is refused)"""
+    MAX_ARCHIVE_BYTES: Bytes = _setting(4 * 1024**3, LIMITS)
+    """total uncompressed size of one archive or bundle, declared and actually written"""
+    MAX_ARCHIVE_RATIO: Count = _setting(200, LIMITS)
+    """uncompressed / compressed size per zip member (per stream for .tar.gz)"""
+    DOWNLOAD_TIMEOUT_S: Seconds = _setting(5.0, LIMITS)
+    """seconds to connect, and for each read, of a manifest URL"""
+    DOWNLOAD_DEADLINE_S: Seconds = _setting(60.0, LIMITS)
+    """seconds for one whole download (connect, headers and body); a watchdog shuts every socket
+    the download opened, so a trickling server cannot hold it"""
+    ALLOW_PRIVATE_URLS: Flag = _setting(False, LIMITS, read="call")
+    """let manifest URLs reach loopback / private / link-local hosts (local use, tests); off,
+    every address a name resolves to must be public, for the first request and each redirect,
+    and the connection goes to the address that was checked"""
 
     # -- the cache and the disk it may take ------------------------------------------------------
-    CACHE: Text = _setting(
-        None,
-        "the cache directory (`--cache-dir` wins); unset: `cache/` in a checkout, "
-        "`~/.cache/parallax` when installed",
-        read="call",
-        section=STORE,
-    )
-    CACHE_MAX_BYTES: Bytes = _setting(
-        20 * 1024**3,
-        "what `python -m engine cache prune` keeps when `--max-bytes` is not given (every kind "
-        "counts)",
-        read="call",
-        section=STORE,
-    )
-    QUOTA_UPLOADS: Bytes = _setting(
-        1024**3,
-        "disk for one owner's (session's / visitor's) uploads; past it, that owner's "
-        "least-recently-used uploads not in use are removed, else one QuotaError line",
-        section=STORE,
-    )
-    QUOTA_EXTRACTED: Bytes = _setting(
-        20 * 1024**3,
-        "disk for all extracted archives (checked against declared sizes before inflating); "
-        "same rule",
-        section=STORE,
-    )
-    QUOTA_DOWNLOADS: Bytes = _setting(
-        5 * 1024**3, "disk for all manifest URL downloads; same rule", section=STORE
-    )
-    ORPHAN_AGE_S: Seconds = _setting(
-        3600.0,
-        "`cache prune` removes temp names and unfinished jobs older than this (seconds) whose "
-        "writer is gone",
-        section=STORE,
-    )
-    DATASET_CACHE_BYTES: Bytes = _setting(
-        1024**3,
-        "opened datasets a long-lived process keeps for all sessions (approximate bytes; least "
-        "recently used released first, the newest always kept)",
-        section=STORE,
-    )
-    MODEL_CACHE_BYTES: Bytes = _setting(
-        1024**3,
-        "loaded models a long-lived process keeps (parameter bytes; least recently used first)",
-        section=STORE,
-    )
-    IDLE_RELEASE_S: Seconds = _setting(
-        300.0,
-        "held datasets, models and prompt vectors unused this long (seconds) are released and "
-        "the heap handed back to the operating system, so a shared server's memory comes back "
-        "down after its visitors leave; 0 keeps them until the byte bounds push them out",
-        section=STORE,
-    )
-    QUOTA_UPLOADS_TOTAL: Bytes = _setting(
-        2 * 1024**3,
-        "disk for every visitor's uploads together (the per-owner quota is QUOTA_UPLOADS)",
-        section=STORE,
-    )
-    UPLOAD_TTL_S: Seconds = _setting(
-        24 * 3600.0,
-        "uploads not used for this long (seconds) are removed by `cache prune` and at the next "
-        "upload",
-        section=STORE,
-    )
+    CACHE: Text = _setting(None, STORE, read="call")
+    """the cache directory (`--cache-dir` wins); unset: `cache/` in a checkout,
+    `~/.cache/parallax` when installed"""
+    CACHE_MAX_BYTES: Bytes = _setting(20 * 1024**3, STORE, read="call")
+    """what `python -m engine cache prune` keeps when `--max-bytes` is not given (every kind
+    counts)"""
+    QUOTA_UPLOADS: Bytes = _setting(1024**3, STORE)
+    """disk for one owner's (session's / visitor's) uploads; past it, that owner's
+    least-recently-used uploads not in use are removed, else one QuotaError line"""
+    QUOTA_EXTRACTED: Bytes = _setting(20 * 1024**3, STORE)
+    """disk for all extracted archives (checked against declared sizes before inflating); same
+    rule"""
+    QUOTA_DOWNLOADS: Bytes = _setting(5 * 1024**3, STORE)
+    """disk for all manifest URL downloads; same rule"""
+    ORPHAN_AGE_S: Seconds = _setting(3600.0, STORE)
+    """`cache prune` removes temp names and unfinished jobs older than this (seconds) whose
+    writer is gone"""
+    DATASET_CACHE_BYTES: Bytes = _setting(1024**3, STORE)
+    """opened datasets a long-lived process keeps for all sessions (approximate bytes; least
+    recently used released first, the newest always kept)"""
+    MODEL_CACHE_BYTES: Bytes = _setting(1024**3, STORE)
+    """loaded models a long-lived process keeps (parameter bytes; least recently used first)"""
+    IDLE_RELEASE_S: Seconds = _setting(300.0, STORE)
+    """held datasets, models and prompt vectors unused this long (seconds) are released and the
+    heap handed back to the operating system, so a shared server's memory comes back down
+    after its visitors leave; 0 keeps them until the byte bounds push them out"""
+    QUOTA_UPLOADS_TOTAL: Bytes = _setting(2 * 1024**3, STORE)
+    """disk for every visitor's uploads together (the per-owner quota is QUOTA_UPLOADS)"""
+    UPLOAD_TTL_S: Seconds = _setting(24 * 3600.0, STORE)
+    """uploads not used for this long (seconds) are removed by `cache prune` and at the next
+    upload"""
 
     # -- budgets: one deployment's memory, and what one request may take of it -----------------
-    MEMORY_BYTES: Bytes = _setting(
-        1024**3,
-        "the deployment's memory (default: a Community Cloud app, ~1 GiB); the decode, upload "
-        "and model budgets below derive from it unless set on their own (docs/deploy.md)",
-        section=BUDGETS,
-    )
-    DECODE_BYTES: DerivedBytes = _setting(
-        None,
-        "what one decode may materialise: one table (Parquet / CSV / JSON lines, decoded), one "
-        "staged upload, one request's images at 4 bytes a pixel; unset: MEMORY_BYTES / 8",
-        section=BUDGETS,
-    )
-    MAX_UPLOAD_BYTES: DerivedBytes = _setting(
-        None,
-        "one upload, refused past this in one line (Streamlit's server.maxUploadSize should "
-        "match it); unset: DECODE_BYTES",
-        section=BUDGETS,
-    )
-    REQUEST_PIXELS: DerivedBytes = _setting(
-        None,
-        "pixels (width x height, from the headers) one request or batch may decode in all; "
-        "unset: MAX_IMAGE_PIXELS",
-        section=BUDGETS,
-    )
-    MAX_MODEL_BYTES: DerivedBytes = _setting(
-        None,
-        "parameter bytes of the largest model a visitor may have built, known before it is "
-        "built; unset: MEMORY_BYTES / 2",
-        section=BUDGETS,
-    )
-    VISITOR_MODELS: Commas = _setting(
-        (),
-        "model specs (comma-separated) the operator adds to what visitors may load, besides the "
-        "shipped `demo:` models, the baselines and the catalogue's hub names",
-        section=BUDGETS,
-    )
+    MEMORY_BYTES: Bytes = _setting(1024**3, BUDGETS)
+    """the deployment's memory (default: a Community Cloud app, ~1 GiB); the decode, upload and
+    model budgets below derive from it unless set on their own (docs/deploy.md)"""
+    DECODE_BYTES: DerivedBytes = _setting(None, BUDGETS)
+    """what one decode may materialise: one table (Parquet / CSV / JSON lines, decoded), one
+    staged upload, one request's images at 4 bytes a pixel; unset: MEMORY_BYTES / 8"""
+    MAX_UPLOAD_BYTES: DerivedBytes = _setting(None, BUDGETS)
+    """one upload, refused past this in one line (Streamlit's server.maxUploadSize should match
+    it); unset: DECODE_BYTES"""
+    REQUEST_PIXELS: DerivedBytes = _setting(None, BUDGETS)
+    """pixels (width x height, from the headers) one request or batch may decode in all; unset:
+    MAX_IMAGE_PIXELS"""
+    MAX_MODEL_BYTES: DerivedBytes = _setting(None, BUDGETS)
+    """parameter bytes of the largest model a visitor may have built, known before it is built;
+    unset: MEMORY_BYTES / 2"""
+    VISITOR_MODELS: Commas = _setting((), BUDGETS)
+    """model specs (comma-separated) the operator adds to what visitors may load, besides the
+    shipped `demo:` models, the baselines and the catalogue's hub names"""
 
     # -- who may open what, and which app runs -------------------------------------------------
-    SERVER_PATHS: Paths = _setting(
-        (),
-        "roots (`:`-separated) under which a visitor's typed or linked server path, or local "
-        "model path, may lie; unset = no server path at all. The cache and any folder holding "
-        "it are refused whatever it says (docs/security.md)",
-        read="call",
-        section=ACCESS,
-    )
-    VIEW_ONLY: AutoFlag = _setting(
-        None,
-        "yes: the dashboard browses bundles only (no models); no: the full app; unset: "
-        "view-only exactly when torch is not installed",
-        read="call",
-        section=ACCESS,
-    )
-    BUNDLE: Text = _setting(
-        None,
-        "the bundle a new dashboard session opens (a path, relative to the repository root or "
-        "absolute); unset: the committed demo bundle in view-only mode",
-        read="call",
-        section=ACCESS,
-    )
-    OFFLINE: Flag = _setting(
-        False,
-        "never try the Hugging Face hub: models come from local paths or its cache only (as "
-        "`HF_HUB_OFFLINE=1`, which is honoured too)",
-        read="call",
-        section=ACCESS,
-    )
+    SERVER_PATHS: Paths = _setting((), ACCESS, read="call")
+    """roots (`:`-separated) under which a visitor's typed or linked server path, or local model
+    path, may lie; unset = no server path at all. The cache and any folder holding it are
+    refused whatever it says (docs/security.md)"""
+    VIEW_ONLY: AutoFlag = _setting(None, ACCESS, read="call")
+    """yes: the dashboard browses bundles only (no models); no: the full app; unset: view-only
+    exactly when torch is not installed"""
+    BUNDLE: Text = _setting(None, ACCESS, read="call")
+    """the bundle a new dashboard session opens (a path, relative to the repository root or
+    absolute); unset: the committed demo bundle in view-only mode"""
+    OFFLINE: Flag = _setting(False, ACCESS, read="call")
+    """never try the Hugging Face hub: models come from local paths or its cache only (as
+    `HF_HUB_OFFLINE=1`, which is honoured too)"""
 
     # -- how forward passes and maps run ----------------------------------------------------------
-    PRECISION: Precision = _setting(
-        "auto",
-        "precision of forward passes on CUDA: auto (bf16 where the GPU has it, else fp16), "
-        "fp32, bf16 or fp16; the CPU always runs fp32. Part of the vectors' cache key",
-        read="call",
-        section=COMPUTE,
-    )
-    DEVICE_DECODE: OnOffAuto = _setting(
-        "auto",
-        "decode and resize images on the device (nvJPEG): auto (on CUDA only), on (any "
-        "device), off (Pillow)",
-        read="call",
-        section=COMPUTE,
-    )
-    TORCH_COMPILE: Flag = _setting(
-        False,
-        "torch.compile the image tower on CUDA (off: not measured to win end to end)",
-        read="call",
-        section=COMPUTE,
-    )
-    GPU_UMAP: OnOffAuto = _setting(
-        "auto",
-        "UMAP fits on the GPU with cuML: auto (when cuML and a GPU are there), on (cuML or one "
-        "error line), off",
-        read="call",
-        section=COMPUTE,
-    )
+    PRECISION: Precision = _setting("auto", COMPUTE, read="call")
+    """precision of forward passes on CUDA: auto (bf16 where the GPU has it, else fp16), fp32,
+    bf16 or fp16; the CPU always runs fp32. Part of the vectors' cache key"""
+    DEVICE_DECODE: OnOffAuto = _setting("auto", COMPUTE, read="call")
+    """decode and resize images on the device (nvJPEG): auto (on CUDA only), on (any device), off
+    (Pillow)"""
+    TORCH_COMPILE: Flag = _setting(False, COMPUTE, read="call")
+    """torch.compile the image tower on CUDA (off: not measured to win end to end)"""
+    GPU_UMAP: OnOffAuto = _setting("auto", COMPUTE, read="call")
+    """UMAP fits on the GPU with cuML: auto (when cuML and a GPU are there), on (cuML or one
+    error line), off"""
 
     # -- the HTTP service (read when it starts; its command-line flags win) -----------------------
-    API_KEYS: Commas = _setting(
-        (),
-        "comma-separated keys; every route but `/v1/health` then needs "
-        "`Authorization: Bearer KEY`; unset: no auth",
-        read="serve",
-        section=SERVICE,
-    )
-    CORS_ORIGINS: Commas = _setting(
-        (),
-        "comma-separated origins allowed to call from a browser; unset: no CORS headers",
-        read="serve",
-        section=SERVICE,
-    )
-    API_MAX_BATCH: Count = _setting(
-        64, "items in one batched forward pass (`--max-batch`)", read="serve", section=SERVICE
-    )
-    API_BATCH_WAIT_MS: Millis = _setting(
-        5.0,
-        "milliseconds a batch waits for other requests once one arrived (`--batch-wait-ms`)",
-        read="serve",
-        section=SERVICE,
-    )
-    API_MAX_IMAGES: Count = _setting(
-        64, "images in one request (413 above)", read="serve", section=SERVICE
-    )
-    API_MAX_TEXTS: Count = _setting(
-        256, "texts in one request (413 above)", read="serve", section=SERVICE
-    )
-    API_MAX_BODY_BYTES: Bytes = _setting(
-        256 * 1024**2,
-        "one multipart request body, counted as it streams whatever the transfer encoding "
-        "(413 above)",
-        read="serve",
-        section=SERVICE,
-    )
-    API_MAX_JSON_BYTES: Bytes = _setting(
-        16 * 1024**2,
-        "one JSON request body (parsing expands it several times in memory; 413 above)",
-        read="serve",
-        section=SERVICE,
-    )
-    API_MAX_LABELS: Count = _setting(
-        1000, "labels in one /v1/predict (413 above)", read="serve", section=SERVICE
-    )
-    API_MAX_LABEL_CHARS: Count = _setting(
-        200, "characters of one label (413 above)", read="serve", section=SERVICE
-    )
-    API_MAX_PREDICT_MODELS: Count = _setting(
-        4, "models in one /v1/predict (413 above)", read="serve", section=SERVICE
-    )
-    API_MAX_PREDICT_WORK: Count = _setting(
-        4096,
-        "forward passes one /v1/predict may ask for: models x (labels x templates + inputs)",
-        read="serve",
-        section=SERVICE,
-    )
-    API_MAX_REQUEST_PIXELS: DerivedBytes = _setting(
-        None,
-        "pixels of all the images of one request together, from their headers; unset: "
-        "MAX_IMAGE_PIXELS",
-        read="serve",
-        section=SERVICE,
-    )
-    API_JOB_MAX_BYTES: Bytes = _setting(
-        2 * 1024**3,
-        "one embed job's vectors (rows x dim x 4 bytes), estimated before it is queued",
-        read="serve",
-        section=SERVICE,
-    )
-    API_MAX_JOBS: Count = _setting(
-        16, "queued + running embed jobs in all (429 above)", read="serve", section=SERVICE
-    )
-    API_MAX_JOBS_PER_CLIENT: Count = _setting(
-        2,
-        "queued + running embed jobs of one client, by key or address (429 above)",
-        read="serve",
-        section=SERVICE,
-    )
-    API_JOB_TTL_S: Seconds = _setting(
-        7 * 24 * 3600.0,
-        "seconds after which a finished job's record is forgotten",
-        read="serve",
-        section=SERVICE,
-    )
-    API_ALLOW_ANONYMOUS: Flag = _setting(
-        False,
-        "let `serve` listen on a non-loopback host without API keys (it refuses otherwise)",
-        read="serve",
-        section=SERVICE,
-    )
-    API_TRUSTED_CLIENTS: Flag = _setting(
-        False,
-        "clients are the operator: no visitor policy on the specs they name (only for a "
-        "service behind your own gate)",
-        read="serve",
-        section=SERVICE,
-    )
+    API_KEYS: Commas = _setting((), SERVICE, read="serve")
+    """comma-separated keys; every route but `/v1/health` then needs `Authorization: Bearer KEY`;
+    unset: no auth"""
+    CORS_ORIGINS: Commas = _setting((), SERVICE, read="serve")
+    """comma-separated origins allowed to call from a browser; unset: no CORS headers"""
+    API_MAX_BATCH: Count = _setting(64, SERVICE, read="serve")
+    """items in one batched forward pass (`--max-batch`)"""
+    API_BATCH_WAIT_MS: Millis = _setting(5.0, SERVICE, read="serve")
+    """milliseconds a batch waits for other requests once one arrived (`--batch-wait-ms`)"""
+    API_MAX_IMAGES: Count = _setting(64, SERVICE, read="serve")
+    """images in one request (413 above)"""
+    API_MAX_TEXTS: Count = _setting(256, SERVICE, read="serve")
+    """texts in one request (413 above)"""
+    API_MAX_BODY_BYTES: Bytes = _setting(256 * 1024**2, SERVICE, read="serve")
+    """one multipart request body, counted as it streams whatever the transfer encoding (413
+    above)"""
+    API_MAX_JSON_BYTES: Bytes = _setting(16 * 1024**2, SERVICE, read="serve")
+    """one JSON request body (parsing expands it several times in memory; 413 above)"""
+    API_MAX_LABELS: Count = _setting(1000, SERVICE, read="serve")
+    """labels in one /v1/predict (413 above)"""
+    API_MAX_LABEL_CHARS: Count = _setting(200, SERVICE, read="serve")
+    """characters of one label (413 above)"""
+    API_MAX_PREDICT_MODELS: Count = _setting(4, SERVICE, read="serve")
+    """models in one /v1/predict (413 above)"""
+    API_MAX_PREDICT_WORK: Count = _setting(4096, SERVICE, read="serve")
+    """forward passes one /v1/predict may ask for: models x (labels x templates + inputs)"""
+    API_MAX_REQUEST_PIXELS: DerivedBytes = _setting(None, SERVICE, read="serve")
+    """pixels of all the images of one request together, from their headers; unset:
+    MAX_IMAGE_PIXELS"""
+    API_JOB_MAX_BYTES: Bytes = _setting(2 * 1024**3, SERVICE, read="serve")
+    """one embed job's vectors (rows x dim x 4 bytes), estimated before it is queued"""
+    API_MAX_JOBS: Count = _setting(16, SERVICE, read="serve")
+    """queued + running embed jobs in all (429 above)"""
+    API_MAX_JOBS_PER_CLIENT: Count = _setting(2, SERVICE, read="serve")
+    """queued + running embed jobs of one client, by key or address (429 above)"""
+    API_JOB_TTL_S: Seconds = _setting(7 * 24 * 3600.0, SERVICE, read="serve")
+    """seconds after which a finished job's record is forgotten"""
+    API_ALLOW_ANONYMOUS: Flag = _setting(False, SERVICE, read="serve")
+    """let `serve` listen on a non-loopback host without API keys (it refuses otherwise)"""
+    API_TRUSTED_CLIENTS: Flag = _setting(False, SERVICE, read="serve")
+    """clients are the operator: no visitor policy on the specs they name (only for a service
+    behind your own gate)"""
 
     # -- the test suite ---------------------------------------------------------------------------
-    TEST_SEED: Annotated[int | None, BeforeValidator(_size)] = _setting(
-        None,
-        "replays a seeded run of tests/test_reliability.py (unset: a new seed, printed)",
-        read="tests",
-        section=TESTS,
-    )
+    TEST_SEED: Annotated[int | None, BeforeValidator(_size)] = _setting(None, TESTS, read="tests")
+    """replays a seeded run of tests/test_reliability.py (unset: a new seed, printed)"""
 
 
 FIELDS: dict[str, FieldInfo] = dict(Environment.model_fields)
+for _info in FIELDS.values():
+    # pydantic reads the docstrings from this file's source (none without it: only the docs need
+    # them, and tests/test_settings.py checks every row has one); one line for the docs' table.
+    _info.description = " ".join((_info.description or "").split())
 NAMES: tuple[str, ...] = tuple(PREFIX + name for name in FIELDS)
 
 

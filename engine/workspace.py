@@ -93,15 +93,8 @@ class SearchResult:
     scores: np.ndarray | None = None  # every row's cosine (asked for by maps that colour by it)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "model": self.model,
-            "query_kind": self.query_kind,
-            "index": self.index,
-            "n": self.n,
-            "results": [h.to_json() for h in self.hits],
-            "warnings": list(self.warnings),
-        }
+        out = {k: getattr(self, k) for k in ("dataset", "model", "query_kind", "index", "n")}
+        return out | {"results": [h.to_json() for h in self.hits], "warnings": list(self.warnings)}
 
 
 class _Shared:
@@ -270,32 +263,22 @@ class Workspace:
             raise ParallaxError(f"backend is one of {', '.join(BACKENDS)}, not {backend!r}")
         ds = self.dataset(dataset)
         self.check_model_spec(model)
+        # What both backends take; each adds its own (Ray: its options; local: device, workers).
+        common: dict[str, Any] = {
+            "modality": modality,
+            "cache": self.cache,
+            "batch_size": batch_size,
+            "progress": progress,
+        }
         if backend == "ray":
             from engine.embed.ray_backend import RayOptions, embed_dataset_ray
 
             if isinstance(ray_options, Mapping):
                 ray_options = RayOptions(**ray_options)
-            return embed_dataset_ray(
-                ds,
-                model,
-                modality=modality,
-                cache=self.cache,
-                batch_size=batch_size,
-                options=ray_options,
-                progress=progress,
-            )
+            return embed_dataset_ray(ds, model, options=ray_options, **common)
         from engine.embed.local import embed_dataset
 
-        return embed_dataset(
-            ds,
-            model,
-            modality=modality,
-            cache=self.cache,
-            batch_size=batch_size,
-            device=device,
-            workers=workers,
-            progress=progress,
-        )
+        return embed_dataset(ds, model, device=device, workers=workers, **common)
 
     def embeddings(self, dataset: Dataset) -> dict[str, dict[str, Entry]]:
         """Every model's finished vectors of ``dataset`` (model spec -> modality -> entry)."""
@@ -486,40 +469,37 @@ class Workspace:
 
     # -- outputs -------------------------------------------------------------------------------
     def export(
-        self,
-        dataset: Dataset | str,
-        models: Sequence[str],
-        out: str | Path,
-        *,
-        progress: ProgressCallback | None = None,
-        **options: Any,
+        self, dataset: Dataset | str, models: Sequence[str], out: str | Path, **options: Any
     ):
-        """One Parquet with ids, labels, metadata and every model's map (``ExportResult``)."""
+        """One Parquet with ids, labels, metadata and every model's map (``ExportResult``);
+        ``options`` are ``export_parquet``'s (``method``, ``vectors``, ``neighbours``,
+        ``thumbnails``, ``progress``)."""
         from engine.outputs.export import export_parquet
 
-        for spec in models:
-            self.check_model_spec(spec)
-        return export_parquet(
-            self.dataset(dataset), list(models), out, cache=self.cache, progress=progress, **options
-        )
+        return self._write_out(export_parquet, dataset, models, out, options)
 
     def bundle(
+        self, dataset: Dataset | str, models: Sequence[str], out: str | Path, **options: Any
+    ):
+        """A view-only bundle (``.parallax.zip``) of the dataset, its vectors and maps;
+        ``options`` are ``write_bundle``'s (``methods``, ``include_vectors``, ``progress``)."""
+        from engine.outputs.bundle import write_bundle
+
+        return self._write_out(write_bundle, dataset, models, out, options)
+
+    def _write_out(
         self,
+        writer: Callable[..., Any],
         dataset: Dataset | str,
         models: Sequence[str],
         out: str | Path,
-        *,
-        progress: ProgressCallback | None = None,
-        **options: Any,
-    ):
-        """A view-only bundle (``.parallax.zip``) of the dataset, its vectors and maps."""
-        from engine.outputs.bundle import write_bundle
-
+        options: dict[str, Any],
+    ) -> Any:
+        """Every output: the models checked against the policy first, then written from this
+        workspace's cache."""
         for spec in models:
             self.check_model_spec(spec)
-        return write_bundle(
-            self.dataset(dataset), list(models), out, cache=self.cache, progress=progress, **options
-        )
+        return writer(self.dataset(dataset), list(models), out, cache=self.cache, **options)
 
     # -- housekeeping --------------------------------------------------------------------------
     def held(self) -> Mapping[str, int]:

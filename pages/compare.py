@@ -33,6 +33,9 @@ TYPED = "Type them"
 FROM_DATASET = "The current dataset's labels"
 MAX_COMPARE_MODELS = 6
 SHAPES_CLIP = "demo:shapes-clip"
+# The pages a tab sends to when it has nothing to show: (page, link text, icon).
+GO_DATA = ("data.py", "Go to the Data page", ":material/dataset:")
+GO_EMBED = ("embed.py", "Go to the Embed page", ":material/memory:")
 
 K_PRED_RESULT = keys.CMP_PRED_RESULT
 K_REPORT = keys.CMP_REPORT
@@ -45,6 +48,36 @@ def registry() -> list[dict[str, Any]]:
         return resources.known_models()
     except Exception:  # the catalogue only fills the menus: typed specs still work without it
         return []
+
+
+def _elsewhere(message: str, icon: str, page: str, link: str, link_icon: str) -> list[str]:
+    """Why this tab has nothing to show, and a link to the page that fixes it: no models shown."""
+    st.info(message, icon=icon)
+    ui.page_link(page, link, link_icon)
+    return []
+
+
+def _current() -> tuple[Any, str, Any] | None:
+    """The current dataset, its spec and the session's workspace; None when the dataset cannot
+    be opened (``state`` has said why)."""
+    ds = state.open_current_dataset()
+    return None if ds is None else (ds, state.dataset_spec(), state.workspace())
+
+
+def _embedded(ds: Any) -> dict[str, dict[str, Any]]:
+    """The models with vectors of ``ds`` in the cache, by modality ({} when it cannot be read:
+    the guard shows why)."""
+    embedded: dict[str, dict[str, Any]] = {}
+    with ui.guard("Reading the cache"):
+        embedded = projections.embedded_models(ds)
+    return embedded
+
+
+def _kept_choice(key: str, options: list[str], default: list[str]) -> None:
+    """A multiselect's state: ``default`` the first time, later only the choices still offered."""
+    if key not in st.session_state:
+        st.session_state[key] = default
+    st.session_state[key] = [m for m in st.session_state[key] if m in options]
 
 
 # ================================================================ 1. predictions on uploads
@@ -89,11 +122,8 @@ def predictions_tab() -> list[str]:
     if clip:
         extra_specs.append(clip)
     options = cv.prediction_model_options(known, extra_specs)
-    if keys.CMP_MODELS not in st.session_state:  # every image–text model that answers here
-        st.session_state[keys.CMP_MODELS] = ws.prediction_defaults(options, state.model_specs())
-    st.session_state[keys.CMP_MODELS] = [
-        m for m in st.session_state[keys.CMP_MODELS] if m in options
-    ]
+    # first: every image–text model that answers here
+    _kept_choice(keys.CMP_MODELS, options, ws.prediction_defaults(options, state.model_specs()))
     m1, m2 = st.columns([3, 2])
     chosen = m1.multiselect(
         "Models (need a text tower: CLIP-like, or a text model for texts)",
@@ -156,37 +186,27 @@ def predictions_tab() -> list[str]:
 # ================================================================ 2. dataset comparison
 def dataset_tab() -> list[str]:
     """The comparison of embedded models; returns the models it shows."""
-    ds = state.open_current_dataset()
-    if ds is None:
+    if (current := _current()) is None:
         return []
-    spec = state.dataset_spec()
-    ws = state.workspace()
+    ds, spec, ws = current
     if not any(lab is not None for lab in ds.labels):
-        st.info(
+        return _elsewhere(
             f"**{ui.plain(spec)}** has no labels: accuracy needs labelled items. Pick a "
             "labelled dataset (e.g. demo:digits) on the Data page.",
-            icon=":material/label_off:",
+            ":material/label_off:",
+            *GO_DATA,
         )
-        ui.page_link("data.py", "Go to the Data page", ":material/dataset:")
-        return []
-    embedded: dict[str, dict[str, Any]] = {}
-    with ui.guard("Reading the cache"):
-        embedded = projections.embedded_models(ds)
+    embedded = _embedded(ds)
     if not embedded:
-        st.info(
+        return _elsewhere(
             f"Nothing is embedded yet for **{ui.plain(spec)}**. Embed it with one or more models "
             "first; they can be compared here as soon as their vectors are in the cache.",
-            icon=":material/compare:",
+            ":material/compare:",
+            *GO_EMBED,
         )
-        ui.page_link("embed.py", "Go to the Embed page", ":material/memory:")
-        return []
 
     names = state.preferred_order(list(embedded))
-    if keys.CMP_DS_MODELS not in st.session_state:
-        st.session_state[keys.CMP_DS_MODELS] = names[:4]
-    st.session_state[keys.CMP_DS_MODELS] = [
-        m for m in st.session_state[keys.CMP_DS_MODELS] if m in names
-    ]
+    _kept_choice(keys.CMP_DS_MODELS, names, names[:4])
     chosen = st.multiselect(
         f"Models already embedded for {ui.plain(spec)} (up to {MAX_COMPARE_MODELS})",
         names,
@@ -252,37 +272,33 @@ def dataset_tab() -> list[str]:
 # ================================================================ 3. fusion classifier
 def fusion_tab() -> list[str]:
     """The fusion heads' controls and results; returns the models it shows."""
-    ds = state.open_current_dataset()
-    if ds is None:
+    if (current := _current()) is None:
         return []
-    ws = state.workspace()
-    spec = state.dataset_spec()
+    ds, spec, ws = current
     has_labels = any(lab is not None for lab in ds.labels)
     if not (ds.has_images and ds.texts is not None and has_labels):
-        st.info(
+        return _elsewhere(
             f"Fusion heads need a dataset with images, texts and labels (e.g. demo:shapes); "
             f"**{ui.plain(spec)}** has {ui.dataset_caption(ds)}"
             f"{'' if has_labels else ' and no labels'}.",
-            icon=":material/merge:",
+            ":material/merge:",
+            "data.py",
+            "Choose another dataset",
+            ":material/dataset:",
         )
-        ui.page_link("data.py", "Choose another dataset", ":material/dataset:")
-        return []
-    embedded: dict[str, dict[str, Any]] = {}
-    with ui.guard("Reading the cache"):
-        embedded = projections.embedded_models(ds)
+    embedded = _embedded(ds)
     image_opts = state.preferred_order([s for s, e in embedded.items() if "image" in e])
     text_opts = state.preferred_order([s for s, e in embedded.items() if "text" in e])
     if not image_opts or not text_opts:
         missing = " and ".join(
             x for x, opts in (("images", image_opts), ("texts", text_opts)) if not opts
         )
-        st.info(
+        return _elsewhere(
             f"Embed the {missing} of **{ui.plain(spec)}** first (Embed page, modality image / "
             "text): the heads are trained on cached vectors.",
-            icon=":material/merge:",
+            ":material/merge:",
+            *GO_EMBED,
         )
-        ui.page_link("embed.py", "Go to the Embed page", ":material/memory:")
-        return []
     if state.view_only():
         state.view_only_notice("Training heads needs models")
         return []
@@ -335,10 +351,7 @@ def fusion_tab() -> list[str]:
 
 
 # ================================================================ the page
-st.title("Compare")
-links.restore_from_url()
-if (link_error := links.url_error()) is not None:
-    st.warning(ui.plain(link_error), icon=":material/link_off:")
+links.start_page("Compare")
 spec = state.dataset_spec()
 st.caption(f"Dataset **{ui.plain(spec)}**")
 shown: list[str] = []

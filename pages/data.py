@@ -20,10 +20,7 @@ from dashboard import keys, links, resources, state, ui, urlstate, viewonly
 from engine.errors import DatasetError
 from engine.params import SHAPES
 
-st.title("Data")
-links.restore_from_url()
-if (link_error := links.url_error()) is not None:
-    st.warning(ui.plain(link_error), icon=":material/link_off:")
+links.start_page("Data")
 
 
 # -- opening ----------------------------------------------------------------------------------

@@ -17,16 +17,10 @@ import streamlit as st
 from dashboard import honesty, keys, links, resources, state, ui, urlstate
 from engine.errors import ParallaxError
 
-st.title("Embed")
-links.restore_from_url()
-if (link_error := links.url_error()) is not None:
-    st.warning(ui.plain(link_error), icon=":material/link_off:")
+links.start_page("Embed")
 
 spec = state.dataset_spec()
-ds = state.open_current_dataset()
-if ds is None:
-    state.sidebar(spec, None, [])
-    st.stop()
+ds = state.page_dataset()
 ws = state.workspace()
 
 st.markdown(f"Dataset **{ui.plain(spec)}** · {ui.dataset_caption(ds)}")

@@ -53,8 +53,7 @@ for col, (name, label, icon) in zip(
 ):
     ui.page_link(name, label, icon, container=col)
 
-if (link_error := links.url_error()) is not None:
-    st.warning(ui.plain(link_error), icon=":material/link_off:")
+links.show_url_error()
 # A read-only cache still browses: one line says why nothing new is made (maps come from it).
 read_only = resources.cache_read_only()
 if read_only:

@@ -25,16 +25,10 @@ from engine.params import COMPARE
 
 MAX_MAPS = 4
 
-st.title("Map")
-links.restore_from_url()
-if (link_error := links.url_error()) is not None:
-    st.warning(ui.plain(link_error), icon=":material/link_off:")
+links.start_page("Map")
 
 spec = state.dataset_spec()
-ds = state.open_current_dataset()
-if ds is None:
-    state.sidebar(spec, None, [])
-    st.stop()
+ds = state.page_dataset()
 
 sources: list[mv.MapSource] = []
 with ui.guard("Reading the cache"):

@@ -275,6 +275,7 @@ def test_cuml_takes_the_fit_and_the_sample_path_stays(monkeypatch):
 
     from engine.maps import gpu_umap
     from engine.maps.project import compute_projection
+    from engine.params import ProjectionParams
 
     cuml = types.ModuleType("cuml")
     manifold = types.ModuleType("cuml.manifold")
@@ -288,7 +289,8 @@ def test_cuml_takes_the_fit_and_the_sample_path_stays(monkeypatch):
 
     x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
     monkeypatch.setenv(gpu_umap.ENV, "auto")
-    out = compute_projection(x, "umap", seed=7, n_neighbors=5, min_dist=0.2, fit_sample=100)
+    params = ProjectionParams("umap", seed=7, n_neighbors=5, min_dist=0.2, fit_sample=100)
+    out = compute_projection(x, params)
     (call,) = _FakeCumlUMAP.calls  # one fit, of the seeded 100-point sample only
     assert call["rows"] == 100 and call["random_state"] == 7 and call["metric"] == "cosine"
     assert call["n_neighbors"] == 5 and call["min_dist"] == 0.2

@@ -72,11 +72,12 @@ def test_engine_signatures_read_their_defaults_here() -> None:
     from engine.analysis.fusion import train_heads_for_dataset
     from engine.maps.project import compute_projection, project
 
-    for fn in (project, compute_projection):
-        sig = inspect.signature(fn).parameters
-        assert sig["n_neighbors"].default == params.PROJECTION.n_neighbors
-        assert sig["min_dist"].default == params.PROJECTION.min_dist
-        assert sig["fit_sample"].default == params.PROJECTION.fit_sample
+    sig = inspect.signature(project).parameters
+    assert sig["n_neighbors"].default == params.PROJECTION.n_neighbors
+    assert sig["min_dist"].default == params.PROJECTION.min_dist
+    assert sig["fit_sample"].default == params.PROJECTION.fit_sample
+    # compute_projection takes the parameter object itself: its default is the one value
+    assert inspect.signature(compute_projection).parameters["params"].default is params.PROJECTION
     sig = inspect.signature(compare_models).parameters
     for name in ("k", "seed", "ensemble", "test_size", "max_items", "max_train"):
         assert sig[name].default == getattr(params.COMPARE, name), name

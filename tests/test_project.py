@@ -13,6 +13,7 @@ import pytest
 from engine.errors import ParallaxError
 from engine.maps.knn import IVFIndex, exact_knn
 from engine.maps.project import compute_projection, map_quality, project
+from engine.params import ProjectionParams
 from engine.store.cache import Cache
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ def test_pca_matches_numpy_svd_up_to_sign(tmp_path):
 
 def test_sample_fit_path_places_every_point_near_its_cluster():
     x, labels = clustered(1500, d=16, k=4)
-    coords = compute_projection(x, "umap", fit_sample=500)
+    coords = compute_projection(x, ProjectionParams("umap", fit_sample=500))
     assert coords.shape == (1500, 2) and np.isfinite(coords).all()
     # points placed by neighbours land with their own cluster's fitted points
     centroids = np.stack([coords[labels == c].mean(0) for c in range(4)])
@@ -157,9 +158,10 @@ def test_a_memory_mapped_map_matches_the_in_memory_one_whatever_the_block(tmp_pa
     x = rng.normal(size=(6, 24))[rng.integers(0, 6, 3000)] + rng.normal(size=(3000, 24)) * 0.3
     x = x.astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    whole = compute_projection(x, "umap", fit_sample=800)
+    params = ProjectionParams("umap", fit_sample=800)
+    whole = compute_projection(x, params)
     monkeypatch.setattr(chunks, "CHUNK_BYTES", 24 * 4 * 257)  # 257-row blocks, a ragged tail
-    mapped = compute_projection(np.load(tmp_path / "x.npy", mmap_mode="r"), "umap", fit_sample=800)
+    mapped = compute_projection(np.load(tmp_path / "x.npy", mmap_mode="r"), params)
     np.testing.assert_array_equal(mapped, whole)
 
 
@@ -171,7 +173,9 @@ def test_a_large_pca_map_streamed_gives_the_full_pca_plane(tmp_path, monkeypatch
     np.save(tmp_path / "x.npy", x)
     full = proj.pca_2d(x)
     monkeypatch.setattr(proj, "PCA_STREAM_BYTES", 1024)
-    streamed = compute_projection(np.load(tmp_path / "x.npy", mmap_mode="r"), "pca")
+    streamed = compute_projection(
+        np.load(tmp_path / "x.npy", mmap_mode="r"), ProjectionParams("pca")
+    )
     for axis in range(2):  # the same axes (a PCA axis has no preferred sign)
         r = np.corrcoef(full[:, axis], streamed[:, axis])[0, 1]
         assert abs(r) > 0.9999

@@ -45,6 +45,17 @@ def test_the_committed_doc_is_the_generated_one() -> None:
     )
 
 
+def test_every_row_has_its_help_on_one_line() -> None:
+    """The help is the docstring under each field (read from the source by pydantic): a row
+    without one would be documented with an empty meaning."""
+    missing = [name for name, info in settings.FIELDS.items() if not info.description]
+    assert not missing, missing
+    text = settings.markdown()
+    for name, info in settings.FIELDS.items():
+        assert "\n" not in str(info.description)
+        assert f"| `PARALLAX_{name}` |" in text and f"| {info.description} |" in text
+
+
 def test_every_parallax_name_used_anywhere_is_in_the_table() -> None:
     unknown: set[str] = set()
     for path in _files():

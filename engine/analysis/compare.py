@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -115,43 +115,40 @@ class ComparisonReport:
     def to_json(self, include_items: bool = False) -> dict[str, Any]:
         """Per-model metrics and pairwise similarities; ``include_items`` adds the per-row
         predictions (what the cache stores) and the ids/labels they line up with."""
-        payload: dict[str, Any] = {
-            "dataset": self.dataset,
-            "key": self.key,
-            "params": self.params,
-            "n_total": self.n_total,
-            "n_used": self.n_used,
-            "n_labelled": self.n_labelled,
-            "models": self.models,
-            "pairwise": self.pairwise,
+        payload: dict[str, Any] = {name: getattr(self, name) for name in _SUMMARY}
+        payload |= {
             "n_disagreements": len(self.disagreements()) if self.predictions else 0,
             "warnings": self.warnings(),
             "cached": self.cached,
             "seconds": round(self.seconds, 3),
         }
         if include_items:
-            payload["ids"] = self.ids
-            payload["labels"] = self.labels
-            payload["predictions"] = self.predictions
+            payload |= {name: getattr(self, name) for name in _ITEMS}
         return payload
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], cached: bool = True) -> ComparisonReport:
-        return cls(
-            dataset=data["dataset"],
-            key=data["key"],
-            params=dict(data["params"]),
-            n_total=int(data["n_total"]),
-            n_used=int(data["n_used"]),
-            n_labelled=int(data["n_labelled"]),
-            models=list(data["models"]),
-            pairwise=list(data["pairwise"]),
-            ids=list(data["ids"]),
-            labels=list(data["labels"]),
-            predictions={m: dict(p) for m, p in data["predictions"].items()},
-            cached=cached,
-            seconds=float(data.get("seconds", 0.0)),
-        )
+        stored = {name: read(data[name]) for name, read in (_SUMMARY | _ITEMS).items()}
+        return cls(**stored, cached=cached, seconds=float(data.get("seconds", 0.0)))
+
+
+# The report's stored fields, each with how it is read back from JSON: the summary always, the
+# items (per-row predictions and what they line up with) in the cache entry.
+_SUMMARY: dict[str, Callable[[Any], Any]] = {
+    "dataset": str,
+    "key": str,
+    "params": dict,
+    "n_total": int,
+    "n_used": int,
+    "n_labelled": int,
+    "models": list,
+    "pairwise": list,
+}
+_ITEMS: dict[str, Callable[[Any], Any]] = {
+    "ids": list,
+    "labels": list,
+    "predictions": lambda stored: {m: dict(p) for m, p in stored.items()},
+}
 
 
 @dataclass

@@ -94,12 +94,8 @@ class HeadResult:
     cached: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "variant": self.variant,
-            "accuracy": self.accuracy,
-            "val_accuracy": self.val_accuracy,
-            "epochs": self.epochs,
-            "best_epoch": self.best_epoch,
+        scores = ("variant", "accuracy", "val_accuracy", "epochs", "best_epoch")
+        return {k: getattr(self, k) for k in scores} | {
             "n_classes": len(self.classes),
             "mean_gate": self.head.meta.get("mean_gate"),
             "seconds": round(self.seconds, 3),

@@ -107,6 +107,20 @@ def add_models_option(
     p.add_argument("--model", action="append", required=required, help=help)
 
 
+def add_params_options(
+    p: argparse.ArgumentParser, defaults: Any, *fields: str, **helps: str
+) -> None:
+    """``--field-name`` for each of ``fields`` of an ``engine.params`` value, typed and defaulted by
+    it: a command's defaults are the engine's own (``helps``: help texts by field)."""
+    for name in fields:
+        default = getattr(defaults, name)
+        if type(default) not in (int, float):  # a flag or a choice needs its own option
+            raise TypeError(f"{name}: only number fields become options this way")
+        p.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default, help=helps.get(name)
+        )
+
+
 def embed_options(args: argparse.Namespace) -> dict[str, Any]:
     """The embedding flags a command was given (unset ones left out: the engine's defaults)."""
     opts = {

@@ -17,6 +17,7 @@ from typing import Any
 from engine.cli.common import (
     EXIT_USER_ERROR,
     add_models_option,
+    add_params_options,
     embed_options,
     emit,
     progress_for,
@@ -187,18 +188,16 @@ def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> No
         "compare", parents=[common, embed_opts], help="compare models on a dataset (cached)"
     )
     add_models_option(p)
-    p.add_argument(
-        "--k", type=int, default=COMPARE.k, help="neighbours for kNN accuracy and overlap"
-    )
-    p.add_argument("--seed", type=int, default=COMPARE.seed)
-    p.add_argument(
-        "--test-size", type=float, default=COMPARE.test_size, help="linear-probe test fraction"
-    )
-    p.add_argument(
-        "--max-items",
-        type=int,
-        default=COMPARE.max_items,
-        help=f"compare a seeded sample past this (default {COMPARE.max_items:,}; 0: all)",
+    add_params_options(
+        p,
+        COMPARE,
+        "k",
+        "seed",
+        "test_size",
+        "max_items",
+        k="neighbours for kNN accuracy and overlap",
+        test_size="linear-probe test fraction",
+        max_items=f"compare a seeded sample past this (default {COMPARE.max_items:,}; 0: all)",
     )
     p.add_argument("--template", action="append", help="zero-shot prompt template (repeatable)")
     p.add_argument("--no-ensemble", action="store_true", help="zero-shot with the first template")
@@ -220,8 +219,7 @@ def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> No
         default=list(HEAD_VARIANTS),
         help=f"heads to train (default: {' '.join(HEAD_VARIANTS)})",
     )
-    p.add_argument("--seed", type=int, default=HEADS.seed)
-    p.add_argument("--test-size", type=float, default=HEADS.test_size)
+    add_params_options(p, HEADS, "seed", "test_size")
     p.add_argument(
         "--epochs",
         type=int,

@@ -6,7 +6,14 @@ import argparse
 from argparse import ArgumentParser
 from typing import TYPE_CHECKING, Any
 
-from engine.cli.common import StderrProgress, add_models_option, emit, require_dataset, workspace
+from engine.cli.common import (
+    StderrProgress,
+    add_models_option,
+    add_params_options,
+    emit,
+    require_dataset,
+    workspace,
+)
 from engine.errors import ParallaxError
 from engine.params import PROJECTION, PROJECTION_METHODS, ProjectionParams
 
@@ -103,14 +110,14 @@ def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> No
     add_models_option(p, required=False, help="model spec (embeds first if needed)")
     p.add_argument("--vectors", help="an N x D .npy file instead of --dataset/--model")
     p.add_argument("--method", choices=list(PROJECTION_METHODS), default=PROJECTION.method)
-    p.add_argument("--seed", type=int, default=PROJECTION.seed)
-    p.add_argument("--n-neighbors", type=int, default=PROJECTION.n_neighbors)
-    p.add_argument("--min-dist", type=float, default=PROJECTION.min_dist)
-    p.add_argument(
-        "--fit-sample",
-        type=int,
-        default=PROJECTION.fit_sample,
-        help=f"UMAP fits on this many points (default {PROJECTION.fit_sample:,})",
+    add_params_options(
+        p,
+        PROJECTION,
+        "seed",
+        "n_neighbors",
+        "min_dist",
+        "fit_sample",
+        fit_sample=f"UMAP fits on this many points (default {PROJECTION.fit_sample:,})",
     )
     p.add_argument("--quality", action="store_true", help="also report trustworthiness")
     p.set_defaults(func=cmd_project)

@@ -14,7 +14,13 @@ import argparse
 from argparse import ArgumentParser
 from typing import Any
 
-from engine.cli.common import add_models_option, emit, progress_for, require_dataset
+from engine.cli.common import (
+    add_models_option,
+    add_params_options,
+    emit,
+    progress_for,
+    require_dataset,
+)
 from engine.params import FINDINGS, FindingsParams
 
 
@@ -71,8 +77,5 @@ def register(sub: Any, common: ArgumentParser, embed_opts: ArgumentParser) -> No
     p.add_argument(
         "--split-column", help="column whose values duplicates must not cross (default: split)"
     )
-    p.add_argument("--k", type=int, default=FINDINGS.k, help="neighbours per item")
-    p.add_argument("--label-k", type=int, default=FINDINGS.label_k)
-    p.add_argument("--outlier-k", type=int, default=FINDINGS.outlier_k)
-    p.add_argument("--seed", type=int, default=FINDINGS.seed)
+    add_params_options(p, FINDINGS, "k", "label_k", "outlier_k", "seed", k="neighbours per item")
     p.set_defaults(func=cmd_findings)

@@ -204,11 +204,7 @@ def place_by_neighbours(
 
 def compute_projection(
     vectors: np.ndarray,
-    method: str = PROJECTION.method,
-    seed: int = PROJECTION.seed,
-    n_neighbors: int = PROJECTION.n_neighbors,
-    min_dist: float = PROJECTION.min_dist,
-    fit_sample: int = PROJECTION.fit_sample,
+    params: ProjectionParams = PROJECTION,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
     """Project without touching the cache (``project`` adds caching on top).
@@ -216,8 +212,8 @@ def compute_projection(
     ``vectors`` may be memory-mapped: above ``fit_sample`` rows it is read a block at a time
     (``engine.store.chunks``), so memory is bounded by the fit sample and one block, not by N.
     """
-    if method not in METHODS:
-        raise ParallaxError(f"unknown projection method {method!r}: choose from {METHODS}")
+    method, seed, fit_sample = params.method, params.seed, params.fit_sample
+    umap_options = {"n_neighbors": params.n_neighbors, "min_dist": params.min_dist}
     x = np.asanyarray(vectors)  # keeps a np.memmap a memmap: its pages are released per block
     if x.ndim != 2 or len(x) == 0:
         raise ParallaxError(f"cannot project an array of shape {x.shape}: need N x D with N > 0")
@@ -229,7 +225,7 @@ def compute_projection(
         tracker.advance(n)
         return out
     if n <= fit_sample:
-        out = umap_2d(gather_rows(x, np.arange(n)), seed, n_neighbors, min_dist)
+        out = umap_2d(gather_rows(x, np.arange(n)), seed, **umap_options)
         tracker.advance(n)
         return out
     rng = np.random.default_rng(seed)
@@ -240,7 +236,7 @@ def compute_projection(
     fitted = _normalise(gather_rows(x, sample))
     space = PcaSpace.fit(fitted, PCA_DIMS_FOR_KNN)
     sample_space = space.transform(fitted)
-    out[sample] = umap_2d(fitted, seed, n_neighbors, min_dist, knn_space=sample_space)
+    out[sample] = umap_2d(fitted, seed, knn_space=sample_space, **umap_options)
     del fitted
     tracker.advance(len(sample))
     # Every other row is read once, a block at a time, projected into the PCA space and placed
@@ -376,9 +372,7 @@ def project(
 
     def compute() -> tuple[np.ndarray, dict[str, Any]]:
         # ``array`` may be memory-mapped: the projection reads it in blocks, never whole.
-        coords = compute_projection(
-            array, method, seed, n_neighbors, min_dist, fit_sample, progress
-        )
+        coords = compute_projection(array, settings, progress)
         manifest = {
             "source": source_key,
             "method": method,
