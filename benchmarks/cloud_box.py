@@ -231,8 +231,10 @@ def run(args: argparse.Namespace) -> dict:
             visitors = [open_home(browser, url) for _ in range(args.visitors)]
             out["visitors_first"] = [v[2] for v in visitors]
             out["loaded_rss_mb"] = round(rss_bytes(box.pids()) / 1024**2)
-            out["zip_upload"] = upload(browser, url, zip_path)
-            out["bomb_upload"] = upload(browser, url, bomb)
+            if not args.skip_uploads:
+                out["zip_upload"] = upload(browser, url, zip_path)
+                out["bomb_upload"] = upload(browser, url, bomb)
+                out["uploaded_rss_mb"] = round(rss_bytes(box.pids()) / 1024**2)
             out["server_alive"] = proc.poll() is None
             again = []
             for context, page, _ in visitors:
@@ -289,6 +291,7 @@ def main() -> None:
     ap.add_argument("--zip-mb", type=int, default=300)
     ap.add_argument("--limit-mb", type=int, default=1024)
     ap.add_argument("--idle-release-s", type=float, default=30.0)
+    ap.add_argument("--skip-uploads", action="store_true", help="visitors only (a baseline)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     result = run(args)
