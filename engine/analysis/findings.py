@@ -94,6 +94,44 @@ class Findings:
             cached=cached,
         )
 
+    def for_models(self, names: Sequence[str], keys: Sequence[str]) -> Findings:
+        """These findings under the model names ``names`` (whose vectors keys are ``keys``), in
+        that order: the cache key does not depend on the models' names or order (the same
+        vectors are the same findings), so an entry computed as ``[B, A]`` or under other
+        names answers ``[A, B]``. Matched by vectors key (``info["vectors"]``), else by
+        position."""
+        by_key = {str(v): k for k, v in (self.info.get("vectors") or {}).items()}
+        old = [by_key.get(str(k)) for k in keys]
+        if any(o is None or o not in self.models for o in old):
+            if len(self.models) != len(names):
+                raise ParallaxError("cached findings do not match these models")
+            old = list(self.models)
+        rename = dict(zip(old, names, strict=True))
+        rank = {name: i for i, name in enumerate(names)}
+
+        def who(models: Sequence[str]) -> list[str]:
+            return sorted((rename[m] for m in models if m in rename), key=rank.__getitem__)
+
+        def each(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [{**it, "models": who(it.get("models", []))} for it in items]
+
+        info = dict(self.info)
+        if "vectors" in info:
+            info["vectors"] = {name: str(k) for name, k in zip(names, keys, strict=True)}
+        return Findings(
+            n=self.n,
+            models=list(names),
+            label_errors=each(self.label_errors),
+            duplicates=each(self.duplicates),
+            outliers=each(self.outliers),
+            leaks=each(self.leaks),
+            clusters={rename[o]: self.clusters[o] for o in old if o in self.clusters},
+            per_model={rename[o]: self.per_model[o] for o in old if o in self.per_model},
+            info=info,
+            cached=self.cached,
+            seconds=self.seconds,
+        )
+
     def counts(self) -> dict[str, int]:
         return {
             "label_errors": len(self.label_errors),
@@ -723,3 +761,122 @@ def _label_errors(
         }
         for r in rows
     ]
+
+
+# -- findings from elsewhere (a bundle) ----------------------------------------------------------
+_MAX_TEXT = 500  # a label, a cluster name, a split value: capped
+
+
+def checked_findings(data: Any, n: int, models: Sequence[str]) -> Findings:
+    """A findings JSON read from outside (a bundle: visitor input) as ``Findings``, every field
+    type-checked and every row inside ``[0, n)``; ``ParallaxError`` (one line) otherwise. Rows
+    are summed over every list, so a file cannot claim more than a few times ``n`` of them."""
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ParallaxError(f"malformed findings ({what})")
+
+    def text(v: Any, what: str) -> str:
+        need(isinstance(v, str), what)
+        return v[:_MAX_TEXT]
+
+    budget = [8 * n + 1000]  # row references, all lists together
+
+    def rows(v: Any, what: str) -> list[int]:
+        need(isinstance(v, list), what)
+        budget[0] -= len(v)
+        need(budget[0] >= 0, "too many rows")
+        need(all(type(r) is int and 0 <= r < n for r in v), what)
+        return list(v)
+
+    def who(v: Any) -> list[str]:
+        need(isinstance(v, list) and all(m in models for m in v), "models of a finding")
+        return list(v)
+
+    def score(v: Any) -> float:
+        need(isinstance(v, int | float) and not isinstance(v, bool), "score")
+        need(math.isfinite(float(v)), "score")
+        return float(v)
+
+    need(isinstance(data, dict), "not an object")
+    need(data.get("n") == n, "n")
+    need(list(data.get("models", [])) == list(models), "models")
+    for kind in ("label_errors", "duplicates", "outliers", "leaks"):
+        need(isinstance(data.get(kind), list), kind)
+        need(all(isinstance(it, dict) for it in data[kind]), kind)
+    label_errors = [
+        {
+            "row": rows([e.get("row")], "label error row")[0],
+            "label": text(e.get("label"), "label"),
+            "suggested": text(e.get("suggested"), "suggested label"),
+            "score": score(e.get("score")),
+            "models": who(e.get("models")),
+        }
+        for e in data["label_errors"]
+    ]
+    duplicates = []
+    for d in data["duplicates"]:
+        need(isinstance(d.get("exact"), bool), "exact")
+        group = {"rows": rows(d.get("rows"), "duplicate rows"), "exact": d["exact"]}
+        duplicates.append({**group, "models": who(d.get("models"))})
+    outliers = [
+        {
+            "row": rows([o.get("row")], "outlier row")[0],
+            "score": score(o.get("score")),
+            "models": who(o.get("models")),
+        }
+        for o in data["outliers"]
+    ]
+    leaks = []
+    for leak in data["leaks"]:
+        pair = rows(leak.get("rows"), "leak rows")
+        need(len(pair) == 2, "leak rows")
+        splits = leak.get("splits")
+        need(isinstance(splits, list) and len(splits) == 2, "leak splits")
+        item = {"rows": pair, "splits": [text(x, "split") for x in splits]}
+        item["models"] = who(leak.get("models"))
+        if isinstance(leak.get("exact"), bool):
+            item["exact"] = leak["exact"]
+        leaks.append(item)
+    clusters = data.get("clusters")
+    need(isinstance(clusters, dict) and set(clusters) <= set(models), "clusters")
+    checked_clusters = {}
+    for model, found in clusters.items():
+        need(isinstance(found, list) and all(isinstance(c, dict) for c in found), "clusters")
+        checked_clusters[model] = [
+            {"name": text(c.get("name"), "cluster name"), "rows": rows(c.get("rows"), "cluster")}
+            for c in found
+        ]
+    per_model: dict[str, dict[str, Any]] = {}
+    raw = data.get("per_model", {})
+    need(isinstance(raw, dict) and set(raw) <= set(models), "per_model")
+    for model, entry in raw.items():
+        need(isinstance(entry, dict), "per_model")
+        mine: dict[str, Any] = {}
+        for kind in ("label_errors", "outliers"):
+            if kind in entry:
+                mine[kind] = rows(entry[kind], f"per_model {kind}")
+        if "duplicates" in entry:
+            need(isinstance(entry["duplicates"], list), "per_model duplicates")
+            mine["duplicates"] = [rows(g, "per_model duplicates") for g in entry["duplicates"]]
+        if "label_accuracy" in entry:
+            mine["label_accuracy"] = score(entry["label_accuracy"])
+        per_model[model] = mine
+    info = {}
+    for field_name in ("label_column", "split_column"):
+        v = data.get(field_name)
+        info[field_name] = None if v is None else text(v, field_name)
+    params = data.get("params")
+    need(isinstance(params, dict), "params")
+    info["params"] = params
+    return Findings(
+        n=n,
+        models=list(models),
+        label_errors=label_errors,
+        duplicates=duplicates,
+        outliers=outliers,
+        leaks=leaks,
+        clusters=checked_clusters,
+        per_model=per_model,
+        info=info,
+    )
