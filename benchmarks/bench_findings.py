@@ -7,8 +7,9 @@ Image sets: ``findings_planted.planted_shapes`` (~1,500 shapes drawings with a `
 column: flipped labels, exact copies, near copies, copies across splits, out-of-domain
 groups), embedded with the three shipped image models. Texts: ``demo:sentences`` with MiniLM
 (clusters: distinct names, topics with a cluster of purity >= 0.8). ``--scale``: 1M items x 2
-models x 512-d structured vectors written straight into the cache, the whole ``find`` timed,
-with peak memory (run it on its own: it takes minutes and ~5 GB).
+models x 512-d structured vectors (``scale_plan``: a Gaussian mixture with planted copies,
+outliers and flipped labels) written straight into the cache, the whole ``find`` timed, with
+peak memory and what it found against what was planted (run it on its own: minutes, ~4.5 GB).
 """
 
 from __future__ import annotations
