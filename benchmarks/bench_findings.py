@@ -7,8 +7,9 @@ Image sets: ``findings_planted.planted_shapes`` (~1,500 shapes drawings with a `
 column: flipped labels, exact copies, near copies, copies across splits, out-of-domain
 groups), embedded with the three shipped image models. Texts: ``demo:sentences`` with MiniLM
 (clusters: distinct names, topics with a cluster of purity >= 0.8). ``--scale``: 1M items x 2
-models x 512-d structured vectors written straight into the cache, the whole ``find`` timed,
-with peak memory (run it on its own: it takes minutes and ~5 GB).
+models x 512-d structured vectors (``scale_plan``: a Gaussian mixture with planted copies,
+outliers and flipped labels) written straight into the cache, the whole ``find`` timed, with
+peak memory and what it found against what was planted (run it on its own: minutes, ~4.5 GB).
 """
 
 from __future__ import annotations
@@ -153,26 +154,98 @@ def score_sentences(ws: Any) -> dict[str, Any]:
     }
 
 
+SCALE_CLUSTERS = 50
+
+
+def scale_plan(n: int, seed: int = 0) -> dict[str, Any]:
+    """What the scale set plants, by row: a Gaussian mixture of ``SCALE_CLUSTERS`` clusters of
+    uneven sizes and spreads (the same cluster of a row under both models), labels with 5 %
+    flipped, a split column, exact copies (same text, same vectors), near copies (same text,
+    vectors moved a little) and far outliers. About 0.01 % of the rows are copies."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.dirichlet(np.full(SCALE_CLUSTERS, 2.0))
+    centre_of = rng.choice(SCALE_CLUSTERS, size=n, p=sizes)
+    labels = centre_of.copy()
+    flip = rng.random(n) < 0.05
+    labels[flip] = rng.integers(0, SCALE_CLUSTERS, int(flip.sum()))
+    split = np.where(rng.random(n) < 0.8, "train", "test")
+    copies = max(4, n // 10_000)
+    pick = rng.choice(n, size=3 * copies + max(4, n // 20_000), replace=False)
+    exact = np.stack([pick[:copies], pick[copies : 2 * copies]], axis=1)  # (source, copy)
+    near = np.stack([pick[2 * copies : 3 * copies], pick[copies : 2 * copies]], axis=1)
+    # Each copy row gets one source: the first ``copies // 2`` copy rows are exact copies.
+    half = copies // 2
+    exact, near = exact[:half], near[half:]
+    outliers = pick[3 * copies :]
+    source = np.arange(n)
+    source[exact[:, 1]] = exact[:, 0]
+    source[near[:, 1]] = near[:, 0]
+    centre_of[exact[:, 1]] = centre_of[exact[:, 0]]
+    centre_of[near[:, 1]] = centre_of[near[:, 0]]
+    labels[exact[:, 1]] = labels[exact[:, 0]]
+    labels[near[:, 1]] = labels[near[:, 0]]
+    return {
+        "centre_of": centre_of,
+        "labels": labels,
+        "split": split,
+        "source": source,  # a row's text is its source row's text
+        "exact": exact,
+        "near": near,
+        "outliers": outliers,
+        "spread": 0.45 + 0.35 * rng.random(SCALE_CLUSTERS),
+    }
+
+
+def write_scale_vectors(path: Path, plan: dict[str, Any], dim: int, model: int) -> None:
+    """One model's vectors of the scale set, written a block at a time (memory-mapped)."""
+    n = len(plan["centre_of"])
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+    centres = np.random.default_rng(10 + model).normal(size=(SCALE_CLUSTERS, dim))
+    centres = (centres / np.linalg.norm(centres, axis=1, keepdims=True)).astype(np.float32)
+    rng = np.random.default_rng(20 + model)
+    spread = plan["spread"] / np.sqrt(dim)  # per dimension: a noise of norm ~ spread
+    step = 100_000
+    for s in range(0, n, step):
+        c = plan["centre_of"][s : s + step]
+        noise = rng.normal(size=(len(c), dim)).astype(np.float32) * spread[c, None]
+        x = centres[c] + noise.astype(np.float32)
+        rows = np.arange(s, s + len(c))
+        far = np.isin(rows, plan["outliers"])
+        if far.any():  # random directions: far from every cluster
+            x[far] = rng.normal(size=(int(far.sum()), dim)).astype(np.float32)
+        out[s : s + len(c)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    out.flush()
+    for pairs, move in ((plan["exact"], 0.0), (plan["near"], 0.02)):
+        if len(pairs) == 0:
+            continue
+        order = np.argsort(pairs[:, 0])
+        src = np.asarray(out[pairs[order, 0]])
+        if move:
+            src = src + move * rng.normal(size=src.shape).astype(np.float32) / np.sqrt(dim)
+            src /= np.linalg.norm(src, axis=1, keepdims=True)
+        for (_, copy), v in zip(pairs[order], src, strict=True):
+            out[copy] = v
+    out.flush()
+    del out
+
+
 def scale_run(ws: Any, n: int, dim: int, root: Path, log: Any) -> dict[str, Any]:
-    """``n`` items x 2 models of ``dim``-d structured vectors, written into the cache as
-    finished entries of a manifest dataset (ids, labels with 5 % flipped, a split column)."""
+    """``n`` items x 2 models of ``dim``-d structured vectors (``scale_plan``), written into
+    the cache as finished entries of a manifest dataset (ids, texts, labels, a split column);
+    the whole ``find`` timed, with peak memory, and what it found against what was planted."""
     import csv
 
     from engine.params import EmbedParams
 
-    rng = np.random.default_rng(0)
-    clusters = 50
-    centre_of = rng.integers(0, clusters, n)
-    labels = centre_of.copy()
-    flip = rng.random(n) < 0.05
-    labels[flip] = rng.integers(0, clusters, int(flip.sum()))
-    split = np.where(rng.random(n) < 0.8, "train", "test")
-    manifest = root / "scale.csv"
+    plan = scale_plan(n)
+    manifest = root / f"scale-{n}.csv"
     with open(manifest, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "text", "label", "split"])
         for i in range(n):
-            w.writerow([f"r{i}", f"item {i}", f"c{labels[i]}", split[i]])
+            w.writerow(
+                [f"r{i}", f"item {plan['source'][i]}", f"c{plan['labels'][i]}", plan["split"][i]]
+            )
     ds = ws.open(f"manifest:{manifest}")
     models = []
     for j in range(2):
@@ -180,18 +253,7 @@ def scale_run(ws: Any, n: int, dim: int, root: Path, log: Any) -> dict[str, Any]
         key = EmbedParams.vectors_key(ds.fingerprint(), f"{name}@seed{j}", "text")
         directory = ws.cache.entry_dir("vectors", key)
         directory.mkdir(parents=True, exist_ok=True)
-        out = np.lib.format.open_memmap(
-            directory / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, dim)
-        )
-        centres = np.random.default_rng(10 + j).normal(size=(clusters, dim)).astype(np.float32)
-        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-        noise_rng = np.random.default_rng(20 + j)
-        for s in range(0, n, 100_000):
-            c = centre_of[s : s + 100_000]
-            x = centres[c] + 0.35 * noise_rng.normal(size=(len(c), dim)).astype(np.float32) / 3
-            out[s : s + len(c)] = x / np.linalg.norm(x, axis=1, keepdims=True)
-        out.flush()
-        del out
+        write_scale_vectors(directory / "vectors.npy", plan, dim, j)
         manifest_fields = {
             "dataset": ds.spec,
             "dataset_fingerprint": ds.fingerprint(),
@@ -208,6 +270,16 @@ def scale_run(ws: Any, n: int, dim: int, root: Path, log: Any) -> dict[str, Any]
     found = ws.find(ds, models, split_column="split")
     seconds = time.perf_counter() - t
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    data = found.to_json()
+    exact_truth = {tuple(sorted(p)) for p in plan["exact"].tolist()}
+    near_truth = {tuple(sorted(p)) for p in plan["near"].tolist()}
+    exact_found = group_pairs([d["rows"] for d in data["duplicates"] if d["exact"]])
+    all_found = group_pairs([d["rows"] for d in data["duplicates"]])
+    top = {o["row"] for o in data["outliers"][: 2 * len(plan["outliers"])]}
+    purity = []
+    for c in data["clusters"][models[0]]:
+        counts = np.bincount(plan["centre_of"][np.asarray(c["rows"])], minlength=SCALE_CLUSTERS)
+        purity.append(counts.max() / counts.sum())
     return {
         "n": n,
         "dim": dim,
@@ -217,6 +289,23 @@ def scale_run(ws: Any, n: int, dim: int, root: Path, log: Any) -> dict[str, Any]
         "load_avg_before": [round(x, 1) for x in load_before],
         "load_avg_after": [round(x, 1) for x in os.getloadavg()],
         "counts": found.counts(),
+        "planted": {
+            "clusters": SCALE_CLUSTERS,
+            "exact_pairs": len(exact_truth),
+            "near_pairs": len(near_truth),
+            "outliers": len(plan["outliers"]),
+            "flipped": int((plan["labels"] != plan["centre_of"]).sum()),
+        },
+        "exact_recall": round(len(exact_found & exact_truth) / max(1, len(exact_truth)), 3),
+        "duplicate_pairs": prf(all_found, exact_truth | near_truth),
+        "outliers_in_top_2x": round(
+            len(top & set(plan["outliers"].tolist())) / max(1, len(plan["outliers"])), 3
+        ),
+        "clusters_purity_median": round(float(np.median(purity)), 3) if purity else None,
+        "label_errors": prf(
+            {e["row"] for e in data["label_errors"]},
+            set(np.flatnonzero(plan["labels"] != plan["centre_of"]).tolist()),
+        ),
         "goal_le_300s": seconds <= 300,
     }
 

@@ -263,7 +263,7 @@ HEADS = HeadParams()
 
 
 # -- findings -----------------------------------------------------------------------------------
-FINDINGS_VERSION = 1  # part of every findings key: bump when a kind's definition changes
+FINDINGS_VERSION = 2  # part of every findings key: bump when a kind's definition changes
 
 
 @dataclass(frozen=True)

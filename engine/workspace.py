@@ -992,14 +992,64 @@ class Workspace:
         split_column: str | None = None,
         params: FindingsParams = FINDINGS,
         progress: ProgressCallback | None = None,
+        embed: bool = True,
+        compute: bool = True,
     ) -> Findings:
         """Label errors, exact and near duplicates, outliers, leaks between splits and named
         clusters of ``dataset``, per model and across ``models`` (cached; see
-        ``engine.analysis.findings``). Models without finished vectors are embedded first.
-        ``label_column``: a metadata column instead of the labels; ``split_column``: the
-        column leaks cross (default: ``split`` when the dataset has one)."""
+        ``engine.analysis.findings``). Models without finished vectors are embedded first
+        (``embed`` False: ``NotEmbedded`` instead, no model loads). ``compute`` False: the
+        cached findings or ``NotComputed`` (a view-only deployment, a bundle's installed
+        findings). ``label_column``: a metadata column instead of the labels;
+        ``split_column``: the column leaks cross (default: ``split`` when the dataset has one)."""
         from engine.analysis.findings_run import find_in_dataset
 
+        ds, entries = self._findings_entries(dataset, models, embed=embed, progress=progress)
+        return find_in_dataset(
+            ds,
+            entries,
+            self.cache,
+            label_column=label_column,
+            split_column=split_column,
+            params=params,
+            progress=progress,
+            compute=compute,
+        )
+
+    def cached_findings(
+        self,
+        dataset: Dataset | str,
+        models: Sequence[str],
+        *,
+        label_column: str | None = None,
+        split_column: str | None = None,
+        params: FindingsParams = FINDINGS,
+    ) -> Findings | None:
+        """The cached findings of ``dataset`` under ``models``, or None (nothing is embedded,
+        computed or loaded)."""
+        from engine.analysis.findings_run import cached_findings
+
+        try:
+            ds, entries = self._findings_entries(dataset, models, embed=False)
+        except NotEmbedded:
+            return None
+        return cached_findings(
+            ds,
+            entries,
+            self.cache,
+            label_column=label_column,
+            split_column=split_column,
+            params=params,
+        )
+
+    def _findings_entries(
+        self,
+        dataset: Dataset | str,
+        models: Sequence[str],
+        *,
+        embed: bool,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[Dataset, dict[str, Entry]]:
         names = list(dict.fromkeys(models))
         if not names:
             raise ParallaxError("findings need at least one --model")
@@ -1011,17 +1061,11 @@ class Workspace:
             try:
                 entries[spec] = self.vectors(ds, spec)
             except NotEmbedded:
+                if not embed:
+                    raise
                 result = self.embed(ds, spec, progress=progress)
                 entries[spec] = self.cache.get("vectors", result.key) or self.vectors(ds, spec)
-        return find_in_dataset(
-            ds,
-            entries,
-            self.cache,
-            label_column=label_column,
-            split_column=split_column,
-            params=params,
-            progress=progress,
-        )
+        return ds, entries
 
 
 _PREDICTION_DEFAULTS = ("demo:shapes-clip", "demo:shapes-clip-small")  # shipped: answer offline

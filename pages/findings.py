@@ -4,6 +4,9 @@ Engine calls go through one ``Workspace`` (``engine.workspace``). A finding's bu
 rows into the Map selection (``dashboard.map_view.set_selection``), so they are selected on
 every map here and on the Map page; the maps here can be coloured by a finding; a finding's
 rows can be kept as a named subset; each list downloads as CSV.
+
+A view-only deployment computes nothing: it shows the findings a bundle carries (installed into
+the cache when the bundle is opened), or says there are none.
 """
 
 from __future__ import annotations
@@ -211,10 +214,12 @@ if not embedded:
     st.stop()
 meta_cols = [str(c) for c in ds.metadata().columns]
 c1, c2 = st.columns([3, 1])
+view_only = state.view_only()
 chosen = c1.multiselect(
     "Models",
     list(dict.fromkeys(embedded)),
-    default=list(dict.fromkeys(embedded))[:3],
+    # View-only: every bundled model, the set a bundle's findings were computed for.
+    default=list(dict.fromkeys(embedded))[: None if view_only else 3],
     key="findings_models",
 )
 split = c2.selectbox(
@@ -226,8 +231,15 @@ split = c2.selectbox(
 if not chosen:
     st.stop()
 with ui.guard("Finding"):
-    with st.spinner("Finding label errors, duplicates, outliers, leaks and clusters ..."):
-        found = workspace().find(ds, chosen, split_column=None if split == "(none)" else split)
+    split_column = None if split == "(none)" else split
+    if view_only:  # nothing is computed here: the bundle's findings, or a notice
+        found = workspace().cached_findings(ds, chosen, split_column=split_column)
+        if found is None:
+            state.view_only_notice("No findings were bundled for these models")
+            st.stop()
+    else:
+        with st.spinner("Finding label errors, duplicates, outliers, leaks and clusters ..."):
+            found = workspace().find(ds, chosen, split_column=split_column)
     counts = found.counts()
     st.markdown(
         " · ".join(

@@ -264,3 +264,113 @@ def test_the_approximate_graph_past_exact_below_finds_the_same_copies():
     for src, new, _ in rows["exact"] + rows["near"]:
         assert (src, new) in pairs
     assert set(rows["outliers"]) <= {o["row"] for o in found.outliers[:10]}
+
+
+def test_a_cached_answer_follows_the_models_asked_for(planted):
+    """The key does not depend on the models' order or names: a cached entry is put in the
+    order asked, every finding's models renamed with it."""
+    found, _ = planted
+    found.info["vectors"] = {"A": "ka", "B": "kb"}
+    swapped = found.for_models(["second", "first"], ["kb", "ka"])
+    assert swapped.models == ["second", "first"]
+    assert list(swapped.clusters) == ["second", "first"]
+    assert swapped.clusters["first"] == found.clusters["A"]
+    assert swapped.per_model["second"] == found.per_model["B"]
+    for old, new in zip(found.duplicates, swapped.duplicates, strict=True):
+        assert new["rows"] == old["rows"]
+        rename = {"A": "first", "B": "second"}
+        assert sorted(new["models"]) == sorted(rename[m] for m in old["models"])
+        assert new["models"] == [m for m in ("second", "first") if m in new["models"]]
+    with pytest.raises(ParallaxError):
+        found.for_models(["only"], ["kz"])
+
+
+def test_export_carries_cached_findings(digits_manifest, cache_root, tmp_path):
+    import pyarrow.parquet as pq
+
+    from engine.workspace import Workspace
+
+    ws = Workspace(cache_root)
+    spec = f"manifest:{digits_manifest}"
+    bare = ws.export(spec, ["baseline:pixels"], tmp_path / "bare.parquet", method="pca")
+    assert bare.finding_columns == [] and not any("finding" in c for c in bare.columns)
+    found = ws.find(spec, ["baseline:pixels"])  # the split column: `split`, found by name
+    done = ws.export(spec, ["baseline:pixels"], tmp_path / "found.parquet", method="pca")
+    assert done.finding_columns == [
+        "finding_label_error",
+        "finding_outlier_score",
+        "finding_duplicate_group",
+        "finding_duplicate_exact",
+        "finding_leak_group",
+        "baseline_pixels_cluster",
+    ]
+    table = pq.read_table(done.path)
+    col = table.to_pydict()
+    suggested = {i: v for i, v in enumerate(col["finding_label_error"]) if v is not None}
+    assert suggested == {e["row"]: e["suggested"] for e in found.label_errors}
+    scores = {i: v for i, v in enumerate(col["finding_outlier_score"]) if v is not None}
+    assert scores.keys() == {o["row"] for o in found.outliers}
+    for o in found.outliers:
+        assert scores[o["row"]] == pytest.approx(o["score"], abs=1e-4)
+    group = col["finding_duplicate_group"]
+    assert group[5] is not None and group[5] == group[60] and col["finding_duplicate_exact"][5]
+    in_groups = {r for d in found.duplicates for r in d["rows"]}
+    assert {i for i, g in enumerate(group) if g is not None} == in_groups
+    assert col["finding_leak_group"][5] is not None
+    assert col["finding_leak_group"][5] == col["finding_leak_group"][60]
+    for c in found.clusters["baseline:pixels"]:
+        assert {col["baseline_pixels_cluster"][r] for r in c["rows"]} == {c["name"]}
+    meta = json.loads(table.schema.metadata[b"parallax"])["findings"]
+    assert meta["key"] == found.info["key"] and meta["split_column"] == "split"
+
+
+def test_a_bundle_carries_findings_to_a_fresh_cache(
+    digits_manifest, cache_root, tmp_path, monkeypatch
+):
+    import zipfile
+
+    import engine.analysis.findings_run as run
+    from engine.data.bundle import BundleError, member_digest, open_bundle
+    from engine.workspace import Workspace
+
+    ws = Workspace(cache_root)
+    spec = f"manifest:{digits_manifest}"
+    path = tmp_path / "digits.parallax.zip"
+    ws.bundle(spec, ["baseline:pixels"], path, methods=("pca",))  # nothing cached: none packed
+    with zipfile.ZipFile(path) as zf:
+        assert "findings.json" not in zf.namelist()
+    found = ws.find(spec, ["baseline:pixels"])
+    ws.bundle(spec, ["baseline:pixels"], path, methods=("pca",))
+
+    def computed(*args, **kwargs):
+        raise AssertionError("a view-only reader computed findings")
+
+    monkeypatch.setattr(run, "compute_findings", computed)
+    viewer = Workspace(tmp_path / "viewer")
+    ds = viewer.open(f"bundle:{path}")
+    shown = viewer.find(ds, ["baseline:pixels"], embed=False, compute=False)
+    assert shown.cached and shown.info["dataset"] == ds.spec
+    mine, theirs = shown.to_json(), found.to_json()
+    for key in ("dataset", "key", "vectors"):
+        mine.pop(key), theirs.pop(key)
+    assert mine == json.loads(json.dumps(theirs))
+    assert viewer.cached_findings(ds, ["baseline:pixels"]) is not None
+
+    # The packed findings are visitor input: a row past the end refuses the whole bundle.
+    def lie(name: str, data: bytes) -> bytes:
+        if name == "findings.json":
+            data = json.loads(data)
+            data["outliers"][0]["row"] = 10**6
+            return json.dumps(data).encode()
+        return data
+
+    bad = tmp_path / "bad.parallax.zip"
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(bad, "w") as zout:
+        members = {n: lie(n, zin.read(n)) for n in zin.namelist()}
+        manifest = json.loads(members["manifest.json"])
+        manifest["files"] = {n: member_digest(members[n]) for n in manifest["files"]}
+        members["manifest.json"] = json.dumps(manifest).encode()
+        for name, data in members.items():
+            zout.writestr(name, data)
+    with pytest.raises(BundleError, match="findings"):
+        open_bundle(bad, cache=Workspace(tmp_path / "other").cache)

@@ -56,7 +56,7 @@ def generated(tmp_path, cache_root, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_generated_client_predicts_searches_embeds_and_maps(generated):
+def test_a_generated_client_predicts_searches_embeds_maps_and_finds(generated):
     package, http, vectors = generated
     models = importlib.import_module("parallax_client.models")
     types = importlib.import_module("parallax_client.types")
@@ -66,6 +66,7 @@ def test_a_generated_client_predicts_searches_embeds_and_maps(generated):
     embeddings = importlib.import_module("parallax_client.api.embeddings.embeddings")
     embed_images = importlib.import_module("parallax_client.api.embeddings.embed_images")
     maps = importlib.import_module("parallax_client.api.maps.maps")
+    findings = importlib.import_module("parallax_client.api.findings.findings")
     client = package.Client(base_url="http://testserver").set_httpx_client(http)
 
     # predict: images as files, labels, two models -> one answer per model
@@ -141,3 +142,14 @@ def test_a_generated_client_predicts_searches_embeds_and_maps(generated):
     # An error comes back parsed, with its code.
     missing = maps.sync("demo:digits", "baseline:pixels", client=client)  # no UMAP map yet
     assert isinstance(missing, models.ErrorResponse) and missing.error.code == "not_mapped"
+
+    # findings: the typed answer of the CLI's JSON object (rows are row indices)
+    body = models.FindingsRequest(dataset="demo:digits", models=["baseline:pixels"])
+    found = findings.sync(client=client, body=body)
+    assert isinstance(found, models.FindingsResult), found
+    assert found.n == 1797 and found.models == ["baseline:pixels"]
+    assert found.outliers and all(0 <= o.row < 1797 for o in found.outliers)
+    assert [c.name for c in found.clusters["baseline:pixels"]]
+    body.models = ["hf:/"]
+    refused = findings.sync(client=client, body=body)
+    assert isinstance(refused, models.ErrorResponse) and refused.error.code == "forbidden"

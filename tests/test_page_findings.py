@@ -106,3 +106,29 @@ def test_colour_by_a_finding_and_keep_it_as_a_subset(spec):
     assert [s.name for s in kept] == ["findings leaks"]
     assert list_subsets(open_dataset(spec)) == []
     assert 3 in kept[0].rows.tolist() and 80 in kept[0].rows.tolist()
+
+
+def test_view_only_shows_a_bundles_findings_without_computing(
+    spec, temp_cache, tmp_path, monkeypatch
+):
+    import engine.analysis.findings_run as findings_run
+    from engine.workspace import Workspace
+
+    path = tmp_path / "digits.parallax.zip"
+    Workspace(temp_cache).bundle(spec, [PIXELS, SECOND], path, methods=("pca",), findings=True)
+
+    def computed(*args, **kwargs):
+        raise AssertionError("a view-only page computed findings")
+
+    monkeypatch.setattr(findings_run, "compute_findings", computed)
+    monkeypatch.setenv("PARALLAX_VIEW_ONLY", "1")
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.session_state["dataset_spec"] = f"bundle:{path}"
+    at.session_state["model_specs"] = [SECOND, PIXELS]  # another order: the same findings
+    run(at)
+    assert any("rows 3, 80" in m.value and "exact copies" in m.value for m in at.markdown)
+    assert len(scatter_maps(at)) == 2
+    # Models the bundle's findings were not computed for: a notice, nothing computed.
+    at.multiselect(key="findings_models").set_value([PIXELS])
+    run(at)
+    assert any("No findings were bundled" in i.value for i in at.info)

@@ -60,7 +60,7 @@ def test_openapi_is_valid_and_describes_every_body(client):
     validate(schema)  # raises with the first problem
     posts = {p: ops["post"] for p, ops in schema["paths"].items() if "post" in ops}
     forms = {"/v1/embeddings/images", "/v1/predict", "/v1/search/image"}
-    assert set(posts) == forms | {"/v1/embeddings", "/v1/search", "/v1/jobs/embed"}
+    assert set(posts) == forms | {"/v1/embeddings", "/v1/search", "/v1/jobs/embed", "/v1/findings"}
     components = schema["components"]["schemas"]
     for path, op in posts.items():
         body = op["requestBody"]
@@ -365,3 +365,34 @@ def test_batcher_errors_reach_every_waiting_caller():
     one = DynamicBatcher(lambda items: np.ones((len(items), 1)), max_batch=1, max_wait_s=0)
     assert one.submit([1]).shape == (1, 1)
     one.close()
+
+
+def test_findings_answer_the_cli_contract(client, cache_root, tmp_path):
+    body = {"dataset": "demo:digits", "models": ["baseline:pixels"]}
+    _error(client.post("/v1/findings", json=body), 404, "not_embedded")  # no model loads here
+    embed_dataset("demo:digits", "baseline:pixels", cache=Cache(cache_root))
+    _error(client.post("/v1/findings", json={**body, "cached_only": True}), 404, "not_computed")
+    r = client.post("/v1/findings", json=body)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    # The engine's own answer, computed apart in another cache: the same object, field for field.
+    from engine.workspace import Workspace
+
+    want = Workspace(tmp_path / "other").find("demo:digits", ["baseline:pixels"]).to_json()
+    assert got == json.loads(json.dumps(want))
+    assert got["n"] == 1797 and got["models"] == ["baseline:pixels"]
+    assert {"label_errors", "duplicates", "outliers", "leaks", "clusters"} <= set(got)
+    assert got["clusters"]["baseline:pixels"] and got["outliers"]
+    rows = [r for c in got["clusters"]["baseline:pixels"] for r in c["rows"]]
+    assert len(rows) == len(set(rows)) and all(0 <= r < 1797 for r in rows)
+    # Computed once: the cached answer is the same.
+    assert client.post("/v1/findings", json={**body, "cached_only": True}).json() == got
+    # The visitor policy and the error shape, as on every route.
+    _error(client.post("/v1/findings", json={**body, "models": ["hf:/"]}), 403, "forbidden")
+    _error(client.post("/v1/findings", json={**body, "dataset": "folder:/etc"}), 403, "forbidden")
+    _error(client.post("/v1/findings", json={**body, "models": []}), 400)
+    _error(client.post("/v1/findings", json={**body, "split_column": "nope"}), 400)
+    _error(
+        client.post("/v1/findings", content=b"dataset=x", headers={"content-type": "text/plain"}),
+        415,
+    )

@@ -32,6 +32,7 @@ class ModelVectors(Protocol):
 
 _WORD = re.compile(r"[^\W\d_][\w'-]{2,}", re.UNICODE)
 _NAME_WORDS = 3
+NAME_SAMPLE = 2_000
 
 
 def min_cluster_size(n: int, params: FindingsParams = FINDINGS) -> int:
@@ -130,7 +131,11 @@ def name_clusters(
     labels, else a number. A name already taken is extended with the next word, then numbered."""
     candidates: list[list[str]]
     if texts is not None and any(texts[int(r)] for m in members for r in m[:50]):
-        candidates = ctfidf_words([[texts[int(r)] for r in m] for m in members])
+        # Words are counted on at most NAME_SAMPLE texts a cluster (evenly spaced rows): the
+        # most distinctive words of a large cluster show in any few thousand of its texts.
+        candidates = ctfidf_words(
+            [[texts[int(r)] for r in m[:: max(1, len(m) // NAME_SAMPLE)]] for m in members]
+        )
         sep = " · "
     elif labels is not None and any(labels[int(r)] is not None for m in members for r in m[:50]):
         candidates = [_label_name([labels[int(r)] for r in m]) for m in members]

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,10 @@ MAD_SCALE = 1.4826  # MAD -> standard deviation of a normal distribution
 _CHUNK = 65_536
 _EPS = 1e-6  # smallest cosine distance told apart (float32 products of unit vectors)
 EXACT_COSINE = 1.0 - 1e-4  # at or above: a candidate exact copy under this model
+# The smallest spread of nearest-neighbour log distance ratios a model is granted: the
+# shipped models on real sets measure 0.21 to 0.44 (so it changes nothing there); a Gaussian
+# blob in 512 dimensions measures 0.07, and near-copy z-scores would flag ordinary neighbours.
+DUP_MAD_FLOOR = 0.2
 KINDS = ("label_errors", "duplicates", "outliers", "leaks", "clusters")
 
 
@@ -94,6 +99,44 @@ class Findings:
             cached=cached,
         )
 
+    def for_models(self, names: Sequence[str], keys: Sequence[str]) -> Findings:
+        """These findings under the model names ``names`` (whose vectors keys are ``keys``), in
+        that order: the cache key does not depend on the models' names or order (the same
+        vectors are the same findings), so an entry computed as ``[B, A]`` or under other
+        names answers ``[A, B]``. Matched by vectors key (``info["vectors"]``), else by
+        position."""
+        by_key = {str(v): k for k, v in (self.info.get("vectors") or {}).items()}
+        old = [by_key.get(str(k)) for k in keys]
+        if any(o is None or o not in self.models for o in old):
+            if len(self.models) != len(names):
+                raise ParallaxError("cached findings do not match these models")
+            old = list(self.models)
+        rename = dict(zip(old, names, strict=True))
+        rank = {name: i for i, name in enumerate(names)}
+
+        def who(models: Sequence[str]) -> list[str]:
+            return sorted((rename[m] for m in models if m in rename), key=rank.__getitem__)
+
+        def each(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [{**it, "models": who(it.get("models", []))} for it in items]
+
+        info = dict(self.info)
+        if "vectors" in info:
+            info["vectors"] = {name: str(k) for name, k in zip(names, keys, strict=True)}
+        return Findings(
+            n=self.n,
+            models=list(names),
+            label_errors=each(self.label_errors),
+            duplicates=each(self.duplicates),
+            outliers=each(self.outliers),
+            leaks=each(self.leaks),
+            clusters={rename[o]: self.clusters[o] for o in old if o in self.clusters},
+            per_model={rename[o]: self.per_model[o] for o in old if o in self.per_model},
+            info=info,
+            cached=self.cached,
+            seconds=self.seconds,
+        )
+
     def counts(self) -> dict[str, int]:
         return {
             "label_errors": len(self.label_errors),
@@ -137,8 +180,9 @@ class ModelVectors:
         self.raw = vectors
         n = len(vectors)
         self.norms = np.empty(n, dtype=np.float32)
-        for s in range(0, n, _CHUNK):
-            block = np.asarray(vectors[s : s + _CHUNK], dtype=np.float32)
+        from engine.store.chunks import row_chunks
+
+        for s, block in row_chunks(vectors, rows=_CHUNK):
             self.norms[s : s + len(block)] = np.sqrt(np.einsum("ij,ij->i", block, block))
         if not np.all(np.isfinite(self.norms)):
             raise ParallaxError(f"{name}: the vectors hold non-finite values")
@@ -149,21 +193,46 @@ class ModelVectors:
         self.idx, self.sims = self._graph(params)
 
     def unit_block(self, start: int, stop: int) -> np.ndarray:
-        block = np.asarray(self.raw[start:stop], dtype=np.float32)
-        return block / self.norms[start:stop, None]
+        from engine.store.chunks import release
 
-    def unit_rows(self, rows: np.ndarray) -> np.ndarray:
-        order = np.argsort(rows)  # sorted reads of a memory-mapped file
+        block = np.array(self.raw[start:stop], dtype=np.float32)
+        release(self.raw, start, stop)  # this process keeps no pages of a memory-mapped file
+        block /= self.norms[start:stop, None]
+        return block
+
+    def unit_rows(self, rows: np.ndarray, keep_mapped: bool = False) -> np.ndarray:
+        """The unit vectors of ``rows``. ``keep_mapped``: leave the pages read mapped (many
+        gathers in a row: the caller releases them with ``release`` when done)."""
+        from engine.store.chunks import gather_rows
+
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")  # sorted reads of a memory-mapped file
         out = np.empty((len(rows), self.raw.shape[1]), dtype=np.float32)
-        out[order] = np.asarray(self.raw[rows[order]], dtype=np.float32)
-        return out / self.norms[rows, None]
+        if keep_mapped:
+            out[order] = self.raw[rows[order]]
+        else:
+            out[order] = gather_rows(self.raw, rows[order])
+        out /= self.norms[rows, None]
+        return out
+
+    def release(self) -> None:
+        """Drop the pages of a memory-mapped file this process has read (no-op in memory)."""
+        from engine.store.chunks import release
+
+        release(self.raw)
 
     def pair_cosines(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Cosines of rows ``a[i]`` and ``b[i]`` on the full vectors. Random rows of a memory-
+        mapped file are read with their pages kept until the end (releasing them after every
+        block made each later block fault them in again: 5x slower), then released."""
         out = np.empty(len(a), dtype=np.float32)
-        for s in range(0, len(a), _CHUNK):
-            ua = self.unit_rows(a[s : s + _CHUNK])
-            ub = self.unit_rows(b[s : s + _CHUNK])
-            out[s : s + len(ua)] = np.einsum("ij,ij->i", ua, ub)
+        try:
+            for s in range(0, len(a), _CHUNK):
+                ua = self.unit_rows(a[s : s + _CHUNK], keep_mapped=True)
+                ub = self.unit_rows(b[s : s + _CHUNK], keep_mapped=True)
+                out[s : s + len(ua)] = np.einsum("ij,ij->i", ua, ub)
+        finally:
+            self.release()
         return out
 
     def _graph(self, params: FindingsParams) -> tuple[np.ndarray, np.ndarray]:
@@ -204,33 +273,61 @@ class ModelVectors:
         return idx, sims
 
 
+@contextmanager
+def _faiss_threads(n: int) -> Iterator[None]:
+    """faiss's OpenMP threads set to ``n`` meanwhile. Many small searches run faster as one
+    thread each from a pool than as OpenMP teams: on a shared machine a team's threads spin at
+    every barrier waiting for a core (measured here: 2 threads 2x slower than 1 under load)."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+COARSE_DIMS = 16  # leading PCA dims the cells are drawn in (the search uses them all)
+
+
 def blocked_knn(
     space: np.ndarray, k: int, seed: int = 0, probe: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:
     """Approximate k-NN (self excluded) of unit rows by blocks: the rows are split into
-    k-means cells (faiss), and each cell's rows are searched exactly against the rows of the
-    ``probe`` cells nearest to its centre, one BLAS product per cell. Every cell's search is
-    a dense matrix product instead of one scan per query, which is what makes 1M rows fit in
-    minutes on two cores."""
+    k-means cells (faiss) drawn in the leading ``COARSE_DIMS`` coordinates (``space`` is a PCA:
+    they hold the coarse structure, and cells cost a quarter as much to fit and assign), and
+    each cell's rows are searched exactly against the rows of the ``probe`` cells nearest to
+    its centre, one BLAS product per cell, cells spread over a thread per core. Every cell's
+    search is a dense matrix product instead of one scan per query, which is what makes 1M
+    rows fit in minutes on two cores."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     import faiss
 
     n, d = space.shape
     cells = max(1, min(8192, n // 256))  # ~256 rows a cell: linear in n
+    coarse = np.ascontiguousarray(space[:, : min(COARSE_DIMS, d)])
     rng = np.random.default_rng(seed)
-    train = space[rng.choice(n, size=min(n, cells * 40), replace=False)]
-    km = faiss.Kmeans(d, cells, niter=8, seed=seed, spherical=True, verbose=False)
+    train = coarse[rng.choice(n, size=min(n, cells * 24), replace=False)]
+    km = faiss.Kmeans(
+        coarse.shape[1], cells, niter=6, seed=seed, verbose=False, min_points_per_centroid=16
+    )
     km.train(np.ascontiguousarray(train))
-    _, assign = km.index.search(space, 1)
+    _, assign = km.index.search(coarse, 1)
+    del coarse
     assign = assign[:, 0]
     order = np.argsort(assign, kind="stable")
     bounds = np.searchsorted(assign[order], np.arange(cells + 1))
     _, near_cells = km.index.search(km.centroids, min(probe, cells))
     idx = np.full((n, k), -1, dtype=np.int32)
     sims = np.full((n, k), -1.0, dtype=np.float32)
-    for c in range(cells):
+
+    def search(c: int) -> None:
         rows = order[bounds[c] : bounds[c + 1]]
         if len(rows) == 0:
-            continue
+            return
         base = np.concatenate([order[bounds[j] : bounds[j + 1]] for j in near_cells[c]])
         kk = min(k + 1, len(base))
         s, i = faiss.knn(
@@ -244,10 +341,13 @@ def blocked_knn(
         missing = ~own.any(axis=1)
         own[missing, kk - 1] = True  # drop the last column where self was not returned
         keep = ~own
-        found = found[keep].reshape(len(rows), kk - 1)
-        s = s[keep].reshape(len(rows), kk - 1)
-        idx[rows, : kk - 1] = found
-        sims[rows, : kk - 1] = s
+        idx[rows, : kk - 1] = found[keep].reshape(len(rows), kk - 1)
+        sims[rows, : kk - 1] = s[keep].reshape(len(rows), kk - 1)
+
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with _faiss_threads(1), ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(search, range(cells)):  # rows of different cells never overlap
+            pass
     return idx, sims
 
 
@@ -255,18 +355,29 @@ def blocked_knn(
 def lof_scores(idx: np.ndarray, sims: np.ndarray, k: int) -> np.ndarray:
     """Log local outlier factor over ``k`` neighbours (Breunig et al. 2000): how much sparser
     a row's neighbourhood is than its neighbours' own. With ``k`` above the size of the small
-    groups outliers come in, a tight group far from the rest still stands out."""
+    groups outliers come in, a tight group far from the rest still stands out. Computed a
+    block of rows at a time (two passes: densities, then their ratios)."""
     k = min(k, idx.shape[1])
-    nb = idx[:, :k]
-    d = np.clip(1.0 - sims[:, :k].astype(np.float64), _EPS, 2.0)
-    missing = nb < 0
-    nb = np.where(missing, np.arange(len(idx))[:, None], nb)
-    kdist = d[:, -1]
-    reach = np.maximum(d, kdist[nb])
-    reach = np.where(missing, np.nan, reach)
-    lrd = 1.0 / np.nanmean(reach, axis=1)
-    neigh = np.where(missing, np.nan, lrd[nb])
-    return np.log(np.nanmean(neigh, axis=1) / lrd)
+    n = len(idx)
+
+    def block(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        nb = idx[s : s + _CHUNK, :k]
+        d = np.clip(1.0 - sims[s : s + _CHUNK, :k].astype(np.float64), _EPS, 2.0)
+        missing = nb < 0
+        return np.where(missing, np.arange(s, s + len(nb))[:, None], nb), d, missing
+
+    kdist = np.clip(1.0 - sims[:, k - 1].astype(np.float64), _EPS, 2.0)
+    lrd = np.empty(n)
+    for s in range(0, n, _CHUNK):
+        nb, d, missing = block(s)
+        reach = np.where(missing, np.nan, np.maximum(d, kdist[nb]))
+        lrd[s : s + len(nb)] = 1.0 / np.nanmean(reach, axis=1)
+    out = np.empty(n)
+    for s in range(0, n, _CHUNK):
+        nb, _, missing = block(s)
+        neigh = np.where(missing, np.nan, lrd[nb])
+        out[s : s + len(nb)] = np.log(np.nanmean(neigh, axis=1) / lrd[s : s + len(nb)])
+    return out
 
 
 # -- label errors --------------------------------------------------------------------------------
@@ -275,80 +386,117 @@ def knn_probabilities(
 ) -> np.ndarray:
     """Leave-one-out class probabilities: a similarity-weighted vote of the ``k`` nearest other
     labelled items, smoothed towards the class frequencies (an item with few labelled
-    neighbours is not certain of anything)."""
+    neighbours is not certain of anything). A block of rows at a time."""
     n = len(idx)
-    nb = idx[:, :k]
-    valid = nb >= 0
-    lab = np.where(valid, y[np.where(valid, nb, 0)], -1)
-    w = np.clip(sims[:, :k].astype(np.float32), 0.0, None) + 1e-3
-    w = np.where(lab >= 0, w, 0.0)
     counts = np.bincount(y[y >= 0], minlength=n_classes).astype(np.float64)
     prior = counts / max(counts.sum(), 1.0)
-    cells = (np.arange(n)[:, None] * n_classes + np.maximum(lab, 0)).reshape(-1)
-    probs = np.bincount(cells, weights=w.reshape(-1), minlength=n * n_classes)
-    probs = probs.reshape(n, n_classes)
-    total = w.sum(axis=1, keepdims=True)
     alpha = 1.0  # one pseudo-neighbour's weight, spread by class frequency
-    mean_w = np.where(total > 0, total / np.maximum(valid.sum(axis=1, keepdims=True), 1), 1.0)
-    probs = (probs + alpha * mean_w * prior) / (total + alpha * mean_w)
-    return probs.astype(np.float32)
+    out = np.empty((n, n_classes), dtype=np.float32)
+    for s in range(0, n, _CHUNK):
+        nb = idx[s : s + _CHUNK, :k]
+        m = len(nb)
+        valid = nb >= 0
+        lab = np.where(valid, y[np.where(valid, nb, 0)], -1)
+        w = np.clip(sims[s : s + m, :k].astype(np.float32), 0.0, None) + 1e-3
+        w = np.where(lab >= 0, w, 0.0)
+        cells = (np.arange(m)[:, None] * n_classes + np.maximum(lab, 0)).reshape(-1)
+        probs = np.bincount(cells, weights=w.reshape(-1), minlength=m * n_classes)
+        probs = probs.reshape(m, n_classes)
+        total = w.sum(axis=1, keepdims=True)
+        mean_w = np.where(total > 0, total / np.maximum(valid.sum(axis=1, keepdims=True), 1), 1.0)
+        out[s : s + m] = (probs + alpha * mean_w * prior) / (total + alpha * mean_w)
+    return out
+
+
+LDA_SAMPLE = 50_000  # labelled rows the discriminant is fitted on; every other row is predicted
 
 
 def kfold_lda_probabilities(
-    vec: ModelVectors, y: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0
+    vec: ModelVectors,
+    y: np.ndarray,
+    n_classes: int,
+    folds: int = 5,
+    seed: int = 0,
+    sample: int = LDA_SAMPLE,
 ) -> np.ndarray:
     """Out-of-sample class probabilities from linear discriminant analysis, ``folds``-fold.
 
     Closed form (class means and one pooled covariance, shrunk towards a scaled identity by the
     Ledoit-Wolf estimate), so one pass over the vectors gives every fold's statistics: a fold's
     model is the totals minus that fold's share. A linear read-out finds a class that the raw
-    distances bury under another attribute (colour over shape), which k-NN cannot."""
+    distances bury under another attribute (colour over shape), which k-NN cannot.
+
+    Class means and a pooled covariance need no more than a sample: past ``sample`` labelled
+    rows they are fitted on a seeded sample (its rows get the model of the other folds), and
+    every other row gets the model of the whole sample, which never saw it either. The
+    products are float32 blocks summed in float64; the prediction is one pass over the vectors
+    in blocks, in float32."""
     from sklearn.covariance import ledoit_wolf_shrinkage
 
     n, d = vec.raw.shape
     rng = np.random.default_rng(seed)
     fold = rng.integers(0, folds, n)
-    labelled = y >= 0
+    labelled = np.flatnonzero(y >= 0)
+    fit = labelled
+    if len(labelled) > sample:
+        fit = np.sort(np.random.default_rng(seed + 1).choice(labelled, sample, replace=False))
+    in_fit = np.zeros(n, dtype=bool)
+    in_fit[fit] = True
     sums = np.zeros((folds, n_classes, d))
     counts = np.zeros((folds, n_classes))
     scatter = np.zeros((folds, d, d))
-    for s in range(0, n, _CHUNK):
-        x = vec.unit_block(s, min(n, s + _CHUNK)).astype(np.float64)
-        fb, yb, lb = fold[s : s + len(x)], y[s : s + len(x)], labelled[s : s + len(x)]
+    eye = np.eye(n_classes, dtype=np.float32)
+    for s in range(0, len(fit), _CHUNK):
+        rows = fit[s : s + _CHUNK]
+        contiguous = len(rows) and rows[-1] - rows[0] == len(rows) - 1
+        x = vec.unit_block(rows[0], rows[-1] + 1) if contiguous else vec.unit_rows(rows)
+        fb, yb = fold[rows], y[rows]
         for f in range(folds):
-            sel = (fb == f) & lb
+            sel = fb == f
             xs = x[sel]
             scatter[f] += xs.T @ xs
-            np.add.at(sums[f], yb[sel], xs)
+            sums[f] += eye[yb[sel]].T @ xs
             counts[f] += np.bincount(yb[sel], minlength=n_classes)
-    sample = np.flatnonzero(labelled)
-    if len(sample) > 20_000:
-        sample = np.sort(rng.choice(sample, 20_000, replace=False))
-    xs = vec.unit_rows(sample).astype(np.float64)
+    lw = fit
+    if len(lw) > 20_000:
+        lw = np.sort(rng.choice(lw, 20_000, replace=False))
+    xs = vec.unit_rows(lw).astype(np.float64)
     means_all = sums.sum(0) / np.maximum(counts.sum(0), 1)[:, None]
-    shrink = float(ledoit_wolf_shrinkage(xs - means_all[y[sample]]))
-    probs = np.full((n, n_classes), 1.0 / n_classes, dtype=np.float32)
-    for f in range(folds):
-        cnt = counts.sum(0) - counts[f]
-        tot = sums.sum(0) - sums[f]
+    shrink = float(ledoit_wolf_shrinkage(xs - means_all[y[lw]]))
+
+    def model(drop: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+        cnt = counts.sum(0) - (counts[drop] if drop is not None else 0)
+        tot = sums.sum(0) - (sums[drop] if drop is not None else 0)
         m = cnt.sum()
         if m <= n_classes:
-            continue
+            return None
         means = tot / np.maximum(cnt, 1)[:, None]
-        within = (scatter.sum(0) - scatter[f]) - (means.T * cnt) @ means
+        within = (scatter.sum(0) - (scatter[drop] if drop is not None else 0)) - (
+            means.T * cnt
+        ) @ means
         cov = within / max(m - n_classes, 1.0)
         mu = np.trace(cov) / d
         cov = (1.0 - shrink) * cov + shrink * mu * np.eye(d)
         coef = np.linalg.solve(cov, means.T)  # d x C
         prior = np.log(np.maximum(cnt, 1e-9) / m)
         bias = -0.5 * np.einsum("cd,dc->c", means, coef) + np.where(cnt > 0, prior, -np.inf)
-        rows = np.flatnonzero(fold == f)
-        for s in range(0, len(rows), _CHUNK):
-            r = rows[s : s + _CHUNK]
-            logits = vec.unit_rows(r).astype(np.float64) @ coef + bias
+        return coef.astype(np.float32), bias.astype(np.float32)
+
+    models = [model(f) for f in range(folds)] + [model(None)]
+    probs = np.full((n, n_classes), 1.0 / n_classes, dtype=np.float32)
+    # A row of the fitted set gets its fold's model; any other row the whole set's.
+    which = np.where(in_fit, fold, folds)
+    for s in range(0, n, _CHUNK):
+        x = vec.unit_block(s, min(n, s + _CHUNK))
+        wb = which[s : s + len(x)]
+        for f, fitted in enumerate(models):
+            sel = np.flatnonzero(wb == f)
+            if fitted is None or len(sel) == 0:
+                continue
+            logits = x[sel] @ fitted[0] + fitted[1]
             logits -= logits.max(axis=1, keepdims=True)
             e = np.exp(logits)
-            probs[r] = e / e.sum(axis=1, keepdims=True)
+            probs[s + sel] = e / e.sum(axis=1, keepdims=True)
     return probs
 
 
@@ -425,7 +573,18 @@ def _pairs_from(idx: np.ndarray, mask: np.ndarray) -> np.ndarray:
     ok = b >= 0
     pairs = np.stack([np.minimum(a[ok], b[ok]), np.maximum(a[ok], b[ok])], axis=1)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+    return _unique_pairs(pairs)
+
+
+def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """Sorted unique rows of an M x 2 array of row numbers (one int64 code a pair: a 1-d sort,
+    several times faster than ``np.unique(axis=0)``)."""
+    if len(pairs) == 0:
+        return pairs.reshape(0, 2).astype(np.int64)
+    pairs = pairs.astype(np.int64)
+    width = int(pairs.max()) + 1
+    codes = np.unique(pairs[:, 0] * width + pairs[:, 1])
+    return np.stack([codes // width, codes % width], axis=1)
 
 
 # -- the computation -----------------------------------------------------------------------------
@@ -445,7 +604,9 @@ class _Model:
         ref = ld[:, 0] - self.scale
         self.med = float(np.median(ref))
         mad = float(np.median(np.abs(ref - self.med))) * MAD_SCALE
-        self.mad = mad if mad > 1e-12 else (float(np.std(ref)) or 1.0)
+        # Floored: where every row's nearest neighbours are almost equally far (a blob in
+        # many dimensions), a pair a few percent closer than the row's third is no copy.
+        self.mad = max(mad, DUP_MAD_FLOOR)
         self.dup_z_graph = (-((ld - self.scale[:, None]) - self.med) / self.mad).astype(np.float32)
 
     def pair_z(self, pairs: np.ndarray) -> np.ndarray:
@@ -567,12 +728,16 @@ def _near_duplicates(
     out: Findings,
 ) -> list[dict[str, Any]]:
     """Groups of rows that are near copies, with the models that see each group."""
-    loose = min(params.dup_z, params.dup_z_combined) - 1.0
+    # A pair's z under a model is at most its z in that model's graph (the pair's scale is the
+    # smaller of its rows'), and a mean of z-scores at least dup_z_combined needs one model at
+    # or above it: the candidates are the graph's pairs there, less a margin for the
+    # approximate graph.
+    loose = min(params.dup_z, params.dup_z_combined) - 0.25
     cand: list[np.ndarray] = []
     for m in models:
         head = m.dup_z_graph.shape[1]
         cand.append(_pairs_from(m.vec.idx[:, :head], m.dup_z_graph >= loose))
-    pairs = np.unique(np.concatenate(cand), axis=0) if cand else np.zeros((0, 2), np.int64)
+    pairs = _unique_pairs(np.concatenate(cand)) if cand else np.zeros((0, 2), np.int64)
     if exact_pairs and len(pairs):
         keep = np.array([(a, b) not in exact_pairs for a, b in pairs.tolist()], dtype=bool)
         pairs = pairs[keep]
@@ -723,3 +888,122 @@ def _label_errors(
         }
         for r in rows
     ]
+
+
+# -- findings from elsewhere (a bundle) ----------------------------------------------------------
+_MAX_TEXT = 500  # a label, a cluster name, a split value: capped
+
+
+def checked_findings(data: Any, n: int, models: Sequence[str]) -> Findings:
+    """A findings JSON read from outside (a bundle: visitor input) as ``Findings``, every field
+    type-checked and every row inside ``[0, n)``; ``ParallaxError`` (one line) otherwise. Rows
+    are summed over every list, so a file cannot claim more than a few times ``n`` of them."""
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ParallaxError(f"malformed findings ({what})")
+
+    def text(v: Any, what: str) -> str:
+        need(isinstance(v, str), what)
+        return v[:_MAX_TEXT]
+
+    budget = [8 * n + 1000]  # row references, all lists together
+
+    def rows(v: Any, what: str) -> list[int]:
+        need(isinstance(v, list), what)
+        budget[0] -= len(v)
+        need(budget[0] >= 0, "too many rows")
+        need(all(type(r) is int and 0 <= r < n for r in v), what)
+        return list(v)
+
+    def who(v: Any) -> list[str]:
+        need(isinstance(v, list) and all(m in models for m in v), "models of a finding")
+        return list(v)
+
+    def score(v: Any) -> float:
+        need(isinstance(v, int | float) and not isinstance(v, bool), "score")
+        need(math.isfinite(float(v)), "score")
+        return float(v)
+
+    need(isinstance(data, dict), "not an object")
+    need(data.get("n") == n, "n")
+    need(list(data.get("models", [])) == list(models), "models")
+    for kind in ("label_errors", "duplicates", "outliers", "leaks"):
+        need(isinstance(data.get(kind), list), kind)
+        need(all(isinstance(it, dict) for it in data[kind]), kind)
+    label_errors = [
+        {
+            "row": rows([e.get("row")], "label error row")[0],
+            "label": text(e.get("label"), "label"),
+            "suggested": text(e.get("suggested"), "suggested label"),
+            "score": score(e.get("score")),
+            "models": who(e.get("models")),
+        }
+        for e in data["label_errors"]
+    ]
+    duplicates = []
+    for d in data["duplicates"]:
+        need(isinstance(d.get("exact"), bool), "exact")
+        group = {"rows": rows(d.get("rows"), "duplicate rows"), "exact": d["exact"]}
+        duplicates.append({**group, "models": who(d.get("models"))})
+    outliers = [
+        {
+            "row": rows([o.get("row")], "outlier row")[0],
+            "score": score(o.get("score")),
+            "models": who(o.get("models")),
+        }
+        for o in data["outliers"]
+    ]
+    leaks = []
+    for leak in data["leaks"]:
+        pair = rows(leak.get("rows"), "leak rows")
+        need(len(pair) == 2, "leak rows")
+        splits = leak.get("splits")
+        need(isinstance(splits, list) and len(splits) == 2, "leak splits")
+        item = {"rows": pair, "splits": [text(x, "split") for x in splits]}
+        item["models"] = who(leak.get("models"))
+        if isinstance(leak.get("exact"), bool):
+            item["exact"] = leak["exact"]
+        leaks.append(item)
+    clusters = data.get("clusters")
+    need(isinstance(clusters, dict) and set(clusters) <= set(models), "clusters")
+    checked_clusters = {}
+    for model, found in clusters.items():
+        need(isinstance(found, list) and all(isinstance(c, dict) for c in found), "clusters")
+        checked_clusters[model] = [
+            {"name": text(c.get("name"), "cluster name"), "rows": rows(c.get("rows"), "cluster")}
+            for c in found
+        ]
+    per_model: dict[str, dict[str, Any]] = {}
+    raw = data.get("per_model", {})
+    need(isinstance(raw, dict) and set(raw) <= set(models), "per_model")
+    for model, entry in raw.items():
+        need(isinstance(entry, dict), "per_model")
+        mine: dict[str, Any] = {}
+        for kind in ("label_errors", "outliers"):
+            if kind in entry:
+                mine[kind] = rows(entry[kind], f"per_model {kind}")
+        if "duplicates" in entry:
+            need(isinstance(entry["duplicates"], list), "per_model duplicates")
+            mine["duplicates"] = [rows(g, "per_model duplicates") for g in entry["duplicates"]]
+        if "label_accuracy" in entry:
+            mine["label_accuracy"] = score(entry["label_accuracy"])
+        per_model[model] = mine
+    info = {}
+    for field_name in ("label_column", "split_column"):
+        v = data.get(field_name)
+        info[field_name] = None if v is None else text(v, field_name)
+    params = data.get("params")
+    need(isinstance(params, dict), "params")
+    info["params"] = params
+    return Findings(
+        n=n,
+        models=list(models),
+        label_errors=label_errors,
+        duplicates=duplicates,
+        outliers=outliers,
+        leaks=leaks,
+        clusters=checked_clusters,
+        per_model=per_model,
+        info=info,
+    )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.analysis.findings import Findings, compute_findings
-from engine.errors import ParallaxError
+from engine.errors import NotFound, ParallaxError
 from engine.params import FINDINGS, FindingsParams
 from engine.store.cache import make_key
 
@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPLIT_COLUMN = "split"  # used when present and no split column is named
+
+
+class NotComputed(NotFound):
+    """No cached findings for this dataset, these models and settings (and none computed)."""
+
+    code = "not_computed"
 
 
 def _digest(values: Sequence[Any] | None) -> str | None:
@@ -109,17 +115,62 @@ def findings_key(
     labels: Sequence[Any] | None,
     splits: Sequence[Any] | None,
     columns: Mapping[str, str | None],
-    params: FindingsParams,
+    params: FindingsParams | Mapping[str, Any],
 ) -> str:
+    """The cache key of findings; ``params`` may be ``key_material()`` itself (a bundle's)."""
+    material = params.key_material() if isinstance(params, FindingsParams) else dict(params)
     return make_key(
         kind="findings",
         dataset=dataset.fingerprint(),
-        vectors=list(vectors_keys),
+        # Sorted: the same vectors are the same findings whatever order the models come in
+        # (``Findings.for_models`` puts a cached answer in the order asked).
+        vectors=sorted(vectors_keys),
         labels=_digest(labels),
         splits=_digest(splits),
         columns=dict(columns),
-        params=params.key_material(),
+        params=material,
     )
+
+
+def _key_and_columns(
+    dataset: Dataset,
+    entries: Mapping[str, Entry],
+    label_column: str | None,
+    split_column: str | None,
+    params: FindingsParams,
+) -> tuple[str, dict[str, str | None], list[str | None] | None, list[Any] | None]:
+    labels, splits, split_column = labels_and_splits(dataset, label_column, split_column)
+    columns = {"label_column": label_column, "split_column": split_column}
+    key = findings_key(dataset, [entries[m].key for m in entries], labels, splits, columns, params)
+    return key, columns, labels, splits
+
+
+def _read_entry(cache: Cache, key: str, entries: Mapping[str, Entry]) -> Findings | None:
+    path = cache.path("findings", key)
+    if not path.is_file():
+        return None
+    try:
+        found = Findings.from_json(json.loads(path.read_text()), cached=True)
+        found = found.for_models(list(entries), [e.key for e in entries.values()])
+    except (OSError, ValueError, KeyError, TypeError, ParallaxError):
+        return None  # a corrupt entry is recomputed and overwritten
+    cache.touch(path)
+    return found
+
+
+def cached_findings(
+    dataset: Dataset,
+    entries: Mapping[str, Entry],
+    cache: Cache,
+    *,
+    label_column: str | None = None,
+    split_column: str | None = None,
+    params: FindingsParams = FINDINGS,
+) -> Findings | None:
+    """The cached findings under every model of ``entries`` (in that order), or None: reads
+    only, computes nothing (export, bundles, view-only deployments)."""
+    key, *_ = _key_and_columns(dataset, entries, label_column, split_column, params)
+    return _read_entry(cache, key, entries)
 
 
 def find_in_dataset(
@@ -131,31 +182,32 @@ def find_in_dataset(
     split_column: str | None = None,
     params: FindingsParams = FINDINGS,
     progress: ProgressCallback | None = None,
+    compute: bool = True,
 ) -> Findings:
-    """Findings under every model of ``entries`` (model spec -> finished vectors), cached."""
+    """Findings under every model of ``entries`` (model spec -> finished vectors), cached.
+    ``compute`` False: the cached entry or ``NotComputed``."""
     from engine.store.cache import atomic_write_json, locked
 
     t0 = time.perf_counter()
-    labels, splits, split_column = labels_and_splits(dataset, label_column, split_column)
-    columns = {"label_column": label_column, "split_column": split_column}
+    key, columns, labels, splits = _key_and_columns(
+        dataset, entries, label_column, split_column, params
+    )
     names = list(entries)
-    key = findings_key(dataset, [entries[m].key for m in names], labels, splits, columns, params)
-    path = cache.path("findings", key)
 
     def read_cached() -> Findings | None:
-        if not path.is_file():
-            return None
-        try:
-            found = Findings.from_json(json.loads(path.read_text()), cached=True)
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # a corrupt entry is recomputed and overwritten
-        cache.touch(path)
-        found.seconds = time.perf_counter() - t0
+        found = _read_entry(cache, key, entries)
+        if found is not None:
+            found.seconds = time.perf_counter() - t0
         return found
 
     found = read_cached()
     if found is not None:
         return found
+    if not compute:
+        raise NotComputed(
+            f"no findings are cached for {dataset.spec} under {', '.join(names)} "
+            "(compute them with python -m engine findings)"
+        )
     with locked(cache.root, key):
         found = read_cached()
         if found is not None:
@@ -184,7 +236,8 @@ def find_in_dataset(
             **columns,
             "key": key,
             "params": params.key_material(),
+            "vectors": {m: entries[m].key for m in names},
         }
-        atomic_write_json(path, found.to_json())
+        atomic_write_json(cache.path("findings", key), found.to_json())
         found.seconds = time.perf_counter() - t0
     return found

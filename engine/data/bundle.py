@@ -8,6 +8,7 @@ A bundle is one zip file written by ``engine.outputs.bundle.write_bundle``; the 
     vectors/<i>.npy          model i's vectors as float16 (halves the size; cosine error ~1e-3)
     coords/<i>-<method>.npy  2-D maps, float32
     neighbors/<i>.npy        each item's k nearest neighbours in model i's space, int32
+    findings.json            optional: the findings under every model (``Findings.to_json``)
 
 Opening a bundle validates it (format, version, declared sizes and ratios before inflating,
 every member's SHA-256, row counts from the Parquet footers, shapes, finite values) and installs
@@ -258,9 +259,17 @@ def _plan(manifest: dict[str, Any], names: list[str], label: str) -> dict[str, A
         need(isinstance(pr.get("params", {}), dict), "projection params")
     thumbs = manifest.get("thumbs")
     need(thumbs is None or thumbs in files, "thumbs")
+    found = manifest.get("findings")
+    need(found is None or (isinstance(found, dict) and found.get("path") in files), "findings")
     skipped = ds.get("skipped", [])
     need(isinstance(skipped, list) and all(isinstance(x, dict) for x in skipped), "skipped")
-    return {"files": files, "n": n, "models": models, "projections": projections}
+    return {
+        "files": files,
+        "n": n,
+        "models": models,
+        "projections": projections,
+        "findings": found,
+    }
 
 
 def open_bundle(path: str | Path, *, cache: Cache | None = None) -> Bundle:
@@ -420,6 +429,54 @@ def _install(
                 coords.astype(np.float32),
                 {"source": source, "method": proj["method"], "params": params, "n": n},
             )
+    if plan.get("findings"):
+        _install_findings(zf, plan, files, cache, n, bundle, keys)
+
+
+def _install_findings(
+    zf: zipfile.ZipFile,
+    plan: dict[str, Any],
+    files: dict[str, str],
+    cache: Cache,
+    n: int,
+    bundle: Bundle,
+    keys: list[str],
+) -> None:
+    """The bundle's findings as the cache entry ``Workspace.find`` reads for this dataset and
+    these models: checked field by field (rows in range, texts capped) and keyed, like the
+    vectors, from the bundle's recomputed fingerprint and vectors keys. Findings of another
+    findings version are left out (they would be keyed for nothing)."""
+    from engine.analysis.findings import checked_findings
+    from engine.analysis.findings_run import findings_key, labels_and_splits
+    from engine.params import FINDINGS_VERSION
+    from engine.store.cache import atomic_write_json
+
+    name = plan["findings"]["path"]
+    specs = [str(m["spec"]) for m in plan["models"]]
+    try:
+        found = checked_findings(json.loads(_read_member(zf, name, files)), n, specs)
+        params = found.info["params"]
+        if params.get("version") != FINDINGS_VERSION:
+            return
+        label_column = found.info.get("label_column")
+        labels, splits, split_column = labels_and_splits(
+            bundle.dataset, label_column, found.info.get("split_column")
+        )
+    except ValueError as exc:
+        raise BundleError(f"bundle member {name} is not JSON") from exc
+    except ParallaxError as exc:
+        raise BundleError(f"bundle member {name}: {exc}") from exc
+    columns = {"label_column": label_column, "split_column": split_column}
+    key = findings_key(bundle.dataset, keys, labels, splits, columns, params)
+    found.info.update(
+        dataset=bundle.dataset.spec,
+        **columns,
+        key=key,
+        vectors=dict(zip(specs, keys, strict=True)),
+    )
+    target = cache.path("findings", key)
+    if not target.is_file():
+        atomic_write_json(target, found.to_json())
 
 
 def open_bundle_dataset(path: str | Path, cache_root: Path | None = None) -> BundleDataset:

@@ -37,7 +37,16 @@ import engine
 from engine.errors import ParallaxError
 from engine.http.batching import BatcherClosed
 from engine.http.limits import BodyLimit
-from engine.http.routes import LEGACY_FORMS, embeddings, health, jobs, maps, predict, search
+from engine.http.routes import (
+    LEGACY_FORMS,
+    embeddings,
+    findings,
+    health,
+    jobs,
+    maps,
+    predict,
+    search,
+)
 from engine.http.service import ApiError, Service, cache_root_of, status_of
 from engine.http.settings import ServiceSettings
 
@@ -48,7 +57,7 @@ SWAGGER = "/static/swagger-ui"
 # Paths open without an API key: the health check and the API's own documentation.
 OPEN_PATHS = ("/v1/health", "/docs", "/openapi.json", "/favicon.ico")
 OPEN_PREFIXES = ("/static/",)
-ROUTERS = (health, embeddings, predict, search, maps, jobs)
+ROUTERS = (health, embeddings, predict, search, maps, jobs, findings)
 
 
 def _error(status: int, code: str, message: str, **kw: Any) -> JSONResponse:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from engine.params import SEARCH
+from engine.params import FINDINGS, SEARCH
 
 Modality = Literal["image", "text"]
 
@@ -208,3 +208,74 @@ class MapCoords(BaseModel):
     label: list[str | None]
     x: list[float]
     y: list[float]
+
+
+# -- findings -------------------------------------------------------------------------------
+class FindingsRequest(BaseModel):
+    """What to look for problems in (JSON): a dataset embedded with one or more models."""
+
+    dataset: str = Field(min_length=1, description="a dataset spec, e.g. demo:digits")
+    models: list[str] = Field(
+        min_length=1, max_length=8, description="model specs whose vectors are finished"
+    )
+    label_column: str | None = Field(
+        None, description="a metadata column holding the labels (default: the dataset's labels)"
+    )
+    split_column: str | None = Field(
+        None, description="the column leaks cross (default: `split` when the dataset has one)"
+    )
+    cached_only: bool = Field(
+        False, description="answer only findings already computed (404 `not_computed` if none)"
+    )
+    k: int = Field(FINDINGS.k, ge=2, le=200, description="neighbours per item")
+    label_k: int = Field(FINDINGS.label_k, ge=2, le=200)
+    outlier_k: int = Field(FINDINGS.outlier_k, ge=2, le=200)
+    seed: int = Field(FINDINGS.seed, ge=0, le=2**31 - 1)
+
+
+class LabelErrorFinding(BaseModel):
+    row: int = Field(description="the dataset's row index")
+    label: str
+    suggested: str
+    score: float
+    models: list[str] = Field(description="the models that flag it on their own")
+
+
+class DuplicateFinding(BaseModel):
+    rows: list[int]
+    exact: bool
+    models: list[str]
+
+
+class OutlierFinding(BaseModel):
+    row: int
+    score: float
+    models: list[str] = Field(description="the models that flag it (empty: ranked only)")
+
+
+class LeakFinding(BaseModel):
+    rows: list[int]
+    splits: list[str]
+    models: list[str]
+    exact: bool | None = None
+
+
+class ClusterFinding(BaseModel):
+    name: str
+    rows: list[int]
+
+
+class FindingsResult(BaseModel):
+    """What `python -m engine findings --json` prints: every finding, the models that see it,
+    each model's own (`per_model`) and the settings (`dataset`, columns, `key`, `params`)."""
+
+    model_config = {"extra": "allow"}
+
+    n: int
+    models: list[str]
+    label_errors: list[LabelErrorFinding]
+    duplicates: list[DuplicateFinding]
+    outliers: list[OutlierFinding] = Field(description="most outlying first")
+    leaks: list[LeakFinding]
+    clusters: dict[str, list[ClusterFinding]] = Field(description="model spec -> its clusters")
+    per_model: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -48,6 +48,38 @@ def _quality_or_none(vectors: np.ndarray, coords: np.ndarray) -> dict[str, Any] 
         return None
 
 
+def _findings(
+    dataset: Any,
+    models_meta: list[dict[str, Any]],
+    cache: Cache,
+    *,
+    compute: bool,
+    progress: ProgressCallback | None,
+) -> dict[str, Any] | None:
+    """The findings JSON under every bundled model (named by their bundled specs, in bundle
+    order), from the cache or computed (``compute``); None when not cached and not computed."""
+    from engine.analysis.findings_run import cached_findings, find_in_dataset
+
+    entries = {}
+    for m in models_meta:
+        entry = cache.get("vectors", m["vectors_key"])
+        if entry is None:
+            return None
+        entries[m["spec"]] = entry
+    if len(entries) != len(models_meta):  # one model twice (two modalities): not a model list
+        return None
+    if compute:
+        found = find_in_dataset(dataset, entries, cache, progress=progress)
+    else:
+        found = cached_findings(dataset, entries, cache)
+    if found is None:
+        return None
+    data = found.to_json()
+    data.pop("dataset", None)  # the bundle's own spec replaces it when it is opened
+    data.pop("key", None)
+    return data
+
+
 # -- writing ---------------------------------------------------------------------------------
 @dataclass
 class BundleResult:
@@ -74,12 +106,16 @@ def write_bundle(
     *,
     methods: tuple[str, ...] = ("umap", "pca"),
     include_vectors: bool = True,
+    findings: bool | None = None,
     cache: Cache | None = None,
     progress: ProgressCallback | None = None,
 ) -> BundleResult:
     """Embed (cached), project (cached) and pack ``dataset`` x models into one file.
 
     ``model_specs`` are spec strings (or already loaded models, which tests use).
+    ``findings``: None packs the findings under every model (default settings) when they are
+    cached, True computes them when they are not, False leaves them out. A view-only
+    deployment shows packed findings without computing anything.
     """
     import pandas as pd
 
@@ -143,6 +179,13 @@ def write_bundle(
                 }
             )
 
+    findings_meta = None
+    if findings is not False:
+        found = _findings(dataset, models_meta, cache, compute=bool(findings), progress=progress)
+        if found is not None:
+            members["findings.json"] = json.dumps(found, separators=(",", ":")).encode()
+            findings_meta = {"path": "findings.json", "models": list(range(len(models_meta)))}
+
     meta = dataset.metadata()
     items = pd.DataFrame(
         {
@@ -188,6 +231,7 @@ def write_bundle(
         "models": models_meta,
         "projections": projections,
         "thumbs": "thumbs.parquet" if dataset.has_images else None,
+        "findings": findings_meta,
         "files": {name: member_digest(data) for name, data in members.items()},
     }
     buf = io.BytesIO()

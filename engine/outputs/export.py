@@ -10,6 +10,16 @@ Columns, one row per item in dataset order:
                                    "distances": [cosine distance, ...]}, nearest first
     image                          optional: a small PNG thumbnail per item (bytes)
 
+and, when findings (``engine.analysis.findings``) are cached for the dataset under exactly the
+exported models (in that order, default settings), the findings, null where a row has none:
+
+    finding_label_error            the suggested label of a likely label error (string)
+    finding_outlier_score          the combined outlier score of the ranked outliers (float)
+    finding_duplicate_group        the row's duplicate group: its index in ``duplicates`` (int)
+    finding_duplicate_exact        whether that group holds exact copies (bool)
+    finding_leak_group             rows linked by leaks between splits share a number (int)
+    <model>_cluster                the name of the row's cluster under the model (string)
+
 One naming scheme for every file the engine or the dashboard writes: ``<model>_<field>``
 (``column_name``; ``model_columns`` gives a list of models their columns). ``<model>`` is a
 column-safe slug of the model spec (``demo:shapes-clip`` -> ``demo_shapes_clip``): plain SQL
@@ -26,7 +36,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,7 +76,15 @@ def unique_slugs(specs: Sequence[str]) -> list[str]:
     return out
 
 
-FIELDS = ("x", "y", "vector", "neighbours")
+FIELDS = ("x", "y", "vector", "neighbours", "cluster")
+# The findings across the models: one column each, ``finding_<what>`` (``findings_columns``).
+FINDING_COLUMNS = (
+    "finding_label_error",
+    "finding_outlier_score",
+    "finding_duplicate_group",
+    "finding_duplicate_exact",
+    "finding_leak_group",
+)
 
 
 def column_name(slug: str, field: str) -> str:
@@ -99,6 +117,10 @@ class ModelColumns:
     def neighbours(self) -> str:
         return column_name(self.slug, "neighbours")
 
+    @property
+    def cluster(self) -> str:
+        return column_name(self.slug, "cluster")
+
 
 def model_columns(specs: Sequence[str]) -> list[ModelColumns]:
     """The columns of each of ``specs`` (labels or specs, in order; the same spec twice gets
@@ -129,6 +151,7 @@ class ExportResult:
     bytes: int
     map_columns: dict[str, tuple[str, str]] = field(default_factory=dict)  # spec -> (x, y)
     neighbour_columns: dict[str, str] = field(default_factory=dict)  # spec -> column, if any
+    finding_columns: list[str] = field(default_factory=list)  # when findings were cached
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -138,6 +161,7 @@ class ExportResult:
             "models": self.models,
             "map_columns": {k: list(v) for k, v in self.map_columns.items()},
             "neighbour_columns": dict(self.neighbour_columns),
+            "finding_columns": list(self.finding_columns),
             "bytes": self.bytes,
         }
 
@@ -151,6 +175,50 @@ class ModelMap:
     vectors: Entry | None = None  # the cached vectors (for --vectors / --neighbours)
     modality: str | None = None
     info: dict[str, Any] = field(default_factory=dict)  # keys and map parameters, for metadata
+
+
+def findings_columns(
+    found: Mapping[str, Any], n: int, clusters: Mapping[str, str]
+) -> dict[str, pa.Array]:
+    """The findings JSON (``Findings.to_json``) as per-row columns (``FINDING_COLUMNS``, then
+    ``clusters[model]`` for each model's cluster names); null where a row has no finding."""
+    import pyarrow as pa
+
+    from engine.analysis.findings import UnionFind
+
+    suggested: list[str | None] = [None] * n
+    for e in found.get("label_errors", []):
+        suggested[int(e["row"])] = str(e["suggested"])
+    outlier = np.full(n, np.nan, dtype=np.float32)
+    for o in found.get("outliers", []):
+        outlier[int(o["row"])] = float(o["score"])
+    group = np.full(n, -1, dtype=np.int32)
+    exact = np.zeros(n, dtype=bool)
+    for i, d in enumerate(found.get("duplicates", [])):
+        rows = np.asarray(d["rows"], dtype=np.int64)
+        group[rows] = i
+        exact[rows] = bool(d["exact"])
+    uf = UnionFind()
+    for leak in found.get("leaks", []):
+        a, b = (int(r) for r in leak["rows"][:2])
+        uf.union(a, b)
+    leak_group = np.full(n, -1, dtype=np.int32)
+    for i, rows in enumerate(uf.groups()):
+        leak_group[rows] = i
+    out: dict[str, pa.Array] = {
+        "finding_label_error": pa.array(suggested, pa.string()),
+        "finding_outlier_score": pa.array(outlier, mask=np.isnan(outlier)),
+        "finding_duplicate_group": pa.array(group, mask=group < 0),
+        "finding_duplicate_exact": pa.array(exact, mask=group < 0),
+        "finding_leak_group": pa.array(leak_group, mask=leak_group < 0),
+    }
+    for model, column in clusters.items():
+        names: list[str | None] = [None] * n
+        for c in found.get("clusters", {}).get(model, []):
+            for r in c["rows"]:
+                names[int(r)] = str(c["name"])
+        out[column] = pa.array(names, pa.string())
+    return out
 
 
 def _thumbnail_png(dataset: Dataset, index: int) -> bytes | None:
@@ -186,8 +254,11 @@ def build_table(
     vectors: bool = False,
     neighbours: int = 0,
     thumbnails: bool = False,
+    findings: Mapping[str, Any] | None = None,
 ) -> pa.Table:
-    """The export as an Arrow table (the file's schema metadata included)."""
+    """The export as an Arrow table (the file's schema metadata included); ``findings``: a
+    findings JSON of the same rows (``Findings.to_json``) for the ``finding_*`` and
+    ``<model>_cluster`` columns."""
     import pyarrow as pa
 
     if not maps:
@@ -203,6 +274,8 @@ def build_table(
         columns["text"] = pa.array(dataset.texts, pa.string())
     names = model_columns([m.spec for m in maps])
     taken = set(RESERVED) | {column_name(c.slug, f) for c in names for f in FIELDS}
+    if findings is not None:
+        taken |= set(FINDING_COLUMNS)
     for key, values in _metadata_columns(dataset, taken).items():
         try:
             columns[key] = pa.array(values)
@@ -240,8 +313,24 @@ def build_table(
         info_models[col.slug] = {"spec": m.spec, "modality": m.modality, **m.info}
     if thumbnails and dataset.has_images:
         columns["image"] = pa.array([_thumbnail_png(dataset, i) for i in range(n)], pa.binary())
+    info: dict[str, Any] = {
+        "dataset": dataset.spec,
+        "fingerprint": dataset.fingerprint(),
+        "models": info_models,
+    }
+    if findings is not None:
+        if int(findings["n"]) != n:
+            raise ParallaxError(f"findings of {findings['n']} items for {n} items")
+        slugs = {c.spec: c.cluster for c in names if c.spec in findings.get("clusters", {})}
+        columns.update(findings_columns(findings, n, slugs))
+        info["findings"] = {
+            "key": findings.get("key"),
+            "models": list(findings["models"]),
+            "label_column": findings.get("label_column"),
+            "split_column": findings.get("split_column"),
+            "columns": [*FINDING_COLUMNS, *slugs.values()],
+        }
     table = pa.table(columns)
-    info = {"dataset": dataset.spec, "fingerprint": dataset.fingerprint(), "models": info_models}
     return table.replace_schema_metadata({"parallax": json.dumps(info)})
 
 
@@ -263,12 +352,14 @@ def export_parquet(
     vectors: bool = False,
     neighbours: int = 0,
     thumbnails: bool = False,
+    findings: bool = True,
     cache: Cache | None = None,
     progress: ProgressCallback | None = None,
 ) -> ExportResult:
     """Write ``dataset`` with one x/y pair per model (and optionally vectors, k-NN row lists and
     thumbnails) to ``out`` as Parquet, atomically. Vectors and maps come from the cache
-    (embedded and projected first when missing)."""
+    (embedded and projected first when missing). ``findings``: add the findings' columns when
+    they are cached for these models (never computed here)."""
     from engine.embed.local import embed_dataset
     from engine.maps.project import project
     from engine.store.atomic import atomic_write_bytes
@@ -294,8 +385,21 @@ def export_parquet(
                 },
             )
         )
+    found = None
+    if findings:
+        from engine.analysis.findings_run import cached_findings
+
+        entries = {m.spec: m.vectors for m in maps if m.vectors is not None}
+        if len(entries) == len(maps):
+            cached = cached_findings(dataset, entries, cache)
+            found = cached.to_json() if cached is not None else None
     table = build_table(
-        dataset, maps, vectors=vectors, neighbours=neighbours, thumbnails=thumbnails
+        dataset,
+        maps,
+        vectors=vectors,
+        neighbours=neighbours,
+        thumbnails=thumbnails,
+        findings=found,
     )
     data = parquet_bytes(table)
     path = Path(out).expanduser()
@@ -314,4 +418,6 @@ def export_parquet(
         bytes=len(data),
         map_columns={c.spec: (c.x, c.y) for c in names},
         neighbour_columns={c.spec: c.neighbours for c in names} if neighbours else {},
+        finding_columns=[c for c in table.column_names if c in FINDING_COLUMNS]
+        + [c.cluster for c in names if c.cluster in table.column_names],
     )
