@@ -253,7 +253,6 @@ class SearchParams:
 
 # The defaults, as objects: ``PROJECTION.fit_sample`` reads better at a call site than a literal.
 SHAPES = ShapesParams()
-EMBED = EmbedParams()
 SEARCH = SearchParams()
 PROJECTION = ProjectionParams()
 PCA = ProjectionParams(method="pca")

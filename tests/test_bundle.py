@@ -56,7 +56,7 @@ def test_round_trip_restores_items_maps_and_vectors(bundle_file, tmp_path):
             theirs = project(original, method, cache=Cache(producer))
             assert mine.cached  # the bundle's map, found under the engine's projection key
             np.testing.assert_array_equal(mine.coords(), theirs.coords())
-    nbr = bundle.neighbors(0)
+    nbr = bundle.neighbours(0)
     assert nbr.shape == (60, 10) and not (nbr == np.arange(60)[:, None]).any()
 
 

@@ -132,7 +132,7 @@ class Bundle:
     def model_specs(self) -> list[str]:
         return [m["spec"] for m in self.manifest["models"]]
 
-    def neighbors(self, model_index: int) -> np.ndarray:
+    def neighbours(self, model_index: int) -> np.ndarray:
         name = self.manifest["models"][model_index]["neighbors"]
         return np.load(self.cache.path("bundles", self._key) / name)
 

@@ -56,10 +56,6 @@ class ModelSpec:
         return self.alias or self.canonical
 
     @property
-    def is_local(self) -> bool:
-        return self.path is not None
-
-    @property
     def trust_remote_code(self) -> bool:
         return self.options.get("trust_remote_code", "0").lower() in ("1", "true", "yes")
 
