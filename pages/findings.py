@@ -60,7 +60,9 @@ def models_line(models: list[str], all_models: list[str]) -> str:
     if not models:
         return "seen by the models together only"
     if len(models) == len(all_models):
-        return f"all {len(models)} models agree" if len(models) > 1 else f"seen by {models[0]}"
+        if len(models) == 1:
+            return f"seen by {models[0]}"
+        return "both models agree" if len(models) == 2 else f"all {len(models)} models agree"
     return "seen by " + ", ".join(models)
 
 
@@ -228,6 +230,7 @@ split = c2.selectbox(
     index=(meta_cols.index("split") + 1) if "split" in meta_cols else 0,
     key="findings_split",
 )
+state.sidebar(state.dataset_spec(), ds, chosen)  # the sidebar names what the page shows
 if not chosen:
     st.stop()
 with ui.guard("Finding"):
@@ -248,7 +251,7 @@ with ui.guard("Finding"):
                 f"**{counts['duplicates']:,}** duplicate groups "
                 f"({counts['exact_duplicates']:,} exact)",
                 f"**{counts['outliers']:,}** outliers",
-                f"**{counts['leaks']:,}** leaks",
+                f"**{counts['leaks']:,}** {'leak' if counts['leaks'] == 1 else 'leaks'}",
             ]
         )
     )
