@@ -22,7 +22,39 @@ from engine.workspace import Workspace
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _workspace(root: str) -> Workspace:
-    return Workspace(root)
+    ws = Workspace(root)
+    ws.on_release(release_closed_sessions)
+    return ws
+
+
+def release_closed_sessions() -> None:
+    """Shut down the sessions of tabs closed more than ``server.disconnectedSessionTTL`` ago.
+
+    Streamlit keeps a closed tab's session (its state, its uploaded files) for reconnection in
+    a TTL cache that drops expired entries only when it is next touched, and without shutting
+    them down: on a quiet server nobody touches it, so every visitor's last session stays in
+    memory. The engine's idle reaper calls this on each tick; the expiry runs on Streamlit's
+    event loop, the one thread that may touch that cache. Internals of Streamlit 1.67, reached
+    defensively: if they move, nothing happens (and nothing breaks).
+    """
+    from streamlit.runtime import Runtime
+
+    if not Runtime.exists():
+        return
+    runtime = Runtime.instance()
+    storage = getattr(getattr(runtime, "_session_mgr", None), "_session_storage", None)
+    cache = getattr(storage, "_cache", None)
+    expire = getattr(cache, "expire", None)
+    objs = getattr(runtime, "_async_objs", None)
+    loop = getattr(objs, "eventloop", None)
+    if not callable(expire) or loop is None or loop.is_closed():
+        return
+
+    def expire_and_shut_down() -> None:
+        for _, info in expire():
+            info.session.shutdown()
+
+    loop.call_soon_threadsafe(expire_and_shut_down)
 
 
 def workspace() -> Workspace:

@@ -512,6 +512,14 @@ class Workspace:
             "prompt_vectors": self._shared.class_vectors.nbytes,
         }
 
+    def on_release(self, hook: Callable[[], None]) -> None:
+        """Have the idle reaper call ``hook`` on every tick, before it trims the heap: what a
+        front end keeps per visitor beyond the workspace (a web framework's closed sessions)
+        goes then too."""
+        from engine.store.held import add_release_hook
+
+        add_release_hook(hook)
+
     def release(self) -> None:
         """Drop every held dataset, model and prompt vector (memory comes back)."""
         from engine.models.registry import clear_cache

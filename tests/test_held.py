@@ -87,3 +87,27 @@ def test_holders_without_idle_limit_keep_everything() -> None:
     held.put("a", b"1")
     assert held.reap(now=10**12) == 0
     assert "a" in held
+
+
+def test_release_hooks_run_on_every_tick_and_a_failing_one_stops_nothing(monkeypatch) -> None:
+    from engine.store import held as module
+    from engine.store.held import add_release_hook
+
+    monkeypatch.setattr(module, "_RELEASE_HOOKS", [])  # this test's hooks only
+
+    calls: list[str] = []
+
+    def broken() -> None:
+        calls.append("broken")
+        raise RuntimeError("a front end's hook failed")
+
+    def fine() -> None:
+        calls.append("fine")
+
+    add_release_hook(broken)
+    add_release_hook(fine)
+    add_release_hook(fine)  # registered once
+    held: Held[str, bytes] = Held("t", max_bytes=100, size_of=len, max_idle_s=0)
+    held.put("a", b"1")
+    assert release_idle() >= 1  # the holder still released its entry
+    assert calls == ["broken", "fine"]

@@ -154,6 +154,18 @@ class Held(Generic[K, V]):
 
 # Every holder of the process, so that idle entries of all of them are released together.
 _HOLDERS: weakref.WeakSet[Held] = weakref.WeakSet()
+# What a front end holds per visitor beyond the holders (a web framework's closed sessions):
+# called on every tick before the heap is trimmed.
+_RELEASE_HOOKS: list[Callable[[], None]] = []
+
+
+def add_release_hook(hook: Callable[[], None]) -> None:
+    """Call ``hook`` on every idle-release tick (once per hook, whoever registers it again)."""
+    with _reaper_lock:
+        if hook not in _RELEASE_HOOKS:
+            _RELEASE_HOOKS.append(hook)
+
+
 _reaper: threading.Thread | None = None
 _reaper_lock = threading.Lock()
 
@@ -163,6 +175,11 @@ def release_idle(now: float | None = None) -> int:
     heap back to the operating system (CPython and glibc keep it otherwise, so a server's
     memory would stay at its peak after the visitors leave). Returns the bytes released."""
     freed = sum(h.reap(now) for h in list(_HOLDERS))
+    for hook in list(_RELEASE_HOOKS):
+        try:
+            hook()
+        except Exception:  # a front end's hook must not stop the engine's release
+            log.exception("release hook %r failed", hook)
     # Collected and trimmed on every tick, not only when a holder let go: what a front end
     # held per visitor (a Streamlit session, its uploaded bytes) goes when the visitor leaves,
     # and without a trim that heap stays mapped at its peak.
