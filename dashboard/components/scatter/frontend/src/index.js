@@ -597,7 +597,10 @@ class MapInstance {
     if (this.resizer) this.resizer.disconnect();
     if (this.sp) this.sp.destroy();
     this.sp = null;
-    registry().maps.delete(this.id);
+    // The same map may already be drawn by a newer instance (removing an earlier map re-mounts
+    // the later ones): that one keeps the id, or linked hover and selection stop reaching it.
+    const G = registry();
+    if (G.maps.get(this.id) === this) G.maps.delete(this.id);
   }
 }
 
