@@ -147,8 +147,8 @@ def wait_for_app_idle(page: Any, timeout_ms: int = 120_000) -> None:
 # positions of its points as the drawing library reports them.
 
 # What each map element reports: its state, points drawn and selected, the linked hovered row,
-# the positions drawn, the points' extent on the canvas, the canvas size; and its title, and
-# where its header and canvas sit on the page.
+# the positions drawn, the points' extent on the canvas, the canvas size; and its title, its
+# status line (why it could not be drawn, or a note), and where its header and canvas sit.
 MAP_INFO_JS = """() => Array.from(document.querySelectorAll('.parallax-scatter')).map(e => {
   const wrap = e.querySelector('.ps-canvas'), num = (s) => (s || '').split(' ').map(Number);
   return {
@@ -157,6 +157,7 @@ MAP_INFO_JS = """() => Array.from(document.querySelectorAll('.parallax-scatter')
     extent: num(e.dataset.extent), canvas: num(e.dataset.canvas),
     size: [wrap.clientWidth, wrap.clientHeight],
     title: e.querySelector('.ps-title').textContent,
+    status: e.querySelector('.ps-status').textContent,
     titleTop: e.querySelector('.ps-title').getBoundingClientRect().top,
     canvasTop: wrap.getBoundingClientRect().top,
   }; })"""
@@ -241,29 +242,26 @@ SIDEBAR_JS = """() => {
 }"""
 
 
-def sidebar(page: Any) -> dict[str, Any] | None:
-    """What the sidebar names now (``SIDEBAR_JS``)."""
-    return page.evaluate(SIDEBAR_JS)
-
-
 # The page titled ``title`` has finished its run: its heading is shown, no element is left
-# over from the run before, Streamlit is not running the script, and the sidebar is written.
+# over from the run before, Streamlit says the script is not running (``stApp``'s
+# ``data-test-script-state``, set when the run's last message is in), and the sidebar is
+# written (what it names, else null).
 PAGE_SETTLED_JS = (
     """(title) => {
   const h = document.querySelector("[data-testid='stMain'] h1");
   if (!h || h.textContent.trim() !== title) return false;
   if (document.querySelector("[data-stale='true']")) return false;
-  const w = document.querySelector("[data-testid='stStatusWidget']");
-  if (w && /Running|Connecting/i.test(w.innerText)) return false;
+  // Streamlit's own run state: "notRunning" once the script's last message has been applied
+  const app = document.querySelector("[data-testid='stApp']");
+  if (!app || app.dataset.testScriptState !== 'notRunning') return false;
   return ("""
     + SIDEBAR_JS
-    + """)() !== null;
+    + """)();
 }"""
 )
 
 
 def wait_for_page(page: Any, title: str, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> dict[str, Any]:
     """Wait until the page titled ``title`` has run to its end (``PAGE_SETTLED_JS``); returns
-    what its sidebar names."""
-    page.wait_for_function(PAGE_SETTLED_JS, arg=title, timeout=timeout_ms)
-    return sidebar(page)
+    what its sidebar named then (read in the same check: a later rerun cannot slip between)."""
+    return page.wait_for_function(PAGE_SETTLED_JS, arg=title, timeout=timeout_ms).json_value()

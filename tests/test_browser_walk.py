@@ -31,6 +31,8 @@ import pytest
 from PIL import Image
 
 from tests.browser_util import (
+    MAP_INFO_JS,
+    SIDEBAR_JS,
     assert_framed,
     chromium_available,
     chromium_page,
@@ -63,6 +65,9 @@ CHOSEN_JS = """() => Array.from(document.querySelectorAll(
   "[data-testid='stMain'] [data-testid='stMultiSelect']")[0]
   .querySelectorAll("[data-tag] span[title]")).map(e => e.getAttribute('title'))"""
 
+# The page's address names the dataset ``spec`` (``?ds=``).
+ADDRESS_JS = "(spec) => new URLSearchParams(window.location.search).get('ds') === spec"
+
 # Every drawn map is the one its id is registered under: linked hover and selection reach it.
 LINKED_JS = """() => Array.from(document.querySelectorAll('.parallax-scatter')).every(root => {
   const inst = window.__parallaxMaps.maps.get(root.dataset.mapId);
@@ -84,6 +89,22 @@ def write_zip(path: Path) -> Path:
             img.save(buf, "PNG")
             zf.writestr(f"walk/{label}/{i:02d}.png", buf.getvalue())
     return path
+
+
+def chosen_specs(page: Any) -> list[str]:
+    """The models chosen in the page's first model picker; a tag may read "<spec> (<what>)"."""
+    return [re.sub(r" \([^()]*\)$", "", tag) for tag in page.evaluate(CHOSEN_JS)]
+
+
+def wait_drawn(page: Any, maps: int, n: int, title: str = "") -> None:
+    """Wait until ``maps`` maps are drawn with ``n`` points each (``drawn_js``), or one of them
+    says it could not be drawn: then fail with what it says."""
+    done = (
+        f"() => ({drawn_js(maps, n, title)})() || ({MAP_INFO_JS})().some(m => m.state === 'error')"
+    )
+    page.wait_for_function(done, timeout=TIMEOUT_MS)
+    failed = [(m["title"], m["status"]) for m in map_infos(page) if m["state"] == "error"]
+    assert not failed, failed
 
 
 def nav(page: Any, name: str) -> None:
@@ -135,7 +156,7 @@ class Walk:
         """Every map the page draws is drawn with ``n`` points, and the sidebar names the
         dataset ``spec`` and exactly the drawn maps' models."""
         side = wait_for_page(self.page, title, TIMEOUT_MS)
-        self.page.wait_for_function(drawn_js(len(side["models"]), n), timeout=TIMEOUT_MS)
+        wait_drawn(self.page, len(side["models"]), n)
         side = wait_for_page(self.page, title, TIMEOUT_MS)  # a rerun may have redrawn it
         maps = map_infos(self.page)
         assert side["dataset"] == spec, side
@@ -147,7 +168,8 @@ class Walk:
 
     def reload(self, title: str, spec: str) -> dict[str, Any]:
         """Reload the page (a new session: only the address carries the view): it shows the
-        same dataset."""
+        same dataset. First the address must carry it: the page writes it after its sidebar."""
+        self.page.wait_for_function(ADDRESS_JS, arg=spec, timeout=TIMEOUT_MS)
         self.page.reload()
         return self.settled(title, spec)
 
@@ -164,7 +186,7 @@ def _home(walk: Walk, name: str) -> None:
     walk.shot(name)
     heading = page.locator("[data-testid='stMain'] h3").first.inner_text()
     assert f"{n:,} items" in heading, (heading, side)
-    assert page.evaluate(CHOSEN_JS) == side["models"], side  # the page's own model picker
+    assert chosen_specs(page) == side["models"], side  # the page's own model picker
 
 
 def _data(walk: Walk, archive: Path) -> str:
@@ -196,10 +218,11 @@ def _embed(walk: Walk, spec: str) -> list[str]:
     page = walk.page
     nav(page, "Embed")
     side = walk.settled("Embed", spec)
+    walk.shot("embed")
     models = side["models"]
     assert models, "the page starts with default models that fit images"
+    assert chosen_specs(page) == models, side  # the page's model picker
     assert f"Dataset {spec}" in body(page)
-    walk.shot("embed")
     page.get_by_role("button", name="Embed", exact=True).click()
     page.get_by_text("Next: look at the maps").wait_for(timeout=TIMEOUT_MS)
     side = walk.settled("Embed", spec)
@@ -241,13 +264,13 @@ def _map(walk: Walk, spec: str, embedded: list[str]) -> None:
     # PCA: drawn at once (UMAP runs in a background job; PCA is the explicit choice here)
     page.locator("button[data-variant='segmented_control']", has_text="PCA").first.click()
     side = wait_for_page(page, "Map", TIMEOUT_MS)
-    page.wait_for_function(drawn_js(len(side["models"]), N_ITEMS, "PCA"), timeout=TIMEOUT_MS)
+    wait_drawn(page, len(side["models"]), N_ITEMS, "PCA")
     maps = walk.maps_match_sidebar("Map", spec, N_ITEMS)
     assert_framed(page, fill=False)
     assert "proj=pca" in page.url, page.url
 
     side = walk.reload("Map", spec)
-    page.wait_for_function(drawn_js(len(side["models"]), N_ITEMS, "PCA"), timeout=TIMEOUT_MS)
+    wait_drawn(page, len(side["models"]), N_ITEMS, "PCA")
     again = walk.maps_match_sidebar("Map", spec, N_ITEMS)
     assert [m["title"] for m in again] == [m["title"] for m in maps], (again, maps)
     assert all(m["selected"] == 0 for m in again), "no stray selection after a reload"
@@ -262,7 +285,7 @@ def _map(walk: Walk, spec: str, embedded: list[str]) -> None:
     while count < min(len(embedded), 4):
         added = _pick_first_option(page)
         count += 1
-        page.wait_for_function(drawn_js(count, N_ITEMS, "PCA"), timeout=TIMEOUT_MS)
+        wait_drawn(page, count, N_ITEMS, "PCA")
         maps = walk.maps_match_sidebar("Map", spec, N_ITEMS)
         assert added in [map_label(m["title"]) for m in maps], (added, maps)
         assert_framed(page, fill=False)
@@ -278,7 +301,7 @@ def _remove_and_check(walk: Walk, spec: str, count: int, *, first: bool) -> int:
     assert len(chosen) == count, (chosen, count)
     _remove(page, chosen[0] if first else chosen[-1])
     count -= 1
-    page.wait_for_function(drawn_js(count, N_ITEMS, "PCA"), timeout=TIMEOUT_MS)
+    wait_drawn(page, count, N_ITEMS, "PCA")
     maps = walk.maps_match_sidebar("Map", spec, N_ITEMS)
     assert [map_label(m["title"]) for m in maps] == (chosen[1:] if first else chosen[:-1])
     # The maps after a removed one are drawn anew; the old elements' cleanup runs on a timer:
@@ -291,7 +314,8 @@ def _remove_and_check(walk: Walk, spec: str, count: int, *, first: bool) -> int:
 
 
 def _compare(walk: Walk, spec: str) -> None:
-    """Compare: the upload is the dataset, before and after a reload."""
+    """Compare: the upload is the dataset, before and after a reload, and the dataset
+    comparison runs on the models that embedded it."""
     page = walk.page
     nav(page, "Compare")
     walk.settled("Compare", spec)
@@ -300,6 +324,16 @@ def _compare(walk: Walk, spec: str) -> None:
     walk.reload("Compare", spec)
     assert f"Dataset {spec}" in body(page)
     walk.shot("compare-reloaded")
+
+    # the comparison of the models it embedded: the tab names the upload, the sidebar its models
+    page.get_by_role("tab", name="Dataset comparison").click()
+    page.get_by_text(f"Models already embedded for {spec}").wait_for(timeout=TIMEOUT_MS)
+    side = walk.settled("Compare", spec)
+    assert chosen_specs(page) == side["models"], side
+    page.get_by_role("button", name="Run the comparison").click()
+    page.get_by_text("Accuracy per model").wait_for(timeout=TIMEOUT_MS)
+    walk.settled("Compare", spec)
+    walk.shot("compare-dataset")
 
 
 def test_a_newcomer_walks_home_data_embed_map_compare_and_back(tmp_path: Path) -> None:
@@ -316,19 +350,25 @@ def test_a_newcomer_walks_home_data_embed_map_compare_and_back(tmp_path: Path) -
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         walk = Walk(page, cache, shots)
 
-        page.goto(url)
-        _home(walk, "home")
-        spec = _data(walk, archive)
-        embedded = _embed(walk, spec)
-        _map(walk, spec, embedded)
-        _compare(walk, spec)
+        try:
+            page.goto(url)
+            _home(walk, "home")
+            spec = _data(walk, archive)
+            embedded = _embed(walk, spec)
+            _map(walk, spec, embedded)
+            _compare(walk, spec)
 
-        # back to Home: its sidebar still names what it shows
-        nav(page, "Home")
-        _home(walk, "home-again")
-        # and the session's own dataset is still the upload
-        nav(page, "Map")
-        walk.settled("Map", spec)
-        walk.maps_match_sidebar("Map", spec, N_ITEMS)
-        walk.shot("map-after-home")
+            # back to Home: its sidebar still names what it shows
+            nav(page, "Home")
+            _home(walk, "home-again")
+            # and the session's own dataset is still the upload
+            nav(page, "Map")
+            walk.settled("Map", spec)
+            walk.maps_match_sidebar("Map", spec, N_ITEMS)
+            walk.shot("map-after-home")
+        except Exception:  # what the page showed when a step failed: a screenshot and its state
+            walk.shot("failed")
+            state = {"url": page.url, "maps": map_infos(page), "sidebar": page.evaluate(SIDEBAR_JS)}
+            print(json.dumps(state, default=str))
+            raise
         assert not errors, json.dumps(errors)
