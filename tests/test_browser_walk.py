@@ -8,11 +8,15 @@ Compare → Home, and:
   server path, never the fallback ``demo:digits``;
 * on Home and on Map the sidebar names exactly what the page shows: the dataset, its size, and
   the models whose maps are drawn;
-* on Map, after maps are added and removed, every point of every map lies inside its frame.
+* on Map, after maps are added and removed, every point of every map lies inside its frame
+  and every map is still linked; leaving Map and coming back shows the same maps.
 
 Every wait is on a state the page announces: a page's heading with nothing left over from the
-run before and its sidebar written (``browser_util.wait_for_page``), a text the page writes, a
-map's ``data-state="drawn"`` with its point count and title. Nothing sleeps or retries.
+run before, Streamlit's script state "notRunning" and its sidebar written
+(``browser_util.wait_for_page``), the address naming the dataset, a text the page writes, a
+map's ``data-state="drawn"`` with its point count and title (or "error": fail at once). The
+map component's 2-second cleanup timer is fired with the page's clock (``clock.run_for``), not
+waited for. Nothing sleeps or retries.
 
 Run with ``pytest -m browser tests/test_browser_walk.py -s``; skipped without /usr/bin/chromium.
 Screenshots of every step go to a temporary folder (printed; kept by pytest's tmp_path).
@@ -255,7 +259,8 @@ def _remove(page: Any, label: str) -> None:
 
 def _map(walk: Walk, spec: str, embedded: list[str]) -> None:
     """Map: the sidebar names exactly the maps drawn; PCA survives a reload; after a map is
-    added and maps are removed, every point of every map is inside its frame."""
+    added and maps are removed, every point of every map is inside its frame and every map is
+    still linked; after a visit to another page the same maps are back."""
     page = walk.page
     nav(page, "Map")
     walk.settled("Map", spec)
@@ -292,6 +297,15 @@ def _map(walk: Walk, spec: str, embedded: list[str]) -> None:
         walk.shot(f"map-up-to-{count}")
     while count > 1:
         count = _remove_and_check(walk, spec, count, first=count > 2)
+
+    # another page and back: the Map shows the maps it was left with (the session's view)
+    titles = [m["title"] for m in map_infos(page)]
+    nav(page, "Data")
+    walk.settled("Data", spec)
+    nav(page, "Map")
+    walk.settled("Map", spec)
+    maps = walk.maps_match_sidebar("Map", spec, N_ITEMS)
+    assert [m["title"] for m in maps] == titles, (maps, titles)
 
 
 def _remove_and_check(walk: Walk, spec: str, count: int, *, first: bool) -> int:
