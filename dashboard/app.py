@@ -17,7 +17,7 @@ if str(REPO_ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only
 
 import streamlit as st  # noqa: E402
 
-from dashboard import links, resources, ui  # noqa: E402
+from dashboard import keys, links, resources, ui  # noqa: E402
 
 # (file, title, icon); the first is the default page.
 PAGE_TABLE = [
@@ -43,4 +43,10 @@ st.set_page_config(page_title="Parallax", page_icon=":material/scatter_plot:", l
 resources.workspace().warm_up()  # the map path's imports run in a background thread meanwhile
 page = st.navigation(build_pages())
 links.restore_from_url()  # a shared link reopens the same view (before any page reads state)
+# Streamlit forgets a widget's value once a page without that widget runs: the Map's view
+# (its maps, projection, colour) would reset on every visit to another page. Assigned back
+# here, it is the session's, as its dataset and models are.
+for kept in (keys.MAP_MODELS, keys.MAP_METHOD, keys.MAP_COLOUR):
+    if kept in st.session_state:
+        st.session_state[kept] = st.session_state[kept]
 page.run()

@@ -22,9 +22,14 @@ import numpy as np
 import pytest
 
 from tests.browser_util import (
+    MAP_INFO_JS,
+    MARGIN_PX,
     REPO,
+    assert_framed,
     chromium_available,
     chromium_page,
+    drawn_js,
+    map_infos,
     running_app,
     wait_for_app_idle,
 )
@@ -38,21 +43,6 @@ pytestmark = [
 PIXELS = "baseline:pixels"
 SECOND = MeanColourModel(dim=16).spec
 TIMEOUT_MS = 120_000
-
-# What each map element reports: its state, points drawn and selected, the linked hovered row,
-# the positions drawn, the points' extent on the canvas, the canvas size; and its title, and
-# where its header and canvas sit on the page.
-MAP_INFO_JS = """() => Array.from(document.querySelectorAll('.parallax-scatter')).map(e => {
-  const wrap = e.querySelector('.ps-canvas'), num = (s) => (s || '').split(' ').map(Number);
-  return {
-    id: e.dataset.mapId, points: Number(e.dataset.points), selected: Number(e.dataset.selected),
-    state: e.dataset.state, hovered: e.dataset.hovered, key: e.dataset.pointsKey,
-    extent: num(e.dataset.extent), canvas: num(e.dataset.canvas),
-    size: [wrap.clientWidth, wrap.clientHeight],
-    title: e.querySelector('.ps-title').textContent,
-    titleTop: e.querySelector('.ps-title').getBoundingClientRect().top,
-    canvasTop: wrap.getBoundingClientRect().top,
-  }; })"""
 
 # Screen position of row ``i`` in map ``m`` (page order).
 POINT_JS = """([m, i]) => {
@@ -80,17 +70,6 @@ CANVAS_BOX_JS = """(m) => document.querySelectorAll('.parallax-scatter')[m]
 
 TIP_READY_JS = """() => { const el = document.getElementById('parallax-hover-preview');
   return !!el && el.style.display === 'block' && el.dataset.ready === '1'; }"""
-
-
-def drawn_js(maps: int, n: int, title: str = "", not_keys: tuple[str, ...] = ()) -> str:
-    """``maps`` maps, each drawn with ``n`` points, titled with ``title``, its positions none of
-    ``not_keys`` (positions drawn before a change), and its canvas size taken into account."""
-    return (
-        f"() => {{ const m = ({MAP_INFO_JS})(); return m.length === {maps} && m.every(x => "
-        f"x.state === 'drawn' && x.points === {n} && x.title.includes({json.dumps(title)}) && "
-        f"!{json.dumps(list(not_keys))}.includes(x.key) && "
-        "x.canvas[0] === x.size[0] && x.canvas[1] === x.size[1]); }"
-    )
 
 
 def require_model_registry() -> None:
@@ -122,10 +101,6 @@ def shots(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("screenshots")
     print(f"\nscreenshots: {path}")
     return path
-
-
-def _maps(page: Any) -> list[dict[str, Any]]:
-    return page.evaluate(MAP_INFO_JS)
 
 
 def _choose_pca(page: Any, maps: int, n: int) -> None:
@@ -200,7 +175,7 @@ def test_map_hover_click_lasso_linked_and_csv(app_cache: Path, shots: Path) -> N
         page.goto(f"{url}/map")
         page.wait_for_function(drawn_js(2, n), timeout=TIMEOUT_MS)
         _choose_pca(page, 2, n)
-        maps = _maps(page)
+        maps = map_infos(page)
         assert sorted(m["title"].split(" · ")[0] for m in maps) == sorted([PIXELS, SECOND])
         page.screenshot(path=str(shots / "map.png"))
 
@@ -237,7 +212,7 @@ def test_map_hover_click_lasso_linked_and_csv(app_cache: Path, shots: Path) -> N
             f"() => ({MAP_INFO_JS})().every(m => m.selected > 1)", timeout=TIMEOUT_MS
         )
         count = _listed_count(page, at_least=2)
-        maps = _maps(page)
+        maps = map_infos(page)
         assert [m["selected"] for m in maps] == [count, count], (maps, count)
         assert all(m["points"] == n for m in maps)
         gallery = page.locator("[data-testid='stImage'] img")
@@ -256,15 +231,6 @@ def test_map_hover_click_lasso_linked_and_csv(app_cache: Path, shots: Path) -> N
 
 
 THIRD = MeanColourModel(dim=4, version="2").spec
-MARGIN_PX = 5  # every point's centre at least this far inside its frame (points are 5 px wide)
-
-# Screen positions of every row of map ``m``, relative to its canvas: [[x, y], ...].
-CANVAS_ROWS_JS = """(m) => {
-  const root = document.querySelectorAll('.parallax-scatter')[m];
-  const inst = window.__parallaxMaps.maps.get(root.dataset.mapId), out = [];
-  for (let i = 0; i < inst.n; i++) out.push(inst.sp.getScreenPosition(i));
-  return out;
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -281,26 +247,6 @@ def three_model_cache(tmp_path_factory) -> Path:
     for model in (PIXELS, MeanColourModel(dim=16), MeanColourModel(dim=4, version="2")):
         embed_dataset(ds, model, cache=cache)
     return root
-
-
-def _frames(page: Any, *, fill: bool) -> list[dict[str, Any]]:
-    """Check every map frames every one of its points: each point's centre (all of them, read
-    from the library) lies at least MARGIN_PX inside the canvas; the extent the map announces
-    is theirs. ``fill``: the points also span most of the frame in one direction (they are not
-    crammed into a corner)."""
-    maps = _maps(page)
-    for m, info in enumerate(maps):
-        xy = np.array(page.evaluate(CANVAS_ROWS_JS, m))
-        width, height = info["canvas"]
-        assert [width, height] == info["size"], info
-        lo, hi = xy.min(axis=0), xy.max(axis=0)
-        assert np.allclose(info["extent"], [lo[0], lo[1], hi[0], hi[1]], atol=0.6), (info, lo, hi)
-        assert lo.min() >= MARGIN_PX, (m, info["title"], lo, (width, height))
-        assert hi[0] <= width - MARGIN_PX and hi[1] <= height - MARGIN_PX, (m, info, hi)
-        if fill:
-            spans = (hi - lo) / [width, height]
-            assert spans.max() >= 0.75, (m, info["title"], spans)
-    return maps
 
 
 def _same_header_heights(maps: list[dict[str, Any]]) -> None:
@@ -336,16 +282,16 @@ def test_every_map_frames_its_points_as_maps_come_and_go(
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(f"{url}/map?proj=pca")
         page.wait_for_function(drawn_js(2, n, "PCA"), timeout=TIMEOUT_MS)
-        _same_header_heights(_frames(page, fill=False))
+        _same_header_heights(assert_framed(page, fill=False))
         page.screenshot(path=str(shots / "frames-two.png"))
 
         # a third map: the columns narrow and every map is framed again
-        before = [m["key"] for m in _maps(page)]
+        before = [m["key"] for m in map_infos(page)]
         page.locator("[data-testid='stMultiSelect']").first.click()
         page.get_by_role("option", name=THIRD).click()
         page.keyboard.press("Escape")
         page.wait_for_function(drawn_js(3, n, "PCA"), timeout=TIMEOUT_MS)
-        maps = _frames(page, fill=False)
+        maps = assert_framed(page, fill=False)
         assert THIRD in maps[2]["title"] and [m["key"] for m in maps[:2]] != before
         _same_header_heights(maps)
         page.screenshot(path=str(shots / "frames-three.png"))
@@ -354,7 +300,7 @@ def test_every_map_frames_its_points_as_maps_come_and_go(
         keys = tuple(m["key"] for m in maps)
         page.get_by_text("Align maps onto the first").click()
         page.wait_for_function(drawn_js(3, n, "PCA", not_keys=keys), timeout=TIMEOUT_MS)
-        _same_header_heights(_frames(page, fill=True))
+        _same_header_heights(assert_framed(page, fill=True))
         page.screenshot(path=str(shots / "frames-three-unaligned.png"))
 
         # zoom into the first map: points leave the view; Reset view frames them all again
@@ -373,7 +319,7 @@ def test_every_map_frames_its_points_as_maps_come_and_go(
             f"m.extent[2] <= m.canvas[0] - {MARGIN_PX}; }}",
             timeout=TIMEOUT_MS,
         )
-        _frames(page, fill=True)
+        assert_framed(page, fill=True)
 
         # hovering an item in the first map rings it in the others, clearly
         page.mouse.move(5, 5)
@@ -392,12 +338,12 @@ def test_every_map_frames_its_points_as_maps_come_and_go(
 
         # back to two maps: the columns widen, both are framed again
         page.mouse.move(5, 5)
-        keys = tuple(m["key"] for m in _maps(page))
+        keys = tuple(m["key"] for m in map_infos(page))
         page.locator("[data-testid='stMultiSelect'] input").first.click()
         page.keyboard.press("Backspace")  # removes the last model chosen
         page.keyboard.press("Escape")
         page.wait_for_function(drawn_js(2, n, "PCA"), timeout=TIMEOUT_MS)
-        _same_header_heights(_frames(page, fill=True))
+        _same_header_heights(assert_framed(page, fill=True))
         page.screenshot(path=str(shots / "frames-back-to-two.png"))
         assert not errors, errors
 
@@ -457,7 +403,7 @@ def test_map_above_the_old_threshold_draws_every_point(tmp_path: Path, shots: Pa
         page.goto(url)
         page.wait_for_selector(f".parallax-scatter[data-points='{n}']", timeout=300_000)
         seconds = time.perf_counter() - t0
-        (info,) = _maps(page)
+        (info,) = map_infos(page)
         assert info["points"] == n and info["state"] == "drawn", info
         assert page.get_by_text("too many to draw one by one").count() == 0
         pos = _hover(page, 0, 50)

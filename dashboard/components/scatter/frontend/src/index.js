@@ -198,6 +198,7 @@ class MapInstance {
     this.spatialIndex = null;
     this.mouse = { x: 0, y: 0 };
     this.version = 0; // the latest update wins when fetches overlap
+    this.drawing = null; // the library's draw in progress (settles, never rejects)
     this.revision = 0;
     this.drawn = false;
     this.hovered = null; // the row hovered here (the cursor is on this map)
@@ -562,7 +563,13 @@ class MapInstance {
         }
         const opts = { zDataType: 'categorical', wDataType: 'continuous' };
         if (!needPoints && this.spatialIndex && this.n === n) opts.spatialIndex = this.spatialIndex;
-        await this.sp.draw(points, opts);
+        // One draw at a time: the library refuses a draw while the last one runs, so an update
+        // that comes meanwhile (UMAP replacing PCA) waits for it, then draws if still the latest.
+        await this.drawing;
+        if (version !== this.version) return;
+        const draw = this.sp.draw(points, opts);
+        this.drawing = draw.catch(() => undefined); // the next update waits on it, errors or not
+        await draw;
         if (version !== this.version) return;
         this.spatialIndex = this.sp.get('spatialIndex');
         this.n = n;
@@ -597,7 +604,10 @@ class MapInstance {
     if (this.resizer) this.resizer.disconnect();
     if (this.sp) this.sp.destroy();
     this.sp = null;
-    registry().maps.delete(this.id);
+    // The same map may already be drawn by a newer instance (removing an earlier map re-mounts
+    // the later ones): that one keeps the id, or linked hover and selection stop reaching it.
+    const G = registry();
+    if (G.maps.get(this.id) === this) G.maps.delete(this.id);
   }
 }
 
