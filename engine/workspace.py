@@ -1035,20 +1035,20 @@ class Workspace:
     ) -> Findings | None:
         """The cached findings of ``dataset`` under ``models``, or None (nothing is embedded,
         computed or loaded)."""
-        from engine.analysis.findings_run import cached_findings
+        from engine.analysis.findings_run import NotComputed
 
         try:
-            ds, entries = self._findings_entries(dataset, models, embed=False)
-        except NotEmbedded:
+            return self.find(
+                dataset,
+                models,
+                label_column=label_column,
+                split_column=split_column,
+                params=params,
+                embed=False,
+                compute=False,
+            )
+        except (NotEmbedded, NotComputed):
             return None
-        return cached_findings(
-            ds,
-            entries,
-            self.cache,
-            label_column=label_column,
-            split_column=split_column,
-            params=params,
-        )
 
     def _findings_entries(
         self,

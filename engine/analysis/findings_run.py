@@ -159,18 +159,15 @@ def _read_entry(cache: Cache, key: str, entries: Mapping[str, Entry]) -> Finding
 
 
 def cached_findings(
-    dataset: Dataset,
-    entries: Mapping[str, Entry],
-    cache: Cache,
-    *,
-    label_column: str | None = None,
-    split_column: str | None = None,
-    params: FindingsParams = FINDINGS,
+    dataset: Dataset, entries: Mapping[str, Entry], cache: Cache, **options: Any
 ) -> Findings | None:
     """The cached findings under every model of ``entries`` (in that order), or None: reads
-    only, computes nothing (export, bundles, view-only deployments)."""
-    key, *_ = _key_and_columns(dataset, entries, label_column, split_column, params)
-    return _read_entry(cache, key, entries)
+    only, computes nothing (export, bundles, view-only deployments). ``options``: those of
+    ``find_in_dataset`` (label and split columns, params)."""
+    try:
+        return find_in_dataset(dataset, entries, cache, compute=False, **options)
+    except NotComputed:
+        return None
 
 
 def find_in_dataset(
