@@ -1025,28 +1025,14 @@ class Workspace:
         )
 
     def cached_findings(
-        self,
-        dataset: Dataset | str,
-        models: Sequence[str],
-        *,
-        label_column: str | None = None,
-        split_column: str | None = None,
-        params: FindingsParams = FINDINGS,
+        self, dataset: Dataset | str, models: Sequence[str], **options: Any
     ) -> Findings | None:
         """The cached findings of ``dataset`` under ``models``, or None (nothing is embedded,
-        computed or loaded)."""
+        computed or loaded). ``options``: ``find``'s label and split columns and params."""
         from engine.analysis.findings_run import NotComputed
 
         try:
-            return self.find(
-                dataset,
-                models,
-                label_column=label_column,
-                split_column=split_column,
-                params=params,
-                embed=False,
-                compute=False,
-            )
+            return self.find(dataset, models, embed=False, compute=False, **options)
         except (NotEmbedded, NotComputed):
             return None
 

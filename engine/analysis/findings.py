@@ -996,14 +996,5 @@ def checked_findings(data: Any, n: int, models: Sequence[str]) -> Findings:
     params = data.get("params")
     need(isinstance(params, dict), "params")
     info["params"] = params
-    return Findings(
-        n=n,
-        models=list(models),
-        label_errors=label_errors,
-        duplicates=duplicates,
-        outliers=outliers,
-        leaks=leaks,
-        clusters=checked_clusters,
-        per_model=per_model,
-        info=info,
-    )
+    kinds = (label_errors, duplicates, outliers, leaks, checked_clusters)
+    return Findings(n, list(models), *kinds, per_model=per_model, info=info)

@@ -101,25 +101,12 @@ class ModelColumns:
     spec: str
     slug: str
 
-    @property
-    def x(self) -> str:
-        return column_name(self.slug, "x")
-
-    @property
-    def y(self) -> str:
-        return column_name(self.slug, "y")
-
-    @property
-    def vector(self) -> str:
-        return column_name(self.slug, "vector")
-
-    @property
-    def neighbours(self) -> str:
-        return column_name(self.slug, "neighbours")
-
-    @property
-    def cluster(self) -> str:
-        return column_name(self.slug, "cluster")
+    def __getattr__(self, field: str) -> str:
+        """``.x``, ``.y``, ``.vector``, ``.neighbours``, ``.cluster``: the column of that field
+        (one table, ``FIELDS``, names them all)."""
+        if field in FIELDS:
+            return column_name(self.slug, field)
+        raise AttributeError(field)
 
 
 def model_columns(specs: Sequence[str]) -> list[ModelColumns]:
