@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from engine.http import limits
+from engine.http.limits import check_pixels, check_texts, read_uploads, uploads_of
 from engine.http.routes import api_router, needs_form, needs_json
 from engine.http.schemas import EmbeddingList, EmbedTexts
 from engine.http.service import ApiError, Service, Svc
@@ -17,8 +17,8 @@ router = api_router("/v1", "embeddings")
 
 async def decoded_images(svc: Service, uploads: list[Any]) -> tuple[list[Any], list[str]]:
     """The uploads read under the limits and decoded safely (400 with the first bad file)."""
-    files = await limits.read_uploads(uploads, svc.settings)
-    limits.check_pixels(files, svc.settings.max_request_pixels)
+    files = await read_uploads(uploads, svc.settings)
+    check_pixels(files, svc.settings.max_request_pixels)
     images, names, errors = await run_in_threadpool(svc.ws.decode_images, files)
     if errors:
         raise ApiError(400, "bad_image", errors[0])
@@ -49,7 +49,7 @@ async def _answer(svc: Service, spec: str, modality: str, items: list[Any]) -> d
 async def embeddings(svc: Svc, body: EmbedTexts) -> dict[str, Any]:
     """Texts to vectors, in the shape of the familiar embeddings APIs."""
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    return await _answer(svc, body.model, "text", limits.check_texts(texts, svc.settings))
+    return await _answer(svc, body.model, "text", check_texts(texts, svc.settings))
 
 
 @router.post("/embeddings/images", response_model=EmbeddingList, dependencies=[Depends(needs_form)])
@@ -63,5 +63,5 @@ async def embed_images(
 ) -> dict[str, Any]:
     """Images to vectors (multipart: `model` and `files`, repeatable)."""
     # The form is parsed already; read it again for the field names older clients used.
-    items, _ = await decoded_images(svc, limits.uploads_of(await request.form()))
+    items, _ = await decoded_images(svc, uploads_of(await request.form()))
     return await _answer(svc, model, "image", items)

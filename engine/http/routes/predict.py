@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from engine.http import limits
+from engine.http.limits import check_predict_work, check_texts, uploads_of
 from engine.http.routes import api_router, needs_form
 from engine.http.routes.embeddings import decoded_images
 from engine.http.schemas import Prediction
@@ -59,14 +59,12 @@ async def predict(
     specs = _listed(models) or list(settings.predict_models)
     prompts = tuple(t for t in templates or [] if t.strip()) or tuple(PREDICT.templates)
     params = PredictParams(templates=prompts, ensemble=PREDICT.ensemble, top_k=PREDICT.top_k)
-    text_items = limits.check_texts(_listed(texts), settings)
+    text_items = check_texts(_listed(texts), settings)
     # The form is parsed already (``files`` above); read it again for the upload field names
     # older clients used (``file``, ``images``).
-    uploads = limits.uploads_of(await request.form())
+    uploads = uploads_of(await request.form())
     per_label = len(prompts) if params.ensemble else 1
-    limits.check_predict_work(
-        len(specs), names, per_label, len(uploads) + len(text_items), settings
-    )
+    check_predict_work(len(specs), names, per_label, len(uploads) + len(text_items), settings)
     specs = [svc.check_model(s) for s in specs]  # refused (403) before anything loads
     images, image_names = await decoded_images(svc, uploads)
     run = await run_in_threadpool(

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, File, Form, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from engine.http import limits
+from engine.http.limits import uploads_of
 from engine.http.routes import api_router, needs_form, needs_json
 from engine.http.routes.embeddings import decoded_images
 from engine.http.schemas import SearchResults, SearchText
@@ -57,7 +57,7 @@ async def search_image(
     k: Annotated[int, Form(ge=1, le=SEARCH.max_k, description="how many results")] = SEARCH.k,
 ) -> dict[str, Any]:
     """The `k` items nearest to an image (multipart: one `file` and the same fields)."""
-    images, _ = await decoded_images(svc, limits.uploads_of(await request.form()))
+    images, _ = await decoded_images(svc, uploads_of(await request.form()))
     if len(images) != 1:
         raise ApiError(400, "bad_request", "an image query is exactly one image file")
     return await _search(svc, dataset, model, images[0], k)
