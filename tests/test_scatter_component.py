@@ -167,3 +167,46 @@ def test_aligned_maps_share_one_extent_unaligned_maps_each_frame_their_own() -> 
         fill_x, fill_y = _extent_fill(p.data, e)
         assert fill_x == pytest.approx(1.0) and fill_y == pytest.approx(1.0)
         assert max(e[2] - e[0], e[3] - e[1]) == pytest.approx(2 * 0.95, rel=1e-4)
+
+
+def test_a_big_map_goes_in_parts_and_a_recolour_fetches_only_colour_parts(monkeypatch) -> None:
+    """Above ``part_points`` each payload is announced as interleaved parts, each keyed by its
+    content: joined back they are the payload (9 bytes a point, no row ids), and a new colouring
+    changes the colour parts' keys and none of the positions'."""
+    from dashboard import linked_maps, maps
+    from engine.maps import payload as mapdata
+
+    served: dict[str, bytes] = {}
+
+    def media(data: bytes, mimetype: str, where: str) -> str:
+        url = f"/media/{len(served)}.bin"
+        served[url] = data
+        return url
+
+    monkeypatch.setattr(scatter, "_media_url", media)
+    n, per_part = 10_007, 2_000
+    rng = np.random.default_rng(2)
+    xy = rng.normal(size=(n, 2)).astype(np.float32)
+    (positions,), _ = linked_maps.layouts([linked_maps.MapSpec("m", "M", xy, "key-m")], True)
+    by_label = linked_maps.colours_from(maps.categorical(np.arange(n) % 7, "label"), n)
+    by_score = linked_maps.colours_from(maps.numeric(rng.random(n), "score"), n)
+
+    pts = scatter.payload_spec(positions, n, 2, "m.points", per_part)
+    lab = scatter.payload_spec(by_label.codes, n, 1, "m.colours", per_part)
+    assert "url" not in pts and len(pts["parts"]) == mapdata.part_count(n, per_part) == 6
+    assert [p["index"] for p in pts["parts"]] == list(range(6))
+    blobs = [served[p["url"]] for p in pts["parts"]]
+    assert sum(map(len, blobs)) + sum(len(served[p["url"]]) for p in lab["parts"]) == 9 * n
+    joined = mapdata.join_parts(blobs, n, "<f4", width=2)
+    assert np.array_equal(joined, np.frombuffer(positions.data, "<f4").reshape(-1, 2))
+    codes = mapdata.join_parts([served[p["url"]] for p in lab["parts"]], n, "uint8")
+    assert np.array_equal(codes, np.frombuffer(by_label.codes.data, np.uint8))
+
+    again = scatter.payload_spec(positions, n, 2, "m.points", per_part)
+    score = scatter.payload_spec(by_score.codes, n, 1, "m.colours", per_part)
+    keys = [p["key"] for p in pts["parts"]]
+    assert [p["key"] for p in again["parts"]] == keys and len(set(keys)) == 6
+    assert not {p["key"] for p in score["parts"]} & {p["key"] for p in lab["parts"]}
+    # a small map keeps its single payload
+    small = scatter.payload_spec(positions, n, 2, "m.points", n)
+    assert small == {"key": positions.key, "url": small["url"]} and small["url"] in served

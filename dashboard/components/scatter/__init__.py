@@ -17,6 +17,14 @@ What travels to the browser:
   colouring fetches 1 byte a point and one that changes the selection fetches nothing per point;
 * the selection: a row list, or a uint32 payload for large ones.
 
+A map of more than ``part_points`` points (``engine.maps.payload.PART_POINTS``) sends each
+payload as interleaved parts (``split_parts``: part ``j`` of ``P`` holds rows ``j, j+P, ...``),
+each keyed by its content, so the browser draws a first picture from part 0 before the rest has
+arrived, and a recolour fetches only the colour parts. Above ``density_above`` points the
+browser draws with its own renderer (``frontend/src/density.js``: a grid index, a density image
+when more than ``detail_limit`` points are in view, the points themselves when zoomed in)
+instead of regl-scatterplot, which holds one JS array a point.
+
 Binary payloads go over HTTP, not the websocket, so ``server.maxMessageSize`` never applies.
 """
 
@@ -40,6 +48,11 @@ BUNDLE = HERE / "static" / "scatter.js"
 BUILD_INFO = HERE / "static" / "build-info.json"
 SOURCE_FILES = ("build.mjs", "package.json", "package-lock.json")
 INLINE_SELECTION = 4096  # larger selections travel as a binary payload
+# Above this many points the browser draws with density.js: regl-scatterplot turns every point
+# into a JS array (~100 B of heap each) and redraws every point on each hover (~1.8 s a frame
+# at 1M points in software WebGL).
+DENSITY_ABOVE = 1_000_000
+DETAIL_LIMIT = 250_000  # the big renderer draws points (not density) up to this many in view
 
 STATIC = HERE / "static"
 OUTPUTS = ("scatter.js", "loader.js", "scatter.css", "hover.css")
@@ -117,6 +130,39 @@ def bundle_url() -> str:
     return _media_url(_bundle_bytes(), "text/javascript", "bundle")
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _split(key: str, parts: int, width: int, _data: bytes) -> tuple[bytes, ...]:
+    """The interleaved parts of a payload, built once per content key (not on every rerun)."""
+    dtype = "<f4" if width == 2 else np.uint8
+    values = np.frombuffer(_data, dtype=dtype).reshape(-1, width)
+    return tuple(mapdata.split_parts(values, parts))
+
+
+def payload_spec(
+    payload: Payload, n: int, width: int, where: str, part_points: int
+) -> dict[str, Any]:
+    """How one per-point payload (``width`` values a point: 2 for x,y, 1 for a colour code) is
+    announced to the browser: ``{key, url}``, or above ``part_points`` points ``{key, parts}``
+    with ``parts`` = ``[{key, url, index}, ...]`` in part order (``index`` = j of P: rows
+    ``j, j+P, ...``). A part's key is the payload's key and its place, so it names its content."""
+    count = mapdata.part_count(n, part_points)
+    mime = "application/octet-stream"
+    if count <= 1:
+        return {"key": payload.key, "url": _media_url(payload.data, mime, where)}
+    blobs = _split(payload.key, count, width, payload.data)
+    return {
+        "key": payload.key,
+        "parts": [
+            {
+                "key": mapdata.content_key(payload.key, f"part {j} of {count}"),
+                "url": _media_url(blob, mime, f"{where}.part{j}"),
+                "index": j,
+            }
+            for j, blob in enumerate(blobs)
+        ],
+    }
+
+
 def _base_path() -> str:
     from streamlit import config
 
@@ -155,13 +201,20 @@ def scatter_map(
     note: str = "",
     on_select: Callable[[np.ndarray, str], None] | None = None,
     extent: Sequence[float] | None = None,
+    part_points: int = mapdata.PART_POINTS,
+    density_above: int = DENSITY_ABOVE,
+    detail_limit: int = DETAIL_LIMIT,
 ) -> None:
     """Draw one map. ``selection`` = (rows, nonce): the browser reapplies it only when the nonce
     changes (None: the page does not manage the selection, the browser keeps its own).
     ``extent`` = (x0, y0, x1, y1) in the positions' frame: what the view frames, with a margin
     (maps side by side pass their joint extent, so they share one scale); None: the points' own.
     ``on_select(rows, nonce)`` runs when a person selects in this map (click, lasso or box);
-    every map of the same ``group`` highlights the same rows at once, in the browser."""
+    every map of the same ``group`` highlights the same rows at once, in the browser.
+    ``part_points``: above this many points the payloads go in parts of about this many;
+    ``density_above``: above this many points the browser's big-map renderer draws the map, as
+    a density image while more than ``detail_limit`` points are in view (tests lower all three
+    to try them on small maps)."""
     rows, nonce = selection if selection is not None else (np.zeros(0, np.int64), None)
 
     def _changed() -> None:
@@ -182,13 +235,11 @@ def scatter_map(
         "extent": None if extent is None else [float(v) for v in extent],
         "bundle": bundle_url(),
         "base_path": _base_path(),
-        "points": {
-            "key": positions.key,
-            "url": _media_url(positions.data, "application/octet-stream", f"{map_id}.points"),
-        },
+        "density_above": int(density_above),
+        "detail_limit": int(detail_limit),
+        "points": payload_spec(positions, n, 2, f"{map_id}.points", part_points),
         "colours": {
-            "key": colours.codes.key,
-            "url": _media_url(colours.codes.data, "application/octet-stream", f"{map_id}.colours"),
+            **payload_spec(colours.codes, n, 1, f"{map_id}.colours", part_points),
             "palette": list(colours.palette),
             "title": colours.title,
             "legend": None if colours.legend is None else list(colours.legend),

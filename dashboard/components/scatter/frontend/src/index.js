@@ -13,7 +13,11 @@
 //
 // The root element reports its state for tests and for users' own tooling, explicitly, so
 // nothing has to guess or retry:
-//   data-state     "loading" | "drawing" | "drawn" | "error"; clicks are ignored until "drawn"
+//   data-state     "loading" | "drawing" | "partial" | "drawn" | "error"; clicks are ignored
+//                  until "drawn" ("partial": the first parts of a big map are drawn, more to come)
+//   data-arrived   parts of the positions arrived and drawn (a map sent in parts), of data-parts
+//   data-renderer  "regl" (regl-scatterplot) | "density" (the big-map renderer, density.js)
+//   data-mode      the big-map renderer's last frame: "density" (an image) | "points" (discs)
 //   data-revision  counts the updates from Python that are fully applied
 //   data-points    points drawn;   data-selected  points selected;   data-hovered  the linked
 //                  hovered row ("" when none)
@@ -22,6 +26,7 @@
 //   data-canvas    "width height" of the canvas, CSS pixels
 
 import createScatterplot from 'regl-scatterplot';
+import DensityMap from './density.js';
 
 export { default as hover } from './hover.js';
 
@@ -31,6 +36,8 @@ const INLINE_ROWS = 4096; // selections up to this many rows go back as a list, 
 const LASSO_CLICK_MS = 500; // a click this soon after a lasso ends is the lasso's own mouse-up
 const FIT_PAD_PX = 10; // free pixels between the outermost points' edges and the frame
 const PARKED = 1e5; // positions beyond this are items without coordinates (parked off-view)
+const PART_FETCHES = 3; // parts of a big map fetched at once
+const PARTIAL_REDRAW_MS = 1000; // while parts arrive, the map is redrawn at most this often
 
 function registry() {
   if (!window.__parallaxMaps) {
@@ -74,6 +81,45 @@ async function fetchBinary(url) {
     last = resp.status;
   }
   throw new Error(`map data ${url}: HTTP ${last}`);
+}
+
+// A map sent in parts: part `index` of P holds rows index, index + P, ... (`width` values each).
+function writePart(arr, buf, index, count, width, Type) {
+  const src = new Type(buf);
+  const rows = src.length / width;
+  if (width === 2) {
+    for (let k = 0, row = index; k < rows; k++, row += count) {
+      arr[2 * row] = src[2 * k];
+      arr[2 * row + 1] = src[2 * k + 1];
+    }
+  } else {
+    for (let k = 0, row = index; k < rows; k++, row += count) arr[row] = src[k];
+  }
+}
+
+// The part's index rides along in the query (the media endpoint ignores it): it names the
+// part in the network log, and lets tests hold some parts back.
+function partURL(p) {
+  return `${p.url}${p.url.includes('?') ? '&' : '?'}part=${p.index}`;
+}
+
+async function eachLimited(items, limit, fn) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+// A whole per-point payload (n x width values of Type): one blob, or its parts assembled. Parts
+// are not kept in the blob cache (the assembled array is what the map holds).
+async function wholePayload(spec, n, width, Type, fill) {
+  if (!spec.parts) return new Type(await blob(spec.key, spec.url));
+  const arr = new Type(n * width).fill(fill);
+  await eachLimited(spec.parts, PART_FETCHES, async (p) => {
+    writePart(arr, await fetchBinary(partURL(p)), p.index, spec.parts.length, width, Type);
+  });
+  return arr;
 }
 
 function blob(key, url) {
@@ -125,7 +171,7 @@ function build(parent) {
   const root = el('div', 'parallax-scatter');
   Object.assign(root.dataset, {
     points: '0', selected: '0', hovered: '', state: 'loading', revision: '0', extent: '', canvas: '',
-    pointsKey: '',
+    pointsKey: '', arrived: '', parts: '', renderer: '', mode: '',
   });
   const bar = el('div', 'ps-bar');
   const title = el('div', 'ps-title');
@@ -233,11 +279,27 @@ class MapInstance {
     };
   }
 
-  ensurePlot(n) {
+  ensurePlot(n, big = false, detailLimit = undefined) {
+    if (this.sp && this.big !== big) {
+      // another renderer for this element (a bigger or smaller dataset): a fresh canvas for it
+      this.sp.destroy();
+      this.sp = null;
+      this.spatialIndex = null;
+      const fresh = el('canvas');
+      this.ui.canvas.replaceWith(fresh);
+      this.ui.canvas = fresh;
+    }
     if (this.sp) return;
     const { width, height } = this.canvasSize();
     this.width = width;
     this.height = height;
+    this.big = big;
+    this.ui.root.dataset.renderer = big ? 'density' : 'regl';
+    if (big) {
+      this.sp = new DensityMap({ canvas: this.ui.canvas, width, height, detailLimit });
+      this.subscribeAll();
+      return;
+    }
     this.sp = createScatterplot({
       canvas: this.ui.canvas,
       width,
@@ -256,6 +318,10 @@ class MapInstance {
       // worker (measured: 2.1 s vs 4.0 s to draw 1M points in headless Chromium).
       spatialIndexUseWorker: false,
     });
+    this.subscribeAll();
+  }
+
+  subscribeAll() {
     const sp = this.sp;
     sp.subscribe('pointOver', (row) => this.hoverIn(row));
     sp.subscribe('pointOut', () => this.hoverOut());
@@ -268,8 +334,10 @@ class MapInstance {
     sp.subscribe('view', (ev) => this.viewChanged(ev));
     // every frame drawn (a pan, a zoom, a linked zoom, a resize): move the ring, report extents
     sp.subscribe('draw', () => this.afterFrame());
-    this.resizer = new ResizeObserver(() => this.resized());
-    this.resizer.observe(this.ui.wrap);
+    if (!this.resizer) {
+      this.resizer = new ResizeObserver(() => this.resized());
+      this.resizer.observe(this.ui.wrap);
+    }
   }
 
   resized() {
@@ -299,6 +367,7 @@ class MapInstance {
   }
 
   afterFrame() {
+    if (this.big && this.ui.root.dataset.mode !== this.sp.lastMode) this.ui.root.dataset.mode = this.sp.lastMode;
     this.placeRing();
     this.reportExtent();
   }
@@ -403,7 +472,8 @@ class MapInstance {
   applySelection(nonce, rows) {
     this.appliedNonce = nonce;
     if (!this.sp || !this.drawn) return;
-    const valid = rows ? Array.from(rows).filter((r) => r < this.n) : [];
+    // the big renderer takes typed arrays (a selection may hold millions of rows)
+    const valid = rows ? (this.big ? Uint32Array.from(rows) : Array.from(rows)).filter((r) => r < this.n) : [];
     if (valid.length) this.sp.select(valid, { preventEvent: true });
     else this.sp.deselect({ preventEvent: true });
     this.ui.root.dataset.selected = String(valid.length);
@@ -489,6 +559,12 @@ class MapInstance {
       }
     }
     const hidden = this.legendCodes ? new Set([...g.hidden].filter((c) => this.legendCodes.has(c))) : new Set();
+    if (this.big) {
+      this.sp.filterCodes(hidden);
+      this.filtered = hidden.size > 0;
+      this.placeRing();
+      return;
+    }
     if (!hidden.size) {
       if (this.filtered) this.sp.unfilter({ preventEvent: true });
       this.filtered = false;
@@ -530,54 +606,12 @@ class MapInstance {
       this.setState('loading');
     }
     try {
-      const [xyBuf, codeBuf] = await Promise.all([
-        needPoints ? blob(data.points.key, data.points.url) : null,
-        needColours ? blob(data.colours.key, data.colours.url) : null,
-      ]);
-      if (version !== this.version) return; // a newer update is on its way
       const n = data.n;
-      if (xyBuf) this.xy = new Float32Array(xyBuf);
-      if (codeBuf) this.codes = new Uint8Array(codeBuf);
-      if (this.xy.length !== 2 * n || this.codes.length !== n) {
-        throw new Error(`map data has ${this.xy.length / 2} points and ${this.codes.length} colours, expected ${n}`);
-      }
-      this.ensurePlot(n);
-      this.pointSize = data.point_size || 3;
-      this.sp.set({
-        pointColor: data.colours.palette,
-        pointColorActive: data.colours.palette,
-        colorBy: 'valueA',
-        pointSize: this.pointSize,
-      });
-      if (needPoints || needColours) {
-        const points = new Array(n);
-        const xy = this.xy, codes = this.codes;
-        for (let i = 0; i < n; i++) points[i] = [xy[2 * i], xy[2 * i + 1], codes[i], 0];
-        this.setState('drawing');
-        if (needPoints) {
-          // new positions (another map, projection or alignment): frame them
-          this.extent = extentOf(xy, n);
-          const e = data.extent;
-          this.fitBox = Array.isArray(e) && e.length === 4 ? e : this.extent && this.extent.box;
-          this.fit();
-        }
-        const opts = { zDataType: 'categorical', wDataType: 'continuous' };
-        if (!needPoints && this.spatialIndex && this.n === n) opts.spatialIndex = this.spatialIndex;
-        // One draw at a time: the library refuses a draw while the last one runs, so an update
-        // that comes meanwhile (UMAP replacing PCA) waits for it, then draws if still the latest.
-        await this.drawing;
-        if (version !== this.version) return;
-        const draw = this.sp.draw(points, opts);
-        this.drawing = draw.catch(() => undefined); // the next update waits on it, errors or not
-        await draw;
-        if (version !== this.version) return;
-        this.spatialIndex = this.sp.get('spatialIndex');
-        this.n = n;
-        this.pointsKey = data.points.key;
-        this.coloursKey = data.colours.key;
-        this.drawn = true;
-        this.appliedNonce = undefined; // a redraw drops the library's selection: reapply it
-        this.filtered = false;
+      const big = data.density_above != null && n > data.density_above;
+      if (big) {
+        if (!(await this.updateBig(data, version, needPoints, needColours))) return;
+      } else {
+        if (!(await this.updateRegl(data, version, needPoints, needColours))) return;
       }
       this.legendCodes = data.colours.legend ? new Set(data.colours.legend.map((x) => x.code)) : null;
       this.renderLegend(data.colours);
@@ -598,6 +632,142 @@ class MapInstance {
       this.ui.status.style.display = 'block';
       this.ui.status.textContent = `The map could not be drawn: ${err && err.message ? err.message : err}`;
     }
+  }
+
+  // New positions: frame them (Python's extent, else the points' own).
+  frameNew(data) {
+    this.extent = extentOf(this.xy, data.n);
+    const e = data.extent;
+    this.fitBox = Array.isArray(e) && e.length === 4 ? e : this.extent && this.extent.box;
+    this.fit();
+  }
+
+  // The big-map renderer (density.js). A map sent in parts is drawn as soon as its first part
+  // is in (an even sample of the whole map: data-state "partial"), then redrawn as the others
+  // arrive, at most every PARTIAL_REDRAW_MS. False: a newer update took over.
+  async updateBig(data, version, needPoints, needColours) {
+    const n = data.n;
+    this.ensurePlot(n, true, data.detail_limit);
+    this.pointSize = data.point_size || 2;
+    this.sp.set({ pointColor: data.colours.palette, pointSize: this.pointSize });
+    if (!needPoints && !needColours) return true;
+    const ds = this.ui.root.dataset;
+    if (!needPoints && this.codes && this.xy && this.xy.length === 2 * n && this.sp.n === n) {
+      // a recolour: only the colour codes travel
+      const codes = await wholePayload(data.colours, n, 1, Uint8Array, 255);
+      if (version !== this.version) return false;
+      this.codes = codes;
+      this.sp.setCodes(codes);
+    } else {
+      const pts = data.points, col = data.colours;
+      if (!pts.parts) {
+        const [xy, codes] = await Promise.all([
+          wholePayload(pts, n, 2, Float32Array, 0),
+          wholePayload(col, n, 1, Uint8Array, 255),
+        ]);
+        if (version !== this.version) return false;
+        this.xy = xy;
+        this.codes = codes;
+        this.sp.setPoints(xy, codes);
+        this.frameNew(data);
+      } else {
+        const P = pts.parts.length;
+        const xy = new Float32Array(2 * n).fill(10 * PARKED); // rows not arrived: off-view
+        const pairs = pts.parts.map((p, j) => [p, col.parts && col.parts.length === P ? col.parts[j] : null]);
+        let codes;
+        if (pairs[0][1]) codes = new Uint8Array(n).fill(255);
+        else codes = await wholePayload(col, n, 1, Uint8Array, 255);
+        if (version !== this.version) return false;
+        let arrived = 0;
+        const take = async ([p, c]) => {
+          const [xb, cb] = await Promise.all([fetchBinary(partURL(p)), c ? fetchBinary(partURL(c)) : null]);
+          if (version !== this.version) return;
+          writePart(xy, xb, p.index, P, 2, Float32Array);
+          if (cb) writePart(codes, cb, c.index, P, 1, Uint8Array);
+          arrived++;
+        };
+        ds.parts = String(P);
+        await take(pairs[0]);
+        if (version !== this.version) return false;
+        this.xy = xy;
+        this.codes = codes;
+        this.sp.setPoints(xy, codes);
+        this.frameNew(data);
+        ds.arrived = String(arrived);
+        if (P > 1) this.setState('partial');
+        let last = performance.now();
+        await eachLimited(pairs.slice(1), PART_FETCHES, async (pair) => {
+          await take(pair);
+          if (version !== this.version) return;
+          const now = performance.now();
+          if (now - last >= PARTIAL_REDRAW_MS && arrived < P) {
+            this.sp.setPoints(xy, codes);
+            ds.arrived = String(arrived);
+            last = performance.now();
+          }
+        });
+        if (version !== this.version) return false;
+        this.sp.setPoints(xy, codes);
+        this.extent = extentOf(xy, n);
+        ds.arrived = String(arrived);
+      }
+    }
+    this.n = n;
+    this.pointsKey = data.points.key;
+    this.coloursKey = data.colours.key;
+    this.drawn = true;
+    this.appliedNonce = undefined; // reapply the selection (the rows may have changed)
+    this.filtered = false;
+    return true;
+  }
+
+  // regl-scatterplot: every point handed over as one small array, drawn in one go.
+  async updateRegl(data, version, needPoints, needColours) {
+    const n = data.n;
+    const [xyArr, codeArr] = await Promise.all([
+      needPoints ? wholePayload(data.points, n, 2, Float32Array, 10 * PARKED) : null,
+      needColours ? wholePayload(data.colours, n, 1, Uint8Array, 255) : null,
+    ]);
+    if (version !== this.version) return false; // a newer update is on its way
+    if (xyArr) this.xy = xyArr;
+    if (codeArr) this.codes = codeArr;
+    if (this.xy.length !== 2 * n || this.codes.length !== n) {
+      throw new Error(`map data has ${this.xy.length / 2} points and ${this.codes.length} colours, expected ${n}`);
+    }
+    this.ensurePlot(n, false);
+    this.pointSize = data.point_size || 3;
+    this.sp.set({
+      pointColor: data.colours.palette,
+      pointColorActive: data.colours.palette,
+      colorBy: 'valueA',
+      pointSize: this.pointSize,
+    });
+    if (needPoints || needColours) {
+      const points = new Array(n);
+      const xy = this.xy, codes = this.codes;
+      for (let i = 0; i < n; i++) points[i] = [xy[2 * i], xy[2 * i + 1], codes[i], 0];
+      this.setState('drawing');
+      // new positions (another map, projection or alignment): frame them
+      if (needPoints) this.frameNew(data);
+      const opts = { zDataType: 'categorical', wDataType: 'continuous' };
+      if (!needPoints && this.spatialIndex && this.n === n) opts.spatialIndex = this.spatialIndex;
+      // One draw at a time: the library refuses a draw while the last one runs, so an update
+      // that comes meanwhile (UMAP replacing PCA) waits for it, then draws if still the latest.
+      await this.drawing;
+      if (version !== this.version) return false;
+      const draw = this.sp.draw(points, opts);
+      this.drawing = draw.catch(() => undefined); // the next update waits on it, errors or not
+      await draw;
+      if (version !== this.version) return false;
+      this.spatialIndex = this.sp.get('spatialIndex');
+      this.n = n;
+      this.pointsKey = data.points.key;
+      this.coloursKey = data.colours.key;
+      this.drawn = true;
+      this.appliedNonce = undefined; // a redraw drops the library's selection: reapply it
+      this.filtered = false;
+    }
+    return true;
   }
 
   destroy() {
