@@ -1,5 +1,10 @@
-"""Benchmark 7: the Map page in a real browser at 100k, 1M and 2M points, the WebGL map against
-the plotly map it replaced (the baseline, measured in the same run).
+"""Benchmark 7: the Map page in a real browser at 100k, 1M, 2M and 10M points, the WebGL map
+against the plotly map it replaced (the baseline, measured in the same run).
+
+Renderers: ``webgl`` is the map as shipped (regl-scatterplot up to
+``scatter.DENSITY_ABOVE`` = 1M points, the big-map renderer ``density.js`` above it, payloads in
+parts above 500k points); ``regl`` forces regl-scatterplot at every size (the renderer before
+the big-map one, to compare in the same run); ``plotly`` is the baseline (not run above 2M).
 
 For each size and renderer, in headless Chromium (SwiftShader: WebGL on the CPU):
 
@@ -7,26 +12,32 @@ For each size and renderer, in headless Chromium (SwiftShader: WebGL on the CPU)
   and media fetches, as sent: compressed where the server compressed) until the points were
   drawn, divided by N; and the map data alone (the WebGL map's binary payloads, 9 bytes a point
   before compression; the plotly figure's JSON);
-* seconds from opening the page to every point drawn (server work included: opening the
-  dataset, the PCA map, map quality), on a cold cache and again on a warm one (a second server
-  on the same cache: the PCA map is then read, not computed; a fresh browser);
+* seconds from opening the page to the first picture (a map sent in parts: drawn from its first
+  part, ``data-state="partial"``; else the same as drawn) and to every point drawn (server work
+  included: opening the dataset, the PCA map, map quality), on a cold cache and again on a
+  warm one (a second server on the same cache: the PCA map is then read, not computed; a fresh
+  browser);
 * hover latency: from the pointer's last move onto a point to the preview card showing the item,
   for the first hover of a sprite-sheet chunk (``cold``: one server round trip) and a second
-  item of the same chunk (``warm``);
+  item of the same chunk (``warm``); and to the map ringing the hovered item (``ring``: the
+  map's own hover, no server);
 * lasso latency: from releasing the mouse to the selection highlighted in the map, and to the
   page's selection list (a rerun);
 * memory of the tab: proportional set size (PSS) of the renderer and GPU processes, and the JS
-  heap.
+  heap; the Streamlit server's peak RSS (``VmHWM``).
+
+At 10M the synthetic vectors are written in chunks, and the server runs with
+``PARALLAX_MAX_ITEMS`` raised to the size.
 
 The plotly baseline draws the same dataset's PCA map through ``benchmarks/plotly_map.py``
 (``Scattergl``; above 200k points a 100k sample over a density layer, as the Map page did).
 
     nice python benchmarks/bench_map_browser.py [--quick] [--json] [--sizes 100000,1000000]
+        [--renderers webgl,regl,plotly]
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import tempfile
@@ -34,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from common import REPO, Reporter, parser
 
 from tests.browser_util import chromium_available, chromium_page, running_app, wait_for_app_idle
@@ -115,6 +127,8 @@ POINT_JS = """([m, i]) => {
 
 # A WebGL map is drawn when it says so, with every point, framed for its canvas's current size
 # (a late layout change refits the view: positions read before it would be stale).
+WEBGL_FIRST_JS = """() => Array.from(document.querySelectorAll('.parallax-scatter'))
+  .some(e => e.dataset.state === 'partial' || e.dataset.state === 'drawn')"""
 WEBGL_DRAWN_JS = """(n) => Array.from(document.querySelectorAll('.parallax-scatter')).some(e => {
   const w = e.querySelector('.ps-canvas');
   return e.dataset.state === 'drawn' && e.dataset.points === String(n)
@@ -132,7 +146,7 @@ WEBGL_POINT_JS = """([m, i]) => {
 # Timestamps in the page: the last pointer move, the preview card turning ready, mouse up,
 # the selection highlighted, the selection list shown.
 PROBE_JS = """(webgl) => {
-  const T = window.__bench = {move: 0, ready: 0, up: 0, highlighted: 0, listed: 0};
+  const T = window.__bench = {move: 0, ready: 0, ring: 0, up: 0, highlighted: 0, listed: 0};
   document.addEventListener('mousemove', () => { T.move = performance.now(); }, true);
   document.addEventListener('mouseup', () => { T.up = performance.now(); }, true);
   const tick = () => {
@@ -140,6 +154,9 @@ PROBE_JS = """(webgl) => {
     const tip = document.getElementById('parallax-hover-preview');
     const shown = tip && tip.style.display === 'block' && tip.dataset.ready === '1';
     if (shown && !T.ready) T.ready = now;
+    const ringed = webgl && Array.from(document.querySelectorAll('.parallax-scatter'))
+      .some(e => e.dataset.hovered !== '');
+    if (ringed && !T.ring) T.ring = now;
     if (T.up && !T.highlighted) {
       const sel = webgl
         ? Array.from(document.querySelectorAll('.parallax-scatter'))
@@ -189,22 +206,27 @@ def tab_memory_mb() -> float:
     return round(total_kb / 1024, 1)
 
 
+# Bytes of the map payloads as sent (compressed where the server compressed), from the page's
+# own Resource Timing entries: every fetch is there, parts included (a "?part=" query).
+MEDIA_BYTES_JS = """() => performance.getEntriesByType('resource')
+  .filter(e => e.name.includes('/media/') && e.name.includes('.bin'))
+  .reduce((a, e) => a + e.encodedBodySize, 0)"""
+
+
 class Traffic:
-    """Bytes the page received: websocket frames and media responses."""
+    """Bytes the page received: websocket frames and map payloads (``read`` them when drawn)."""
 
     def __init__(self, page: Any) -> None:
         self.ws = 0
         self.media = 0
+        page.add_init_script("performance.setResourceTimingBufferSize(100000)")
         page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
-        page.on("requestfinished", self._finished)
 
     def _frame(self, payload: Any) -> None:
         self.ws += len(payload)
 
-    def _finished(self, request: Any) -> None:
-        if "/media/" in request.url and request.url.endswith(".bin"):
-            with contextlib.suppress(Exception):  # a request the page dropped: not counted
-                self.media += request.sizes()["responseBodySize"]
+    def read(self, page: Any) -> None:
+        self.media = int(page.evaluate(MEDIA_BYTES_JS))
 
     @property
     def total(self) -> int:
@@ -222,25 +244,87 @@ def _lasso(page: Any, box: dict[str, float]) -> None:
     page.mouse.up()
 
 
-def _hover_latency(page: Any, pos: dict[str, float], away: dict[str, float]) -> float | None:
-    """ms from the last pointer move onto ``pos`` to the preview card showing an item."""
+def _hover_latency(
+    page: Any, pos: dict[str, float], away: dict[str, float]
+) -> tuple[float | None, float | None]:
+    """ms from the last pointer move onto ``pos`` to the preview card showing an item, and to
+    the map ringing it (None: not seen)."""
     page.mouse.move(away["x"], away["y"])
     time.sleep(0.3)
-    page.evaluate("() => { window.__bench.ready = 0; }")
+    page.evaluate("() => { window.__bench.ready = 0; window.__bench.ring = 0; }")
     page.mouse.move(pos["x"], pos["y"])
     try:
         page.wait_for_function("() => window.__bench.ready > 0", timeout=60_000)
     except Exception:  # no card: reported as missing, not raised
-        return None
+        return None, None
     t = page.evaluate("() => window.__bench")
-    return round(t["ready"] - t["move"], 1)
+    ring = round(t["ring"] - t["move"], 1) if t["ring"] else None
+    return round(t["ready"] - t["move"], 1), ring
 
 
-def measure(renderer: str, n: int, tmp: Path) -> dict[str, Any]:
+def _write_vectors_chunked(cache_root: Path, spec: str, n: int, dim: int = 16) -> None:
+    """``_write_vectors`` for sizes that must not be held twice in memory: the same clustered
+    distribution, written 1M rows at a time into the cache entry's file."""
+    from engine.data import open_dataset
+    from engine.store.cache import Cache, make_key
+
+    cache = Cache(cache_root)
+    ds = open_dataset(spec, cache_root=cache.root)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(12, dim)).astype(np.float32)
+    key = make_key(kind="vectors", dataset=ds.fingerprint(), model="synthetic", n=n)
+    directory = cache.entry_dir("vectors", key)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = np.lib.format.open_memmap(
+        directory / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, dim)
+    )
+    for start in range(0, n, 1_000_000):
+        m = min(n, start + 1_000_000) - start
+        x = centres[rng.integers(0, 12, m)]
+        x += 0.3 * rng.standard_normal(size=(m, dim), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[start : start + m] = x
+    out.flush()
+    del out
+    cache.put_manifest_only(
+        "vectors",
+        key,
+        {
+            "dataset": spec,
+            "dataset_fingerprint": ds.fingerprint(),
+            "model": "synthetic:clusters",
+            "modality": "image",
+            "n": n,
+            "dim": dim,
+            "failed": [],
+        },
+    )
+
+
+def server_peak_rss_mb() -> float | None:
+    """Peak RSS (VmHWM) of the Streamlit server this process started."""
+    for pid in _descendants(os.getpid()):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"streamlit" not in cmd or b"run" not in cmd:
+                continue
+            m = re.search(r"^VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+        except OSError:
+            continue
+        if m:
+            return round(int(m.group(1)) / 1024, 1)
+    return None
+
+
+def measure(renderer: str, n: int, tmp: Path, shots: Path | None = None) -> dict[str, Any]:
     spec = f"demo:shapes?n={n}&seed=0"
-    _write_vectors(tmp, spec, n)
+    # sizes measured before keep their exact vectors; above 2M they are written in chunks
+    (_write_vectors if n <= 2_000_000 else _write_vectors_chunked)(tmp, spec, n)
     script = tmp / f"{renderer}.py"
-    webgl = renderer == "webgl"
+    webgl = renderer in ("webgl", "regl")
+    env = {"PARALLAX_MAX_ITEMS": str(max(n, 2_000_000))}
+    if renderer == "regl":
+        env["PARALLAX_MAP_DENSITY_ABOVE"] = str(10**12)
     if webgl:
         script.write_text(
             WRAPPER.format(repo=str(REPO), spec=spec, page=str(REPO / "pages" / "map.py"))
@@ -251,17 +335,23 @@ def measure(renderer: str, n: int, tmp: Path) -> dict[str, Any]:
 
     drawn_expected = n if webgl else plotly_map.display_plan(n).drawn
     row: dict[str, Any] = {"renderer": renderer, "n": n, "points_drawn": drawn_expected}
-    with running_app(tmp, script, timeout_s=600) as url, chromium_page() as page:
+    with running_app(tmp, script, env=env, timeout_s=600) as url, chromium_page() as page:
         traffic = Traffic(page)
         cdp = page.context.new_cdp_session(page)
         cdp.send("Performance.enable")
         t0 = time.perf_counter()
         page.goto(url)
+        if webgl:
+            page.wait_for_function(WEBGL_FIRST_JS, timeout=TIMEOUT_MS)
+            row["page_to_first_picture_s"] = round(time.perf_counter() - t0, 2)
         page.wait_for_function(
             WEBGL_DRAWN_JS if webgl else PLOTLY_DRAWN_JS, arg=drawn_expected, timeout=TIMEOUT_MS
         )
         row["page_to_drawn_s"] = round(time.perf_counter() - t0, 2)
+        traffic.read(page)
         row["bytes_per_point"] = round(traffic.total / n, 2)
+        if shots is not None:
+            page.screenshot(path=str(shots / f"{renderer}-{n}-drawn.png"))
         row["map_data_bytes_per_point"] = round((traffic.media if webgl else traffic.ws) / n, 2)
         wait_for_app_idle(page, TIMEOUT_MS)
         page.evaluate(PROBE_JS, webgl)
@@ -273,8 +363,8 @@ def measure(renderer: str, n: int, tmp: Path) -> dict[str, Any]:
             webgl,
         )
         away = {"x": canvas["x"] + 5, "y": canvas["y"] + 5}
-        row["hover_cold_ms"] = _hover_latency(page, first, away)
-        row["hover_warm_ms"] = _hover_latency(page, second, away)
+        row["hover_cold_ms"], row["hover_ring_cold_ms"] = _hover_latency(page, first, away)
+        row["hover_warm_ms"], row["hover_ring_ms"] = _hover_latency(page, second, away)
         if webgl:
             page.locator(".parallax-scatter .ps-btn", has_text="Lasso").first.click()
         page.evaluate("() => { Object.assign(window.__bench, {up: 0, highlighted: 0}); }")
@@ -289,12 +379,19 @@ def measure(renderer: str, n: int, tmp: Path) -> dict[str, Any]:
             row["lasso_listed_ms"] = round(t["listed"] - t["up"], 1)
         except Exception:  # the selection never showed: reported as missing
             row["lasso_highlight_ms"] = row["lasso_listed_ms"] = None
+        if shots is not None:
+            page.screenshot(path=str(shots / f"{renderer}-{n}-lasso.png"))
         metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
         row["js_heap_mb"] = round(metrics.get("JSHeapUsedSize", 0) / 2**20, 1)
         row["tab_pss_mb"] = tab_memory_mb()
+        row["server_peak_rss_mb"] = server_peak_rss_mb()
+        if webgl:
+            row["renderer_used"] = page.evaluate(
+                "() => document.querySelector('.parallax-scatter').dataset.renderer"
+            )
     # The same page opened again on the same cache (its PCA map now read), in a fresh
     # browser: what a second visitor waits for.
-    with running_app(tmp, script, timeout_s=600) as url, chromium_page() as page:
+    with running_app(tmp, script, env=env, timeout_s=600) as url, chromium_page() as page:
         t0 = time.perf_counter()
         page.goto(url)
         page.wait_for_function(
@@ -309,7 +406,8 @@ def measure(renderer: str, n: int, tmp: Path) -> dict[str, Any]:
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--sizes", default="", help="comma-separated sizes (default 100k,1M,2M)")
-    p.add_argument("--renderers", default="webgl,plotly")
+    p.add_argument("--renderers", default="webgl,plotly", help="webgl, regl, plotly")
+    p.add_argument("--shots", default="", help="a folder for screenshots (drawn, lassoed)")
     args = p.parse_args()
     rep = Reporter("map_page_browser", args)
     if not chromium_available():
@@ -321,8 +419,10 @@ def main() -> None:
     rows = []
     for n in sizes:
         for renderer in args.renderers.split(","):
-            with tempfile.TemporaryDirectory() as tmp:
-                row = measure(renderer, n, Path(tmp))
+            if renderer == "plotly" and n > 2_000_000:
+                continue  # the baseline stays at the sizes it was measured at
+            with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+                row = measure(renderer, n, Path(tmp), Path(args.shots) if args.shots else None)
             rep.log(row)
             rows.append(row)
     rep.done({"rows": rows})

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,8 @@ INLINE_SELECTION = 4096  # larger selections travel as a binary payload
 # Above this many points the browser draws with density.js: regl-scatterplot turns every point
 # into a JS array (~100 B of heap each) and redraws every point on each hover (~1.8 s a frame
 # at 1M points in software WebGL).
-DENSITY_ABOVE = 1_000_000
+# PARALLAX_MAP_DENSITY_ABOVE moves it (benchmarks/bench_map_browser.py compares both renderers).
+DENSITY_ABOVE = int(os.environ.get("PARALLAX_MAP_DENSITY_ABOVE", "1000000"))
 DETAIL_LIMIT = 250_000  # the big renderer draws points (not density) up to this many in view
 
 STATIC = HERE / "static"
