@@ -213,6 +213,17 @@ MEDIA_BYTES_JS = """() => performance.getEntriesByType('resource')
   .reduce((a, e) => a + e.encodedBodySize, 0)"""
 
 
+# When the map payloads were requested and received (s after the page's navigation began): what
+# precedes the first request is the server's work (dataset, map, payloads), what follows the
+# browser's (fetch, index, draw).
+MEDIA_TIMES_JS = """() => { const m = performance.getEntriesByType('resource')
+  .filter(e => e.name.includes('/media/') && e.name.includes('.bin'));
+  if (!m.length) return null;
+  return [Math.min(...m.map(e => e.startTime)) / 1000,
+    Math.max(...m.map(e => e.responseEnd)) / 1000];
+}"""
+
+
 class Traffic:
     """Bytes the page received: websocket frames and map payloads (``read`` them when drawn)."""
 
@@ -316,8 +327,19 @@ def server_peak_rss_mb() -> float | None:
     return None
 
 
+# demo:shapes refuses more than ``engine.data.shapes.MAX_ITEMS`` (2M, a module constant, not a
+# setting); above it the benchmark raises it in its own process and in the server's script.
+RAISE_SHAPES_CAP = """
+import engine.data.shapes as _shapes
+_shapes.MAX_ITEMS = max(_shapes.MAX_ITEMS, {n})
+"""
+
+
 def measure(renderer: str, n: int, tmp: Path, shots: Path | None = None) -> dict[str, Any]:
     spec = f"demo:shapes?n={n}&seed=0"
+    import engine.data.shapes
+
+    engine.data.shapes.MAX_ITEMS = max(engine.data.shapes.MAX_ITEMS, n)
     # sizes measured before keep their exact vectors; above 2M they are written in chunks
     (_write_vectors if n <= 2_000_000 else _write_vectors_chunked)(tmp, spec, n)
     script = tmp / f"{renderer}.py"
@@ -326,9 +348,10 @@ def measure(renderer: str, n: int, tmp: Path, shots: Path | None = None) -> dict
     if renderer == "regl":
         env["PARALLAX_MAP_DENSITY_ABOVE"] = str(10**12)
     if webgl:
-        script.write_text(
-            WRAPPER.format(repo=str(REPO), spec=spec, page=str(REPO / "pages" / "map.py"))
-        )
+        wrapper = WRAPPER.format(repo=str(REPO), spec=spec, page=str(REPO / "pages" / "map.py"))
+        # after the wrapper's sys.path line, before the page runs
+        head, tail = wrapper.split("import streamlit as st\n", 1)
+        script.write_text(f"{head}{RAISE_SHAPES_CAP.format(n=n)}import streamlit as st\n{tail}")
     else:
         script.write_text(BASELINE.format(repo=str(REPO), spec=spec))
     from benchmarks import plotly_map
@@ -349,6 +372,10 @@ def measure(renderer: str, n: int, tmp: Path, shots: Path | None = None) -> dict
         )
         row["page_to_drawn_s"] = round(time.perf_counter() - t0, 2)
         traffic.read(page)
+        if webgl:
+            times = page.evaluate(MEDIA_TIMES_JS)
+            if times:
+                row["payload_requested_s"], row["payload_received_s"] = (round(t, 2) for t in times)
         row["bytes_per_point"] = round(traffic.total / n, 2)
         if shots is not None:
             page.screenshot(path=str(shots / f"{renderer}-{n}-drawn.png"))

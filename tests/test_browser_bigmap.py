@@ -7,6 +7,8 @@ more than 5k points are in view.
 * hover names the row nearest the cursor (checked against NumPy on the known positions);
 * a box and a lasso select exactly the rows inside (NumPy, same camera), and the page's
   selection (decoded in Python) is the same rows;
+* a class hidden in the legend is neither drawn nor hovered;
+* a recolour fetches the colour parts only (1 byte a point), not the positions;
 * zoomed in, the renderer draws the points themselves (``data-mode="points"``).
 
 Every wait is on a state the element announces; screenshots go to a temporary folder.
@@ -45,8 +47,11 @@ st.set_page_config(layout="wide")
 xy = np.load({xy!r})
 codes = np.load({codes!r})
 n = len(xy)
+by = st.radio("colour by", ["class", "parity"], horizontal=True)
+if by == "parity":
+    codes = codes % 2
 data = mapdata.category_codes(codes)
-palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
+palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"][: int(codes.max()) + 1]
 legend = tuple({{"code": i, "label": f"class {{i}}", "colour": c, "count": int((codes == i).sum())}}
                for i, c in enumerate(palette))
 colours = Colours(Payload(mapdata.content_key("cat", data), data),
@@ -176,12 +181,13 @@ def test_big_map_in_parts_hover_select_and_zoom(tmp_path: Path) -> None:
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         held: list[Any] = []
+        holding = [True]  # only the first load's later parts are held back
         fetched: list[int] = []
 
         def hold_later_parts(route: Any) -> None:
             part = int(re.search(r"[?&]part=(\d+)", route.request.url).group(1))
             fetched.append(part)
-            if part == 0:
+            if part == 0 or not holding:
                 route.continue_()
             else:
                 held.append(route)
@@ -203,6 +209,7 @@ def test_big_map_in_parts_hover_select_and_zoom(tmp_path: Path) -> None:
         first_ink = _ink(page, shots / "1-partial.png", st)
         assert first_ink > 2000, first_ink
         assert held and sorted(set(fetched)) == [0, 1, 2], fetched
+        holding.clear()
         for route in held:
             route.continue_()
         page.wait_for_function(
@@ -249,6 +256,39 @@ def test_big_map_in_parts_hover_select_and_zoom(tmp_path: Path) -> None:
         _expect_selection(page, np.flatnonzero(_inside(poly, xy.astype(np.float64))))
         page.screenshot(path=str(shots / "4-lasso.png"))
 
+        # a hidden class: the hover skips its points (the nearest among the others is named)
+        page.locator(".parallax-scatter .ps-chip", has_text="class 3").click()
+        row = int(np.flatnonzero(codes == 3)[0])
+        px, py = (round(v) for v in _to_page(st, *xy[row]))
+        page.mouse.move(px - 30, py - 30)
+        page.mouse.move(px, py)
+        dx, dy = _to_data(st, px - st["left"], py - st["top"])
+        dist = np.where(codes == 3, np.inf, (xy[:, 0] - dx) ** 2 + (xy[:, 1] - dy) ** 2)
+        assert dist.min() < (5 * 2 * st["view"][2] / st["height"]) ** 2  # another within 5 px
+        page.wait_for_function(
+            "(r) => document.querySelector('.parallax-scatter').dataset.hovered === r",
+            arg=str(int(np.argmin(dist))),
+            timeout=TIMEOUT_MS,
+        )
+        page.screenshot(path=str(shots / "5-hidden-class.png"))
+        page.locator(".parallax-scatter .ps-chip", has_text="class 3").click()
+
+        # a recolour: only the colour parts travel (20k bytes each), the positions stay
+        before = page.evaluate("() => performance.getEntriesByType('resource').length")
+        page.get_by_text("parity").click()
+        page.wait_for_function(
+            "() => { const e = document.querySelector('.parallax-scatter');"
+            " return e.dataset.state === 'drawn' && e.querySelectorAll('.ps-chip').length === 2; }",
+            timeout=TIMEOUT_MS,
+        )
+        sizes = page.evaluate(
+            "(k) => performance.getEntriesByType('resource').slice(k)"
+            ".filter(e => e.name.includes('part=')).map(e => e.decodedBodySize)",
+            before,
+        )
+        assert sorted(sizes) == [PER_PART] * 3, sizes
+        page.screenshot(path=str(shots / "6-recoloured.png"))
+
         # zoomed in (wheel about the centre): few enough points in view to draw them as points
         page.locator(".parallax-scatter .ps-btn", has_text="Pan").click()
         page.mouse.move(left + w / 2, top + h / 2)
@@ -264,5 +304,5 @@ def test_big_map_in_parts_hover_select_and_zoom(tmp_path: Path) -> None:
                 break
         st = _state(page)
         assert st["mode"] == "points", st["view"]
-        assert _ink(page, shots / "5-zoomed.png", st) > 500
+        assert _ink(page, shots / "7-zoomed.png", st) > 500
         assert not errors, errors
