@@ -213,6 +213,20 @@ MEDIA_BYTES_JS = """() => performance.getEntriesByType('resource')
   .reduce((a, e) => a + e.encodedBodySize, 0)"""
 
 
+# The big-map renderer's frame (the whole map in view, as a pan or zoom redraws it): median ms of
+# 5 frames drawn synchronously; null for regl-scatterplot (its hover ring waits for one frame).
+FRAME_MS_JS = """() => {
+  const inst = Array.from(window.__parallaxMaps.maps.values()).find(x => x.ui.root.isConnected);
+  if (!inst || !inst.big) return null;
+  const t = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    inst.sp.frame();
+    t.push(performance.now() - t0);
+  }
+  return t.sort((a, b) => a - b)[2];
+}"""
+
 # When the map payloads were requested and received (s after the page's navigation began): what
 # precedes the first request is the server's work (dataset, map, payloads), what follows the
 # browser's (fetch, index, draw).
@@ -408,6 +422,9 @@ def measure(renderer: str, n: int, tmp: Path, shots: Path | None = None) -> dict
             row["lasso_highlight_ms"] = row["lasso_listed_ms"] = None
         if shots is not None:
             page.screenshot(path=str(shots / f"{renderer}-{n}-lasso.png"))
+        if webgl:
+            frame = page.evaluate(FRAME_MS_JS)
+            row["frame_ms"] = None if frame is None else round(frame, 1)
         metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
         row["js_heap_mb"] = round(metrics.get("JSHeapUsedSize", 0) / 2**20, 1)
         row["tab_pss_mb"] = tab_memory_mb()
