@@ -200,7 +200,12 @@ class Environment(BaseSettings):
     cells are cut to it while read, batch by batch; a CSV / JSONL cell longer than 50x this
     (at least 8,000,000 characters) refuses the manifest before it is held"""
     MAX_ITEMS: Count = _setting(2_000_000, LIMITS)
-    """items in one folder / manifest / archive (one error naming this)"""
+    """items in one folder / manifest / archive (one error naming this); what a visitor of a
+    shared deployment may open of any kind"""
+    MAX_TABLE_ITEMS: Count = _setting(20_000_000, LIMITS)
+    """rows of a manifest without an image column opened by the operator (command line,
+    scripts): its ids, texts and labels are held as Arrow columns, tens of bytes a row, not
+    Python objects; never below MAX_ITEMS, and visitors keep MAX_ITEMS"""
     MAX_MANIFEST_BYTES: Bytes = _setting(1024**3, LIMITS)
     """the manifest file itself, checked before it is read; also what a Parquet table (manifest
     or bundle member) may decode to"""
@@ -423,6 +428,7 @@ MAX_IMAGE_PIXELS: int = _START.MAX_IMAGE_PIXELS
 MAX_IMAGE_FILE_BYTES: int = _START.MAX_IMAGE_FILE_BYTES
 MAX_TEXT_CHARS: int = _START.MAX_TEXT_CHARS
 MAX_ITEMS: int = _START.MAX_ITEMS
+MAX_TABLE_ITEMS: int = _START.MAX_TABLE_ITEMS
 MAX_MANIFEST_BYTES: int = _START.MAX_MANIFEST_BYTES
 MAX_ARCHIVE_MEMBERS: int = _START.MAX_ARCHIVE_MEMBERS
 MAX_ARCHIVE_BYTES: int = _START.MAX_ARCHIVE_BYTES
