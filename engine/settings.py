@@ -206,6 +206,9 @@ class Environment(BaseSettings):
     """rows of a manifest without an image column opened by the operator (command line,
     scripts): its ids, texts and labels are held as Arrow columns, tens of bytes a row, not
     Python objects; never below MAX_ITEMS, and visitors keep MAX_ITEMS"""
+    TABLE_DECODE_BYTES: Bytes = _setting(2 * 1024**3, LIMITS)
+    """what such a Parquet manifest (no image column, opened by the operator) may decode to;
+    never below DECODE_BYTES, and visitors keep DECODE_BYTES"""
     MAX_MANIFEST_BYTES: Bytes = _setting(1024**3, LIMITS)
     """the manifest file itself, checked before it is read; also what a Parquet table (manifest
     or bundle member) may decode to"""
@@ -429,6 +432,7 @@ MAX_IMAGE_FILE_BYTES: int = _START.MAX_IMAGE_FILE_BYTES
 MAX_TEXT_CHARS: int = _START.MAX_TEXT_CHARS
 MAX_ITEMS: int = _START.MAX_ITEMS
 MAX_TABLE_ITEMS: int = _START.MAX_TABLE_ITEMS
+TABLE_DECODE_BYTES: int = _START.TABLE_DECODE_BYTES
 MAX_MANIFEST_BYTES: int = _START.MAX_MANIFEST_BYTES
 MAX_ARCHIVE_MEMBERS: int = _START.MAX_ARCHIVE_MEMBERS
 MAX_ARCHIVE_BYTES: int = _START.MAX_ARCHIVE_BYTES

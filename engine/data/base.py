@@ -200,6 +200,32 @@ def operator_tables(allowed: bool = True) -> Iterator[None]:
         _TABLE_ITEMS.reset(token)
 
 
+def decode_budget(columnar: bool) -> tuple[int, str]:
+    """What one table being opened may decode to, and the setting that says so:
+    ``TABLE_DECODE_BYTES`` for a ``columnar`` table opened by the operator (never below
+    ``DECODE_BYTES``), else ``DECODE_BYTES``."""
+    from engine import settings
+
+    if columnar and _TABLE_ITEMS.get() and settings.TABLE_DECODE_BYTES > settings.DECODE_BYTES:
+        return settings.TABLE_DECODE_BYTES, "PARALLAX_TABLE_DECODE_BYTES"
+    return settings.DECODE_BYTES, "PARALLAX_DECODE_BYTES"
+
+
+def visitor_refusal(dataset: Any) -> str | None:
+    """Why a visitor may not have ``dataset`` (None when they may): a table of more rows than
+    ``MAX_ITEMS``, which only the operator's allowance opens (and holds, for every caller of
+    the same process)."""
+    from engine import settings
+
+    rows = getattr(dataset, "table_rows", None)
+    if isinstance(rows, int) and rows > settings.MAX_ITEMS:
+        return (
+            f"{getattr(dataset, 'spec', 'the dataset')} has {rows:,} rows, over the limit of "
+            f"{settings.MAX_ITEMS:,} for visitors of this deployment (PARALLAX_MAX_ITEMS)"
+        )
+    return None
+
+
 def item_limit(columnar: bool) -> tuple[int, str]:
     """The most items a dataset being opened may have, and the setting that says so:
     ``MAX_TABLE_ITEMS`` for a ``columnar`` table opened by the operator (never below

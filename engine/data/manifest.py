@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import settings
-from engine.data.base import ContentHasher, DatasetBase, SkippedItem, item_limit
+from engine.data.base import (
+    ContentHasher,
+    DatasetBase,
+    SkippedItem,
+    decode_budget,
+    item_limit,
+)
 from engine.data.folder import is_within, verdict_cache_file
 from engine.data.images import (
     ImageCheck,
@@ -203,12 +209,14 @@ def _budget_error(line: str) -> DatasetError:
     return BudgetError(line)
 
 
-def _budget_line(what: str, nbytes: float, budget: int) -> DatasetError:
+def _budget_line(
+    what: str, nbytes: float, budget: int, setting: str = "PARALLAX_DECODE_BYTES"
+) -> DatasetError:
     from engine.errors import BudgetError
 
     return BudgetError(
         f"{what} decodes to more than {budget / 1024**2:,.0f} MB ({nbytes / 1024**2:,.0f} MB "
-        "so far), over this deployment's budget for one table (PARALLAX_DECODE_BYTES): refused"
+        f"so far), over this deployment's budget for one table ({setting}): refused"
     )
 
 
@@ -255,6 +263,7 @@ def read_parquet_capped(
     *,
     as_arrow: bool = False,
     limit: tuple[int, str] | None = None,
+    budget_setting: str = "PARALLAX_DECODE_BYTES",
 ) -> Any:
     """A Parquet table read row group by row group, under a decoded-size budget.
 
@@ -290,12 +299,12 @@ def read_parquet_capped(
         group = meta.row_group(g)
         pages = sum(group.column(c).total_uncompressed_size for c in range(group.num_columns))
         if used + pages > budget:  # plain pages decode to at least their uncompressed size
-            raise _budget_line(what, used + pages, budget)
+            raise _budget_line(what, used + pages, budget, budget_setting)
         table = pf.read_row_group(g)
         columns = [[_cut_texts(chunk) for chunk in col.chunks] for col in table.columns]
         used += sum(expanded_nbytes(chunk) for col in columns for chunk in col)
         if used > budget:
-            raise _budget_line(what, used, budget)
+            raise _budget_line(what, used, budget, budget_setting)
         plain = [
             pa.chunked_array([_plain(chunk) for chunk in col]) if col else original
             for col, original in zip(columns, table.columns, strict=True)
@@ -395,8 +404,11 @@ def read_table(path: Path, skipped: list[SkippedItem], *, arrow: bool = False) -
             import pyarrow.parquet as pq
 
             names = pq.read_schema(path).names  # the footer: which limit applies
-            limit = item_limit(columnar=find_column(names, IMAGE_COLUMNS) is None)
-            table = read_parquet_capped(path, as_arrow=arrow, limit=limit)
+            columnar = find_column(names, IMAGE_COLUMNS) is None
+            budget, setting = decode_budget(columnar)
+            table = read_parquet_capped(
+                path, budget, as_arrow=arrow, limit=item_limit(columnar), budget_setting=setting
+            )
         elif suffix in (".jsonl", ".ndjson", ".json"):
             table = _read_json_records(path, skipped)
         else:

@@ -17,12 +17,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from engine.data.base import Dataset
-from engine.data.column_vectors import column_identity, is_column_spec, read_column_vectors
+from engine.data.column_vectors import is_column_spec, read_column
 from engine.embed import gpu_decode
 from engine.errors import CacheError, ItemError, ParallaxError
 from engine.models.base import IMAGE, TEXT, EmbeddingModel
@@ -30,9 +30,10 @@ from engine.models.identity import KnownModel, runs_on_cpu
 from engine.models.identity import recall as recall_identity
 from engine.models.identity import remember as remember_identity
 from engine.params import EmbedParams
-from engine.store.atomic import atomic_file, atomic_save_npy
+from engine.store.atomic import atomic_file, atomic_save_npy, atomic_write
 from engine.store.cache import Cache, Entry
-from engine.store.memo import array_entry, claim
+from engine.store.chunks import copy_file_bytes
+from engine.store.memo import claim, read_through
 from engine.store.progress import ProgressCallback, ProgressTracker
 
 log = logging.getLogger(__name__)
@@ -364,16 +365,18 @@ def _column_modality(dataset: Dataset, requested: str | None) -> str:
 def _embed_column(
     dataset: Dataset, spec: str, modality: str | None, cache: Cache, t0: float
 ) -> EmbeddingResult:
-    """``column:NAME``: the dataset's own vectors, checked, then cached like computed ones."""
-    vectors = read_column_vectors(dataset, spec)
+    """``column:NAME``: the dataset's own vectors, checked and hashed in one pass, then cached
+    like computed ones. A float32 side file's bytes go into the cache by the kernel
+    (``copy_file_bytes``), and only when the entry is not there yet."""
+    column = read_column(dataset, spec)
+    vectors = column.array
     modality = _column_modality(dataset, modality)
-    identity = column_identity(spec, vectors)
-    key = EmbedParams.vectors_key(dataset.fingerprint(), identity, modality)
+    key = EmbedParams.vectors_key(dataset.fingerprint(), column.identity, modality)
     manifest = {
         "dataset": dataset.spec,
         "dataset_fingerprint": dataset.fingerprint(),
         "model": spec.strip(),
-        "model_identity": identity,
+        "model_identity": column.identity,
         "modality": modality,
         "n": len(vectors),
         "dim": int(vectors.shape[1]),
@@ -382,12 +385,28 @@ def _embed_column(
         "dataset_skipped": [{"source": s.source, "reason": s.reason} for s in dataset.skipped],
     }
 
-    def compute() -> tuple[np.ndarray, dict[str, Any]]:
-        return vectors, {**manifest, "seconds": round(time.perf_counter() - t0, 3)}
+    def make(path: Path) -> Entry:
+        done = {**manifest, "seconds": round(time.perf_counter() - t0, 3)}
+        side = column.side_file
+        if side is None:
+            return cache.put("vectors", key, vectors, done)
 
-    memo = array_entry(cache, "vectors", key, compute)
-    entry, cached = memo.value, memo.cached
-    return EmbeddingResult.from_entry(dataset, spec.strip(), modality, entry, cached, t0)
+        def copy(f: BinaryIO) -> None:
+            copy_file_bytes(side.path, f, side.nbytes)
+            # The copy must be the bytes that were hashed: refused (and removed) if the file
+            # was replaced or written meanwhile.
+            if not column.unchanged():
+                raise ParallaxError(
+                    f"{spec.strip()}: {side.path.name} changed while it was read; run again"
+                )
+
+        atomic_write(Entry("vectors", key, cache.entry_dir("vectors", key), {}).array_path, copy)
+        return cache.put_manifest_only("vectors", key, done)
+
+    memo = read_through(
+        cache, "vectors", key, read=lambda path: cache.get("vectors", key), make=make
+    )
+    return EmbeddingResult.from_entry(dataset, spec.strip(), modality, memo.value, memo.cached, t0)
 
 
 @contextmanager
