@@ -207,7 +207,10 @@ def decode_budget(columnar: bool) -> tuple[int, str]:
     from engine import settings
 
     if columnar and _TABLE_ITEMS.get() and settings.TABLE_DECODE_BYTES > settings.DECODE_BYTES:
-        return settings.TABLE_DECODE_BYTES, "PARALLAX_TABLE_DECODE_BYTES"
+        return (
+            settings.TABLE_DECODE_BYTES,
+            "PARALLAX_TABLE_DECODE_BYTES, the operator's allowance over PARALLAX_DECODE_BYTES",
+        )
     return settings.DECODE_BYTES, "PARALLAX_DECODE_BYTES"
 
 

@@ -533,7 +533,24 @@ def _blank_to_null(arr: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    return pc.if_else(pc.equal(pc.binary_length(arr), 0), pa.scalar(None, arr.type), arr)
+    blank = pc.equal(pc.binary_length(arr), 0)
+    if not pc.any(blank).as_py():
+        return arr
+    return pc.if_else(blank, pa.scalar(None, arr.type), arr)
+
+
+def _strip(arr: Any) -> Any:
+    """``str.strip()`` of every cell; the column itself (no copy) when no cell starts or ends
+    with whitespace, as in a clean table."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ends = pa.chunked_array(
+        [pc.utf8_slice_codeunits(arr, 0, 1), pc.utf8_slice_codeunits(arr, -1, 2**31 - 1)]
+    )
+    if not pc.any(pc.is_in(ends, pa.array(list(PY_WHITESPACE)))).as_py():
+        return arr
+    return pc.utf8_trim(arr, characters=PY_WHITESPACE)
 
 
 def _integral(arr: Any) -> Any:
@@ -562,7 +579,7 @@ def key_column(table: Any, name: str) -> Any:
         if arr is not None:
             text = _plain_strings(arr)
             if text is not None:
-                return _blank_to_null(pc.utf8_trim(text, characters=PY_WHITESPACE))
+                return _blank_to_null(_strip(text))
             t = arr.type
             if pa.types.is_integer(t):
                 # Read through pandas, an integer column with gaps was floats: past 2**53 the
@@ -590,9 +607,12 @@ def text_column(table: Any, name: str) -> Any:
     try:
         text = None if arr is None else _plain_strings(arr)
         if text is not None:
-            text = pc.replace_substring(text, "\x00", "")
-            text = pc.utf8_trim(text, characters=PY_WHITESPACE)
-            text = pc.utf8_slice_codeunits(text, 0, settings.MAX_TEXT_CHARS)  # code points
+            # Each step copies the column only when some cell needs it.
+            if pc.any(pc.match_substring(text, "\x00")).as_py():
+                text = pc.replace_substring(text, "\x00", "")
+            text = _strip(text)
+            if (pc.max(pc.utf8_length(text)).as_py() or 0) > settings.MAX_TEXT_CHARS:
+                text = pc.utf8_slice_codeunits(text, 0, settings.MAX_TEXT_CHARS)  # code points
             return _blank_to_null(text)
     except (pa.ArrowException, NotImplementedError):
         pass
