@@ -245,25 +245,43 @@ def test_column_vectors_are_the_side_file_and_map_alike(tmp_path: Path) -> None:
     assert np.array_equal(through_column, through_vectors)
 
 
+@pytest.mark.parametrize("when", ["first", "again"])
 def test_a_side_file_changed_while_copied_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
+    """The copy is made while the vectors are hashed ("first": nothing cached for the dataset
+    yet) or after ("again": the dataset has vectors under this name, from an older file)."""
     x = np.random.default_rng(4).normal(size=(500, 4)).astype(np.float32)
     path = _column_manifest(tmp_path / "m", x)
+    ws = Workspace(tmp_path / "cache")
+    if when == "again":
+        ws.embed(f"manifest:{path}", "column:vec")
+        np.save(tmp_path / "m" / "vec.npy", x + 1)  # new vectors for the same manifest
     import engine.embed.local as local
 
     real = local.copy_file_bytes
 
-    def copy_then_touch(source, target, count):  # another writer, between hash and copy
-        real(source, target, count)
+    def copy_then_touch(source, target, count, stop=None):  # another writer, meanwhile
+        done = real(source, target, count, stop)
         st = os.stat(source)
         os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        return done
 
     monkeypatch.setattr(local, "copy_file_bytes", copy_then_touch)
-    ws = Workspace(tmp_path / "cache")
+    before = sorted((tmp_path / "cache" / "vectors").rglob("*.npy"))
     with pytest.raises(ParallaxError, match="changed while it was read"):
         ws.embed(f"manifest:{path}", "column:vec")
-    assert not list((tmp_path / "cache" / "vectors").rglob("*.npy"))  # nothing half-kept
+    assert sorted((tmp_path / "cache" / "vectors").rglob("*.npy")) == before  # nothing kept
+    assert not [p for p in (tmp_path / "cache").rglob(".tmp-*")]
+
+
+def test_refused_vectors_leave_no_copy(tmp_path: Path) -> None:
+    x = np.random.default_rng(6).normal(size=(400, 4)).astype(np.float32)
+    x[321, 2] = np.nan
+    path = _column_manifest(tmp_path / "m", x)
+    with pytest.raises(ParallaxError, match=r"row 321 .*NaN"):
+        Workspace(tmp_path / "cache").embed(f"manifest:{path}", "column:vec")
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
 
 
 def test_a_float64_side_file_is_converted_and_cached(tmp_path: Path) -> None:

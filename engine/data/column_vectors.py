@@ -213,6 +213,22 @@ def _identity_digest(shape: tuple[int, ...]) -> Any:
     return digest
 
 
+def locate_column(dataset: Dataset, spec: str) -> tuple[np.ndarray, SideFile | None]:
+    """Where the vectors named by ``spec`` are (a metadata column, read; a side file, mapped),
+    and the side file when its bytes are the vectors as they will be cached. Nothing is
+    checked yet (``check_column``)."""
+    name = column_name(spec)
+    found = _from_metadata(dataset, name)
+    if found is not None:
+        return found, None
+    side = _from_side_file(dataset, name)
+    if side is not None:
+        return side
+    offered = vector_columns(dataset)
+    hint = f"vector columns: {', '.join(offered)}" if offered else "it has no vector columns"
+    raise ParallaxError(f"{dataset.spec} has no column {name!r} ({hint})")
+
+
 def read_column(dataset: Dataset, spec: str) -> ColumnVectors:
     """The dataset's own vectors named by ``spec`` (``column:NAME``), checked and hashed in one
     pass, a block at a time (a memory-mapped side file is read once and never held whole).
@@ -220,18 +236,14 @@ def read_column(dataset: Dataset, spec: str) -> ColumnVectors:
     ``ParallaxError`` (one line naming the column and the first bad row) for anything that is
     not one finite, non-zero vector per item of the same length.
     """
+    return check_column(dataset, spec, *locate_column(dataset, spec))
+
+
+def check_column(
+    dataset: Dataset, spec: str, array: np.ndarray, side_file: SideFile | None = None
+) -> ColumnVectors:
+    """``array`` (from ``locate_column``) checked and hashed in one pass: ``read_column``."""
     name = column_name(spec)
-    found = _from_metadata(dataset, name)
-    side_file = None
-    if found is None:
-        side = _from_side_file(dataset, name)
-        if side is not None:
-            found, side_file = side
-    if found is None:
-        offered = vector_columns(dataset)
-        hint = f"vector columns: {', '.join(offered)}" if offered else "it has no vector columns"
-        raise ParallaxError(f"{dataset.spec} has no column {name!r} ({hint})")
-    array = found
     # A float32 array is checked and hashed as it lies (views of the map, no copy); anything
     # else is converted to float32 block by block into memory, checked before and after.
     keep = array.dtype == np.float32

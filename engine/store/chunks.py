@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -123,16 +123,27 @@ def row_blocks(array: np.ndarray, max_bytes: int | None = None) -> Iterator[tupl
         release(array, start, stop)
 
 
-def copy_file_bytes(source: str | os.PathLike[str], target: BinaryIO, count: int) -> None:
+def copy_file_bytes(
+    source: str | os.PathLike[str],
+    target: BinaryIO,
+    count: int,
+    stop: Callable[[], bool] | None = None,
+) -> bool:
     """The first ``count`` bytes of the file ``source`` appended to ``target`` by the kernel
     (``copy_file_range``: no pass through this process, a reflink where the file system has
-    them), falling back to a plain copy a block at a time where the call is not supported."""
+    them), falling back to a plain copy a block at a time where the call is not supported.
+    ``stop()`` is asked between blocks (256 MB): True ends the copy early (returns False)."""
     target.flush()
+    step_bytes = 4 * CHUNK_BYTES
     with open(source, "rb") as src:
         done = 0
         try:
             while done < count:
-                step = os.copy_file_range(src.fileno(), target.fileno(), min(count - done, 1 << 30))
+                if stop is not None and stop():
+                    return False
+                step = os.copy_file_range(
+                    src.fileno(), target.fileno(), min(count - done, step_bytes)
+                )
                 if step == 0:
                     break  # the source is shorter than it said
                 done += step
@@ -142,7 +153,10 @@ def copy_file_bytes(source: str | os.PathLike[str], target: BinaryIO, count: int
             src.seek(done)
             target.seek(0, os.SEEK_END)
             while done < count and (block := src.read(min(count - done, CHUNK_BYTES))):
+                if stop is not None and stop():
+                    return False
                 target.write(block)
                 done += len(block)
         if done != count:
             raise OSError(errno.EIO, f"{source}: {done} bytes copied, expected {count}")
+    return True
