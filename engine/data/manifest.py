@@ -545,12 +545,11 @@ def _strip(arr: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    ends = pa.chunked_array(
-        [pc.utf8_slice_codeunits(arr, 0, 1), pc.utf8_slice_codeunits(arr, -1, 2**31 - 1)]
-    )
-    if not pc.any(pc.is_in(ends, pa.array(list(PY_WHITESPACE)))).as_py():
-        return arr
-    return pc.utf8_trim(arr, characters=PY_WHITESPACE)
+    spaces = pa.array(list(PY_WHITESPACE))
+    for end in (pc.utf8_slice_codeunits(arr, 0, 1), pc.utf8_slice_codeunits(arr, -1, 2**31 - 1)):
+        if pc.any(pc.is_in(end, spaces)).as_py():
+            return pc.utf8_trim(arr, characters=PY_WHITESPACE)
+    return arr
 
 
 def _integral(arr: Any) -> Any:

@@ -408,6 +408,18 @@ class _EarlyCopy:
         self.path.unlink(missing_ok=True)
 
 
+def _has_column_vectors(dataset: Dataset, spec: str, cache: Cache) -> bool:
+    """Whether some finished entry holds vectors of this dataset under ``spec`` (the question
+    ``engine.store.catalog.embeddings_by`` answers, asked here without importing it)."""
+    fingerprint, n = dataset.fingerprint(), len(dataset)
+    return any(
+        e.manifest.get("dataset_fingerprint") == fingerprint
+        and e.manifest.get("model") == spec
+        and int(e.manifest.get("n", -1)) == n
+        for e in cache.entries("vectors")
+    )
+
+
 def _stamp_changed(side: SideFile) -> bool:
     try:
         st = side.path.stat()
@@ -423,12 +435,10 @@ def _embed_column(
     like computed ones. A float32 side file's bytes go into the cache by the kernel
     (``copy_file_bytes``), on a thread while the pass runs unless this dataset already has
     vectors under this name (then they are probably the same: copied only if not)."""
-    from engine.store.catalog import embeddings_by  # it imports this module
-
     array, side = locate_column(dataset, spec)
     modality = _column_modality(dataset, modality)
     early = None
-    if side is not None and not embeddings_by(dataset, spec.strip(), cache):
+    if side is not None and not _has_column_vectors(dataset, spec.strip(), cache):
         early = _EarlyCopy(side, cache.kind_dir("vectors"))
     try:
         column = check_column(dataset, spec, array, side)
