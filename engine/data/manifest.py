@@ -1093,23 +1093,60 @@ class ManifestDataset(DatasetBase):
 
         # Each key column cleaned whole (``key_column``, ``text_column``): n cells each.
         row_ids = key_column(source, id_col) if id_col is not None else None
-        id_col_used = row_ids is not None and _unique_keys(row_ids, n)
-        if not id_col_used:
-            row_ids = None  # not a usable id: the row number, and the column stays metadata
-        labels = key_column(source, label_col) if label_col else None
-        texts = text_column(source, text_col) if text_col else None
-        refs: list[ImageRef | None] = (
-            [resolve_image_ref(v, self.base) for v in _cells(source, image_col)]
-            if image_col
-            else []
-        )
-        checks = self._check_images(refs, cache_root, progress) if image_col else []
-        image_ok = (
-            np.fromiter((c is not None and c.ok for c in checks), dtype=bool, count=n)
-            if image_col
-            else np.zeros(n, dtype=bool)
-        )
-        keep_mask = image_ok | _valid_mask(texts, n)
+        # Whether the ids are usable (all present, all distinct) takes a hash of every key: it
+        # runs on a second thread (Arrow releases the GIL) while the rest is cleaned and the
+        # items fingerprinted as if the ids were used (the common case), again if not.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="manifest-ids") as pool:
+            distinct = pool.submit(_unique_keys, row_ids, n) if row_ids is not None else None
+            labels = key_column(source, label_col) if label_col else None
+            texts = text_column(source, text_col) if text_col else None
+            refs: list[ImageRef | None] = (
+                [resolve_image_ref(v, self.base) for v in _cells(source, image_col)]
+                if image_col
+                else []
+            )
+            checks = self._check_images(refs, cache_root, progress) if image_col else []
+            image_ok = (
+                np.fromiter((c is not None and c.ok for c in checks), dtype=bool, count=n)
+                if image_col
+                else np.zeros(n, dtype=bool)
+            )
+            keep_mask = image_ok | _valid_mask(texts, n)
+            everything = bool(keep_mask.all())
+            keep = np.flatnonzero(keep_mask)
+            self._n = len(keep)
+            self.table_rows = n  # rows of the table, before unusable ones were skipped
+            # Table row of each item (side files are indexed by table row): sorted, unique.
+            self.source_rows: range | np.ndarray = range(n) if everything else keep
+            self._id_values = _take(row_ids, keep, everything)  # None: the row numbers
+            self._label_values = _take(labels, keep, everything)
+            self._text_values = _take(texts, keep, everything)
+            self._has_text = text_col is not None
+            self._lists: dict[str, list[Any]] = {}  # the protocol's lists, made when asked
+
+            self.image_errors: dict[int, str] = {}  # kept rows (text only) whose image failed
+            self._refs: list[ImageRef | None] | None = None
+            self._digests: list[str | None] | None = None
+            if image_col:
+                self._refs = [refs[i] if image_ok[i] else None for i in keep.tolist()]
+                self._digests = [
+                    checks[i].sha256 if image_ok[i] and checks[i] else None  # type: ignore[union-attr]
+                    for i in keep.tolist()
+                ]
+                for j in np.flatnonzero(~image_ok[keep]).tolist():
+                    i = int(keep[j])
+                    ref, check = refs[i], checks[i]
+                    why = "no image" if ref is None else (ref.error or (check and check.error))
+                    self.image_errors[j] = str(why or "unusable image")
+            self.has_images = self._digests is not None and any(
+                d is not None for d in self._digests
+            )
+            self._fingerprint = self._content_hash() if len(keep) else ""
+            id_col_used = distinct is not None and bool(distinct.result())
+        if row_ids is not None and not id_col_used:
+            # Not a usable id: the row number, and the column stays metadata.
+            self._id_values = None
+            self._fingerprint = self._content_hash() if len(keep) else ""
 
         for i in np.flatnonzero(~keep_mask).tolist():
             ref, check = (refs[i], checks[i]) if image_col else (None, None)
@@ -1119,38 +1156,11 @@ class ManifestDataset(DatasetBase):
                 why = ref.error or (check.error if check else None) or "unusable image"
             where = f"row {i}" + (f" ({_cell(row_ids, i)})" if id_col_used else "")
             self.skipped.append(SkippedItem(where, why))
-        everything = bool(keep_mask.all())
-        keep = np.flatnonzero(keep_mask)
         if len(keep) == 0:
             detail = f" (e.g. {self.skipped[-1].source}: {self.skipped[-1].reason})"
             raise DatasetError(
                 f"no usable rows in {self.path.name}" + (detail if self.skipped else "")
             )
-        self._n = len(keep)
-        self.table_rows = n  # rows of the table, before unusable ones were skipped
-        # Table row of each item (side files are indexed by table row): sorted and unique.
-        self.source_rows: range | np.ndarray = range(n) if everything else keep
-        self._id_values = _take(row_ids, keep, everything)  # None: ids are the row numbers
-        self._label_values = _take(labels, keep, everything)
-        self._text_values = _take(texts, keep, everything)
-        self._has_text = text_col is not None
-        self._lists: dict[str, list[Any]] = {}  # the protocol's lists, made when first asked
-
-        self.image_errors: dict[int, str] = {}  # kept rows (text only) whose image failed
-        self._refs: list[ImageRef | None] | None = None
-        self._digests: list[str | None] | None = None
-        if image_col:
-            self._refs = [refs[i] if image_ok[i] else None for i in keep.tolist()]
-            self._digests = [
-                checks[i].sha256 if image_ok[i] and checks[i] else None  # type: ignore[union-attr]
-                for i in keep.tolist()
-            ]
-            for j in np.flatnonzero(~image_ok[keep]).tolist():
-                i = int(keep[j])
-                ref, check = refs[i], checks[i]
-                why = "no image" if ref is None else (ref.error or (check and check.error))
-                self.image_errors[j] = str(why or "unusable image")
-        self.has_images = self._digests is not None and any(d is not None for d in self._digests)
 
         used = {c for c in (image_col, text_col, label_col) if c}
         if id_col_used and id_col:
@@ -1163,7 +1173,6 @@ class ManifestDataset(DatasetBase):
             self._meta_table = source.select(others)
         else:
             self._meta = source.iloc[keep][others]
-        self._fingerprint = self._content_hash()
 
     # -- the protocol's columns, as Python lists when asked for ---------------------------------
     def _list(self, name: str, make: Callable[[], list[Any]]) -> list[Any]:
