@@ -152,6 +152,14 @@ class SideFile:
     nbytes: int  # header and rows: the bytes to copy
     stamp: tuple[int, int, int, int]  # device, inode, size, mtime (ns)
 
+    def changed(self) -> bool:
+        """Whether the file is no longer the one that was read (another inode, size or
+        modification time): a copy made after the hash must not be cached then."""
+        try:
+            return _stamp(self.path) != self.stamp
+        except OSError:
+            return True
+
 
 def _stamp(path: Path) -> tuple[int, int, int, int]:
     st = path.stat()
@@ -200,11 +208,6 @@ class ColumnVectors:
     array: np.ndarray
     identity: str
     side_file: SideFile | None
-
-    def unchanged(self) -> bool:
-        """Whether the side file is still the one that was read and hashed (same inode, size
-        and modification time): checked after its bytes were copied into the cache."""
-        return self.side_file is None or _stamp(self.side_file.path) == self.side_file.stamp
 
 
 def _identity_digest(shape: tuple[int, ...]) -> Any:

@@ -394,7 +394,7 @@ class _EarlyCopy:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        if not self._done or _stamp_changed(self.side):
+        if not self._done or self.side.changed():
             raise ParallaxError(f"{self.side.path.name} changed while it was read; run again")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -418,14 +418,6 @@ def _has_column_vectors(dataset: Dataset, spec: str, cache: Cache) -> bool:
         and int(e.manifest.get("n", -1)) == n
         for e in cache.entries("vectors")
     )
-
-
-def _stamp_changed(side: SideFile) -> bool:
-    try:
-        st = side.path.stat()
-    except OSError:
-        return True
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != side.stamp
 
 
 def _embed_column(
@@ -467,7 +459,7 @@ def _embed_column(
 
                 def copy(f: BinaryIO) -> None:
                     copy_file_bytes(side.path, f, side.nbytes)
-                    if _stamp_changed(side):  # the entry must hold the bytes that were hashed
+                    if side.changed():  # the entry must hold the bytes that were hashed
                         raise ParallaxError(
                             f"{side.path.name} changed while it was read; run again"
                         )
