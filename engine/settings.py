@@ -200,7 +200,12 @@ class Environment(BaseSettings):
     cells are cut to it while read, batch by batch; a CSV / JSONL cell longer than 50x this
     (at least 8,000,000 characters) refuses the manifest before it is held"""
     MAX_ITEMS: Count = _setting(2_000_000, LIMITS)
-    """items in one folder / manifest / archive (one error naming this)"""
+    """items in one folder / manifest / archive (one error naming this); what a visitor of a
+    shared deployment may open of any kind"""
+    MAX_TABLE_ITEMS: Count = _setting(20_000_000, LIMITS)
+    """rows of a manifest without an image column opened by the operator (command line,
+    scripts): its ids, texts and labels are held as Arrow columns, tens of bytes a row, not
+    Python objects; never below MAX_ITEMS, and visitors keep MAX_ITEMS"""
     MAX_MANIFEST_BYTES: Bytes = _setting(1024**3, LIMITS)
     """the manifest file itself, checked before it is read; also what a Parquet table (manifest
     or bundle member) may decode to"""
@@ -260,6 +265,10 @@ class Environment(BaseSettings):
     DECODE_BYTES: DerivedBytes = _setting(None, BUDGETS)
     """what one decode may materialise: one table (Parquet / CSV / JSON lines, decoded), one
     staged upload, one request's images at 4 bytes a pixel; unset: MEMORY_BYTES / 8"""
+    TABLE_DECODE_BYTES: DerivedBytes = _setting(None, BUDGETS)
+    """what a Parquet manifest without an image column that the operator opens (MAX_TABLE_ITEMS)
+    may decode to, its columns held as Arrow arrays; never below DECODE_BYTES, and visitors keep
+    DECODE_BYTES; unset: MEMORY_BYTES / 2"""
     MAX_UPLOAD_BYTES: DerivedBytes = _setting(None, BUDGETS)
     """one upload, refused past this in one line (Streamlit's server.maxUploadSize should match
     it); unset: DECODE_BYTES"""
@@ -423,6 +432,7 @@ MAX_IMAGE_PIXELS: int = _START.MAX_IMAGE_PIXELS
 MAX_IMAGE_FILE_BYTES: int = _START.MAX_IMAGE_FILE_BYTES
 MAX_TEXT_CHARS: int = _START.MAX_TEXT_CHARS
 MAX_ITEMS: int = _START.MAX_ITEMS
+MAX_TABLE_ITEMS: int = _START.MAX_TABLE_ITEMS
 MAX_MANIFEST_BYTES: int = _START.MAX_MANIFEST_BYTES
 MAX_ARCHIVE_MEMBERS: int = _START.MAX_ARCHIVE_MEMBERS
 MAX_ARCHIVE_BYTES: int = _START.MAX_ARCHIVE_BYTES
@@ -441,6 +451,7 @@ UPLOAD_TTL_S: float = _START.UPLOAD_TTL_S
 # -- budgets (#27): the derived ones follow MEMORY_BYTES unless set on their own --
 MEMORY_BYTES: int = _START.MEMORY_BYTES
 DECODE_BYTES: int = _START.DECODE_BYTES or MEMORY_BYTES // 8
+TABLE_DECODE_BYTES: int = _START.TABLE_DECODE_BYTES or MEMORY_BYTES // 2
 MAX_UPLOAD_BYTES: int = _START.MAX_UPLOAD_BYTES or DECODE_BYTES
 REQUEST_PIXELS: int = _START.REQUEST_PIXELS or MAX_IMAGE_PIXELS
 MAX_MODEL_BYTES: int = _START.MAX_MODEL_BYTES or MEMORY_BYTES // 2

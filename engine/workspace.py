@@ -206,13 +206,23 @@ class Workspace:
 
     # -- datasets ------------------------------------------------------------------------------
     def open(self, spec: str, *, progress: ProgressCallback | None = None) -> Dataset:
-        """The opened dataset for ``spec``, held for every caller under the dataset budget."""
+        """The opened dataset for ``spec``, held for every caller under the dataset budget.
+        The operator may open a manifest without images of up to ``MAX_TABLE_ITEMS`` rows
+        (held as columns); a visitor stays under ``MAX_ITEMS`` for every kind."""
         self.check_dataset_spec(spec)
         from engine.data import open_dataset
+        from engine.data.base import operator_tables, visitor_refusal
 
-        return self._shared.datasets.get_or_build(
-            spec, lambda: open_dataset(spec, cache_root=self.root, progress=progress)
-        )
+        with operator_tables(not self.is_visitor):
+            dataset = self._shared.datasets.get_or_build(
+                spec, lambda: open_dataset(spec, cache_root=self.root, progress=progress)
+            )
+        why = visitor_refusal(dataset) if self.is_visitor else None
+        if why is not None:
+            from engine.policy import DatasetRefused
+
+            raise DatasetRefused(why)
+        return dataset
 
     def dataset(self, dataset: Dataset | str, *, progress: ProgressCallback | None = None):
         """A dataset object from a spec or an already opened dataset."""

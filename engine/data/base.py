@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -112,7 +114,12 @@ def dataset_thumbnail(dataset: Dataset, index: int, size: int = 64) -> Image.Ima
 def approx_nbytes(dataset: Any) -> int:
     """Roughly what an opened dataset holds in memory: its ids, labels and texts (with
     CPython's per-string overhead), its metadata table, and any image bytes it keeps (a
-    bundle's thumbnails). For budgets (``PARALLAX_DATASET_CACHE_BYTES``), not accounting."""
+    bundle's thumbnails). For budgets (``PARALLAX_DATASET_CACHE_BYTES``), not accounting.
+    A dataset that holds its columns as arrays says so itself (``held_nbytes()``): asking its
+    ``ids`` here would turn them into Python strings."""
+    own = getattr(dataset, "held_nbytes", None)
+    if callable(own):
+        return int(own())
     per_string = 56  # sys.getsizeof("") on CPython 3.11 (compact ASCII)
 
     def strings(values: Any) -> int:
@@ -173,6 +180,66 @@ class DatasetBase:
         return dataset_thumbnail(self, index, size)  # type: ignore[arg-type]
 
 
+# -- who opens: the operator's columnar allowance ---------------------------------------------
+# ``PARALLAX_MAX_ITEMS`` bounds every dataset by default. A manifest without images holds its
+# ids, texts and labels as Arrow columns (tens of bytes a row, no Python object per item), so the
+# operator (``Workspace`` without a policy: the command line, scripts) may open one of up to
+# ``PARALLAX_MAX_TABLE_ITEMS`` rows. Only the operator's workspace opens inside
+# ``operator_tables()``; everything else, visitors included, keeps ``MAX_ITEMS`` (deny by default).
+_TABLE_ITEMS: ContextVar[bool] = ContextVar("parallax_operator_tables", default=False)
+
+
+@contextlib.contextmanager
+def operator_tables(allowed: bool = True) -> Iterator[None]:
+    """Datasets opened inside may be columnar manifests of up to ``MAX_TABLE_ITEMS`` rows
+    (``allowed=False``: the default limit, for a visitor's workspace)."""
+    token = _TABLE_ITEMS.set(allowed)
+    try:
+        yield
+    finally:
+        _TABLE_ITEMS.reset(token)
+
+
+def decode_budget(columnar: bool) -> tuple[int, str]:
+    """What one table being opened may decode to, and the setting that says so:
+    ``TABLE_DECODE_BYTES`` for a ``columnar`` table opened by the operator (never below
+    ``DECODE_BYTES``), else ``DECODE_BYTES``."""
+    from engine import settings
+
+    if columnar and _TABLE_ITEMS.get() and settings.TABLE_DECODE_BYTES > settings.DECODE_BYTES:
+        return (
+            settings.TABLE_DECODE_BYTES,
+            "PARALLAX_TABLE_DECODE_BYTES, the operator's allowance over PARALLAX_DECODE_BYTES",
+        )
+    return settings.DECODE_BYTES, "PARALLAX_DECODE_BYTES"
+
+
+def visitor_refusal(dataset: Any) -> str | None:
+    """Why a visitor may not have ``dataset`` (None when they may): a table of more rows than
+    ``MAX_ITEMS``, which only the operator's allowance opens (and holds, for every caller of
+    the same process)."""
+    from engine import settings
+
+    rows = getattr(dataset, "table_rows", None)
+    if isinstance(rows, int) and rows > settings.MAX_ITEMS:
+        return (
+            f"{getattr(dataset, 'spec', 'the dataset')} has {rows:,} rows, over the limit of "
+            f"{settings.MAX_ITEMS:,} for visitors of this deployment (PARALLAX_MAX_ITEMS)"
+        )
+    return None
+
+
+def item_limit(columnar: bool) -> tuple[int, str]:
+    """The most items a dataset being opened may have, and the setting that says so:
+    ``MAX_TABLE_ITEMS`` for a ``columnar`` table opened by the operator (never below
+    ``MAX_ITEMS``), else ``MAX_ITEMS``."""
+    from engine import settings
+
+    if columnar and _TABLE_ITEMS.get() and settings.MAX_TABLE_ITEMS > settings.MAX_ITEMS:
+        return settings.MAX_TABLE_ITEMS, "PARALLAX_MAX_TABLE_ITEMS"
+    return settings.MAX_ITEMS, "PARALLAX_MAX_ITEMS"
+
+
 # -- fingerprints -----------------------------------------------------------------------------
 class ContentHasher:
     """Feeds typed, length-prefixed fields into BLAKE2b so that no two different sequences of
@@ -198,6 +265,11 @@ class ContentHasher:
         for value in values:
             self.add(value)
         self._h.update(b"|")
+
+    def add_encoded(self, data: bytes | memoryview) -> None:
+        """Bytes already laid out as ``add_row`` lays out its fields (rows encoded a block at
+        a time by array code: ``engine.data.manifest``)."""
+        self._h.update(data)
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()

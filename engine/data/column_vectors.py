@@ -18,13 +18,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine.errors import ParallaxError
-from engine.store.chunks import gather_rows, row_chunks
+from engine.store.chunks import gather_rows, row_blocks, row_chunks
 
 if TYPE_CHECKING:
     from engine.data import Dataset
@@ -141,7 +143,30 @@ def _from_metadata(dataset: Dataset, name: str) -> np.ndarray | None:
     return np.stack(rows)
 
 
-def _from_side_file(dataset: Dataset, name: str) -> np.ndarray | None:
+@dataclass(frozen=True)
+class SideFile:
+    """A ``.npy`` side file whose bytes can be cached as they are (native float32, C order,
+    one row per item): what was read, where the rows start, and its ``os.stat`` when read."""
+
+    path: Path
+    nbytes: int  # header and rows: the bytes to copy
+    stamp: tuple[int, int, int, int]  # device, inode, size, mtime (ns)
+
+    def changed(self) -> bool:
+        """Whether the file is no longer the one that was read (another inode, size or
+        modification time): a copy made after the hash must not be cached then."""
+        try:
+            return _stamp(self.path) != self.stamp
+        except OSError:
+            return True
+
+
+def _stamp(path: Path) -> tuple[int, int, int, int]:
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _from_side_file(dataset: Dataset, name: str) -> tuple[np.ndarray, SideFile | None] | None:
     entries = _side_entries(dataset)
     if name not in entries:
         return None
@@ -152,6 +177,7 @@ def _from_side_file(dataset: Dataset, name: str) -> np.ndarray | None:
     if not path.is_relative_to(base):
         raise ParallaxError(f"column:{name}: {entries[name]!r} points outside the manifest folder")
     try:
+        stamp = _stamp(path)
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise ParallaxError(f"column:{name}: cannot read {path.name}: {exc}") from exc
@@ -163,55 +189,118 @@ def _from_side_file(dataset: Dataset, name: str) -> np.ndarray | None:
         raise ParallaxError(
             f"column:{name}: {path.name} has {len(array)} rows, the manifest {total}"
         )
-    # Left memory-mapped when every row is an item (``read_column_vectors`` checks it a block
-    # at a time); the items of a manifest that skipped rows are gathered block by block.
+    # Left memory-mapped when every row is an item (``read_column`` checks it a block at a
+    # time); the items of a manifest that skipped rows are gathered block by block.
     if rows is None or len(rows) == len(array):  # rows: sorted, unique table rows
-        return array
-    return gather_rows(array, np.asarray(rows, dtype=np.int64), dtype=array.dtype)
+        offset = getattr(array, "offset", None)
+        plain = array.dtype == np.float32 and array.flags.c_contiguous and isinstance(offset, int)
+        side_file = SideFile(path, int(offset) + int(array.nbytes), stamp) if plain else None
+        return array, side_file
+    return gather_rows(array, np.asarray(rows, dtype=np.int64), dtype=array.dtype), None
 
 
-def read_column_vectors(dataset: Dataset, spec: str) -> np.ndarray:
-    """The dataset's own vectors named by ``spec`` (``column:NAME``), checked, as float32 N x D.
+@dataclass(frozen=True)
+class ColumnVectors:
+    """A dataset's own vectors, checked: float32 N x D (memory-mapped when the side file is
+    float32), their identity (``column_identity``) and the side file whose bytes they are
+    (None: a metadata column, converted or gathered rows)."""
+
+    array: np.ndarray
+    identity: str
+    side_file: SideFile | None
+
+
+def _identity_digest(shape: tuple[int, ...]) -> Any:
+    digest = hashlib.sha256()
+    digest.update(f"{shape[0]}x{shape[1]}:".encode())
+    return digest
+
+
+def locate_column(dataset: Dataset, spec: str) -> tuple[np.ndarray, SideFile | None]:
+    """Where the vectors named by ``spec`` are (a metadata column, read; a side file, mapped),
+    and the side file when its bytes are the vectors as they will be cached. Nothing is
+    checked yet (``check_column``)."""
+    name = column_name(spec)
+    found = _from_metadata(dataset, name)
+    if found is not None:
+        return found, None
+    side = _from_side_file(dataset, name)
+    if side is not None:
+        return side
+    offered = vector_columns(dataset)
+    hint = f"vector columns: {', '.join(offered)}" if offered else "it has no vector columns"
+    raise ParallaxError(f"{dataset.spec} has no column {name!r} ({hint})")
+
+
+def read_column(dataset: Dataset, spec: str) -> ColumnVectors:
+    """The dataset's own vectors named by ``spec`` (``column:NAME``), checked and hashed in one
+    pass, a block at a time (a memory-mapped side file is read once and never held whole).
 
     ``ParallaxError`` (one line naming the column and the first bad row) for anything that is
     not one finite, non-zero vector per item of the same length.
     """
+    return check_column(dataset, spec, *locate_column(dataset, spec))
+
+
+def check_column(
+    dataset: Dataset, spec: str, array: np.ndarray, side_file: SideFile | None = None
+) -> ColumnVectors:
+    """``array`` (from ``locate_column``) checked and hashed in one pass: ``read_column``."""
     name = column_name(spec)
-    array = _from_metadata(dataset, name)
-    if array is None:
-        array = _from_side_file(dataset, name)
-    if array is None:
-        offered = vector_columns(dataset)
-        hint = f"vector columns: {', '.join(offered)}" if offered else "it has no vector columns"
-        raise ParallaxError(f"{dataset.spec} has no column {name!r} ({hint})")
-    # Checked a block at a time (a memory-mapped side file is never read whole); a float32
-    # side file is then used as it is, anything else converted to float32 block by block.
+    # A float32 array is checked and hashed as it lies (views of the map, no copy); anything
+    # else is converted to float32 block by block into memory, checked before and after.
     keep = array.dtype == np.float32
     out = array if keep else np.empty(array.shape, dtype=np.float32)
-    for start, block in row_chunks(array, dtype=np.float64):
-        bad = ~np.isfinite(block).all(axis=1)
-        if bad.any():
-            row = start + int(np.flatnonzero(bad)[0])
-            raise ParallaxError(f"column:{name} {_row_name(dataset, row)}: NaN or infinite value")
-        zero = ~np.any(block != 0, axis=1)
-        if zero.any():
-            row = start + int(np.flatnonzero(zero)[0])
-            raise ParallaxError(
-                f"column:{name} {_row_name(dataset, row)}: all zeros (a zero vector has no "
-                "direction)"
-            )
-        if not keep:
-            converted = block.astype(np.float32)
-            if not np.isfinite(converted).all():
+    digest = _identity_digest(array.shape)
+    blocks = row_blocks(array) if keep and array.flags.c_contiguous else None
+    if blocks is None:
+        blocks = row_chunks(array, dtype=np.float32 if keep else np.float64)
+    # A block's hash runs on a second thread while its checks run here (both release the
+    # GIL and read the same pages): the pass costs about the slower of the two, not their sum.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="column-hash") as pool:
+        for start, block in blocks:
+            if keep:
+                hashed = pool.submit(digest.update, block)
+                try:
+                    _check_block(dataset, name, start, block)
+                finally:
+                    hashed.result()  # before the view's pages are released
+                continue
+            _check_block(dataset, name, start, block)
+            block32 = block.astype(np.float32)
+            if not np.isfinite(block32).all():
                 raise ParallaxError(f"column:{name}: values too large for float32")
-            out[start : start + len(block)] = converted
-    return out
+            out[start : start + len(block32)] = block32
+            digest.update(block32)
+    identity = f"column:{column_name(spec)}@sha256:{digest.hexdigest()}"
+    return ColumnVectors(out, identity, side_file)
+
+
+def _check_block(dataset: Dataset, name: str, start: int, block: np.ndarray) -> None:
+    """Every row of ``block`` (rows ``start``...) finite and not all zeros, or one line."""
+    finite = np.isfinite(block)
+    if not finite.all():
+        row = start + int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise ParallaxError(f"column:{name} {_row_name(dataset, row)}: NaN or infinite value")
+    del finite
+    zero = ~np.any(block != 0, axis=1)
+    if zero.any():
+        row = start + int(np.flatnonzero(zero)[0])
+        raise ParallaxError(
+            f"column:{name} {_row_name(dataset, row)}: all zeros (a zero vector has no direction)"
+        )
+
+
+def read_column_vectors(dataset: Dataset, spec: str) -> np.ndarray:
+    """The dataset's own vectors named by ``spec`` (``column:NAME``), checked, as float32 N x D
+    (``read_column`` without the identity)."""
+    return read_column(dataset, spec).array
 
 
 def column_identity(spec: str, vectors: np.ndarray) -> str:
-    """The "model identity" of a column: its name and a full content hash of its vectors."""
-    digest = hashlib.sha256()
-    digest.update(f"{vectors.shape[0]}x{vectors.shape[1]}:".encode())
+    """The "model identity" of a column: its name and a full content hash of its vectors
+    (``read_column`` computes the same while it checks them)."""
+    digest = _identity_digest(vectors.shape)
     for _, block in row_chunks(vectors):  # the same bytes, read a block at a time
         digest.update(block)
     return f"column:{column_name(spec)}@sha256:{digest.hexdigest()}"

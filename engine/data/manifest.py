@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import settings
-from engine.data.base import ContentHasher, DatasetBase, SkippedItem
+from engine.data.base import (
+    ContentHasher,
+    DatasetBase,
+    SkippedItem,
+    decode_budget,
+    item_limit,
+)
 from engine.data.folder import is_within, verdict_cache_file
 from engine.data.images import (
     ImageCheck,
@@ -203,12 +209,14 @@ def _budget_error(line: str) -> DatasetError:
     return BudgetError(line)
 
 
-def _budget_line(what: str, nbytes: float, budget: int) -> DatasetError:
+def _budget_line(
+    what: str, nbytes: float, budget: int, setting: str = "PARALLAX_DECODE_BYTES"
+) -> DatasetError:
     from engine.errors import BudgetError
 
     return BudgetError(
         f"{what} decodes to more than {budget / 1024**2:,.0f} MB ({nbytes / 1024**2:,.0f} MB "
-        "so far), over this deployment's budget for one table (PARALLAX_DECODE_BYTES): refused"
+        f"so far), over this deployment's budget for one table ({setting}): refused"
     )
 
 
@@ -249,10 +257,18 @@ def _plain(column: Any) -> Any:
     return column if target == column.type else column.cast(target)
 
 
-def read_parquet_capped(source: Any, budget: int | None = None, *, as_arrow: bool = False) -> Any:
+def read_parquet_capped(
+    source: Any,
+    budget: int | None = None,
+    *,
+    as_arrow: bool = False,
+    limit: tuple[int, str] | None = None,
+    budget_setting: str = "PARALLAX_DECODE_BYTES",
+) -> Any:
     """A Parquet table read row group by row group, under a decoded-size budget.
 
-    Before a row group is decoded, its row count (``MAX_ITEMS`` for the whole file) and its
+    Before a row group is decoded, its row count (``limit``: the most rows and the setting
+    that says so, default ``MAX_ITEMS``, for the whole file) and its
     uncompressed page bytes (what plain-encoded columns decode to) are checked from the footer;
     string and binary columns are then read as dictionaries, their text cells cut to
     ``MAX_TEXT_CHARS`` in the dictionary, and their expanded size computed from the value
@@ -267,10 +283,11 @@ def read_parquet_capped(source: Any, budget: int | None = None, *, as_arrow: boo
     what = f"the table {label}".rstrip()
     pf = pq.ParquetFile(source)
     meta = pf.metadata
-    if meta.num_rows > settings.MAX_ITEMS:
+    most, setting = limit or (settings.MAX_ITEMS, "PARALLAX_MAX_ITEMS")
+    if meta.num_rows > most:
         raise DatasetError(
-            f"{what} has {meta.num_rows:,} rows, over the limit of {settings.MAX_ITEMS:,} "
-            "(raise PARALLAX_MAX_ITEMS to allow more)"
+            f"{what} has {meta.num_rows:,} rows, over the limit of {most:,} "
+            f"(raise {setting} to allow more)"
         )
     schema = pf.schema_arrow
     paths = _byte_array_paths(pf.schema)
@@ -282,12 +299,12 @@ def read_parquet_capped(source: Any, budget: int | None = None, *, as_arrow: boo
         group = meta.row_group(g)
         pages = sum(group.column(c).total_uncompressed_size for c in range(group.num_columns))
         if used + pages > budget:  # plain pages decode to at least their uncompressed size
-            raise _budget_line(what, used + pages, budget)
+            raise _budget_line(what, used + pages, budget, budget_setting)
         table = pf.read_row_group(g)
         columns = [[_cut_texts(chunk) for chunk in col.chunks] for col in table.columns]
         used += sum(expanded_nbytes(chunk) for col in columns for chunk in col)
         if used > budget:
-            raise _budget_line(what, used, budget)
+            raise _budget_line(what, used, budget, budget_setting)
         plain = [
             pa.chunked_array([_plain(chunk) for chunk in col]) if col else original
             for col, original in zip(columns, table.columns, strict=True)
@@ -359,8 +376,9 @@ def _read_json_records(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
     return pd.DataFrame.from_records(_json_lines(path, skipped))
 
 
-def read_table(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
-    """Read a manifest into a DataFrame (bad JSON lines are appended to ``skipped``)."""
+def read_table(path: Path, skipped: list[SkippedItem], *, arrow: bool = False) -> Any:
+    """Read a manifest into a DataFrame (bad JSON lines are appended to ``skipped``); with
+    ``arrow`` a Parquet manifest stays a pyarrow Table (its columns are used as arrays)."""
     import pandas as pd
 
     suffix = path.suffix.lower()
@@ -383,7 +401,14 @@ def read_table(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
         if suffix == ".csv":
             table = _read_csv(path)
         elif suffix == ".parquet":
-            table = read_parquet_capped(path)
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names  # the footer: which limit applies
+            columnar = find_column(names, IMAGE_COLUMNS) is None
+            budget, setting = decode_budget(columnar)
+            table = read_parquet_capped(
+                path, budget, as_arrow=arrow, limit=item_limit(columnar), budget_setting=setting
+            )
         elif suffix in (".jsonl", ".ndjson", ".json"):
             table = _read_json_records(path, skipped)
         else:
@@ -400,9 +425,15 @@ def read_table(path: Path, skipped: list[SkippedItem]) -> pd.DataFrame:
     except Exception as exc:  # parser errors of three libraries: one line for the user
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise DatasetError(f"cannot read manifest {path.name}: {first}") from exc
-    if len(table) == 0:
+    if _num_rows(table) == 0:
         raise DatasetError(f"manifest {path.name} has no rows (a header alone, or an empty file)")
     return table
+
+
+def _num_rows(table: Any) -> int:
+    """Rows of a DataFrame or a pyarrow Table."""
+    rows = getattr(table, "num_rows", None)
+    return int(rows) if rows is not None else len(table)
 
 
 # -- cleaning values --------------------------------------------------------------------------
@@ -443,6 +474,247 @@ def clean_text(value: Any) -> str | None:
 
 
 _HAS_SURROGATE = re.compile(r"[\ud800-\udfff]").search
+
+
+# -- cleaning whole columns ---------------------------------------------------------------------
+# A large manifest is cleaned as Arrow arrays, not cell by cell: the rules are ``_as_key`` and
+# ``clean_text`` exactly, for the types where Arrow computes the same strings (text, integers,
+# integral floats); any other column (bytes, dates, mixed objects, lone surrogates) goes through
+# the per-cell functions above, as before.
+
+# Every character ``str.isspace()`` accepts: what ``str.strip()`` removes (a test checks it).
+PY_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_EXACT_INT = 2**53  # a float64 holds every integer up to here
+
+
+def _arrow_column(table: Any, name: str) -> Any:
+    """Column ``name`` of a pyarrow Table or a DataFrame as a ChunkedArray, or None when Arrow
+    cannot hold its Python values (mixed types, lone surrogates)."""
+    import pyarrow as pa
+
+    if isinstance(table, pa.Table):
+        return table.column(name)
+    try:
+        return pa.chunked_array([pa.array(table[name], from_pandas=True)])
+    except (pa.ArrowException, TypeError, ValueError, UnicodeError, OverflowError):
+        return None
+
+
+def _cells(table: Any, name: str) -> list[Any]:
+    """Column ``name`` as the Python values the per-cell rules take (a Parquet column through
+    pandas, as the table was read before it stayed in Arrow)."""
+    import pyarrow as pa
+
+    if isinstance(table, pa.Table):
+        return table.select([name]).to_pandas()[name].tolist()
+    return table[name].tolist()
+
+
+def _plain_strings(arr: Any) -> Any:
+    """``arr`` as an Arrow (large) string array, or None when its type is not text."""
+    import pyarrow as pa
+
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        return _plain_strings(arr.cast(t.value_type))
+    if pa.types.is_null(t):
+        return arr.cast(pa.string())
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return arr
+    if getattr(pa.types, "is_string_view", lambda _: False)(t):
+        return arr.cast(pa.large_string())
+    return None
+
+
+def _blank_to_null(arr: Any) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    blank = pc.equal(pc.binary_length(arr), 0)
+    if not pc.any(blank).as_py():
+        return arr
+    return pc.if_else(blank, pa.scalar(None, arr.type), arr)
+
+
+def _strip(arr: Any) -> Any:
+    """``str.strip()`` of every cell; the column itself (no copy) when no cell starts or ends
+    with whitespace, as in a clean table."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    spaces = pa.array(list(PY_WHITESPACE))
+    for end in (pc.utf8_slice_codeunits(arr, 0, 1), pc.utf8_slice_codeunits(arr, -1, 2**31 - 1)):
+        if pc.any(pc.is_in(end, spaces)).as_py():
+            return pc.utf8_trim(arr, characters=PY_WHITESPACE)
+    return arr
+
+
+def _integral(arr: Any) -> Any:
+    """A float column as int64 when every present value is an integer ``_as_key`` writes
+    without a fraction (``3.0`` -> ``"3"``), else None."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    present = arr.drop_null()
+    if len(present) == 0:
+        return arr.cast(pa.int64())
+    if not pc.all(pc.is_finite(present)).as_py():
+        return None  # NaN (a missing cell in pandas) or inf: the per-cell rule decides
+    exact = pc.and_(pc.equal(pc.floor(present), present), pc.less_equal(pc.abs(present), 2**53))
+    return arr.cast(pa.int64()) if pc.all(exact).as_py() else None
+
+
+def key_column(table: Any, name: str) -> Any:
+    """``_as_key`` of every cell of column ``name``: an Arrow string array (null for no key)
+    computed column-wise where that is exact, else a list from the per-cell rule."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = _arrow_column(table, name)
+    try:
+        if arr is not None:
+            text = _plain_strings(arr)
+            if text is not None:
+                return _blank_to_null(_strip(text))
+            t = arr.type
+            if pa.types.is_integer(t):
+                # Read through pandas, an integer column with gaps was floats: past 2**53 the
+                # per-cell rule saw rounded values, so only that case stays per cell.
+                ends = pc.min_max(arr)
+                low, high = ends["min"].as_py() or 0, ends["max"].as_py() or 0
+                if arr.null_count == 0 or max(-low, high) <= _EXACT_INT:
+                    return arr.cast(pa.string())
+            elif pa.types.is_floating(t):
+                whole = _integral(arr)
+                if whole is not None:
+                    return whole.cast(pa.string())
+    except (pa.ArrowException, NotImplementedError):
+        pass
+    return _arrow_or_list([_as_key(v) for v in _cells(table, name)])
+
+
+def text_column(table: Any, name: str) -> Any:
+    """``clean_text`` of every cell of column ``name`` (Arrow strings, null for no text), or a
+    list from the per-cell rule for a column that is not text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = _arrow_column(table, name)
+    try:
+        text = None if arr is None else _plain_strings(arr)
+        if text is not None:
+            # Each step copies the column only when some cell needs it.
+            if pc.any(pc.match_substring(text, "\x00")).as_py():
+                text = pc.replace_substring(text, "\x00", "")
+            text = _strip(text)
+            if (pc.max(pc.utf8_length(text)).as_py() or 0) > settings.MAX_TEXT_CHARS:
+                text = pc.utf8_slice_codeunits(text, 0, settings.MAX_TEXT_CHARS)  # code points
+            return _blank_to_null(text)
+    except (pa.ArrowException, NotImplementedError):
+        pass
+    return _arrow_or_list([clean_text(v) for v in _cells(table, name)])
+
+
+def _arrow_or_list(values: list[str | None]) -> Any:
+    """Cleaned values as an Arrow string array; kept as a list when Arrow cannot hold them (a
+    lone surrogate from a JSON escape): then that dataset is fingerprinted row by row."""
+    import pyarrow as pa
+
+    try:
+        return pa.chunked_array([pa.array(values, type=pa.large_string())])
+    except (pa.ArrowException, UnicodeError):
+        return values
+
+
+def _is_arrow(values: Any) -> bool:
+    return values is not None and not isinstance(values, list)
+
+
+def _valid_mask(values: Any, n: int) -> Any:
+    """Which of ``n`` cells hold a value (a NumPy bool array)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if values is None:
+        return np.zeros(n, dtype=bool)
+    if isinstance(values, list):
+        return np.fromiter((v is not None for v in values), dtype=bool, count=n)
+    return pc.is_valid(values).to_numpy(zero_copy_only=False)
+
+
+def _take(values: Any, rows: Any, everything: bool) -> Any:
+    """``values`` (Arrow or list) at table ``rows`` (sorted, NumPy)."""
+    if values is None or everything:
+        return values
+    if isinstance(values, list):
+        return [values[i] for i in rows]
+    return values.take(rows)
+
+
+def _encoded_field(values: Any) -> Any:
+    """Each cell as ``ContentHasher.add`` encodes a string: ``S<bytes>:<utf-8>``, ``N;`` for
+    none (an Arrow array, or one scalar for a column that is absent)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    big = pa.large_string()  # one string type for every part (the join wants them alike)
+    if values is None:
+        return pa.scalar("N;", big)
+    size = pc.binary_length(values).cast(big)
+    parts = (pa.scalar("S", big), size, pa.scalar(":", big), values.cast(big))
+    joined = pc.binary_join_element_wise(*parts, pa.scalar("", big))
+    return pc.fill_null(joined, pa.scalar("N;", big))
+
+
+def _unique_keys(values: Any, n: int) -> bool:
+    """Whether ``n`` cleaned keys are all present and distinct (usable as ids)."""
+    import pyarrow.compute as pc
+
+    if isinstance(values, list):
+        return all(k is not None for k in values) and len(set(values)) == n
+    return values.null_count == 0 and pc.count_distinct(values).as_py() == n
+
+
+def _cell(values: Any, i: int) -> Any:
+    return values[i] if isinstance(values, list) else values[i].as_py()
+
+
+def _as_list(values: Any) -> list[Any]:
+    return values if isinstance(values, list) else values.to_pylist()
+
+
+FINGERPRINT_ROWS = 1_000_000  # rows encoded at a time (a few tens of MB)
+
+
+def hash_rows(h: ContentHasher, fields: list[Any], n: int) -> None:
+    """Feed ``n`` rows of ``fields`` (Arrow string arrays or None, each of ``n`` cells) into
+    ``h`` exactly as ``h.add_row(*row)`` would, a block of rows at a time, with no Python per
+    row: the rows are encoded by Arrow and their bytes hashed as they lie in memory."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for start in range(0, n, FINGERPRINT_ROWS):
+        stop = min(n, start + FINGERPRINT_ROWS)
+        parts = [
+            _encoded_field(None if f is None else f.slice(start, stop - start)) for f in fields
+        ]
+        big = pa.large_string()
+        rows = pc.binary_join_element_wise(*parts, pa.scalar("|", big), pa.scalar("", big))
+        if isinstance(rows, pa.Scalar):  # every field absent: cannot happen (ids are a column)
+            raise ValueError("no column to fingerprint")
+        chunks = rows.chunks if isinstance(rows, pa.ChunkedArray) else [rows]
+        for chunk in chunks:
+            if len(chunk) == 0:
+                continue
+            large = pa.types.is_large_string(chunk.type)
+            _, offsets, data = chunk.buffers()
+            at = np.frombuffer(offsets, dtype=np.int64 if large else np.int32)
+            lo, hi = int(at[chunk.offset]), int(at[chunk.offset + len(chunk)])
+            h.add_encoded(memoryview(data)[lo:hi])
 
 
 # -- image references -------------------------------------------------------------------------
@@ -757,7 +1029,12 @@ def download_url(
 
 # -- the dataset ------------------------------------------------------------------------------
 class ManifestDataset(DatasetBase):
-    """Rows of a manifest that have a usable image or a text (or both)."""
+    """Rows of a manifest that have a usable image or a text (or both).
+
+    Ids, labels and texts are held as Arrow string arrays and become the protocol's Python
+    lists only when first asked for (``ids``, ``labels``, ``texts``): opening, fingerprinting
+    and embedding a dataset's own vectors (``column:NAME``) of a 10M-row manifest never builds
+    a Python object per row. Image manifests still resolve and check each image (per row)."""
 
     def __init__(
         self,
@@ -772,6 +1049,9 @@ class ManifestDataset(DatasetBase):
     ) -> None:
         """``table`` given: rows already read by another source (``hfds:``), whose image paths
         are relative to the folder ``path``; otherwise ``path`` is the manifest file."""
+        import numpy as np
+        import pyarrow as pa
+
         path = Path(path).expanduser()
         if not path.exists():
             raise DatasetError(f"manifest not found: {path}")
@@ -783,92 +1063,206 @@ class ManifestDataset(DatasetBase):
         self.name = name or self.path.stem
         self.skipped = list(skipped or [])
 
-        if table is None:
-            table = read_table(self.path, self.skipped)
-        columns = [str(c) for c in table.columns]
-        table.columns = columns
-        if len(table) > settings.MAX_ITEMS:
-            raise DatasetError(
-                f"{self.path.name} has {len(table):,} rows, over the limit of "
-                f"{settings.MAX_ITEMS:,} (raise PARALLAX_MAX_ITEMS to allow more)"
-            )
+        source: Any = (
+            table if table is not None else read_table(self.path, self.skipped, arrow=True)
+        )
+        if isinstance(source, pa.Table):
+            # A pandas index written into the Parquet file was never a column of the table.
+            pandas_meta = source.schema.pandas_metadata or {}
+            index = {c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)}
+            columns = [c for c in source.column_names if c not in index]
+        else:
+            columns = [str(c) for c in source.columns]
+            source.columns = columns
         image_col = find_column(columns, IMAGE_COLUMNS)
         text_col = find_column(columns, TEXT_COLUMNS)
         label_col = find_column(columns, LABEL_COLUMNS)
         id_col = find_column(columns, ID_COLUMNS)
+        n = _num_rows(source)
+        most, setting = item_limit(columnar=image_col is None)
+        if n > most:
+            raise DatasetError(
+                f"{self.path.name} has {n:,} rows, over the limit of {most:,} "
+                f"(raise {setting} to allow more)"
+            )
         if image_col is None and text_col is None:
             raise DatasetError(
                 f"{self.path.name} has no image column ({', '.join(IMAGE_COLUMNS)}) and no "
                 f"text column ({', '.join(TEXT_COLUMNS)}); it has: {', '.join(columns[:12])}"
             )
 
-        n = len(table)
-        row_ids = [str(i) for i in range(n)]
-        if id_col is not None:
-            keys = [_as_key(v) for v in table[id_col].tolist()]
-            if all(k is not None for k in keys) and len(set(keys)) == n:
-                row_ids = [str(k) for k in keys]
-                id_col_used = True
+        # Each key column cleaned whole (``key_column``, ``text_column``): n cells each.
+        row_ids = key_column(source, id_col) if id_col is not None else None
+        # Whether the ids are usable (all present, all distinct) takes a hash of every key: it
+        # runs on a second thread (Arrow releases the GIL) while the rest is cleaned and the
+        # items fingerprinted as if the ids were used (the common case), again if not.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="manifest-ids") as pool:
+            distinct = pool.submit(_unique_keys, row_ids, n) if row_ids is not None else None
+            labels = key_column(source, label_col) if label_col else None
+            texts = text_column(source, text_col) if text_col else None
+            refs: list[ImageRef | None] = (
+                [resolve_image_ref(v, self.base) for v in _cells(source, image_col)]
+                if image_col
+                else []
+            )
+            checks = self._check_images(refs, cache_root, progress) if image_col else []
+            image_ok = (
+                np.fromiter((c is not None and c.ok for c in checks), dtype=bool, count=n)
+                if image_col
+                else np.zeros(n, dtype=bool)
+            )
+            keep_mask = image_ok | _valid_mask(texts, n)
+            everything = bool(keep_mask.all())
+            keep = np.flatnonzero(keep_mask)
+            self._n = len(keep)
+            self.table_rows = n  # rows of the table, before unusable ones were skipped
+            # Table row of each item (side files are indexed by table row): sorted, unique.
+            self.source_rows: range | np.ndarray = range(n) if everything else keep
+            self._id_values = _take(row_ids, keep, everything)  # None: the row numbers
+            self._label_values = _take(labels, keep, everything)
+            self._text_values = _take(texts, keep, everything)
+            self._has_text = text_col is not None
+            self._lists: dict[str, list[Any]] = {}  # the protocol's lists, made when asked
+
+            self.image_errors: dict[int, str] = {}  # kept rows (text only) whose image failed
+            self._refs: list[ImageRef | None] | None = None
+            self._digests: list[str | None] | None = None
+            if image_col:
+                self._refs = [refs[i] if image_ok[i] else None for i in keep.tolist()]
+                self._digests = [
+                    checks[i].sha256 if image_ok[i] and checks[i] else None  # type: ignore[union-attr]
+                    for i in keep.tolist()
+                ]
+                for j in np.flatnonzero(~image_ok[keep]).tolist():
+                    i = int(keep[j])
+                    ref, check = refs[i], checks[i]
+                    why = "no image" if ref is None else (ref.error or (check and check.error))
+                    self.image_errors[j] = str(why or "unusable image")
+            self.has_images = self._digests is not None and any(
+                d is not None for d in self._digests
+            )
+            self._fingerprint = self._content_hash() if len(keep) else ""
+            id_col_used = distinct is not None and bool(distinct.result())
+        if row_ids is not None and not id_col_used:
+            # Not a usable id: the row number, and the column stays metadata.
+            self._id_values = None
+            self._fingerprint = self._content_hash() if len(keep) else ""
+
+        for i in np.flatnonzero(~keep_mask).tolist():
+            ref, check = (refs[i], checks[i]) if image_col else (None, None)
+            if ref is None:
+                why = "no image and no text" if text_col else "no image"
             else:
-                id_col_used = False  # not a usable id: keep it as an ordinary column
-        else:
-            id_col_used = False
-        labels = [_as_key(v) for v in table[label_col].tolist()] if label_col else [None] * n
-        texts = [clean_text(v) for v in table[text_col].tolist()] if text_col else [None] * n
-        refs = (
-            [resolve_image_ref(v, self.base) for v in table[image_col].tolist()]
-            if image_col
-            else [None] * n
-        )
-        checks = self._check_images(refs, cache_root, progress)
-
-        self.ids = []
-        self.labels = []
-        self._texts: list[str | None] = []
-        self._refs: list[ImageRef | None] = []
-        self._digests: list[str | None] = []
-        self.image_errors: dict[int, str] = {}  # kept rows (text only) whose image failed
-        keep: list[int] = []
-        for i in range(n):
-            ref, check, text = refs[i], checks[i], texts[i]
-            image_ok = check is not None and check.ok
-            if not image_ok and text is None:
-                if ref is None:
-                    why = "no image and no text" if text_col else "no image"
-                else:
-                    why = ref.error or (check.error if check else None) or "unusable image"
-                where = f"row {i}" + (f" ({row_ids[i]})" if id_col_used else "")
-                self.skipped.append(SkippedItem(where, why))
-                continue
-            keep.append(i)
-            self.ids.append(row_ids[i])
-            self.labels.append(labels[i])
-            self._texts.append(text)
-            self._refs.append(ref if image_ok else None)
-            self._digests.append(check.sha256 if image_ok and check else None)
-            if image_col and not image_ok:
-                why = "no image" if ref is None else (ref.error or (check and check.error))
-                self.image_errors[len(self.ids) - 1] = str(why or "unusable image")
-
-        if not self.ids:
+                why = ref.error or (check.error if check else None) or "unusable image"
+            where = f"row {i}" + (f" ({_cell(row_ids, i)})" if id_col_used else "")
+            self.skipped.append(SkippedItem(where, why))
+        if len(keep) == 0:
             detail = f" (e.g. {self.skipped[-1].source}: {self.skipped[-1].reason})"
             raise DatasetError(
                 f"no usable rows in {self.path.name}" + (detail if self.skipped else "")
             )
-        self.table_rows = n  # rows of the table, before unusable ones were skipped
-        self.source_rows = keep  # table row of each item (side files are indexed by table row)
-        self.has_images = any(d is not None for d in self._digests)
-        self.texts = self._texts if text_col else None
 
         used = {c for c in (image_col, text_col, label_col) if c}
         if id_col_used and id_col:
             used.add(id_col)
-        self._meta = table.iloc[keep][[c for c in columns if c not in used]]
+        others = [c for c in columns if c not in used]
+        self._meta: pd.DataFrame | None = None
+        self._meta_table: Any = None
+        if isinstance(source, pa.Table):
+            # Converted when first asked for, the whole table then its rows (as before).
+            self._meta_table = source.select(others)
+        else:
+            self._meta = source.iloc[keep][others]
+        # Arrow's allocator keeps what the cleaning freed (a 10M-row table: ~0.9 GB of hash
+        # tables and copies) for reuse; hand it back before the vectors and the map need it.
+        pa.default_memory_pool().release_unused()
+
+    # -- the protocol's columns, as Python lists when asked for ---------------------------------
+    def _list(self, name: str, make: Callable[[], list[Any]]) -> list[Any]:
+        if name not in self._lists:
+            self._lists[name] = make()
+        return self._lists[name]
+
+    @property
+    def ids(self) -> list[str]:  # type: ignore[override]
+        values = self._id_values
+        if values is None:
+            return self._list("ids", lambda: [str(i) for i in self.source_rows])
+        return self._list("ids", lambda: _as_list(values))
+
+    @ids.setter
+    def ids(self, value: list[str]) -> None:
+        self._lists["ids"] = value
+
+    @property
+    def labels(self) -> list[str | None]:  # type: ignore[override]
+        values = self._label_values
+        return self._list(
+            "labels", lambda: [None] * self._n if values is None else _as_list(values)
+        )
+
+    @labels.setter
+    def labels(self, value: list[str | None]) -> None:
+        self._lists["labels"] = value
+
+    @property
+    def texts(self) -> list[str | None] | None:  # type: ignore[override]
+        if not self._has_text and "texts" not in self._lists:
+            return None
+        return self._list("texts", lambda: _as_list(self._text_values))
+
+    @texts.setter
+    def texts(self, value: list[str | None] | None) -> None:
+        self._lists["texts"] = value  # type: ignore[assignment]
+        self._has_text = value is not None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def held_nbytes(self) -> int:
+        """Bytes held for the columns (Arrow buffers, lists made so far, the metadata)."""
+        import numpy as np
+
+        total = sum(
+            int(v.nbytes)
+            for v in (self._id_values, self._label_values, self._text_values, self._meta_table)
+            if v is not None and not isinstance(v, list)
+        )
+        for values in self._lists.values():
+            total += sum(56 + len(v) for v in values or () if isinstance(v, str)) + 8 * len(values)
+        if isinstance(self.source_rows, np.ndarray):
+            total += int(self.source_rows.nbytes)
+        if self._meta is not None:
+            total += int(self._meta.memory_usage(deep=True).sum())
+        return total
+
+    def _content_hash(self) -> str:
+        """``manifest-v1``: per item its id, label, text and image digest, as
+        ``ContentHasher.add_row`` lays them out (the same value row by row or column-wise)."""
+        import numpy as np
+        import pyarrow as pa
 
         h = ContentHasher("manifest-v1")
-        for row in zip(self.ids, self.labels, self._texts, self._digests, strict=True):
-            h.add_row(*row)
-        self._fingerprint = h.hexdigest()
+        columns = (self._id_values, self._label_values, self._text_values)
+        if any(isinstance(c, list) for c in columns):  # a value Arrow cannot hold: row by row
+            for row in zip(
+                self.ids,
+                self.labels,
+                self.texts or [None] * self._n,
+                self._digests or [None] * self._n,
+                strict=True,
+            ):
+                h.add_row(*row)
+            return h.hexdigest()
+        ids = self._id_values
+        if ids is None:
+            ids = pa.chunked_array([pa.array(np.asarray(self.source_rows, dtype=np.int64))])
+            ids = ids.cast(pa.string())
+        digests = None
+        if self._digests is not None and self.has_images:
+            digests = pa.chunked_array([pa.array(self._digests, type=pa.string())])
+        hash_rows(h, [ids, self._label_values, self._text_values, digests], self._n)
+        return h.hexdigest()
 
     def _check_images(
         self,
@@ -944,7 +1338,7 @@ class ManifestDataset(DatasetBase):
         self._check_index(index)
         if index in self.image_errors:
             raise ItemError(self.image_errors[index])
-        ref = self._refs[index]
+        ref = self._refs[index] if self._refs is not None else None
         if ref is None:
             raise ItemError("no image")
         if ref.data is not None:
@@ -956,6 +1350,11 @@ class ManifestDataset(DatasetBase):
         return open_image_safely(ref.path, name=self.ids[index])
 
     def _metadata_frame(self) -> pd.DataFrame:
+        if self._meta is None:
+            frame = self._meta_table.to_pandas()
+            if not isinstance(self.source_rows, range):
+                frame = frame.iloc[self.source_rows]
+            self._meta, self._meta_table = frame, None
         return self._meta
 
     def fingerprint(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -17,12 +18,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from engine.data.base import Dataset
-from engine.data.column_vectors import column_identity, is_column_spec, read_column_vectors
+from engine.data.column_vectors import SideFile, check_column, is_column_spec, locate_column
 from engine.embed import gpu_decode
 from engine.errors import CacheError, ItemError, ParallaxError
 from engine.models.base import IMAGE, TEXT, EmbeddingModel
@@ -30,9 +31,10 @@ from engine.models.identity import KnownModel, runs_on_cpu
 from engine.models.identity import recall as recall_identity
 from engine.models.identity import remember as remember_identity
 from engine.params import EmbedParams
-from engine.store.atomic import atomic_file, atomic_save_npy
+from engine.store.atomic import TEMP_PREFIX, atomic_file, atomic_save_npy, atomic_write, write_error
 from engine.store.cache import Cache, Entry
-from engine.store.memo import array_entry, claim
+from engine.store.chunks import copy_file_bytes
+from engine.store.memo import claim, read_through
 from engine.store.progress import ProgressCallback, ProgressTracker
 
 log = logging.getLogger(__name__)
@@ -361,33 +363,117 @@ def _column_modality(dataset: Dataset, requested: str | None) -> str:
     return IMAGE if dataset.has_images else TEXT
 
 
+class _EarlyCopy:
+    """A side file's bytes copied into the cache (by the kernel, on a thread) while its vectors
+    are still being checked and hashed: the copy waits on the disk, the pass on the CPU, so the
+    two overlap. The copy lands under a temp name (``.tmp-``: ``prune`` removes an orphan) and
+    is moved into the entry once the key is known; ``discard`` drops it when the entry turned
+    out to be cached already or the vectors were refused."""
+
+    def __init__(self, side: SideFile, folder: Path) -> None:
+        self.side = side
+        self.path = folder / f"{TEMP_PREFIX}column-{os.getpid()}-{threading.get_ident()}.npy"
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="column-copy", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with atomic_file(self.path) as tmp, open(tmp, "wb") as f:  # fsynced, then renamed
+                if not copy_file_bytes(self.side.path, f, self.side.nbytes, self._stop.is_set):
+                    raise InterruptedError("copy discarded")
+            self._done = True
+        except BaseException as exc:  # handed to the caller by ``move_to``
+            self._error = exc
+
+    def move_to(self, target: Path) -> None:
+        """Wait for the copy and make it ``target`` (refused if the side file changed since
+        it was read: the entry must hold the bytes that were hashed)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if not self._done or self.side.changed():
+            raise ParallaxError(f"{self.side.path.name} changed while it was read; run again")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path, target)
+        except OSError as exc:
+            raise write_error(target, exc) from exc
+
+    def discard(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.path.unlink(missing_ok=True)
+
+
+def _has_column_vectors(dataset: Dataset, spec: str, cache: Cache) -> bool:
+    """Whether some finished entry holds vectors of this dataset under ``spec`` (the question
+    ``engine.store.catalog.embeddings_by`` answers, asked here without importing it)."""
+    fingerprint, n = dataset.fingerprint(), len(dataset)
+    return any(
+        e.manifest.get("dataset_fingerprint") == fingerprint
+        and e.manifest.get("model") == spec
+        and int(e.manifest.get("n", -1)) == n
+        for e in cache.entries("vectors")
+    )
+
+
 def _embed_column(
     dataset: Dataset, spec: str, modality: str | None, cache: Cache, t0: float
 ) -> EmbeddingResult:
-    """``column:NAME``: the dataset's own vectors, checked, then cached like computed ones."""
-    vectors = read_column_vectors(dataset, spec)
+    """``column:NAME``: the dataset's own vectors, checked and hashed in one pass, then cached
+    like computed ones. A float32 side file's bytes go into the cache by the kernel
+    (``copy_file_bytes``), on a thread while the pass runs unless this dataset already has
+    vectors under this name (then they are probably the same: copied only if not)."""
+    array, side = locate_column(dataset, spec)
     modality = _column_modality(dataset, modality)
-    identity = column_identity(spec, vectors)
-    key = EmbedParams.vectors_key(dataset.fingerprint(), identity, modality)
-    manifest = {
-        "dataset": dataset.spec,
-        "dataset_fingerprint": dataset.fingerprint(),
-        "model": spec.strip(),
-        "model_identity": identity,
-        "modality": modality,
-        "n": len(vectors),
-        "dim": int(vectors.shape[1]),
-        "device": "none",
-        "failed": [],
-        "dataset_skipped": [{"source": s.source, "reason": s.reason} for s in dataset.skipped],
-    }
+    early = None
+    if side is not None and not _has_column_vectors(dataset, spec.strip(), cache):
+        early = _EarlyCopy(side, cache.kind_dir("vectors"))
+    try:
+        column = check_column(dataset, spec, array, side)
+        key = EmbedParams.vectors_key(dataset.fingerprint(), column.identity, modality)
+        manifest = {
+            "dataset": dataset.spec,
+            "dataset_fingerprint": dataset.fingerprint(),
+            "model": spec.strip(),
+            "model_identity": column.identity,
+            "modality": modality,
+            "n": len(array),
+            "dim": int(array.shape[1]),
+            "device": "none",
+            "failed": [],
+            "dataset_skipped": [{"source": s.source, "reason": s.reason} for s in dataset.skipped],
+        }
 
-    def compute() -> tuple[np.ndarray, dict[str, Any]]:
-        return vectors, {**manifest, "seconds": round(time.perf_counter() - t0, 3)}
+        def make(path: Path) -> Entry:
+            done = {**manifest, "seconds": round(time.perf_counter() - t0, 3)}
+            if side is None:
+                return cache.put("vectors", key, column.array, done)
+            target = Entry("vectors", key, cache.entry_dir("vectors", key), {}).array_path
+            if early is not None:
+                early.move_to(target)
+            else:
 
-    memo = array_entry(cache, "vectors", key, compute)
-    entry, cached = memo.value, memo.cached
-    return EmbeddingResult.from_entry(dataset, spec.strip(), modality, entry, cached, t0)
+                def copy(f: BinaryIO) -> None:
+                    copy_file_bytes(side.path, f, side.nbytes)
+                    if side.changed():  # the entry must hold the bytes that were hashed
+                        raise ParallaxError(
+                            f"{side.path.name} changed while it was read; run again"
+                        )
+
+                atomic_write(target, copy)
+            return cache.put_manifest_only("vectors", key, done)
+
+        memo = read_through(
+            cache, "vectors", key, read=lambda path: cache.get("vectors", key), make=make
+        )
+    finally:
+        if early is not None:
+            early.discard()  # a copy not moved into the entry (cached already, or refused)
+    return EmbeddingResult.from_entry(dataset, spec.strip(), modality, memo.value, memo.cached, t0)
 
 
 @contextmanager

@@ -11,8 +11,11 @@ Plain in-memory arrays are sliced the same way, so callers need not know which t
 
 from __future__ import annotations
 
+import errno
 import mmap
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -105,3 +108,55 @@ def gather_rows(
         if done == len(rows):
             break
     return out
+
+
+def row_blocks(array: np.ndarray, max_bytes: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, view)`` for consecutive blocks of rows of ``array`` as they are (no copy, no
+    conversion): for a pass that only reads, e.g. checks and hashes. The pages of a
+    memory-mapped ``array`` are released once the caller asks for the next block, so the view
+    must not be used after that."""
+    n = len(array)
+    step = rows_per_chunk(array, max_bytes, array.dtype.itemsize)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        yield start, array[start:stop]
+        release(array, start, stop)
+
+
+def copy_file_bytes(
+    source: str | os.PathLike[str],
+    target: BinaryIO,
+    count: int,
+    stop: Callable[[], bool] | None = None,
+) -> bool:
+    """The first ``count`` bytes of the file ``source`` appended to ``target`` by the kernel
+    (``copy_file_range``: no pass through this process, a reflink where the file system has
+    them), falling back to a plain copy a block at a time where the call is not supported.
+    ``stop()`` is asked between blocks (256 MB): True ends the copy early (returns False)."""
+    target.flush()
+    step_bytes = 4 * CHUNK_BYTES
+    with open(source, "rb") as src:
+        done = 0
+        try:
+            while done < count:
+                if stop is not None and stop():
+                    return False
+                step = os.copy_file_range(
+                    src.fileno(), target.fileno(), min(count - done, step_bytes)
+                )
+                if step == 0:
+                    break  # the source is shorter than it said
+                done += step
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            src.seek(done)
+            target.seek(0, os.SEEK_END)
+            while done < count and (block := src.read(min(count - done, CHUNK_BYTES))):
+                if stop is not None and stop():
+                    return False
+                target.write(block)
+                done += len(block)
+        if done != count:
+            raise OSError(errno.EIO, f"{source}: {done} bytes copied, expected {count}")
+    return True
