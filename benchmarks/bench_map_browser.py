@@ -341,19 +341,13 @@ def server_peak_rss_mb() -> float | None:
     return None
 
 
-# demo:shapes refuses more than ``engine.data.shapes.MAX_ITEMS`` (2M, a module constant, not a
-# setting); above it the benchmark raises it in its own process and in the server's script.
-RAISE_SHAPES_CAP = """
-import engine.data.shapes as _shapes
-_shapes.MAX_ITEMS = max(_shapes.MAX_ITEMS, {n})
-"""
-
-
 def measure(renderer: str, n: int, tmp: Path, shots: Path | None = None) -> dict[str, Any]:
     spec = f"demo:shapes?n={n}&seed=0"
-    import engine.data.shapes
+    from engine import settings
 
-    engine.data.shapes.MAX_ITEMS = max(engine.data.shapes.MAX_ITEMS, n)
+    # demo:shapes refuses more than PARALLAX_MAX_ITEMS items (2M by default): above it the
+    # benchmark raises the setting here and in the server's environment
+    settings.MAX_ITEMS = max(settings.MAX_ITEMS, n)
     # sizes measured before keep their exact vectors; above 2M they are written in chunks
     (_write_vectors if n <= 2_000_000 else _write_vectors_chunked)(tmp, spec, n)
     script = tmp / f"{renderer}.py"
@@ -362,10 +356,9 @@ def measure(renderer: str, n: int, tmp: Path, shots: Path | None = None) -> dict
     if renderer == "regl":
         env["PARALLAX_MAP_DENSITY_ABOVE"] = str(10**12)
     if webgl:
-        wrapper = WRAPPER.format(repo=str(REPO), spec=spec, page=str(REPO / "pages" / "map.py"))
-        # after the wrapper's sys.path line, before the page runs
-        head, tail = wrapper.split("import streamlit as st\n", 1)
-        script.write_text(f"{head}{RAISE_SHAPES_CAP.format(n=n)}import streamlit as st\n{tail}")
+        script.write_text(
+            WRAPPER.format(repo=str(REPO), spec=spec, page=str(REPO / "pages" / "map.py"))
+        )
     else:
         script.write_text(BASELINE.format(repo=str(REPO), spec=spec))
     from benchmarks import plotly_map

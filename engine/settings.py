@@ -309,6 +309,9 @@ class Environment(BaseSettings):
     GPU_UMAP: OnOffAuto = _setting("auto", COMPUTE, read="call")
     """UMAP fits on the GPU with cuML: auto (when cuML and a GPU are there), on (cuML or one
     error line), off"""
+    MAP_DENSITY_ABOVE: Count = _setting(1_000_000, COMPUTE)
+    """above this many points a map is drawn in the browser by the density renderer (density where
+    points overlap, points when zoomed in) instead of regl-scatterplot"""
 
     # -- the HTTP service (read when it starts; its command-line flags win) -----------------------
     API_KEYS: Commas = _setting((), SERVICE, read="serve")
@@ -433,6 +436,7 @@ MAX_IMAGE_FILE_BYTES: int = _START.MAX_IMAGE_FILE_BYTES
 MAX_TEXT_CHARS: int = _START.MAX_TEXT_CHARS
 MAX_ITEMS: int = _START.MAX_ITEMS
 MAX_TABLE_ITEMS: int = _START.MAX_TABLE_ITEMS
+MAP_DENSITY_ABOVE: int = _START.MAP_DENSITY_ABOVE
 MAX_MANIFEST_BYTES: int = _START.MAX_MANIFEST_BYTES
 MAX_ARCHIVE_MEMBERS: int = _START.MAX_ARCHIVE_MEMBERS
 MAX_ARCHIVE_BYTES: int = _START.MAX_ARCHIVE_BYTES

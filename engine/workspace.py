@@ -821,9 +821,9 @@ class Workspace:
     @property
     def shapes_items(self) -> tuple[int, int]:
         """The allowed range of ``demo:shapes?n=``."""
-        from engine.data.shapes import MAX_ITEMS, MIN_ITEMS
+        from engine.data.shapes import MIN_ITEMS, max_items
 
-        return MIN_ITEMS, MAX_ITEMS
+        return MIN_ITEMS, max_items()
 
     # one item and its neighbours
     @property

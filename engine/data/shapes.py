@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw
 
+from engine import settings
 from engine.data.base import SkippedItem
 from engine.errors import DatasetError, ItemError
 from engine.params import SHAPES as DEFAULTS
@@ -31,8 +32,15 @@ if TYPE_CHECKING:
 GENERATOR_VERSION = 1
 
 MIN_ITEMS = 100
-MAX_ITEMS = 2_000_000  # the WebGL map draws every point up to here
 IMAGE_SIZE = 64
+
+
+def max_items() -> int:
+    """The largest ``n``: the items limit every dataset kind has (``PARALLAX_MAX_ITEMS``), read
+    at call time so an operator who raised it can open a 10M-item demo for the big map."""
+    return settings.MAX_ITEMS
+
+
 _SUPERSAMPLE = 4  # masks are drawn at 4x and box-downsampled: cheap antialiasing
 _CHUNK = 65_536
 
@@ -316,9 +324,10 @@ class ShapesDataset:
             raise DatasetError(f"demo:shapes: n must be an integer, got {n!r}")
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
             raise DatasetError(f"demo:shapes: seed must be an integer, got {seed!r}")
-        if not MIN_ITEMS <= n <= MAX_ITEMS:
+        if not MIN_ITEMS <= n <= max_items():
             raise DatasetError(
-                f"demo:shapes: n must be between {MIN_ITEMS:,} and {MAX_ITEMS:,}, got {n:,}"
+                f"demo:shapes: n must be between {MIN_ITEMS:,} and {max_items():,} "
+                f"(PARALLAX_MAX_ITEMS), got {n:,}"
             )
         if seed < 0:
             raise DatasetError(f"demo:shapes: seed must be >= 0, got {seed}")

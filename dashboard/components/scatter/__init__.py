@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from engine import settings
 from engine.maps import payload as mapdata
 
 HERE = Path(__file__).resolve().parent
@@ -53,7 +53,7 @@ INLINE_SELECTION = 4096  # larger selections travel as a binary payload
 # into a JS array (~100 B of heap each) and redraws every point on each hover (~1.8 s a frame
 # at 1M points in software WebGL).
 # PARALLAX_MAP_DENSITY_ABOVE moves it (benchmarks/bench_map_browser.py compares both renderers).
-DENSITY_ABOVE = int(os.environ.get("PARALLAX_MAP_DENSITY_ABOVE", "1000000"))
+DENSITY_ABOVE = settings.MAP_DENSITY_ABOVE
 DETAIL_LIMIT = 250_000  # the big renderer draws points (not density) up to this many in view
 
 STATIC = HERE / "static"
