@@ -21,6 +21,14 @@ Five kinds, each computed per model from that model's vectors and then across th
 
 ``compute_findings`` works on arrays only (no dataset, no cache); ``engine.workspace.Workspace
 .find`` gathers the vectors, labels and content hashes and caches the result.
+
+Memory (issue 31): the vectors are memory-mapped and read a block of rows at a time
+(``engine.store.chunks``; random rows, for pair cosines, gathered a file window at a time and
+the window's pages released), so what is held per model is its k-NN lists (N x k int32 and
+float32), its out-of-sample class probabilities (N x C float32), a few per-row vectors, and
+while its graph is built the N x 64 PCA coordinates; plus blocks of ``_CHUNK`` rows and the
+fit samples (LDA, clusters, PCA). Nothing is N x D, and the models' mean probabilities are
+computed a block at a time (``AveragedProbabilities``), never held.
 """
 
 from __future__ import annotations
