@@ -2,8 +2,9 @@
 
 The same N x D vectors stored as float32 and as float16 (written here a block at a time), each
 mapped by ``python -m engine project --vectors X.npy --method umap`` in a fresh process (wall
-time, the child's peak resident set, load average). Then, against the float32 vectors as the
-truth: each map's quality on a seeded 2k sample (``engine.maps.project.map_quality``:
+time, the child's peak resident set, load average), and the float32 vectors once more under
+another seed (how far two maps of the same vectors differ anyway). Then, against the float32
+vectors as the truth: each map's quality on a seeded 2k sample (``engine.maps.project.map_quality``:
 trustworthiness, 10-NN recall), how far float16 moves cosine similarities (max / mean absolute
 difference over random pairs and over near-neighbour pairs), how many of each sample point's
 10 nearest neighbours in the full set are the same under both (every row searched, a block at a
@@ -137,8 +138,8 @@ def main() -> None:
             "dim": int(x32.shape[1]),
             "fit_sample": fit,
             "file_mb": {
-                "float32": round(path32.stat().st_size / 2**20),
-                "float16": round(path16.stat().st_size / 2**20),
+                "float32": round(path32.stat().st_size / 2**20, 1),
+                "float16": round(path16.stat().st_size / 2**20, 1),
             },
             "float16_all_finite": bool(finite),
             "max_abs_value": float(max(np.abs(b).max() for _, b in row_chunks(x32))),
@@ -149,11 +150,12 @@ def main() -> None:
         warm = ["project", "--vectors", str(work / "warm.npy"), "--method", "umap"]
         _fresh([*warm, "--fit-sample", "2000"], work / "cache-warm")
         coords = {}
-        for name, path in (("float32", path32), ("float16", path16)):
-            run = _fresh(
-                ["project", "--vectors", str(path), "--method", "umap", "--fit-sample", str(fit)],
-                work / f"cache-{name}",
-            )
+        # A second float32 map under another seed: how far two maps of the same vectors differ
+        # anyway, the yardstick for how far the float16 map differs from the float32 one.
+        runs = (("float32", path32, 0), ("float16", path16, 0), ("float32_seed1", path32, 1))
+        for name, path, seed in runs:
+            command = ["project", "--vectors", str(path), "--method", "umap", "--seed", str(seed)]
+            run = _fresh([*command, "--fit-sample", str(fit)], work / f"cache-{name}")
             coords[name] = np.load(run["result"]["path"])
             assert len(coords[name]) == n and np.isfinite(coords[name]).all(), "every row placed"
             figures[name] = {
@@ -163,7 +165,7 @@ def main() -> None:
             rep.log(f"{name}: {figures[name]}")
         figures["same_cache_key"] = figures["float32"]["key"] == figures["float16"]["key"]
         # Quality of both maps against the float32 vectors (the truth), same 2k sample.
-        for name in ("float32", "float16"):
+        for name, _, _ in runs:
             q = map_quality(x32, coords[name], k=k, sample=args.sample)
             figures[name]["trustworthiness"] = round(q["trustworthiness"], 4)
             figures[name]["knn_recall"] = round(q["knn_recall"], 4)
@@ -189,9 +191,10 @@ def main() -> None:
         figures["cosine_neighbour_pairs"] = cosine_error(
             x32, x16, np.repeat(rows, k), nn32.reshape(-1)
         )
-        figures["map_agreement_10nn_2d"] = round(
-            map_agreement(coords["float32"], coords["float16"], rows), 4
-        )
+        figures["map_agreement_10nn_2d"] = {
+            other: round(map_agreement(coords["float32"], coords[other], rows), 4)
+            for other in ("float16", "float32_seed1")
+        }
         figures["load_average_end"] = _load()
         rep.log(f"figures: {figures}")
         rep.done(figures)
