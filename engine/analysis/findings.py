@@ -220,12 +220,6 @@ class ModelVectors:
         out /= self.norms[rows, None]
         return out
 
-    def release(self) -> None:
-        """Drop the pages of a memory-mapped file this process has read (no-op in memory)."""
-        from engine.store.chunks import release
-
-        release(self.raw)
-
     def pair_cosines(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Cosines of rows ``a[i]`` and ``b[i]`` on the full vectors, a block of pairs at a
         time. Each block's rows are gathered a window of the file at a time and the window's
