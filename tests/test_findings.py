@@ -374,3 +374,99 @@ def test_a_bundle_carries_findings_to_a_fresh_cache(
             zout.writestr(name, data)
     with pytest.raises(BundleError, match="findings"):
         open_bundle(bad, cache=Workspace(tmp_path / "other").cache)
+
+
+# -- out of core (issue 31): findings read the vectors a block at a time ---------------------
+def test_findings_of_mapped_files_in_small_blocks_equal_the_in_memory_ones(tmp_path, monkeypatch):
+    """Blocks change nothing: memory-mapped vectors read in 50-row file windows (pairs
+    gathered a window at a time) give the same JSON as in-memory arrays, on the exact graph
+    and on the approximate one; on the exact graph blocks of 64 rows for every per-row score
+    too. (The approximate graph's PCA of each block is a BLAS product whose last bits depend
+    on the block's rows: near-tied outlier scores could swap, so its block stays.)"""
+    from engine.analysis import findings as fmod
+    from engine.store import chunks
+
+    vectors, labels, splits, _ = _planted_vectors()
+    for name, v in vectors.items():
+        np.save(tmp_path / f"{name}.npy", v)
+    for params in (FINDINGS, FindingsParams(exact_below=100)):
+        whole = compute_findings(vectors, labels=labels, splits=splits, params=params)
+        with monkeypatch.context() as m:
+            if params.exact_below > len(labels):
+                m.setattr(fmod, "_CHUNK", 64)
+            m.setattr(chunks, "CHUNK_BYTES", 32 * 4 * 50)  # 50-row file windows
+            mapped = {k: np.load(tmp_path / f"{k}.npy", mmap_mode="r") for k in vectors}
+            blocked = compute_findings(mapped, labels=labels, splits=splits, params=params)
+        assert blocked.to_json() == whole.to_json()
+        assert whole.label_errors and whole.duplicates and whole.outliers
+
+
+def test_confident_learning_on_averaged_probabilities_by_blocks(monkeypatch):
+    """The models' mean computed a block of rows at a time (never N x C float64) flags the
+    same rows as the mean held whole, whatever the block."""
+    from engine.analysis import findings as fmod
+
+    rng = np.random.default_rng(2)
+    n, c = 3000, 5
+    y = rng.integers(0, c, n)
+    y[::50] = -1  # some rows unlabelled
+    probs = []
+    for _ in range(3):
+        logits = 2.0 * np.eye(c)[np.maximum(y, 0)] + rng.normal(size=(n, c)) * 1.5
+        e = np.exp(logits)
+        probs.append((e / e.sum(axis=1, keepdims=True)).astype(np.float32))
+    w = np.array([0.5, 0.3, 0.2])
+    held = sum(wi * p.astype(np.float64) for wi, p in zip(w, probs, strict=True))
+    want = fmod.confident_learning(held, y)
+    assert 0 < want.sum() < n // 2 and not want[y < 0].any()
+    for chunk in (fmod._CHUNK, 97):
+        monkeypatch.setattr(fmod, "_CHUNK", chunk)
+        mean = fmod.AveragedProbabilities(probs, w)
+        np.testing.assert_array_equal(mean[np.arange(n)], held)
+        np.testing.assert_array_equal(fmod.confident_learning(mean, y), want)
+        np.testing.assert_array_equal(fmod.row_argmax(mean), held.argmax(axis=1))
+
+
+def test_knn_probabilities_added_in_place_equal_the_sum():
+    from engine.analysis.findings import knn_probabilities
+
+    rng = np.random.default_rng(3)
+    n, k, c = 500, 10, 4
+    idx = rng.integers(0, n, (n, k)).astype(np.int32)
+    idx[::7, -1] = -1  # a missing neighbour
+    sims = rng.random((n, k)).astype(np.float32)
+    y = rng.integers(-1, c, n)
+    other = rng.random((n, c)).astype(np.float32)
+    want = knn_probabilities(idx, sims, y, c, k) + other
+    got = knn_probabilities(idx, sims, y, c, k, add_to=other.copy())
+    np.testing.assert_array_equal(got, want)
+
+
+def test_pair_cosines_of_a_mapped_file_leave_its_pages_out_of_the_process(tmp_path, monkeypatch):
+    """Random rows of a memory-mapped file are gathered a window at a time and released: the
+    pairs' cosines are right and the file does not stay mapped (before: every page did)."""
+    from engine.analysis.findings import ModelVectors
+    from engine.store import chunks
+
+    status = Path("/proc/self/status")
+    if not status.is_file() or "RssFile" not in status.read_text():
+        pytest.skip("no RssFile in /proc/self/status")
+
+    def rss_file_kb() -> int:
+        line = next(x for x in status.read_text().splitlines() if x.startswith("RssFile:"))
+        return int(line.split()[1])
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(64 * 1024, 128)).astype(np.float32)  # 32 MiB
+    np.save(tmp_path / "x.npy", x)
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 1024 * 1024)  # 1 MiB windows
+    vec = ModelVectors.__new__(ModelVectors)  # the vectors alone: no graph needed here
+    vec.raw = np.load(tmp_path / "x.npy", mmap_mode="r")
+    vec.norms = np.linalg.norm(x, axis=1).astype(np.float32)
+    a, b = rng.integers(0, len(x), 40_000), rng.integers(0, len(x), 40_000)
+    before = rss_file_kb()
+    got = vec.pair_cosines(a, b)
+    grown = rss_file_kb() - before
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, np.einsum("ij,ij->i", unit[a], unit[b]), atol=1e-6)
+    assert grown < 8 * 1024, f"{grown} kB of the 32 MiB file stayed mapped"

@@ -21,6 +21,14 @@ Five kinds, each computed per model from that model's vectors and then across th
 
 ``compute_findings`` works on arrays only (no dataset, no cache); ``engine.workspace.Workspace
 .find`` gathers the vectors, labels and content hashes and caches the result.
+
+Memory (issue 31): the vectors are memory-mapped and read a block of rows at a time
+(``engine.store.chunks``; random rows, for pair cosines, gathered a file window at a time and
+the window's pages released), so what is held per model is its k-NN lists (N x k int32 and
+float32), its out-of-sample class probabilities (N x C float32), a few per-row vectors, and
+while its graph is built the N x 64 PCA coordinates; plus blocks of ``_CHUNK`` rows and the
+fit samples (LDA, clusters, PCA). Nothing is N x D, and the models' mean probabilities are
+computed a block at a time (``AveragedProbabilities``), never held.
 """
 
 from __future__ import annotations
@@ -200,40 +208,39 @@ class ModelVectors:
         block /= self.norms[start:stop, None]
         return block
 
-    def unit_rows(self, rows: np.ndarray, keep_mapped: bool = False) -> np.ndarray:
-        """The unit vectors of ``rows``. ``keep_mapped``: leave the pages read mapped (many
-        gathers in a row: the caller releases them with ``release`` when done)."""
+    def unit_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The unit vectors of ``rows`` (any order), read a block of the file at a time
+        (``gather_rows``): this process keeps no more than one block of a mapped file's pages."""
         from engine.store.chunks import gather_rows
 
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")  # sorted reads of a memory-mapped file
         out = np.empty((len(rows), self.raw.shape[1]), dtype=np.float32)
-        if keep_mapped:
-            out[order] = self.raw[rows[order]]
-        else:
-            out[order] = gather_rows(self.raw, rows[order])
+        out[order] = gather_rows(self.raw, rows[order])
         out /= self.norms[rows, None]
         return out
 
-    def release(self) -> None:
-        """Drop the pages of a memory-mapped file this process has read (no-op in memory)."""
-        from engine.store.chunks import release
-
-        release(self.raw)
-
     def pair_cosines(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Cosines of rows ``a[i]`` and ``b[i]`` on the full vectors. Random rows of a memory-
-        mapped file are read with their pages kept until the end (releasing them after every
-        block made each later block fault them in again: 5x slower), then released."""
+        """Cosines of rows ``a[i]`` and ``b[i]`` on the full vectors, a block of pairs at a
+        time. Each block's rows are gathered a window of the file at a time and the window's
+        pages released (``gather_rows``): random rows of a mapped file otherwise stay mapped,
+        and the process grows by the whole file (1M x 512: +2 GB per model). The price is
+        mapping the pages again for every block: 1M random pairs of a 2 GB file took 7.6 s
+        released vs 3.5 s kept mapped (measured here), hence blocks as large as one
+        ``CHUNK_BYTES`` a side. A row's cosine does not depend on its block."""
         out = np.empty(len(a), dtype=np.float32)
-        try:
-            for s in range(0, len(a), _CHUNK):
-                ua = self.unit_rows(a[s : s + _CHUNK], keep_mapped=True)
-                ub = self.unit_rows(b[s : s + _CHUNK], keep_mapped=True)
-                out[s : s + len(ua)] = np.einsum("ij,ij->i", ua, ub)
-        finally:
-            self.release()
+        for s in range(0, len(a), self._pair_rows):
+            ua = self.unit_rows(a[s : s + self._pair_rows])
+            ub = self.unit_rows(b[s : s + self._pair_rows])
+            out[s : s + len(ua)] = np.einsum("ij,ij->i", ua, ub)
         return out
+
+    @property
+    def _pair_rows(self) -> int:
+        """Pairs a block: each side's unit rows within one ``CHUNK_BYTES`` of float32."""
+        from engine.store.chunks import CHUNK_BYTES
+
+        return int(min(_CHUNK, max(4096, CHUNK_BYTES // (4 * self.raw.shape[1]))))
 
     def _graph(self, params: FindingsParams) -> tuple[np.ndarray, np.ndarray]:
         from engine.maps.knn import exact_knn
@@ -382,16 +389,23 @@ def lof_scores(idx: np.ndarray, sims: np.ndarray, k: int) -> np.ndarray:
 
 # -- label errors --------------------------------------------------------------------------------
 def knn_probabilities(
-    idx: np.ndarray, sims: np.ndarray, y: np.ndarray, n_classes: int, k: int
+    idx: np.ndarray,
+    sims: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    k: int,
+    add_to: np.ndarray | None = None,
 ) -> np.ndarray:
     """Leave-one-out class probabilities: a similarity-weighted vote of the ``k`` nearest other
     labelled items, smoothed towards the class frequencies (an item with few labelled
-    neighbours is not certain of anything). A block of rows at a time."""
+    neighbours is not certain of anything). A block of rows at a time. ``add_to``: an N x C
+    float32 array the probabilities are added to (in float32, as ``p + add_to`` would be) and
+    which is returned: no second N x C."""
     n = len(idx)
     counts = np.bincount(y[y >= 0], minlength=n_classes).astype(np.float64)
     prior = counts / max(counts.sum(), 1.0)
     alpha = 1.0  # one pseudo-neighbour's weight, spread by class frequency
-    out = np.empty((n, n_classes), dtype=np.float32)
+    out = np.empty((n, n_classes), dtype=np.float32) if add_to is None else add_to
     for s in range(0, n, _CHUNK):
         nb = idx[s : s + _CHUNK, :k]
         m = len(nb)
@@ -404,7 +418,11 @@ def knn_probabilities(
         probs = probs.reshape(m, n_classes)
         total = w.sum(axis=1, keepdims=True)
         mean_w = np.where(total > 0, total / np.maximum(valid.sum(axis=1, keepdims=True), 1), 1.0)
-        out[s : s + m] = (probs + alpha * mean_w * prior) / (total + alpha * mean_w)
+        p = (probs + alpha * mean_w * prior) / (total + alpha * mean_w)
+        if add_to is None:
+            out[s : s + m] = p
+        else:
+            out[s : s + m] += p.astype(np.float32)
     return out
 
 
@@ -500,43 +518,101 @@ def kfold_lda_probabilities(
     return probs
 
 
-def confident_learning(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+class AveragedProbabilities:
+    """The models' class probabilities averaged with ``weights`` (summing to 1), computed for
+    the rows asked (``mean[rows]``: a slice or row numbers) and never held whole. Whole, the
+    mean is N x C float64, and a tensor product of the stacked models first makes a float64
+    copy of every model's N x C: at 1M rows, 50 classes and 2 models, 1.6 GB at once. The sum
+    is elementwise in float64 (no BLAS), so a row's value does not depend on the block it is
+    computed in."""
+
+    def __init__(self, probs: Sequence[np.ndarray], weights: np.ndarray) -> None:
+        self.probs = list(probs)
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.shape = self.probs[0].shape
+        self.dtype = np.dtype(np.float64)
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
+        out = self.weights[0] * self.probs[0][rows].astype(np.float64)
+        for w, p in zip(self.weights[1:], self.probs[1:], strict=True):
+            out += w * p[rows].astype(np.float64)
+        return out
+
+
+ProbabilityRows = np.ndarray | AveragedProbabilities  # N x C, read a block of rows at a time
+
+
+def row_argmax(probs: ProbabilityRows) -> np.ndarray:
+    """Each row's most probable class, a block of rows at a time."""
+    n = len(probs)
+    out = np.empty(n, dtype=np.int64)
+    for s in range(0, n, _CHUNK):
+        out[s : s + _CHUNK] = probs[s : s + _CHUNK].argmax(axis=1)
+    return out
+
+
+def _columns(probs: ProbabilityRows, rows: np.ndarray, cols: Sequence[int]) -> np.ndarray:
+    """``probs[rows][:, cols]``, a block of rows at a time."""
+    out = np.empty((len(rows), len(cols)), dtype=probs.dtype)
+    for s in range(0, len(rows), _CHUNK):
+        out[s : s + _CHUNK] = probs[rows[s : s + _CHUNK]][:, list(cols)]
+    return out
+
+
+def confident_learning(probs: ProbabilityRows, y: np.ndarray) -> np.ndarray:
     """Rows whose given label ``y`` is likely wrong under out-of-sample ``probs`` (confident
-    learning, pruned by noise rate). Unlabelled rows (``y < 0``) are never flagged."""
+    learning, pruned by noise rate). Unlabelled rows (``y < 0``) are never flagged.
+
+    ``probs`` is read a block of rows at a time (an array, or ``AveragedProbabilities``
+    computed on demand): N-sized state is a few vectors, never another N x C. Two passes, then
+    one gather per class of its members' columns for the pruning."""
     n, c = probs.shape
     labelled = y >= 0
+    # Pass 1: each labelled row's probability of its own label; a class's threshold is the
+    # mean over its members (the same values, in the same order, as a column of ``probs``).
+    own = np.zeros(n, dtype=probs.dtype)
+    for s in range(0, n, _CHUNK):
+        p, yb = probs[s : s + _CHUNK], y[s : s + _CHUNK]
+        lab = np.flatnonzero(yb >= 0)
+        own[s + lab] = p[lab, yb[lab]]
     thresholds = np.ones(c)
     for j in range(c):
         members = labelled & (y == j)
         if members.any():
-            thresholds[j] = float(probs[members, j].mean())
-    above = probs >= thresholds[None, :] - 1e-9
-    masked = np.where(above, probs, -1.0)
-    confident = np.where(above.any(axis=1), masked.argmax(axis=1), -1)
+            thresholds[j] = float(own[members].mean())
+    del own
+    # Pass 2: the confident joint, and each row's best class.
     joint = np.zeros((c, c), dtype=np.float64)
-    ok = labelled & (confident >= 0)
-    np.add.at(joint, (y[ok], confident[ok]), 1.0)
+    best = np.empty(n, dtype=np.int64)
+    for s in range(0, n, _CHUNK):
+        p, yb = probs[s : s + _CHUNK], y[s : s + _CHUNK]
+        above = p >= thresholds[None, :] - 1e-9
+        masked = np.where(above, p, -1.0)
+        confident = np.where(above.any(axis=1), masked.argmax(axis=1), -1)
+        ok = (yb >= 0) & (confident >= 0)
+        np.add.at(joint, (yb[ok], confident[ok]), 1.0)
+        best[s : s + len(p)] = p.argmax(axis=1)
     # Calibrate each row of the joint to its class's size, as confident learning does.
     class_counts = np.bincount(y[labelled], minlength=c).astype(np.float64)
     row_sums = joint.sum(axis=1, keepdims=True)
     joint = np.where(row_sums > 0, joint / np.maximum(row_sums, 1) * class_counts[:, None], 0.0)
     flagged = np.zeros(n, dtype=bool)
-    rows = np.arange(n)
     for given in range(c):
-        members = rows[labelled & (y == given)]
-        if members.size == 0:
+        members = np.flatnonzero(labelled & (y == given))
+        counts = {o: round(float(joint[given, o])) for o in range(c) if o != given}
+        others = [o for o, count in counts.items() if count > 0]
+        if members.size == 0 or not others:
             continue
-        for other in range(c):
-            if other == given:
-                continue
-            count = round(float(joint[given, other]))
-            if count <= 0:
-                continue
-            margin = probs[members, other] - probs[members, given]
-            take = members[np.argsort(-margin, kind="stable")[:count]]
+        cols = _columns(probs, members, [given, *others])
+        for i, other in enumerate(others, start=1):
+            margin = cols[:, i] - cols[:, 0]
+            take = members[np.argsort(-margin, kind="stable")[: counts[other]]]
             flagged[take] = True
     # A row whose given label is still its best class is not an error, whatever its margin.
-    flagged &= probs.argmax(axis=1) != np.where(labelled, y, -1)
+    flagged &= best != np.where(labelled, y, -1)
     return flagged
 
 
@@ -739,8 +815,11 @@ def _near_duplicates(
         cand.append(_pairs_from(m.vec.idx[:, :head], m.dup_z_graph >= loose))
     pairs = _unique_pairs(np.concatenate(cand)) if cand else np.zeros((0, 2), np.int64)
     if exact_pairs and len(pairs):
-        keep = np.array([(a, b) not in exact_pairs for a, b in pairs.tolist()], dtype=bool)
-        pairs = pairs[keep]
+        # One int64 code a pair, not a Python tuple a candidate (millions at 1M rows).
+        known = np.array(sorted(exact_pairs), dtype=np.int64).reshape(-1, 2)
+        width = int(max(pairs.max(), known.max())) + 1
+        code = pairs[:, 0] * width + pairs[:, 1]
+        pairs = pairs[~np.isin(code, known[:, 0] * width + known[:, 1])]
     if len(pairs) == 0:
         for m in models:
             out.per_model[m.name]["duplicates"] = []
@@ -858,35 +937,37 @@ def _label_errors(
     labelled = y >= 0
     for m in models:
         # Two out-of-sample classifiers on this model's vectors: the neighbours' vote and a
-        # linear read-out; their mean is the model's probabilities.
-        p = knn_probabilities(m.vec.idx, m.vec.sims, y, len(classes), params.label_k)
-        p = 0.5 * (p + kfold_lda_probabilities(m.vec, y, len(classes), seed=params.seed))
+        # linear read-out; their mean is the model's probabilities (in place: one N x C).
+        p = kfold_lda_probabilities(m.vec, y, len(classes), seed=params.seed)
+        knn_probabilities(m.vec.idx, m.vec.sims, y, len(classes), params.label_k, add_to=p)
+        p *= 0.5
         probs.append(p)
         f = confident_learning(p, y) & ~outlier
         flags.append(f)
         out.per_model[m.name]["label_errors"] = np.flatnonzero(f).tolist()
-        acc = float((p[labelled].argmax(axis=1) == y[labelled]).mean())
+        acc = float((row_argmax(p)[labelled] == y[labelled]).mean())
         out.per_model[m.name]["label_accuracy"] = round(acc, 4)
         # A model that cannot tell the classes apart (accuracy near chance) gets no vote.
         weights.append(max(0.0, (acc - chance) / (1.0 - chance)) ** 2)
     w = np.asarray(weights)
     if w.sum() <= 0:
         w = np.ones(len(models))
-    mean = np.tensordot(w / w.sum(), np.stack(probs), axes=1)
+    mean = AveragedProbabilities(probs, w / w.sum())
     flagged = confident_learning(mean, y) & ~outlier
     rows = np.flatnonzero(flagged)
-    score = 1.0 - mean[rows, y[rows]]
-    rows = rows[np.argsort(-score, kind="stable")]
+    found = mean[rows]
+    score = 1.0 - found[np.arange(len(rows)), y[rows]]
+    order = np.argsort(-score, kind="stable")
     names = [m.name for m in models]
     return [
         {
-            "row": int(r),
-            "label": classes[y[r]],
-            "suggested": classes[int(mean[r].argmax())],
-            "score": round(float(1.0 - mean[r, y[r]]), 4),
-            "models": [names[j] for j in range(len(models)) if flags[j][r]],
+            "row": int(rows[i]),
+            "label": classes[y[rows[i]]],
+            "suggested": classes[int(found[i].argmax())],
+            "score": round(float(score[i]), 4),
+            "models": [names[j] for j in range(len(models)) if flags[j][rows[i]]],
         }
-        for r in rows
+        for i in order
     ]
 
 

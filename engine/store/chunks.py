@@ -7,6 +7,11 @@ block of rows out (converted to the wanted dtype) and then drops the block's pag
 process with ``madvise(MADV_DONTNEED)``: the OS page cache keeps them (a second pass is still
 fast, and other processes share them), but this process's peak is one block, not N rows.
 Plain in-memory arrays are sliced the same way, so callers need not know which they hold.
+
+A float16 file is read the same way: each block (and each gathered row) is cast to float32 as
+it is copied out, so a float16 ``.npy`` is never upcast whole; ``rows_per_chunk`` counts the
+float32 copy's bytes. ``hash_array`` hashes the file's own bytes and dtype, so a float16 copy
+of some vectors is cached under a key of its own, never as the float32 vectors.
 """
 
 from __future__ import annotations
