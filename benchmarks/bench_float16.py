@@ -88,10 +88,14 @@ def cosine_error(x32: np.ndarray, x16: np.ndarray, a: np.ndarray, b: np.ndarray)
 
 def map_agreement(c32: np.ndarray, c16: np.ndarray, rows: np.ndarray, k: int = 10) -> float:
     """Mean share of each sample row's ``k`` nearest sample rows in 2-D that both maps agree on."""
-    from engine.maps.project import _euclid_knn
+    from sklearn.neighbors import NearestNeighbors
 
-    a, _ = _euclid_knn(np.asarray(c32[rows], dtype=np.float32), k)
-    b, _ = _euclid_knn(np.asarray(c16[rows], dtype=np.float32), k)
+    def knn(xy: np.ndarray) -> np.ndarray:  # each row's k nearest others (itself dropped)
+        idx = NearestNeighbors(n_neighbors=k + 1).fit(xy).kneighbors(xy, return_distance=False)
+        return idx[:, 1:]
+
+    a = knn(np.asarray(c32[rows], dtype=np.float64))
+    b = knn(np.asarray(c16[rows], dtype=np.float64))
     return float(np.mean([len(set(p) & set(q)) / k for p, q in zip(a, b, strict=True)]))
 
 
