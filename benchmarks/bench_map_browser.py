@@ -49,7 +49,7 @@ import numpy as np
 from common import REPO, Reporter, parser
 
 from tests.browser_util import chromium_available, chromium_page, running_app, wait_for_app_idle
-from tests.test_browser import WRAPPER, _write_vectors
+from tests.test_browser import WRAPPER, _write_vectors, synthetic_manifest
 
 TIMEOUT_MS = 900_000
 
@@ -311,19 +311,7 @@ def _write_vectors_chunked(cache_root: Path, spec: str, n: int, dim: int = 16) -
         out[start : start + m] = x
     out.flush()
     del out
-    cache.put_manifest_only(
-        "vectors",
-        key,
-        {
-            "dataset": spec,
-            "dataset_fingerprint": ds.fingerprint(),
-            "model": "synthetic:clusters",
-            "modality": "image",
-            "n": n,
-            "dim": dim,
-            "failed": [],
-        },
-    )
+    cache.put_manifest_only("vectors", key, synthetic_manifest(spec, ds, n, dim))
 
 
 def server_peak_rss_mb() -> float | None:

@@ -360,20 +360,20 @@ def _write_vectors(cache_root: Path, spec: str, n: int, dim: int = 16) -> None:
     x = centres[rng.integers(0, 12, n)] + 0.3 * rng.normal(size=(n, dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     key = make_key(kind="vectors", dataset=ds.fingerprint(), model="synthetic", n=n)
-    cache.put(
-        "vectors",
-        key,
-        x.astype(np.float32),
-        {
-            "dataset": spec,
-            "dataset_fingerprint": ds.fingerprint(),
-            "model": "synthetic:clusters",
-            "modality": "image",
-            "n": n,
-            "dim": dim,
-            "failed": [],
-        },
-    )
+    cache.put("vectors", key, x.astype(np.float32), synthetic_manifest(spec, ds, n, dim))
+
+
+def synthetic_manifest(spec: str, ds: object, n: int, dim: int) -> dict:
+    """The cache manifest of synthetic vectors for ``spec`` (also the browser benchmark's)."""
+    return {
+        "dataset": spec,
+        "dataset_fingerprint": ds.fingerprint(),
+        "model": "synthetic:clusters",
+        "modality": "image",
+        "n": n,
+        "dim": dim,
+        "failed": [],
+    }
 
 
 WRAPPER = """
