@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine import settings
 from engine.data.base import Dataset
 from engine.data.shapes import (
     BACKGROUNDS,
     COLOURS,
-    MAX_ITEMS,
     MIN_ITEMS,
     SHAPES,
     SIZES,
@@ -101,10 +101,20 @@ def test_lazy_million() -> None:
     assert ds.load_image(999_999).size == (64, 64)
 
 
-@pytest.mark.parametrize("n", [0, MIN_ITEMS - 1, MAX_ITEMS + 1, -5])  # the engine's own bounds
+@pytest.mark.parametrize("n", [0, MIN_ITEMS - 1, settings.MAX_ITEMS + 1, -5])  # its own bounds
 def test_n_out_of_range(n: int) -> None:
     with pytest.raises(DatasetError):
         open_shapes(n=n)
+
+
+def test_n_follows_the_items_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The upper bound is PARALLAX_MAX_ITEMS, read at call time: an operator who raised it
+    opens a larger demo, and the refusal names the setting."""
+    monkeypatch.setattr(settings, "MAX_ITEMS", 5_000)
+    with pytest.raises(DatasetError, match="PARALLAX_MAX_ITEMS"):
+        open_shapes(n=5_001)
+    monkeypatch.setattr(settings, "MAX_ITEMS", 6_000)
+    assert len(open_shapes(n=5_001)) == 5_001
 
 
 def test_bad_index() -> None:
