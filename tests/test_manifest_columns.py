@@ -336,3 +336,26 @@ def test_the_operator_allowance_has_its_own_bound(
     monkeypatch.setattr(settings, "TABLE_DECODE_BYTES", 2 * 1024**2)
     with pytest.raises(DatasetError, match="PARALLAX_TABLE_DECODE_BYTES"):
         Workspace(tmp_path / "cache2").open(f"manifest:{three_million}")
+
+
+def test_ray_workers_open_a_large_table_under_the_drivers_allowance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver passes the allowance it opened the table under to the Ray workers, which open
+    the spec again themselves; a table within MAX_ITEMS needs none."""
+    from engine.data.base import past_items_limit
+    from engine.embed import ray_backend
+
+    path = tmp_path / "items.parquet"
+    pq.write_table(pa.table({"id": [str(i) for i in range(40)], "text": ["x"] * 40}), path)
+    spec = f"manifest:{path}"
+    monkeypatch.setattr(settings, "MAX_ITEMS", 30)
+    monkeypatch.setattr(ray_backend, "_worker_datasets", {})
+    driver = Workspace(tmp_path / "cache").open(spec)
+    assert past_items_limit(driver)
+    with pytest.raises(DatasetError, match="PARALLAX_MAX_ITEMS"):
+        ray_backend._worker_dataset(spec, str(tmp_path / "cache"), tables=False)
+    worker = ray_backend._worker_dataset(spec, str(tmp_path / "cache"), tables=True)
+    assert len(worker) == 40 and worker.fingerprint() == driver.fingerprint()
+    monkeypatch.setattr(settings, "MAX_ITEMS", 40)
+    assert not past_items_limit(driver)

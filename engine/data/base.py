@@ -214,14 +214,23 @@ def decode_budget(columnar: bool) -> tuple[int, str]:
     return settings.DECODE_BYTES, "PARALLAX_DECODE_BYTES"
 
 
+def past_items_limit(dataset: Any) -> bool:
+    """Whether ``dataset`` is a table of more rows than ``MAX_ITEMS``: only the operator's
+    allowance (``operator_tables``) opens one."""
+    from engine import settings
+
+    rows = getattr(dataset, "table_rows", None)
+    return isinstance(rows, int) and rows > settings.MAX_ITEMS
+
+
 def visitor_refusal(dataset: Any) -> str | None:
     """Why a visitor may not have ``dataset`` (None when they may): a table of more rows than
     ``MAX_ITEMS``, which only the operator's allowance opens (and holds, for every caller of
     the same process)."""
     from engine import settings
 
-    rows = getattr(dataset, "table_rows", None)
-    if isinstance(rows, int) and rows > settings.MAX_ITEMS:
+    if past_items_limit(dataset):
+        rows = dataset.table_rows
         return (
             f"{getattr(dataset, 'spec', 'the dataset')} has {rows:,} rows, over the limit of "
             f"{settings.MAX_ITEMS:,} for visitors of this deployment (PARALLAX_MAX_ITEMS)"

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.data.base import Dataset
+from engine.data.base import Dataset, past_items_limit
 from engine.embed.local import (
     EmbeddingResult,
     choose_modality,
@@ -91,19 +91,25 @@ def require_ray() -> Any:
 _worker_datasets: dict[tuple[str, str], Dataset] = {}
 
 
-def _worker_dataset(spec: str, cache_root: str) -> Dataset:
-    """The dataset, opened once per worker process (workers see the same paths: shared storage)."""
+def _worker_dataset(spec: str, cache_root: str, tables: bool = False) -> Dataset:
+    """The dataset, opened once per worker process (workers see the same paths: shared storage).
+    ``tables``: the driver opened it under the operator's allowance for large tables
+    (``MAX_TABLE_ITEMS``), so the workers open it under the same allowance."""
     key = (spec, cache_root)
     if key not in _worker_datasets:
         from engine.data import open_dataset
+        from engine.data.base import operator_tables
 
-        _worker_datasets[key] = open_dataset(spec, cache_root=Path(cache_root))
+        with operator_tables(tables):
+            _worker_datasets[key] = open_dataset(spec, cache_root=Path(cache_root))
     return _worker_datasets[key]
 
 
-def _decode_batches(batch: dict[str, np.ndarray], spec: str, cache_root: str, images: bool):
+def _decode_batches(
+    batch: dict[str, np.ndarray], spec: str, cache_root: str, images: bool, tables: bool = False
+):
     """CPU task: one row per item of each batch span, with the decoded image (or the text)."""
-    ds = _worker_dataset(spec, cache_root)
+    ds = _worker_dataset(spec, cache_root, tables)
     index, payload, error = [], [], []
     for start, stop in zip(batch["start"], batch["stop"], strict=True):
         for i in range(int(start), int(stop)):
@@ -399,7 +405,13 @@ def _stream(
         _decode_batches,
         batch_size=1,
         num_cpus=options.decode_cpus,
-        fn_kwargs={"spec": dataset.spec, "cache_root": str(cache.root), "images": images},
+        fn_kwargs={
+            "spec": dataset.spec,
+            "cache_root": str(cache.root),
+            "images": images,
+            # a table past MAX_ITEMS was opened here under the operator's allowance
+            "tables": past_items_limit(dataset),
+        },
     )
     embedded = decoded.map_batches(
         EmbedActor,
