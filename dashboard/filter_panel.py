@@ -29,8 +29,13 @@ IN_FILTER = "in the filter"
 
 
 def _values(series: pd.Series) -> list[str]:
-    counts = series.dropna().astype(str).value_counts()
-    return sorted(counts.index[:MAX_OPTIONS].tolist())
+    """The column's most frequent values (up to ``MAX_OPTIONS``) as texts, sorted. Counted by
+    value and turned into text afterwards where that reads the same (10M labels: well under a
+    second instead of ~1 s a column to make every row a string first)."""
+    s = series.dropna()
+    if not maps.texts_follow_values(s):
+        s = s.astype(str)
+    return sorted(str(v) for v in s.value_counts().index[:MAX_OPTIONS])
 
 
 def _column_values(ds: Any, column: str) -> pd.Series:

@@ -63,24 +63,55 @@ class Colouring:
         return Colouring("none")
 
 
+# object columns whose values are all of one kind where equal values read alike (not floats:
+# -0.0 == 0.0)
+_ONE_KIND = frozenset({"string", "empty", "integer", "boolean", "bytes"})
+
+
+def texts_follow_values(s: pd.Series) -> bool:
+    """Whether values that compare equal also read the same (so a column can be counted by value
+    and turned into text afterwards): not for mixed object columns, where True == 1 and
+    2 == 2.0 hash alike but read "True" / "1" and "2" / "2.0", nor for floats."""
+    if s.dtype == object:
+        return pd.api.types.infer_dtype(s, skipna=True) in _ONE_KIND
+    # integers, booleans and text; floats, dates and categories are made text first
+    return (
+        pd.api.types.is_integer_dtype(s)
+        or pd.api.types.is_bool_dtype(s)
+        or isinstance(s.dtype, pd.StringDtype)
+    )
+
+
 def categorical(values: Sequence[Any] | pd.Series | np.ndarray, title: str) -> Colouring:
     """Categorical colouring; the ``MAX_CATEGORIES - 1`` most frequent values keep their own
-    colour and the rest become ``other``. Missing values (None/NaN) are ``(none)``."""
-    s = pd.Series(list(values) if not isinstance(values, pd.Series) else values.to_numpy())
-    missing = s.isna().to_numpy()
-    as_str = s.astype("string").fillna(MISSING).to_numpy(dtype=object)
-    as_str[missing] = MISSING
-    counts = pd.Series(as_str).value_counts(sort=True)
-    if len(counts) > MAX_CATEGORIES:
-        keep = list(counts.index[: MAX_CATEGORIES - 1])
-        keep_set = set(keep)
-        as_str = np.array([v if v in keep_set else OTHER for v in as_str], dtype=object)
+    colour and the rest become ``other``. Missing values (None/NaN) are ``(none)``.
+
+    Vectorised (10M labels in well under a second): the values are factorised once, only the
+    distinct values are turned into strings (values with the same text merge, as ``1`` and
+    ``"1"`` do), and counts and codes come from array look-ups, never a Python loop a row."""
+    s = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    if not texts_follow_values(s):
+        s = s.astype("string")  # rows become text first (the slow way, mixed columns only)
+    raw, uniques = pd.factorize(s.to_numpy(), use_na_sentinel=True)  # -1: missing
+    texts = pd.Series(uniques, dtype=object).astype("string").fillna(MISSING)
+    names = np.array([*texts.to_numpy(dtype=object), MISSING], dtype=object)
+    merged, labels = pd.factorize(names)  # distinct texts, in order of first appearance
+    codes = merged[raw]  # raw == -1 picks the MISSING entry appended last
+    counts = np.bincount(codes, minlength=len(labels))
+    seen = np.flatnonzero(counts)
+    if len(seen) > MAX_CATEGORIES:
+        # the most frequent keep their colour; a tie at the cut goes to the value seen first
+        first = np.full(len(labels), len(codes), dtype=np.int64)
+        np.minimum.at(first, codes, np.arange(len(codes)))
+        order = seen[np.lexsort((first[seen], -counts[seen]))]
+        keep = list(labels[order[: MAX_CATEGORIES - 1]])
         cats = [*sorted(keep, key=_natural_key), OTHER]
     else:
-        cats = sorted(counts.index, key=_natural_key)
+        cats = sorted(labels[seen], key=_natural_key)
     lookup = {c: i for i, c in enumerate(cats)}
-    codes = np.fromiter((lookup[v] for v in as_str), dtype=np.int32, count=len(as_str))
-    return Colouring("categorical", title, codes=codes, categories=tuple(cats))
+    other = lookup.get(OTHER, -1)
+    per_label = np.array([lookup.get(c, other) for c in labels], dtype=np.int32)
+    return Colouring("categorical", title, codes=per_label[codes], categories=tuple(cats))
 
 
 def numeric(values: Sequence[float] | np.ndarray, title: str, **kw: Any) -> Colouring:

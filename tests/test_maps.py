@@ -119,3 +119,78 @@ def test_hover_component_state_is_parsed_defensively() -> None:
     assert wanted_chunks(None) == (None, [])
     assert wanted_chunks({"want": "garbage"}) == (None, [])
     assert wanted_chunks({"want": {"chunks": 3}}) == (None, [])
+
+
+def _categorical_row_by_row(values, title):
+    """The former implementation, one row at a time; its ties at the 20-category cut (left to
+    the hash table's order) now go to the value seen first."""
+    s = pd.Series(list(values) if not isinstance(values, pd.Series) else values.to_numpy())
+    missing = s.isna().to_numpy()
+    as_str = s.astype("string").fillna(maps.MISSING).to_numpy(dtype=object)
+    as_str[missing] = maps.MISSING
+    counts = pd.Series(as_str).value_counts(sort=True)
+    first = {v: i for i, v in reversed(list(enumerate(as_str)))}  # a tie goes to the first seen
+    counts = counts.iloc[
+        sorted(range(len(counts)), key=lambda i: (-counts.iloc[i], first[counts.index[i]]))
+    ]
+    if len(counts) > maps.MAX_CATEGORIES:
+        keep = list(counts.index[: maps.MAX_CATEGORIES - 1])
+        keep_set = set(keep)
+        as_str = np.array([v if v in keep_set else maps.OTHER for v in as_str], dtype=object)
+        cats = [*sorted(keep, key=maps._natural_key), maps.OTHER]
+    else:
+        cats = sorted(counts.index, key=maps._natural_key)
+    lookup = {c: i for i, c in enumerate(cats)}
+    return np.array([lookup[v] for v in as_str], dtype=np.int32), tuple(cats)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_categorical_equals_the_row_by_row_rules(seed: int) -> None:
+    """Mixed types (1 and "1" share a text), None / NaN / "(none)", ties at the 20-category cut,
+    a Series or a list: the same codes and categories as the former per-row code."""
+    rng = np.random.default_rng(seed)
+    pool = [*(f"c{i}" for i in range(30)), 1, "1", 2.0, "2.0", None, np.nan, maps.MISSING, True]
+    n = int(rng.integers(1, 400))
+    values = [pool[i] for i in rng.integers(0, len(pool) - (seed % 2) * 25, n)]
+    given = pd.Series(values, dtype=object) if seed % 3 == 0 else values
+    got = maps.categorical(given, "t")
+    want_codes, want_cats = _categorical_row_by_row(given, "t")
+    assert got.categories == want_cats
+    np.testing.assert_array_equal(got.codes, want_codes)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pd.Series([0.1, 0.2 + 0.1, 2.0, np.nan, 1e20, -0.0, 0.0] * 5),
+        pd.Series(np.arange(60) % 7, dtype=np.int64),
+        pd.Series([True, False, True]),
+        pd.Series(["b", "a", None, "b"], dtype="string"),
+        pd.Series(pd.to_datetime(["2020-01-01", "2021-06-01", None] * 3)),
+        pd.Series(pd.Categorical(["x", "y", "x", None])),
+    ],
+    ids=["float", "int", "bool", "string", "datetime", "category"],
+)
+def test_categorical_of_typed_columns_equals_the_row_by_row_rules(column: pd.Series) -> None:
+    got = maps.categorical(column, "t")
+    want_codes, want_cats = _categorical_row_by_row(column, "t")
+    assert got.categories == want_cats
+    np.testing.assert_array_equal(got.codes, want_codes)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pd.Series(["b", "a", None, "b", "c"] * 40, dtype=object),
+        pd.Series([1, "1", True, 2.0, 2, None, "x"] * 3, dtype=object),
+        pd.Series(np.arange(150) % 13, dtype=np.int64),
+        pd.Series([0.5, -0.0, 0.0, np.nan] * 4),
+        pd.Series(pd.to_datetime(["2020-01-01", "2021-06-01", None] * 3)),
+    ],
+    ids=["text", "mixed", "int", "float", "datetime"],
+)
+def test_filter_values_are_the_columns_texts(column: pd.Series) -> None:
+    """The value filter's options: each distinct text once, as the column's rows read."""
+    from dashboard.filter_panel import _values
+
+    assert _values(column) == sorted(set(column.dropna().astype(str)))

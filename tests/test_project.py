@@ -172,13 +172,35 @@ def test_a_large_pca_map_streamed_gives_the_full_pca_plane(tmp_path, monkeypatch
     x = (rng.normal(size=(5000, 16)) * np.linspace(5, 0.1, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     full = proj.pca_2d(x)
-    monkeypatch.setattr(proj, "PCA_STREAM_BYTES", 1024)
-    streamed = compute_projection(
-        np.load(tmp_path / "x.npy", mmap_mode="r"), ProjectionParams("pca")
-    )
-    for axis in range(2):  # the same axes (a PCA axis has no preferred sign)
-        r = np.corrcoef(full[:, axis], streamed[:, axis])[0, 1]
-        assert abs(r) > 0.9999
+    streams = []
+    for setting, value in (("PCA_STREAM_BYTES", 1024), ("PCA_STREAM_ROWS", 4000)):
+        with monkeypatch.context() as m:  # past the byte bound, then past the row bound
+            m.setattr(proj, setting, value)
+            m.setattr(proj, "PcaSpace", CountingSpace := _counting(proj.PcaSpace))
+            streams.append(
+                compute_projection(
+                    np.load(tmp_path / "x.npy", mmap_mode="r"), ProjectionParams("pca")
+                )
+            )
+            assert CountingSpace.streamed == 1  # fitted on the covariance, not by the SVD
+    for streamed in streams:
+        for axis in range(2):  # the same axes (a PCA axis has no preferred sign)
+            r = np.corrcoef(full[:, axis], streamed[:, axis])[0, 1]
+            assert abs(r) > 0.9999
+
+
+def _counting(space: type) -> type:
+    """``PcaSpace`` counting its streamed fits."""
+
+    class Counting(space):  # type: ignore[misc, valid-type]
+        streamed = 0
+
+        @classmethod
+        def fit_streamed(cls, x, dims):  # type: ignore[no-untyped-def]
+            Counting.streamed += 1
+            return space.fit_streamed(x, dims)
+
+    return Counting
 
 
 def test_self_knn_of_a_mapped_file_equals_the_whole_search(tmp_path):

@@ -35,8 +35,11 @@ EXACT_FULL_DIM_LIMIT = 20_000
 # gives the same map: trustworthiness 0.9475 vs 0.9477, 10-NN recall 0.783 vs 0.783 (1M x 512,
 # BENCHMARKS.md row 5); a point lands at the weighted mean of near neighbours either way.
 PLACEMENT_NPROBE = 4
-# Above this many bytes (as float32) a PCA map is fitted and drawn a block at a time.
+# Above this many bytes (as float32), or this many rows, a PCA map is fitted on the exact
+# covariance and drawn a block at a time: past a few million rows the randomised SVD's passes
+# cost more than summing a D x D covariance (10M x 16: 16 s against ~2 s here).
 PCA_STREAM_BYTES = 1024 * 1024 * 1024
+PCA_STREAM_ROWS = 2_000_000
 
 
 @dataclass
@@ -257,10 +260,11 @@ def compute_projection(
 
 
 def _pca_map(x: np.ndarray, seed: int) -> np.ndarray:
-    """PCA map; an array larger than ``PCA_STREAM_BYTES`` is fitted on its exact covariance,
+    """PCA map; an array larger than ``PCA_STREAM_BYTES`` or longer than ``PCA_STREAM_ROWS``
+    is fitted on its exact covariance,
     accumulated a block at a time, and projected a block at a time (the same plane as a full
     PCA, without N x D in memory)."""
-    if x.shape[0] * x.shape[1] * 4 <= PCA_STREAM_BYTES:
+    if x.shape[0] * x.shape[1] * 4 <= PCA_STREAM_BYTES and x.shape[0] <= PCA_STREAM_ROWS:
         return pca_2d(gather_rows(x, np.arange(len(x))), seed)
     space = PcaSpace.fit_streamed(x, 2)
     out = np.empty((len(x), 2), dtype=np.float32)
