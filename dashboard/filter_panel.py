@@ -33,6 +33,12 @@ def _values(series: pd.Series) -> list[str]:
     value and turned into text afterwards where that reads the same (10M labels: well under a
     second instead of ~1 s a column to make every row a string first)."""
     s = series.dropna()
+    if isinstance(s.dtype, pd.CategoricalDtype):  # counted per category, in C
+        if maps.texts_follow_values(pd.Series(s.cat.categories)):
+            s = s.cat.remove_unused_categories()
+            counts = s.value_counts()
+            return sorted(str(v) for v in counts.index[counts.to_numpy() > 0][:MAX_OPTIONS])
+        s = s.astype(object)
     if not maps.texts_follow_values(s):
         s = s.astype(str)
     return sorted(str(v) for v in s.value_counts().index[:MAX_OPTIONS])

@@ -186,8 +186,11 @@ def test_categorical_of_typed_columns_equals_the_row_by_row_rules(column: pd.Ser
         pd.Series(np.arange(150) % 13, dtype=np.int64),
         pd.Series([0.5, -0.0, 0.0, np.nan] * 4),
         pd.Series(pd.to_datetime(["2020-01-01", "2021-06-01", None] * 3)),
+        pd.Series(pd.Categorical(["x", "y", None, "x"], categories=["x", "y", "unused"])),
+        pd.Series(pd.Categorical([3, 1, 3])),
+        pd.Series(pd.Categorical(pd.to_datetime(["2020-01-01", None, "2020-01-01"]))),
     ],
-    ids=["text", "mixed", "int", "float", "datetime"],
+    ids=["text", "mixed", "int", "float", "datetime", "category", "int-category", "date-category"],
 )
 def test_filter_values_are_the_columns_texts(column: pd.Series) -> None:
     """The value filter's options: each distinct text once, as the column's rows read."""
