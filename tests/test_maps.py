@@ -152,9 +152,12 @@ def test_categorical_equals_the_row_by_row_rules(seed: int) -> None:
     pool = [*(f"c{i}" for i in range(30)), 1, "1", 2.0, "2.0", None, np.nan, maps.MISSING, True]
     n = int(rng.integers(1, 400))
     values = [pool[i] for i in rng.integers(0, len(pool) - (seed % 2) * 25, n)]
-    given = pd.Series(values, dtype=object) if seed % 3 == 0 else values
-    got = maps.categorical(given, "t")
-    want_codes, want_cats = _categorical_row_by_row(given, "t")
+    _assert_as_row_by_row(pd.Series(values, dtype=object) if seed % 3 == 0 else values)
+
+
+def _assert_as_row_by_row(values) -> None:
+    got = maps.categorical(values, "t")
+    want_codes, want_cats = _categorical_row_by_row(values, "t")
     assert got.categories == want_cats
     np.testing.assert_array_equal(got.codes, want_codes)
 
@@ -172,10 +175,7 @@ def test_categorical_equals_the_row_by_row_rules(seed: int) -> None:
     ids=["float", "int", "bool", "string", "datetime", "category"],
 )
 def test_categorical_of_typed_columns_equals_the_row_by_row_rules(column: pd.Series) -> None:
-    got = maps.categorical(column, "t")
-    want_codes, want_cats = _categorical_row_by_row(column, "t")
-    assert got.categories == want_cats
-    np.testing.assert_array_equal(got.codes, want_codes)
+    _assert_as_row_by_row(column)
 
 
 @pytest.mark.parametrize(
