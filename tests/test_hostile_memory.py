@@ -303,18 +303,24 @@ def test_a_large_datasets_size_is_estimated_from_an_even_sample():
     from engine.data.base import ESTIMATE_SAMPLE, approx_nbytes
 
     rng = np.random.default_rng(0)
-    n = 10 * ESTIMATE_SAMPLE
+    n = 10 * ESTIMATE_SAMPLE + 4321  # not a multiple of the sample
     lengths = rng.integers(1, 40, n)
 
     class Table:
-        ids = [str(i) for i in range(n)]
-        labels = ["x" * int(k) for k in lengths]
-        texts = None
+        def __init__(self) -> None:
+            self.ids = [str(i) for i in range(n)]
+            self.labels = ["x" * int(k) for k in lengths]
+            self.texts = None
 
         def metadata(self) -> pd.DataFrame:
             return pd.DataFrame({"note": self.labels, "size": lengths})
 
-    exact_strings = sum(56 + len(s) for s in Table.ids + Table.labels)
-    exact_table = int(Table().metadata().memory_usage(deep=True, index=False).sum())
-    estimate = approx_nbytes(Table())
+    table = Table()
+    exact_strings = sum(56 + len(s) for s in table.ids + table.labels)
+    exact_table = int(table.metadata().memory_usage(deep=True, index=False).sum())
+    estimate = approx_nbytes(table)
     assert abs(estimate - (exact_strings + exact_table)) < 0.02 * (exact_strings + exact_table)
+    for rows in (ESTIMATE_SAMPLE + 1, int(1.5 * ESTIMATE_SAMPLE), 12 * ESTIMATE_SAMPLE + 17):
+        short = type("Short", (), {"ids": table.ids[:rows], "labels": [], "texts": None})()
+        want = sum(56 + len(s) for s in short.ids)
+        assert abs(approx_nbytes(short) - want) < 0.02 * want  # one sample, no recursion

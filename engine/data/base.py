@@ -125,13 +125,16 @@ def approx_nbytes(dataset: Any) -> int:
         return int(own())
     per_string = 56  # sys.getsizeof("") on CPython 3.11 (compact ASCII)
 
+    def count(values: Any) -> int:
+        return sum(per_string + len(v) for v in values if isinstance(v, str))
+
     def strings(values: Any) -> int:
         values = values or ()
         n = len(values) if isinstance(values, Sequence) else 0
         if n > ESTIMATE_SAMPLE:  # an even sample, scaled: a 10M-item count took ~10 s
-            sample = values[:: n // ESTIMATE_SAMPLE]
-            return int(strings(sample) * n / len(sample))
-        return sum(per_string + len(v) for v in values if isinstance(v, str))
+            sample = values[:: -(-n // ESTIMATE_SAMPLE)]
+            return int(count(sample) * n / len(sample))
+        return count(values)
 
     total = strings(getattr(dataset, "ids", ())) + strings(getattr(dataset, "labels", ()))
     total += strings(getattr(dataset, "texts", None) or ())
@@ -140,7 +143,7 @@ def approx_nbytes(dataset: Any) -> int:
         table = dataset.metadata()
         rows = len(table)
         if rows > ESTIMATE_SAMPLE:
-            sample = table.iloc[:: rows // ESTIMATE_SAMPLE]
+            sample = table.iloc[:: -(-rows // ESTIMATE_SAMPLE)]
             total += int(sample.memory_usage(deep=True, index=False).sum() * rows / len(sample))
         else:
             total += int(table.memory_usage(deep=True).sum())
